@@ -1,0 +1,391 @@
+package archive
+
+import (
+	"archive/tar"
+	"archive/zip"
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+)
+
+// Limits bound what one archive may expand to. Zero fields take defaults.
+type Limits struct {
+	MaxEntries int   // number of entries of any kind
+	MaxBytes   int64 // sum of regular file sizes once expanded
+}
+
+// Default limits: generous enough for multi-GB CUDA builds with every backend,
+// small enough to stop a decompression bomb before it fills the disk.
+const (
+	DefaultMaxEntries = 100_000
+	DefaultMaxBytes   = 64 << 30
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxEntries <= 0 {
+		l.MaxEntries = DefaultMaxEntries
+	}
+	if l.MaxBytes <= 0 {
+		l.MaxBytes = DefaultMaxBytes
+	}
+	return l
+}
+
+// Error is an archive the installer refuses: unsafe, corrupt, truncated,
+// over a limit or of an unsupported format. It is the user's input at fault.
+type Error struct {
+	Entry  string // archive member at fault, if any
+	Reason string
+	Err    error
+}
+
+func (e *Error) Error() string {
+	msg := e.Reason
+	if e.Entry != "" {
+		msg = fmt.Sprintf("entry %q: %s", e.Entry, e.Reason)
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// BadInput marks the error as the archive's fault (exit status 2).
+func (e *Error) BadInput() bool { return true }
+
+// Stats describes what an extraction wrote.
+type Stats struct {
+	Entries int
+	Bytes   int64 // regular file bytes
+}
+
+// Extract decompresses and unpacks a tar-family stream into dst.
+// Zip needs random access: use ExtractZip.
+func Extract(r io.Reader, f Format, dst *os.Root, lim Limits) (Stats, error) {
+	var tr io.Reader
+	switch f {
+	case Tar:
+		tr = r
+	case Gzip:
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return Stats{}, &Error{Reason: "corrupt gzip stream", Err: err}
+		}
+		defer zr.Close()
+		tr = zr
+	case Zstd:
+		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		if err != nil {
+			return Stats{}, &Error{Reason: "corrupt zstd stream", Err: err}
+		}
+		defer zr.Close()
+		tr = zr
+	case Xz:
+		zr, err := xz.NewReader(r)
+		if err != nil {
+			return Stats{}, &Error{Reason: "corrupt xz stream", Err: err}
+		}
+		tr = zr
+	case Zip:
+		return Stats{}, errors.New("archive: zip needs ExtractZip")
+	default:
+		return Stats{}, &Error{Reason: fmt.Sprintf("unsupported archive format %s (use .tar, .tar.gz, .tar.zst, .tar.xz or .zip)", f)}
+	}
+	br := bufio.NewReaderSize(tr, 1<<20)
+	head, err := br.Peek(512)
+	if err != nil || !isTarHeader(head) {
+		return Stats{}, &Error{Reason: fmt.Sprintf("the %s stream does not hold a tar archive", f)}
+	}
+	return extractTar(br, &writer{root: dst, lim: lim.withDefaults()})
+}
+
+func extractTar(r io.Reader, w *writer) (Stats, error) {
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return w.stats, nil
+		}
+		if err != nil {
+			return w.stats, &Error{Reason: "corrupt or truncated tar archive", Err: err}
+		}
+		if err := w.entry(h.Name); err != nil {
+			return w.stats, err
+		}
+		switch h.Typeflag {
+		case tar.TypeDir:
+			err = w.dir(h.Name)
+		case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
+			err = w.file(h.Name, h.FileInfo().Mode(), h.Size, tr)
+		case tar.TypeSymlink:
+			err = w.symlink(h.Name, h.Linkname)
+		case tar.TypeLink:
+			err = w.hardlink(h.Name, h.Linkname)
+		case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+			err = &Error{Entry: h.Name, Reason: "device and fifo entries are not allowed in a bundle"}
+		case tar.TypeXGlobalHeader:
+			continue
+		default:
+			err = &Error{Entry: h.Name, Reason: fmt.Sprintf("unsupported tar entry type %q", h.Typeflag)}
+		}
+		if err != nil {
+			return w.stats, err
+		}
+	}
+}
+
+// ExtractZip unpacks a zip archive read from ra into dst.
+func ExtractZip(ra io.ReaderAt, size int64, dst *os.Root, lim Limits) (Stats, error) {
+	zr, err := zip.NewReader(ra, size)
+	if err != nil {
+		return Stats{}, &Error{Reason: "corrupt or truncated zip archive", Err: err}
+	}
+	w := &writer{root: dst, lim: lim.withDefaults()}
+	for _, zf := range zr.File {
+		if err := w.entry(zf.Name); err != nil {
+			return w.stats, err
+		}
+		mode := zf.Mode()
+		switch {
+		case mode.IsDir():
+			err = w.dir(zf.Name)
+		case mode&fs.ModeSymlink != 0:
+			err = w.zipSymlink(zf)
+		case mode.IsRegular():
+			err = w.zipFile(zf)
+		default:
+			err = &Error{Entry: zf.Name, Reason: "device, fifo and socket entries are not allowed in a bundle"}
+		}
+		if err != nil {
+			return w.stats, err
+		}
+	}
+	return w.stats, nil
+}
+
+func (w *writer) zipFile(zf *zip.File) error {
+	rc, err := zf.Open()
+	if err != nil {
+		return &Error{Entry: zf.Name, Reason: "cannot read zip entry", Err: err}
+	}
+	defer rc.Close()
+	return w.file(zf.Name, zf.Mode(), int64(zf.UncompressedSize64), rc)
+}
+
+func (w *writer) zipSymlink(zf *zip.File) error {
+	rc, err := zf.Open()
+	if err != nil {
+		return &Error{Entry: zf.Name, Reason: "cannot read zip entry", Err: err}
+	}
+	defer rc.Close()
+	target, err := io.ReadAll(io.LimitReader(rc, 4096))
+	if err != nil {
+		return &Error{Entry: zf.Name, Reason: "cannot read symlink target", Err: err}
+	}
+	return w.symlink(zf.Name, string(target))
+}
+
+// writer applies entries to the staging root, enforcing the bundle rules.
+type writer struct {
+	root  *os.Root
+	lim   Limits
+	stats Stats
+}
+
+func (w *writer) entry(name string) error {
+	w.stats.Entries++
+	if w.stats.Entries > w.lim.MaxEntries {
+		return &Error{Entry: name, Reason: fmt.Sprintf("more than %d entries (raise --max-entries if the bundle is genuine)", w.lim.MaxEntries)}
+	}
+	return nil
+}
+
+// clean turns an archive member name into a safe relative path, or refuses it.
+// It returns "" for the archive root itself.
+func clean(name string) (string, error) {
+	if strings.ContainsRune(name, 0) {
+		return "", &Error{Entry: name, Reason: "name contains a NUL byte"}
+	}
+	if strings.HasPrefix(name, "/") {
+		return "", &Error{Entry: name, Reason: "absolute path names are not allowed"}
+	}
+	for _, part := range strings.Split(name, "/") {
+		if part == ".." {
+			return "", &Error{Entry: name, Reason: `".." in a path name is not allowed`}
+		}
+	}
+	p := path.Clean(name)
+	if p == "." {
+		return "", nil
+	}
+	return p, nil
+}
+
+// inside reports whether a link target, resolved from the directory holding
+// the link, stays within the bundle.
+func inside(linkDir, target string) bool {
+	if target == "" || strings.HasPrefix(target, "/") {
+		return false
+	}
+	p := path.Clean(path.Join(linkDir, target))
+	return p != ".." && !strings.HasPrefix(p, "../")
+}
+
+func (w *writer) parent(p string) error {
+	dir := path.Dir(p)
+	if dir == "." {
+		return nil
+	}
+	if err := w.root.MkdirAll(dir, 0o755); err != nil {
+		return w.fsError(p, err)
+	}
+	return nil
+}
+
+func (w *writer) dir(name string) error {
+	p, err := clean(name)
+	if err != nil || p == "" {
+		return err
+	}
+	if err := w.root.MkdirAll(p, 0o755); err != nil {
+		return w.fsError(name, err)
+	}
+	// MkdirAll is subject to the umask; the bundle must be usable by anyone.
+	if err := w.root.Chmod(p, 0o755); err != nil {
+		return w.fsError(name, err)
+	}
+	return nil
+}
+
+func (w *writer) file(name string, mode fs.FileMode, size int64, r io.Reader) error {
+	p, err := clean(name)
+	if err != nil {
+		return err
+	}
+	if p == "" {
+		return &Error{Entry: name, Reason: "a file entry names the archive root"}
+	}
+	if size < 0 || w.stats.Bytes+size > w.lim.MaxBytes {
+		return &Error{Entry: name, Reason: fmt.Sprintf("expands past %d bytes (raise --max-bytes if the bundle is genuine)", w.lim.MaxBytes)}
+	}
+	if err := w.parent(p); err != nil {
+		return err
+	}
+	// Executables (any x bit) become 0755, everything else 0644; setuid,
+	// setgid and sticky bits are dropped.
+	perm := fs.FileMode(0o644)
+	if mode.Perm()&0o111 != 0 {
+		perm = 0o755
+	}
+	f, err := w.root.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return w.fsError(name, err)
+	}
+	n, err := io.Copy(f, io.LimitReader(r, size))
+	if err == nil && n != size {
+		err = &Error{Entry: name, Reason: fmt.Sprintf("truncated: %d of %d bytes", n, size)}
+	}
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		var ae *Error
+		if errors.As(err, &ae) {
+			return err
+		}
+		return w.readOrWriteError(name, err)
+	}
+	w.stats.Bytes += n
+	return nil
+}
+
+func (w *writer) symlink(name, target string) error {
+	p, err := clean(name)
+	if err != nil {
+		return err
+	}
+	if p == "" {
+		return &Error{Entry: name, Reason: "a symlink entry names the archive root"}
+	}
+	if !inside(path.Dir(p), target) {
+		return &Error{Entry: name, Reason: fmt.Sprintf("symlink target %q points outside the bundle", target)}
+	}
+	if err := w.parent(p); err != nil {
+		return err
+	}
+	if err := w.root.Symlink(target, p); err != nil {
+		return w.fsError(name, err)
+	}
+	return nil
+}
+
+func (w *writer) hardlink(name, target string) error {
+	p, err := clean(name)
+	if err != nil {
+		return err
+	}
+	t, err := clean(target)
+	if err != nil || t == "" || !inside(".", target) {
+		return &Error{Entry: name, Reason: fmt.Sprintf("hardlink target %q points outside the bundle", target)}
+	}
+	fi, err := w.root.Lstat(t)
+	if err != nil {
+		return &Error{Entry: name, Reason: fmt.Sprintf("hardlink target %q is not an earlier entry of the archive", target)}
+	}
+	if !fi.Mode().IsRegular() {
+		return &Error{Entry: name, Reason: fmt.Sprintf("hardlink target %q is not a regular file", target)}
+	}
+	if err := w.parent(p); err != nil {
+		return err
+	}
+	if err := w.root.Link(t, p); err != nil {
+		return w.fsError(name, err)
+	}
+	return nil
+}
+
+// fsError classifies a failure to create an entry: an escape through a
+// symlink or a clash with an earlier entry is the archive's fault; anything
+// else (ENOSPC, EIO) is the machine's.
+func (w *writer) fsError(name string, err error) error {
+	switch {
+	case errors.Is(err, fs.ErrExist):
+		return &Error{Entry: name, Reason: "duplicate entry or clash with an earlier symlink", Err: err}
+	case strings.Contains(err.Error(), "escapes from parent"), strings.Contains(err.Error(), "path escapes"):
+		return &Error{Entry: name, Reason: "resolves outside the bundle through a symlink", Err: err}
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, os.ErrInvalid):
+		return &Error{Entry: name, Reason: "cannot be created inside the bundle", Err: err}
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) && strings.Contains(pe.Err.Error(), "not a directory") {
+		return &Error{Entry: name, Reason: "a parent of this entry is not a directory", Err: err}
+	}
+	return fmt.Errorf("write %s: %w", name, err)
+}
+
+// readOrWriteError tells a damaged archive (read side) from a full disk
+// (write side) while copying an entry's bytes.
+func (w *writer) readOrWriteError(name string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return &Error{Entry: name, Reason: "archive is truncated", Err: err}
+	}
+	return &Error{Entry: name, Reason: "archive data is corrupt", Err: err}
+}

@@ -1,0 +1,127 @@
+// Package cli maps llamaboot's command line (and the names of the old shell
+// helpers) onto the install, config, launch and supervise packages, and
+// turns their errors into exit statuses.
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/llamaboot/llamaboot/internal/buildinfo"
+)
+
+// Exit statuses.
+const (
+	ExitOK       = 0
+	ExitFailure  = 1
+	ExitBadInput = 2
+)
+
+// aliases maps the old helper names to subcommands.
+var aliases = map[string]string{
+	"check-and-run-llama-cpp.sh": "run",
+	"install-llama-cpp-pkg.sh":   "install",
+	"get-llama-cpp-pkg.sh":       "install",
+	"infer-dev-entry.sh":         "entry",
+}
+
+// Env reads the environment; tests pass their own.
+type Env func(string) string
+
+// Main runs llamaboot with os.Args-style args and returns the exit status.
+func Main(args []string) int {
+	return run(args, os.Stdin, os.Stdout, os.Stderr, os.Getenv)
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer, env Env) int {
+	rest := args[1:]
+	if sub, ok := aliases[filepath.Base(args[0])]; ok {
+		rest = append([]string{sub}, rest...)
+	}
+	root := newRoot(stdout, stderr, env)
+	root.SetArgs(rest)
+	root.SetIn(stdin)
+	err := root.Execute()
+	if err == nil {
+		return ExitOK
+	}
+	var ex exitError
+	if errors.As(err, &ex) {
+		return int(ex)
+	}
+	fmt.Fprintf(stderr, "llamaboot: %v\n", err)
+	return exitStatus(err)
+}
+
+// exitError carries a status after the command already said what happened.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
+
+// exitStatus is 2 when the error is the user's input at fault.
+func exitStatus(err error) int {
+	var bad interface{ BadInput() bool }
+	if errors.As(err, &bad) && bad.BadInput() {
+		return ExitBadInput
+	}
+	return ExitFailure
+}
+
+// usageError is a command-line mistake (unknown flag, missing argument).
+type usageError struct{ error }
+
+func (usageError) BadInput() bool { return true }
+
+func newRoot(stdout, stderr io.Writer, env Env) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "llamaboot",
+		Short:         "Install llama.cpp bundles and run llama-server instances in containers",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(
+		newInstallCmd(env),
+		newPlanCmd(env),
+		newRunCmd(env),
+		newEntryCmd(env),
+		newStatusCmd(env),
+		newControlCmd("restart", env),
+		newControlCmd("stop", env),
+		&cobra.Command{
+			Use:   "version",
+			Short: "Print version, commit and Go version",
+			Args:  cobra.NoArgs,
+			Run: func(cmd *cobra.Command, _ []string) {
+				fmt.Fprintln(cmd.OutOrStdout(), buildinfo.String())
+			},
+		},
+	)
+	return root
+}
+
+// appDir resolves --app-dir, then AUTO_INFER_APP_DIR, then /soft/app.
+func appDir(flag string, env Env) string {
+	if flag != "" {
+		return flag
+	}
+	if v := env("AUTO_INFER_APP_DIR"); v != "" {
+		return v
+	}
+	return "/soft/app"
+}
+
+func self() string {
+	p, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	return p
+}

@@ -1,0 +1,85 @@
+package cli
+
+import (
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/llamaboot/llamaboot/internal/archive"
+	"github.com/llamaboot/llamaboot/internal/buildinfo"
+	"github.com/llamaboot/llamaboot/internal/install"
+	"github.com/llamaboot/llamaboot/internal/printer"
+)
+
+type installFlags struct {
+	appDir      string
+	sha256      string
+	force       bool
+	verify      bool
+	quiet       bool
+	maxEntries  int
+	maxBytes    int64
+	lockTimeout time.Duration
+}
+
+func (f *installFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.appDir, "app-dir", "", "app dir holding cache/ and llama-cpp/ (env AUTO_INFER_APP_DIR, default /soft/app)")
+	fl.StringVar(&f.sha256, "sha256", "", "expected SHA-256 of the archive (env AUTO_INFER_LLAMA_CPP_PKG_SHA256)")
+	fl.BoolVar(&f.force, "force", false, "reinstall even if the same bundle is installed")
+	fl.BoolVar(&f.verify, "verify", false, "re-hash the source instead of trusting its size, mtime and inode")
+	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print only warnings and errors")
+	fl.IntVar(&f.maxEntries, "max-entries", archive.DefaultMaxEntries, "refuse archives with more entries")
+	fl.Int64Var(&f.maxBytes, "max-bytes", archive.DefaultMaxBytes, "refuse archives expanding past this many bytes")
+	fl.DurationVar(&f.lockTimeout, "lock-timeout", 10*time.Minute, "how long to wait for another install into the same app dir")
+}
+
+func (f *installFlags) options(source string, env Env, p *printer.Printer) install.Options {
+	sum := f.sha256
+	if sum == "" {
+		sum = env("AUTO_INFER_LLAMA_CPP_PKG_SHA256")
+	}
+	return install.Options{
+		AppDir:      appDir(f.appDir, env),
+		Source:      source,
+		SHA256:      sum,
+		Force:       f.force,
+		Verify:      f.verify,
+		Limits:      archive.Limits{MaxEntries: f.maxEntries, MaxBytes: f.maxBytes},
+		LockTimeout: f.lockTimeout,
+		EntryPoints: install.EntryPointNames,
+		Self:        self(),
+		Installer:   buildinfo.Version,
+		Printer:     p,
+	}
+}
+
+const pkgPrefix = "[llama-cpp-pkg]"
+
+func newInstallCmd(env Env) *cobra.Command {
+	var f installFlags
+	cmd := &cobra.Command{
+		Use:   "install [SOURCE]",
+		Short: "Install a llama.cpp bundle (SOURCE defaults to $AUTO_INFER_LLAMA_CPP_PKG_PATH)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			source := env("AUTO_INFER_LLAMA_CPP_PKG_PATH")
+			if len(args) == 1 {
+				source = args[0]
+			}
+			p := printer.New(cmd.OutOrStdout(), cmd.ErrOrStderr(), pkgPrefix, f.quiet)
+			if source == "" {
+				p.Errorf("no package given: pass SOURCE or set AUTO_INFER_LLAMA_CPP_PKG_PATH to a llama.cpp archive")
+				return exitError(ExitBadInput)
+			}
+			_, err := install.Install(f.options(source, env, p))
+			if err != nil {
+				p.Errorf("%v", err)
+				return exitError(exitStatus(err))
+			}
+			return nil
+		},
+	}
+	f.register(cmd)
+	return cmd
+}

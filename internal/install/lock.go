@@ -1,0 +1,53 @@
+package install
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/llamaboot/llamaboot/internal/printer"
+)
+
+// lockFile takes the app dir's install lock. Containers sharing a volume share
+// the kernel, so flock serialises them too. A loser waits up to timeout,
+// saying once who it waits for.
+func lockFile(path string, timeout time.Duration, p *printer.Printer) (release func(), err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open install lock %s: %w", path, err)
+	}
+	deadline := time.Now().Add(timeout)
+	said := false
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("gave up after %s waiting for the install lock %s (another install is still running; retry later)", timeout, path)
+		}
+		if !said {
+			holder, _ := os.ReadFile(path)
+			p.Stepf("another install holds %s (pid %s); waiting up to %s", path, strings.TrimSpace(string(holder)), timeout)
+			said = true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return func() {
+		_ = f.Truncate(0)
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
+	}, nil
+}

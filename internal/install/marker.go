@@ -1,0 +1,120 @@
+package install
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+)
+
+// MarkerName is the file inside the installed bundle that records where it
+// came from. The old shell installer wrote the same name with the first three
+// fields; they keep their meaning.
+const MarkerName = ".installed-from.json"
+
+// Stamp identifies one version of a file cheaply, so a second boot can tell
+// "same file" without reading it.
+type Stamp struct {
+	Size    int64  `json:"size"`
+	MtimeNs int64  `json:"mtime_ns"`
+	Dev     uint64 `json:"dev"`
+	Ino     uint64 `json:"ino"`
+}
+
+func stampOf(fi fs.FileInfo) Stamp {
+	s := Stamp{Size: fi.Size(), MtimeNs: fi.ModTime().UnixNano()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		s.Dev, s.Ino = uint64(st.Dev), st.Ino
+	}
+	return s
+}
+
+func statStamp(path string) (Stamp, bool) {
+	fi, err := os.Stat(path)
+	if err != nil || !fi.Mode().IsRegular() {
+		return Stamp{}, false
+	}
+	return stampOf(fi), true
+}
+
+// Marker is the content of .installed-from.json.
+type Marker struct {
+	ArchiveName     string `json:"archive_name"`
+	SHA256          string `json:"sha256"`
+	InstalledAtUnix int64  `json:"installed_at_unix"`
+
+	SourcePath  string `json:"source_path,omitempty"`
+	Size        int64  `json:"size,omitempty"`
+	Format      string `json:"format,omitempty"`
+	Layout      string `json:"layout,omitempty"`
+	BuildTag    string `json:"build_tag,omitempty"`
+	VersionDir  string `json:"version_dir,omitempty"`
+	CachePath   string `json:"cache_path,omitempty"`
+	SourceStamp Stamp  `json:"source_stamp"`
+	CacheStamp  Stamp  `json:"cache_stamp"`
+	Installer   string `json:"installer,omitempty"`
+}
+
+// ReadMarker reads the marker of the bundle installed at dir
+// (normally <app-dir>/llama-cpp).
+func ReadMarker(dir string) (Marker, error) {
+	var m Marker
+	b, err := os.ReadFile(filepath.Join(dir, MarkerName))
+	if err != nil {
+		return m, err
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("read %s: %w", filepath.Join(dir, MarkerName), err)
+	}
+	return m, nil
+}
+
+// writeMarker writes the marker into dir atomically and durably.
+func writeMarker(dir string, m Marker) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, MarkerName), append(b, '\n'), 0o644)
+}
+
+func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("fsync %s: %w", dir, err)
+	}
+	return nil
+}
