@@ -202,3 +202,12 @@ func (m *machineCode) Read(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// WriteGzip gzips b into w (for archives that are gzip but not tar).
+func WriteGzip(w io.Writer, b []byte) error {
+	zw := gzip.NewWriter(w)
+	if _, err := zw.Write(b); err != nil {
+		return err
+	}
+	return zw.Close()
+}
