@@ -1,0 +1,81 @@
+package archive_test
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/llamaboot/llamaboot/internal/archive"
+	"github.com/llamaboot/llamaboot/internal/bundlegen"
+)
+
+func TestDetect(t *testing.T) {
+	for _, f := range []archive.Format{archive.Tar, archive.Gzip, archive.Zstd, archive.Xz, archive.Zip} {
+		var buf bytes.Buffer
+		if err := bundlegen.Write(&buf, f, bundlegen.Release("b1", []byte("x"))); err != nil {
+			t.Fatal(err)
+		}
+		head := buf.Bytes()[:min(archive.PeekSize, buf.Len())]
+		if got := archive.Detect(head); got != f {
+			t.Errorf("Detect(%s bytes) = %s", f, got)
+		}
+	}
+	for _, junk := range []string{"", "hello world", strings.Repeat("\x00", 600)} {
+		if got := archive.Detect([]byte(junk)); got != archive.Unknown {
+			t.Errorf("Detect(%q) = %s, want unknown", junk, got)
+		}
+	}
+	names := map[string]archive.Format{"a.tgz": archive.Gzip, "A.TAR.GZ": archive.Gzip, "a.tar.zst": archive.Zstd,
+		"a.tar.xz": archive.Xz, "a.zip": archive.Zip, "a.tar": archive.Tar, "a.bin": archive.Unknown}
+	for n, want := range names {
+		if got := archive.FormatFromName(n); got != want {
+			t.Errorf("FormatFromName(%q) = %s, want %s", n, got, want)
+		}
+	}
+}
+
+// FuzzExtract feeds arbitrary bytes to the extractor: it must never panic,
+// never write outside its root, and refuse with an *archive.Error or succeed.
+func FuzzExtract(f *testing.F) {
+	for _, fm := range []archive.Format{archive.Tar, archive.Gzip, archive.Zip} {
+		for _, es := range [][]bundlegen.Entry{
+			bundlegen.Release("b1", []byte("srv")),
+			{bundlegen.File("../escape", 0o644, "x")},
+			{bundlegen.Symlink("a", "../../etc"), bundlegen.File("a/passwd", 0o644, "x")},
+			{bundlegen.Symlink("d", "."), bundlegen.File("d/d/x", 0o644, "x")},
+		} {
+			var buf bytes.Buffer
+			if err := bundlegen.Write(&buf, fm, es); err == nil {
+				f.Add(buf.Bytes())
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		parent := t.TempDir()
+		dst := filepath.Join(parent, "root")
+		os.Mkdir(dst, 0o755)
+		root, err := os.OpenRoot(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer root.Close()
+		lim := archive.Limits{MaxEntries: 1000, MaxBytes: 1 << 20}
+		format := archive.Detect(data[:min(len(data), archive.PeekSize)])
+		if format == archive.Zip {
+			_, err = archive.ExtractZip(bytes.NewReader(data), int64(len(data)), root, lim)
+		} else {
+			_, err = archive.Extract(bytes.NewReader(data), format, root, lim)
+		}
+		var ae *archive.Error
+		if err != nil && !errors.As(err, &ae) {
+			t.Fatalf("error is not an *archive.Error: %T %v", err, err)
+		}
+		entries, _ := os.ReadDir(parent)
+		if len(entries) != 1 {
+			t.Fatalf("extraction wrote beside its root: %v", entries)
+		}
+	})
+}
