@@ -1,0 +1,33 @@
+# llamaboot — see README.md.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -s -w -X github.com/llamaboot/llamaboot/internal/buildinfo.Version=$(VERSION)
+export CGO_ENABLED = 0
+
+.PHONY: all build test bench demo lint clean
+
+all: build
+
+# Static binaries: llamaboot and the stand-in llama-server used by tests and the demo.
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/llamaboot ./cmd/llamaboot
+	$(GO) build -trimpath -o bin/standin-llama-server ./cmd/standin-llama-server
+
+# The whole suite, as CI runs it.
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+
+# Install speed and memory against GNU tar (see README "Performance").
+bench:
+	$(GO) run ./bench/installbench -size 600
+
+demo: build
+	$(GO) run ./examples/demo
+
+lint:
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 ./...
+
+clean:
+	rm -rf bin
