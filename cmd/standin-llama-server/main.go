@@ -1,0 +1,116 @@
+// Command standin-llama-server is a stand-in for llama.cpp's llama-server,
+// for tests and the demo: it takes llama-server's flags, logs the argv and
+// environment it was given, answers /health with 503 while "loading" and 200
+// after, serves /v1/models, and exits cleanly on SIGTERM. It runs no model.
+//
+// Knobs (environment): STANDIN_LOAD_MS (loading time, default 300),
+// STANDIN_EXIT_AFTER_MS and STANDIN_EXIT_CODE (crash on purpose),
+// STANDIN_IGNORE_TERM=1 (ignore SIGTERM, to test SIGKILL after a grace period).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+func main() {
+	args := os.Args[1:]
+	host, port, alias, model := "127.0.0.1", "8080", "", ""
+	for i := 0; i < len(args); i++ {
+		val := func() string {
+			if i+1 < len(args) {
+				i++
+				return args[i]
+			}
+			return ""
+		}
+		switch args[i] {
+		case "--host":
+			host = val()
+		case "--port":
+			port = val()
+		case "--alias":
+			alias = val()
+		case "--model", "-m":
+			model = val()
+		}
+	}
+	if alias == "" {
+		alias = strings.TrimSuffix(filepath.Base(model), ".gguf")
+	}
+	argv, _ := json.Marshal(args)
+	env := map[string]string{}
+	for _, k := range []string{"CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env[k] = v
+		}
+	}
+	envJSON, _ := json.Marshal(env)
+	fmt.Printf("STANDIN_ARGV %s\nSTANDIN_ENV %s\nSTANDIN_PID %d\n", argv, envJSON, os.Getpid())
+	fmt.Println("standin-llama-server: a stand-in for llama-server (no model is loaded)")
+
+	if os.Getenv("STANDIN_IGNORE_TERM") == "1" {
+		signal.Ignore(syscall.SIGTERM)
+	}
+	if ms := envInt("STANDIN_EXIT_AFTER_MS", -1); ms >= 0 {
+		code := envInt("STANDIN_EXIT_CODE", 1)
+		time.AfterFunc(time.Duration(ms)*time.Millisecond, func() {
+			fmt.Printf("standin-llama-server: exiting with %d on purpose\n", code)
+			os.Exit(code)
+		})
+	}
+
+	var ready atomic.Bool
+	time.AfterFunc(time.Duration(envInt("STANDIN_LOAD_MS", 300))*time.Millisecond, func() {
+		ready.Store(true)
+		fmt.Println("standin-llama-server: model loaded")
+	})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if !ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, `{"error":{"code":503,"message":"Loading model","type":"unavailable_error"}}`)
+			return
+		}
+		fmt.Fprint(w, `{"status":"ok"}`)
+	})
+	mux.HandleFunc("/v1/models", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"object": "list", "data": []map[string]any{{"id": alias, "object": "model", "owned_by": "standin"}}})
+	})
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "standin-llama-server: listen: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Printf("standin-llama-server: listening on http://%s\n", ln.Addr())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	s := <-sig
+	fmt.Printf("standin-llama-server: got %v, shutting down\n", s)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	srv.Shutdown(ctx)
+}
+
+func envInt(k string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(k)); err == nil {
+		return v
+	}
+	return def
+}

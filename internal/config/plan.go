@@ -1,0 +1,380 @@
+// Package config reads the llama.cpp instance file (TOML, the format of the
+// old check-and-run-llama-cpp.sh), applies the overrides JSON, validates it
+// and turns it into a plan: one llama-server command line per instance,
+// identical to what the old launcher built.
+package config
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Defaults for instance control keys.
+const (
+	DefaultLogDir       = "/tmp"
+	DefaultPort         = 8080
+	DefaultRestart      = "on-failure"
+	DefaultReadyTimeout = 10 * time.Minute // big models load slowly
+	DefaultStopTimeout  = 8 * time.Second  // stays under docker stop's 10 s
+)
+
+// Options are what loading needs besides the file.
+type Options struct {
+	AppDir    string // where an installed bundle is looked for (default /soft/app)
+	Overrides string // AUTO_INFER_LLAMA_CPP_OVERRIDES, a JSON object, or ""
+	// Exists reports whether a path exists; tests replace it.
+	Exists func(string) bool
+}
+
+// Plan is a validated config: what would be started, and how.
+type Plan struct {
+	File      string
+	Enabled   bool // master.enable
+	Instances []Instance
+	Disabled  []string  // instances with enabled = false
+	Warnings  []Problem // worth saying, not worth refusing
+}
+
+// Instance is one llama-server process to start.
+type Instance struct {
+	Name       string            `json:"name"`
+	Executable string            `json:"executable"`
+	Cmd        []string          `json:"cmd"`
+	LogFile    string            `json:"log_file"`
+	Background bool              `json:"background"`
+	GPUIDs     *string           `json:"gpu_ids"`
+	Env        map[string]string `json:"env"`                               // variables set for the process
+	LibDir     string            `json:"ld_library_path_prepend,omitempty"` // prepended to LD_LIBRARY_PATH
+	Host       string            `json:"host"`
+	Port       int               `json:"port"`
+	URL        string            `json:"url"`
+	Model      string            `json:"model,omitempty"`
+
+	Restart       string        `json:"restart"`
+	ReadyTimeout  time.Duration `json:"-"`
+	StopTimeout   time.Duration `json:"-"`
+	ReadyTimeoutS float64       `json:"ready_timeout_s"`
+	StopTimeoutS  float64       `json:"stop_timeout_s"`
+
+	Pos      Pos `json:"-"`
+	modelPos Pos
+}
+
+// ProbeURL is where readiness is checked: wildcard hosts are probed on
+// loopback.
+func (in Instance) ProbeURL() string {
+	host := in.Host
+	switch host {
+	case "", "0.0.0.0":
+		host = "127.0.0.1"
+	case "::", "[::]":
+		host = "::1"
+	}
+	return "http://" + net.JoinHostPort(strings.Trim(host, "[]"), strconv.Itoa(in.Port))
+}
+
+// Load reads and plans the config file at path.
+func Load(path string, o Options) (*Plan, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, &FileError{Path: path, Err: err}
+	}
+	return Parse(path, data, o)
+}
+
+// FileError is a config file that cannot be read.
+type FileError struct {
+	Path string
+	Err  error
+}
+
+func (e *FileError) Error() string {
+	return fmt.Sprintf("config %s cannot be read (%v); check --config / AUTO_INFER_LLAMA_CPP_CONFIG", e.Path, e.Err)
+}
+func (e *FileError) Unwrap() error { return e.Err }
+
+// BadInput marks the error as the user's input at fault.
+func (e *FileError) BadInput() bool { return true }
+
+// Parse plans a config given as bytes; file names it in messages.
+func Parse(file string, data []byte, o Options) (*Plan, error) {
+	if o.Exists == nil {
+		o.Exists = func(p string) bool { _, err := os.Stat(p); return err == nil }
+	}
+	if o.AppDir == "" {
+		o.AppDir = "/soft/app"
+	}
+	root, err := parseTOML(file, data)
+	if err != nil {
+		return nil, err
+	}
+	if strings.TrimSpace(o.Overrides) != "" {
+		ov, err := parseOverrides(o.Overrides)
+		if err != nil {
+			return nil, err
+		}
+		mergeInto(root, ov)
+	}
+
+	v := &validator{}
+	v.only(root, "", topKeys)
+	master := v.table(root, "", "master")
+	v.master(master)
+	if _, ok := root.Get("instance"); !ok {
+		v.problems = append(v.problems, Problem{Pos: Pos{File: file}, Key: "instance", Msg: "missing: the file needs at least one [instance.<name>.server] table"})
+	}
+	inst := v.table(root, "", "instance")
+	gControl := v.table(inst, "instance", "control")
+	gServer := v.table(inst, "instance", "server")
+	v.control(gControl, "instance.control")
+	v.server(gServer, "instance.server")
+
+	plan := &Plan{File: file, Enabled: true}
+	if e, ok := master.Get("enable"); ok {
+		plan.Enabled = e != false
+	}
+	exe, libDir := executable(master, o)
+	ports := map[int]string{}
+	for _, name := range inst.Keys() {
+		if name == "control" || name == "server" {
+			continue
+		}
+		path := "instance." + name
+		if !namePattern.MatchString(name) {
+			v.add(inst, "instance", name, "instance name must match [A-Za-z0-9][A-Za-z0-9._-]*")
+			continue
+		}
+		it := v.table(inst, "instance", name)
+		v.only(it, path, instanceKeys)
+		c := v.table(it, path, "control")
+		s := v.table(it, path, "server")
+		v.control(c, path+".control")
+		v.server(s, path+".server")
+
+		control := gControl.Clone()
+		mergeShallow(control, c)
+		if control.vals["enabled"] == false {
+			plan.Disabled = append(plan.Disabled, name)
+			continue
+		}
+		server := mergeServer(gServer, s)
+		in := build(name, control, server, exe, libDir)
+		in.Pos = it.Pos
+		if prev, dup := ports[in.Port]; dup && plan.Enabled {
+			v.problems = append(v.problems, Problem{Pos: server.PosOf("port"), Key: path + ".server.port",
+				Msg: fmt.Sprintf("port %d is also used by instance %q; give each enabled instance its own port", in.Port, prev)})
+		}
+		ports[in.Port] = name
+		plan.Instances = append(plan.Instances, in)
+	}
+	if len(v.problems) > 0 {
+		return nil, &ValidationError{File: file, Problems: v.problems}
+	}
+	plan.Warnings = v.warnings
+	if !plan.Enabled {
+		plan.Instances = nil
+	}
+	return plan, nil
+}
+
+// MissingModels lists instances whose model file does not exist here.
+func (p *Plan) MissingModels(exists func(string) bool) []Problem {
+	if exists == nil {
+		exists = func(p string) bool { _, err := os.Stat(p); return err == nil }
+	}
+	var out []Problem
+	for _, in := range p.Instances {
+		if in.Model != "" && !exists(in.Model) {
+			out = append(out, Problem{Pos: in.modelPos, Key: "instance." + in.Name + ".server.model",
+				Msg: fmt.Sprintf("model file %s does not exist (instance %q)", in.Model, in.Name)})
+		}
+	}
+	return out
+}
+
+// executable resolves llama-server: master.llama_cpp_path, then the
+// installed bundle, then a llama.cpp build in the workspace, then PATH.
+func executable(master *Table, o Options) (exe, libDir string) {
+	if p, ok := master.Get("llama_cpp_path"); ok {
+		if s, ok := p.(string); ok && s != "" {
+			return s, filepath.Dir(s)
+		}
+	}
+	for _, c := range []string{
+		filepath.Join(o.AppDir, "llama-cpp", "bin", "llama-server"),
+		"/hard/volume/workspace/llama-cpp/build/bin/llama-server",
+	} {
+		if o.Exists(c) {
+			return c, filepath.Dir(c)
+		}
+	}
+	return "llama-server", ""
+}
+
+func mergeShallow(dst, src *Table) {
+	for _, k := range src.Keys() {
+		v, _ := src.Get(k)
+		dst.Set(k, v, src.PosOf(k))
+	}
+}
+
+// mergeServer merges an instance's server table over the global one: a
+// scalar replaces the global value in the global key's place, lists
+// concatenate (global first), new keys follow in file order.
+func mergeServer(global, inst *Table) *Table {
+	out := global.Clone()
+	for _, k := range inst.Keys() {
+		v, _ := inst.Get(k)
+		if gl, ok := out.vals[k].([]any); ok {
+			if il, ok := v.([]any); ok {
+				out.Set(k, append(append([]any(nil), gl...), il...), inst.PosOf(k))
+				continue
+			}
+		}
+		out.Set(k, v, inst.PosOf(k))
+	}
+	return out
+}
+
+func build(name string, control, server *Table, exe, libDir string) Instance {
+	in := Instance{
+		Name: name, Executable: exe, LibDir: libDir, Env: map[string]string{},
+		Background: true, Restart: DefaultRestart,
+		ReadyTimeout: DefaultReadyTimeout, StopTimeout: DefaultStopTimeout,
+		Host: "127.0.0.1", Port: DefaultPort,
+	}
+	logDir := DefaultLogDir
+	if v, ok := control.vals["log_dir"].(string); ok {
+		logDir = v
+	}
+	in.LogFile = filepath.Join(logDir, "llama-server-"+name+".log")
+	if v, ok := control.vals["log_file"].(string); ok {
+		in.LogFile = v
+	}
+	if v, ok := control.vals["background"].(bool); ok {
+		in.Background = v
+	}
+	if v, ok := control.vals["gpu_ids"].(string); ok {
+		in.GPUIDs = &v
+		switch v {
+		case "all":
+		case "none":
+			in.Env["CUDA_VISIBLE_DEVICES"] = ""
+		default:
+			in.Env["CUDA_VISIBLE_DEVICES"] = v
+		}
+	}
+	if v, ok := control.vals["restart"].(string); ok {
+		in.Restart = v
+	}
+	if raw, ok := control.Get("ready_timeout"); ok {
+		in.ReadyTimeout, _ = duration(raw)
+	}
+	if raw, ok := control.Get("stop_timeout"); ok {
+		in.StopTimeout, _ = duration(raw)
+	}
+	in.ReadyTimeoutS, in.StopTimeoutS = in.ReadyTimeout.Seconds(), in.StopTimeout.Seconds()
+
+	// extra_args come first, verbatim; then every key in merged order.
+	if extra, ok := server.vals["extra_args"].([]any); ok {
+		for _, a := range extra {
+			in.Cmd = append(in.Cmd, scalar(a))
+		}
+	}
+	hasPort := false
+	for _, k := range server.Keys() {
+		if k == "extra_args" {
+			continue
+		}
+		v, _ := server.Get(k)
+		flag := "--" + strings.ReplaceAll(k, "_", "-")
+		switch x := v.(type) {
+		case bool:
+			if x {
+				in.Cmd = append(in.Cmd, flag)
+			}
+		case []any:
+			for _, item := range x {
+				in.Cmd = append(in.Cmd, flag, scalar(item))
+			}
+		default:
+			in.Cmd = append(in.Cmd, flag, scalar(v))
+		}
+		switch k {
+		case "port":
+			hasPort = true
+			if n, ok := v.(int64); ok {
+				in.Port = int(n)
+			}
+		case "host":
+			if s, ok := v.(string); ok {
+				in.Host = s
+			}
+		case "model":
+			if s, ok := v.(string); ok {
+				in.Model = s
+				in.modelPos = server.PosOf(k)
+			}
+		}
+	}
+	if !hasPort {
+		// llama.cpp is changing its default port; say 8080 explicitly.
+		in.Cmd = append(in.Cmd, "--port", strconv.Itoa(DefaultPort))
+	}
+	in.URL = "http://" + net.JoinHostPort(strings.Trim(in.Host, "[]"), strconv.Itoa(in.Port))
+	return in
+}
+
+// scalar renders a value as the old (Python) launcher did: str() of ints,
+// repr() of floats.
+func scalar(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case float64:
+		return PyFloat(x)
+	case bool:
+		if x {
+			return "True"
+		}
+		return "False"
+	}
+	return fmt.Sprint(v)
+}
+
+// PyFloat formats f as Python's repr(float) does: the shortest digits that
+// round-trip, in positional form for exponents -4..15 (always with a
+// fractional part) and as d.ddde±XX otherwise.
+func PyFloat(f float64) string {
+	switch {
+	case math.IsInf(f, 1):
+		return "inf"
+	case math.IsInf(f, -1):
+		return "-inf"
+	case math.IsNaN(f):
+		return "nan"
+	}
+	e := strconv.FormatFloat(f, 'e', -1, 64) // e.g. "-1.2345e-05"
+	mant, expStr, _ := strings.Cut(e, "e")
+	exp, _ := strconv.Atoi(expStr)
+	if exp < -4 || exp >= 16 {
+		sign := "+"
+		if exp < 0 {
+			sign, exp = "-", -exp
+		}
+		return fmt.Sprintf("%se%s%02d", mant, sign, exp)
+	}
+	s := strconv.FormatFloat(f, 'f', -1, 64)
+	if !strings.ContainsAny(s, ".") {
+		s += ".0"
+	}
+	return s
+}
