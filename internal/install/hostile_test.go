@@ -38,7 +38,9 @@ func hostileCorpus() []hostile {
 	zipOf := func(name string, want string, es ...bundlegen.Entry) hostile {
 		return hostile{name: name, format: archive.Zip, build: withServer(es...), want: want}
 	}
-	dev := func(name string, typ byte) bundlegen.Entry { return bundlegen.Entry{Name: name, Type: typ, Mode: 0o644} }
+	dev := func(name string, typ byte) bundlegen.Entry {
+		return bundlegen.Entry{Name: name, Type: typ, Mode: 0o644}
+	}
 	hard := func(name, target string) bundlegen.Entry {
 		return bundlegen.Entry{Name: name, Type: tar.TypeLink, Mode: 0o644, Link: target}
 	}

@@ -333,4 +333,3 @@ func assertNoLeftovers(t *testing.T, app string) {
 		}
 	}
 }
-

@@ -1,0 +1,299 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/launch"
+	"github.com/llamaboot/llamaboot/internal/printer"
+	"github.com/llamaboot/llamaboot/internal/supervise"
+)
+
+const launchPrefix = "[llamaboot]"
+
+// loadPlan reads the config named by flag or $AUTO_INFER_LLAMA_CPP_CONFIG.
+// An empty path means there is nothing to load.
+func loadPlan(flagPath, appFlag string, env Env) (*config.Plan, string, error) {
+	path := flagPath
+	if path == "" {
+		path = env("AUTO_INFER_LLAMA_CPP_CONFIG")
+	}
+	if path == "" {
+		return nil, "", nil
+	}
+	plan, err := config.Load(path, config.Options{AppDir: appDir(appFlag, env), Overrides: env("AUTO_INFER_LLAMA_CPP_OVERRIDES")})
+	return plan, path, err
+}
+
+// reportConfigError prints a load error, one problem per line.
+func reportConfigError(p *printer.Printer, err error) error {
+	var se *config.SyntaxError
+	if errors.As(err, &se) && se.Context != "" {
+		p.Errorf("%v\n%s", err, se.Context)
+	} else {
+		p.Errorf("%v", err)
+	}
+	return exitError(exitStatus(err))
+}
+
+func newPlanCmd(env Env) *cobra.Command {
+	var cfg, app string
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "plan [--config F] [--json]",
+		Short: "Validate the instance file and print each instance's command line; starts nothing",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p := printer.New(cmd.OutOrStdout(), cmd.ErrOrStderr(), launchPrefix, false)
+			plan, path, err := loadPlan(cfg, app, env)
+			if err != nil {
+				return reportConfigError(p, err)
+			}
+			if plan == nil {
+				p.Errorf("no config: pass --config FILE or set AUTO_INFER_LLAMA_CPP_CONFIG")
+				return exitError(ExitBadInput)
+			}
+			// Plans are often made where the models are not: only warn.
+			for _, w := range append(plan.Warnings, plan.MissingModels(nil)...) {
+				p.Warnf("%s", w)
+			}
+			if asJSON {
+				out := plan.Instances
+				if out == nil {
+					out = []config.Instance{}
+				}
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "    ")
+				return enc.Encode(out)
+			}
+			printPlan(cmd.OutOrStdout(), path, plan)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&cfg, "config", "", "instance file (env AUTO_INFER_LLAMA_CPP_CONFIG)")
+	cmd.Flags().StringVar(&app, "app-dir", "", "app dir where the installed bundle is looked for (env AUTO_INFER_APP_DIR)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array, one object per enabled instance")
+	return cmd
+}
+
+func printPlan(w io.Writer, path string, plan *config.Plan) {
+	if !plan.Enabled {
+		fmt.Fprintf(w, "%s: master.enable = false: nothing would be launched\n", path)
+		return
+	}
+	fmt.Fprintf(w, "%s: %d instance(s) to launch", path, len(plan.Instances))
+	if len(plan.Disabled) > 0 {
+		fmt.Fprintf(w, " (disabled: %s)", strings.Join(plan.Disabled, ", "))
+	}
+	fmt.Fprintln(w)
+	for _, in := range plan.Instances {
+		fmt.Fprintf(w, "\ninstance %s (%s)\n", in.Name, in.Pos)
+		fmt.Fprintf(w, "  executable  %s\n", in.Executable)
+		fmt.Fprintf(w, "  args        %s\n", shellJoin(in.Cmd))
+		var envs []string
+		for k, v := range in.Env {
+			envs = append(envs, fmt.Sprintf("%s=%q", k, v))
+		}
+		if in.LibDir != "" {
+			envs = append(envs, "LD_LIBRARY_PATH="+in.LibDir+":$LD_LIBRARY_PATH")
+		}
+		if len(envs) == 0 {
+			envs = []string{"(unchanged)"}
+		}
+		fmt.Fprintf(w, "  env         %s\n", strings.Join(envs, " "))
+		fmt.Fprintf(w, "  log         %s\n", in.LogFile)
+		fmt.Fprintf(w, "  background  %v\n", in.Background)
+		fmt.Fprintf(w, "  url         %s (health: %s/health)\n", in.URL, in.ProbeURL())
+	}
+}
+
+// shellJoin quotes args so the line can be pasted into a shell.
+func shellJoin(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && !strings.ContainsAny(a, " \t\n'\"\\$`!*?[]{}()<>|&;#~") {
+			out[i] = a
+		} else {
+			out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+func newRunCmd(env Env) *cobra.Command {
+	var cfg, app string
+	var wait, quiet bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "run [--config F] [--wait]",
+		Short: "Launch the instances of the instance file (the old check-and-run-llama-cpp.sh)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p := printer.New(cmd.OutOrStdout(), cmd.ErrOrStderr(), launchPrefix, quiet)
+			plan, path, err := loadPlan(cfg, app, env)
+			if err != nil {
+				return reportConfigError(p, err)
+			}
+			if plan == nil {
+				p.Stepf("AUTO_INFER_LLAMA_CPP_CONFIG is not set: nothing to launch")
+				return nil
+			}
+			for _, w := range plan.Warnings {
+				p.Warnf("%s", w)
+			}
+			if missing := plan.MissingModels(nil); len(missing) > 0 {
+				for _, m := range missing {
+					p.Errorf("%s", m)
+				}
+				p.Errorf("nothing was started; fix the model paths in %s", path)
+				return exitError(ExitBadInput)
+			}
+			if !plan.Enabled {
+				p.Stepf("%s: master.enable = false: nothing to launch", path)
+				return nil
+			}
+			if len(plan.Instances) == 0 {
+				p.Stepf("%s: every instance is disabled: nothing to launch", path)
+				return nil
+			}
+			// Inside a container run by `llamaboot entry`, hand the
+			// instances to the supervisor so they are supervised too.
+			if sock := supervise.SocketPath(appDir(app, env)); supervise.Running(sock) {
+				return handOver(p, sock, plan, wait)
+			}
+			return launchAll(cmd.Context(), p, plan, wait, timeout)
+		},
+	}
+	cmd.Flags().StringVar(&cfg, "config", "", "instance file (env AUTO_INFER_LLAMA_CPP_CONFIG)")
+	cmd.Flags().StringVar(&app, "app-dir", "", "app dir (env AUTO_INFER_APP_DIR)")
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until every instance answers /health with 200")
+	cmd.Flags().DurationVar(&timeout, "timeout", 0, "readiness timeout with --wait (default: each instance's ready_timeout)")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only warnings and errors")
+	return cmd
+}
+
+func handOver(p *printer.Printer, sock string, plan *config.Plan, wait bool) error {
+	res, err := supervise.Adopt(sock, plan, wait)
+	if err != nil {
+		p.Errorf("hand instances to the supervisor at %s: %v", sock, err)
+		return exitError(ExitFailure)
+	}
+	for _, line := range res {
+		p.Stepf("%s", line)
+	}
+	return nil
+}
+
+// launchAll starts every instance as the old launcher did, but runs
+// foreground instances side by side and can wait for readiness.
+func launchAll(ctx context.Context, p *printer.Printer, plan *config.Plan, wait bool, timeout time.Duration) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	type started struct {
+		in     config.Instance
+		cmd    *os.Process
+		exited chan struct{}
+		status error
+	}
+	var fg, all []*started
+	failed := false
+	for _, in := range plan.Instances {
+		mode := launch.OwnGroup
+		if in.Background {
+			mode = launch.OwnSession
+		}
+		cmd, log, err := launch.Command(in, os.Environ(), mode)
+		if err != nil {
+			p.Errorf("%v", err)
+			failed = true
+			continue
+		}
+		err = cmd.Start()
+		log.Close()
+		if err != nil {
+			p.Errorf("instance %q: start %s: %v", in.Name, cmd.Path, err)
+			failed = true
+			continue
+		}
+		s := &started{in: in, cmd: cmd.Process, exited: make(chan struct{})}
+		go func() {
+			s.status = cmd.Wait()
+			close(s.exited)
+		}()
+		how := "background"
+		if !in.Background {
+			how = "foreground"
+			fg = append(fg, s)
+		}
+		p.Stepf("started %s (%s): pid %d, log %s, url %s", in.Name, how, cmd.Process.Pid, in.LogFile, in.URL)
+		all = append(all, s)
+	}
+
+	if wait {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for _, s := range all {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t := timeout
+				if t == 0 {
+					t = s.in.ReadyTimeout
+				}
+				took, err := launch.WaitReady(ctx, s.in.ProbeURL(), t, s.exited)
+				if err != nil {
+					p.Errorf("instance %s not ready: %v; last lines of %s:\n%s", s.in.Name, err, s.in.LogFile, launch.Tail(s.in.LogFile, 20))
+					mu.Lock()
+					failed = true
+					mu.Unlock()
+					return
+				}
+				p.Stepf("%s ready after %.2fs at %s", s.in.Name, took.Seconds(), s.in.URL)
+			}()
+		}
+		wg.Wait()
+	}
+
+	if len(fg) > 0 {
+		// Foreground instances run side by side; pass our signals on and
+		// return when all have exited.
+		sigs := make(chan os.Signal, 4)
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+		defer signal.Stop(sigs)
+		for _, s := range fg {
+			for done := false; !done; {
+				select {
+				case sig := <-sigs:
+					for _, o := range fg {
+						syscall.Kill(-o.cmd.Pid, sig.(syscall.Signal))
+					}
+				case <-s.exited:
+					done = true
+				}
+			}
+			if s.status != nil {
+				p.Errorf("%s exited: %v (log %s)", s.in.Name, s.status, s.in.LogFile)
+				failed = true
+			} else {
+				p.Stepf("%s exited", s.in.Name)
+			}
+		}
+	}
+	if failed {
+		return exitError(ExitFailure)
+	}
+	return nil
+}
