@@ -57,7 +57,7 @@ func main() {
 		}
 	}
 	envJSON, _ := json.Marshal(env)
-	fmt.Printf("STANDIN_ARGV %s\nSTANDIN_ENV %s\nSTANDIN_PID %d\n", argv, envJSON, os.Getpid())
+	fmt.Printf("STANDIN_ARGV %s\nSTANDIN_ENV %s\nSTANDIN_PID %d\nSTANDIN_START_MS %d\n", argv, envJSON, os.Getpid(), time.Now().UnixMilli())
 	fmt.Println("standin-llama-server: a stand-in for llama-server (no model is loaded)")
 
 	if os.Getenv("STANDIN_IGNORE_TERM") == "1" {
@@ -66,7 +66,7 @@ func main() {
 	if ms := envInt("STANDIN_EXIT_AFTER_MS", -1); ms >= 0 {
 		code := envInt("STANDIN_EXIT_CODE", 1)
 		time.AfterFunc(time.Duration(ms)*time.Millisecond, func() {
-			fmt.Printf("standin-llama-server: exiting with %d on purpose\n", code)
+			fmt.Printf("standin-llama-server: exiting with %d on purpose\nSTANDIN_EXIT_MS %d\n", code, time.Now().UnixMilli())
 			os.Exit(code)
 		})
 	}
