@@ -100,7 +100,11 @@ func main() {
 	go srv.Serve(ln)
 
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	if os.Getenv("STANDIN_IGNORE_TERM") == "1" {
+		signal.Notify(sig, syscall.SIGINT)
+	} else {
+		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	}
 	s := <-sig
 	fmt.Printf("standin-llama-server: got %v, shutting down\n", s)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

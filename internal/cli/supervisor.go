@@ -21,6 +21,7 @@ import (
 func newEntryCmd(env Env) *cobra.Command {
 	var f installFlags
 	var grace time.Duration
+	var policy supervise.Policy
 	cmd := &cobra.Command{
 		Use:   "entry [-- CMD ARGS…]",
 		Short: "Container entrypoint: install if asked, serve if asked, run CMD, supervise as PID 1",
@@ -43,6 +44,7 @@ AUTO_INFER_LLAMA_CPP_STRICT=1 makes a failed install or an invalid config fatal 
 				Out:     cmd.OutOrStdout(),
 				Err:     cmd.ErrOrStderr(),
 				Grace:   grace,
+				Policy:  policy,
 				InstallOptions: func(source string) install.Options {
 					return f.options(source, env, pkgPrinter)
 				},
@@ -57,6 +59,9 @@ AUTO_INFER_LLAMA_CPP_STRICT=1 makes a failed install or an invalid config fatal 
 	// CMD's own flags are not ours: stop parsing at the first argument.
 	cmd.Flags().SetInterspersed(false)
 	cmd.Flags().DurationVar(&grace, "grace", 8*time.Second, "on stop, time between SIGTERM and SIGKILL (keep under docker stop's 10 s)")
+	cmd.Flags().DurationVar(&policy.BackoffMin, "restart-backoff", time.Second, "first delay before restarting a crashed instance (doubles per crash)")
+	cmd.Flags().DurationVar(&policy.BackoffMax, "restart-backoff-max", 30*time.Second, "longest delay between restarts")
+	cmd.Flags().IntVar(&policy.CrashLoop, "crash-loop", 5, "quick crashes in a row (each under 10 s) before an instance is marked failed")
 	return cmd
 }
 

@@ -89,10 +89,11 @@ func (s *Server) Listen(path string) error {
 			return
 		}
 		var lines []string
-		for _, in := range req.Instances {
+		for i := range req.Instances {
+			in := &req.Instances[i]
 			in.ReadyTimeout = time.Duration(in.ReadyTimeoutS * float64(time.Second))
 			in.StopTimeout = time.Duration(in.StopTimeoutS * float64(time.Second))
-			if err := s.Sup.Add(in); err != nil {
+			if err := s.Sup.Add(*in); err != nil {
 				lines = append(lines, fmt.Sprintf("%s: not started: %v", in.Name, err))
 				continue
 			}
