@@ -1,0 +1,22 @@
+# llamaboot as a container's entrypoint.
+#
+#   make                                   # builds the static bin/llamaboot
+#   docker build --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-runtime-ubuntu24.04 -t my-infer .
+#
+# BASE_IMAGE is your CUDA/Ubuntu image in real use. No step runs a shell, so
+# the image also builds FROM scratch (--build-arg BASE_IMAGE=scratch), which
+# the tests do.
+ARG BASE_IMAGE=ubuntu:24.04
+FROM ${BASE_IMAGE}
+
+COPY bin/llamaboot /usr/local/bin/llamaboot
+# WORKDIR creates the directory without a shell; reset afterwards.
+WORKDIR /soft/app
+WORKDIR /
+
+ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    AUTO_INFER_APP_DIR=/soft/app
+EXPOSE 8080
+# llamaboot runs as PID 1: it reaps, forwards signals, supervises the
+# servers and stops everything within docker stop's 10 s.
+ENTRYPOINT ["/usr/local/bin/llamaboot", "entry", "--"]
