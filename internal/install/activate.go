@@ -61,30 +61,32 @@ func activate(app, version string) (previous string, err error) {
 }
 
 // migrateLegacy replaces a plain llama-cpp directory (from the old scripts,
-// or baked into an image) by the symlink at tmp. The old tree is kept as a
-// version for rollback.
+// or baked into an image) by the symlink at tmp, once.
 //
-// RENAME_EXCHANGE swaps the two names in one step. Overlayfs refuses to move
-// a directory that lives in a lower (image) layer with EXDEV; then the tree is
-// copied to a version dir, removed, and the symlink renamed into its place.
-// That one-time window is repaired by recoverLink on the next run.
+// The old tree is first copied to a version dir for rollback: after the
+// switch its original may be unreadable (fuse-overlayfs cannot list a
+// swapped-out lower-layer dir). RENAME_EXCHANGE then swaps the two names in
+// one step. Where the swap itself is refused (EXDEV from overlayfs for a
+// lower-layer dir, or no RENAME_EXCHANGE), the tree is removed and the
+// symlink renamed into its place: a one-time window that recoverLink
+// repairs on the next run.
 func migrateLegacy(app, link, tmp string) (string, error) {
 	legacy := fmt.Sprintf("legacy-%d", time.Now().Unix())
 	dst := filepath.Join(app, versionsName, legacy)
-	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, link, unix.RENAME_EXCHANGE)
-	if err == nil {
-		// tmp now names the old directory.
-		if err := os.Rename(tmp, dst); err != nil {
-			return "", fmt.Errorf("keep old bundle as %s: %w", dst, err)
-		}
-		return legacy, nil
-	}
-	if !errors.Is(err, unix.EXDEV) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) {
-		return "", fmt.Errorf("activate %s: %w", link, err)
-	}
 	if err := copyTree(link, dst); err != nil {
 		_ = os.RemoveAll(dst)
 		return "", fmt.Errorf("keep old bundle as %s: %w", dst, err)
+	}
+	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, link, unix.RENAME_EXCHANGE)
+	if err == nil {
+		// tmp now names the old tree; a failure to remove it is cleaned
+		// up by the next run.
+		_ = os.RemoveAll(tmp)
+		return legacy, nil
+	}
+	if !errors.Is(err, unix.EXDEV) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) {
+		_ = os.RemoveAll(dst)
+		return "", fmt.Errorf("activate %s: %w", link, err)
 	}
 	if err := os.RemoveAll(link); err != nil {
 		return "", fmt.Errorf("remove legacy %s: %w", link, err)

@@ -322,7 +322,10 @@ func installLocked(opts Options, srcInfo fs.FileInfo) (res Result, err error) {
 	}
 	previous, err := activate(app, version)
 	if err != nil {
-		_ = os.RemoveAll(final)
+		// Remove the new version only if the switch did not happen.
+		if t, _ := os.Readlink(InstallDir(app)); filepath.Base(t) != version {
+			_ = os.RemoveAll(final)
+		}
 		return res, err
 	}
 	opts.step("activated")
