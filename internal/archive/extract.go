@@ -126,7 +126,7 @@ func extractTar(r io.Reader, w *writer) (Stats, error) {
 		switch h.Typeflag {
 		case tar.TypeDir:
 			err = w.dir(h.Name)
-		case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
+		case tar.TypeReg, tar.TypeGNUSparse: // the reader reports old TypeRegA entries as TypeReg
 			err = w.file(h.Name, h.FileInfo().Mode(), h.Size, tr)
 		case tar.TypeSymlink:
 			err = w.symlink(h.Name, h.Linkname)
