@@ -7,6 +7,7 @@ import (
 
 	"github.com/llamaboot/llamaboot/internal/archive"
 	"github.com/llamaboot/llamaboot/internal/buildinfo"
+	"github.com/llamaboot/llamaboot/internal/fetch"
 	"github.com/llamaboot/llamaboot/internal/install"
 	"github.com/llamaboot/llamaboot/internal/printer"
 )
@@ -20,6 +21,14 @@ type installFlags struct {
 	maxEntries  int
 	maxBytes    int64
 	lockTimeout time.Duration
+
+	refresh        bool
+	sha256From     string
+	maxDownload    int64
+	connectTimeout time.Duration
+	stallTimeout   time.Duration
+	retries        int
+	retryBase      time.Duration
 }
 
 func (f *installFlags) register(cmd *cobra.Command) {
@@ -32,6 +41,13 @@ func (f *installFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.maxEntries, "max-entries", archive.DefaultMaxEntries, "refuse archives with more entries")
 	fl.Int64Var(&f.maxBytes, "max-bytes", archive.DefaultMaxBytes, "refuse archives expanding past this many bytes")
 	fl.DurationVar(&f.lockTimeout, "lock-timeout", 10*time.Minute, "how long to wait for another install into the same app dir")
+	fl.BoolVar(&f.refresh, "refresh", false, "for a URL: ask the server whether the bundle changed (ETag / If-Modified-Since)")
+	fl.StringVar(&f.sha256From, "sha256-from", "", "for a URL: take the expected SHA-256 from this SHA256SUMS-style file")
+	fl.Int64Var(&f.maxDownload, "max-download", 64<<30, "for a URL: refuse downloads larger than this many bytes")
+	fl.DurationVar(&f.connectTimeout, "connect-timeout", 30*time.Second, "for a URL: connection setup timeout")
+	fl.DurationVar(&f.stallTimeout, "stall-timeout", 60*time.Second, "for a URL: abort an attempt after this long without data")
+	fl.IntVar(&f.retries, "retries", 5, "for a URL: attempts after the first on network errors and 5xx")
+	fl.DurationVar(&f.retryBase, "retry-delay", time.Second, "for a URL: first retry delay (doubles each time)")
 }
 
 func (f *installFlags) options(source string, env Env, p *printer.Printer) install.Options {
@@ -51,6 +67,16 @@ func (f *installFlags) options(source string, env Env, p *printer.Printer) insta
 		Self:        self(),
 		Installer:   buildinfo.Version,
 		Printer:     p,
+		SHA256From:  f.sha256From,
+		Refresh:     f.refresh,
+		Download: fetch.Options{
+			Token:          env("AUTO_INFER_LLAMA_CPP_PKG_TOKEN"),
+			MaxBytes:       f.maxDownload,
+			ConnectTimeout: f.connectTimeout,
+			StallTimeout:   f.stallTimeout,
+			Retries:        f.retries,
+			RetryBase:      f.retryBase,
+		},
 	}
 }
 
@@ -60,7 +86,7 @@ func newInstallCmd(env Env) *cobra.Command {
 	var f installFlags
 	cmd := &cobra.Command{
 		Use:   "install [SOURCE]",
-		Short: "Install a llama.cpp bundle (SOURCE defaults to $AUTO_INFER_LLAMA_CPP_PKG_PATH)",
+		Short: "Install a llama.cpp bundle from a file or an http(s) URL (SOURCE defaults to $AUTO_INFER_LLAMA_CPP_PKG_PATH)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			source := env("AUTO_INFER_LLAMA_CPP_PKG_PATH")

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/archive"
+	"github.com/llamaboot/llamaboot/internal/fetch"
 	"github.com/llamaboot/llamaboot/internal/printer"
 )
 
@@ -36,6 +37,18 @@ type Options struct {
 	Self        string
 	Installer   string // llamaboot version, recorded in the marker
 	Printer     *printer.Printer
+
+	// For http(s) sources: download settings (URL, CacheDir and Printer
+	// are filled in), a SHA256SUMS-style file to take the pin from, and
+	// --refresh (ask the server whether the bundle changed).
+	Download   fetch.Options
+	SHA256From string
+	Refresh    bool
+
+	// origin is what the marker records as the source when the file read
+	// is a download in the cache; validators come with it.
+	origin             string
+	etag, lastModified string
 
 	// afterStep, when set, is called between steps; tests use it to stop an
 	// install at chosen points.
@@ -83,6 +96,9 @@ func Install(opts Options) (Result, error) {
 			return Result{}, &InputError{Msg: fmt.Sprintf("--sha256 %q is not a SHA-256 hex digest (64 hex characters)", opts.SHA256)}
 		}
 	}
+	if fetch.IsURL(opts.Source) {
+		return installURL(opts)
+	}
 	src, err := filepath.Abs(opts.Source)
 	if err != nil {
 		return Result{}, err
@@ -125,14 +141,15 @@ func Install(opts Options) (Result, error) {
 
 // upToDate reports whether the installed bundle came from this very source
 // file, judged by size, mtime and inode of source and cache (or, with
-// Verify, by hashing the source).
+// Verify, by hashing). srcInfo is nil for a downloaded source, which is
+// judged by the cached file alone.
 func upToDate(opts Options, srcInfo fs.FileInfo) (Result, bool) {
 	if opts.Force {
 		return Result{}, false
 	}
 	dir := InstallDir(opts.AppDir)
 	m, err := ReadMarker(dir)
-	if err != nil || m.SHA256 == "" || m.SourcePath != opts.Source {
+	if err != nil || m.SHA256 == "" || m.SourcePath != sourceLabel(opts) {
 		return Result{}, false
 	}
 	if opts.SHA256 != "" && opts.SHA256 != m.SHA256 {
@@ -146,17 +163,33 @@ func upToDate(opts Options, srcInfo fs.FileInfo) (Result, bool) {
 		return Result{}, false
 	}
 	if opts.Verify {
-		sum, err := hashFile(opts.Source)
+		file := opts.Source
+		if srcInfo == nil {
+			file = m.CachePath
+		}
+		sum, err := hashFile(file)
 		if err != nil || sum != m.SHA256 {
 			return Result{}, false
 		}
-		opts.Printer.Stepf("verified: %s hashes to the installed sha256", opts.Source)
+		opts.Printer.Stepf("verified: %s hashes to the installed sha256", file)
 		return Result{Marker: m, UpToDate: true}, true
 	}
-	if stampOf(srcInfo) != m.SourceStamp {
+	if srcInfo != nil && stampOf(srcInfo) != m.SourceStamp {
 		return Result{}, false
 	}
 	return Result{Marker: m, UpToDate: true}, true
+}
+
+// sourceLabel is how the marker names the source: the absolute path, or
+// the URL without secrets.
+func sourceLabel(o Options) string {
+	switch {
+	case o.origin != "":
+		return o.origin
+	case fetch.IsURL(o.Source):
+		return fetch.Redact(o.Source)
+	}
+	return o.Source
 }
 
 func hashFile(path string) (string, error) {
@@ -195,7 +228,7 @@ func installLocked(opts Options, srcInfo fs.FileInfo) (res Result, err error) {
 	old, _ := ReadMarker(InstallDir(app))
 	readFrom, copyTo := opts.Source, ""
 	if cs, ok := statStamp(cachePath); ok && old.CachePath == cachePath && cs == old.CacheStamp &&
-		old.SourcePath == opts.Source && stampOf(srcInfo) == old.SourceStamp {
+		old.SourcePath == sourceLabel(opts) && stampOf(srcInfo) == old.SourceStamp {
 		readFrom = cachePath
 	} else if sameFile(opts.Source, cachePath) {
 		readFrom = cachePath
@@ -291,7 +324,7 @@ func installLocked(opts Options, srcInfo fs.FileInfo) (res Result, err error) {
 	version := versionName(app, tag, sum)
 	m := Marker{
 		ArchiveName: name, SHA256: sum, InstalledAtUnix: time.Now().Unix(),
-		SourcePath: opts.Source, Size: srcInfo.Size(), Format: format.String(), Layout: layout,
+		SourcePath: sourceLabel(opts), Size: srcInfo.Size(), ETag: opts.etag, LastModified: opts.lastModified, Format: format.String(), Layout: layout,
 		BuildTag: tag, VersionDir: version, CachePath: cachePath,
 		SourceStamp: stampOf(srcInfo), CacheStamp: cacheStamp, Installer: opts.Installer,
 	}

@@ -56,6 +56,9 @@ type Marker struct {
 	SourceStamp Stamp  `json:"source_stamp"`
 	CacheStamp  Stamp  `json:"cache_stamp"`
 	Installer   string `json:"installer,omitempty"`
+	// Validators of a downloaded bundle, for --refresh.
+	ETag         string `json:"etag,omitempty"`
+	LastModified string `json:"last_modified,omitempty"`
 }
 
 // ReadMarker reads the marker of the bundle installed at dir
