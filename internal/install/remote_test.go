@@ -1,0 +1,151 @@
+package install
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/llamaboot/llamaboot/internal/archive"
+	"github.com/llamaboot/llamaboot/internal/bundlegen"
+	"github.com/llamaboot/llamaboot/internal/fetch"
+	"github.com/llamaboot/llamaboot/internal/printer"
+)
+
+// bundleServer serves one archive whose content can change, with ETags.
+type bundleServer struct {
+	*httptest.Server
+	body     atomic.Value // []byte
+	requests atomic.Int32
+	cond     atomic.Int32 // conditional requests seen
+}
+
+func newBundleServer(t *testing.T, body []byte) *bundleServer {
+	s := &bundleServer{}
+	s.body.Store(body)
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.requests.Add(1)
+		if r.Header.Get("If-None-Match") != "" {
+			s.cond.Add(1)
+		}
+		b := s.body.Load().([]byte)
+		sum := sha256.Sum256(b)
+		w.Header().Set("ETag", `"`+hex.EncodeToString(sum[:8])+`"`)
+		switch r.URL.Path {
+		case "/SHA256SUMS":
+			fmt.Fprintf(w, "%s  llama-b7300-bin-ubuntu-x64.tar.gz\n", hex.EncodeToString(sum[:]))
+		default:
+			http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func gzBundle(t *testing.T, tag, server string) []byte {
+	var buf bytes.Buffer
+	if err := bundlegen.Write(&buf, archive.Gzip, bundlegen.Release(tag, []byte(server))); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func urlOpts(app, u string) Options {
+	return Options{AppDir: app, Source: u, Printer: printer.Discard(),
+		Download: fetch.Options{Retries: 2, RetryBase: 10 * time.Millisecond}}
+}
+
+func TestInstallFromURLThenOffline(t *testing.T) {
+	srv := newBundleServer(t, gzBundle(t, "b7300", "remote"))
+	app := t.TempDir()
+	u := srv.URL + "/llama-b7300-bin-ubuntu-x64.tar.gz?token=abc"
+	r, err := Install(urlOpts(app, u))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if readServer(t, app) != "remote" || r.Marker.BuildTag != "b7300" || r.Marker.ETag == "" {
+		t.Errorf("marker %+v", r.Marker)
+	}
+	if strings.Contains(r.Marker.SourcePath, "abc") || !strings.HasSuffix(r.Marker.SourcePath, "?REDACTED") {
+		t.Errorf("marker source %q should be redacted", r.Marker.SourcePath)
+	}
+	// Offline second boot: the server is gone and not needed.
+	srv.Close()
+	var out bytes.Buffer
+	o := urlOpts(app, u)
+	o.Printer = printer.New(&out, &out, "", false)
+	r, err = Install(o)
+	if err != nil || !r.UpToDate || !strings.Contains(out.String(), "server not contacted") {
+		t.Errorf("offline boot: %v %+v %s", err, r, out.String())
+	}
+}
+
+func TestRefreshAskConditionally(t *testing.T) {
+	srv := newBundleServer(t, gzBundle(t, "b7300", "v1"))
+	app := t.TempDir()
+	u := srv.URL + "/llama-b7300-bin-ubuntu-x64.tar.gz"
+	if _, err := Install(urlOpts(app, u)); err != nil {
+		t.Fatal(err)
+	}
+	o := urlOpts(app, u)
+	o.Refresh = true
+	r, err := Install(o)
+	if err != nil || !r.UpToDate || srv.cond.Load() != 1 {
+		t.Fatalf("unchanged refresh: %v up-to-date %v, conditional requests %d", err, r.UpToDate, srv.cond.Load())
+	}
+	srv.body.Store(gzBundle(t, "b7301", "v2"))
+	r, err = Install(o)
+	if err != nil || r.UpToDate || readServer(t, app) != "v2" {
+		t.Fatalf("changed refresh: %v %+v", err, r)
+	}
+	// Without --refresh a changed server is not even asked.
+	before := srv.requests.Load()
+	srv.body.Store(gzBundle(t, "b7302", "v3"))
+	if r, _ := Install(urlOpts(app, u)); !r.UpToDate || srv.requests.Load() != before {
+		t.Error("a plain boot contacted the server")
+	}
+}
+
+func TestURLChecksums(t *testing.T) {
+	body := gzBundle(t, "b7300", "pinned")
+	srv := newBundleServer(t, body)
+	app := t.TempDir()
+	u := srv.URL + "/llama-b7300-bin-ubuntu-x64.tar.gz"
+	o := urlOpts(app, u)
+	o.SHA256 = strings.Repeat("0", 64)
+	_, err := Install(o)
+	var ie *InputError
+	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "checksum mismatch") {
+		t.Fatalf("wrong pin: %v", err)
+	}
+	assertNoLeftovers(t, app)
+	o = urlOpts(app, u)
+	o.SHA256From = srv.URL + "/SHA256SUMS"
+	r, err := Install(o)
+	sum := sha256.Sum256(body)
+	if err != nil || r.Marker.SHA256 != hex.EncodeToString(sum[:]) {
+		t.Fatalf("--sha256-from: %v", err)
+	}
+}
+
+func TestURL404IsBadInput(t *testing.T) {
+	srv := newBundleServer(t, nil)
+	_, err := Install(urlOpts(t.TempDir(), srv.URL+"/"))
+	var bad interface{ BadInput() bool }
+	if !errors.As(err, &bad) {
+		t.Errorf("a URL naming no file: %v", err)
+	}
+	missing := httptest.NewServer(http.NotFoundHandler())
+	defer missing.Close()
+	_, err = Install(urlOpts(t.TempDir(), missing.URL+"/llama.tgz"))
+	if !errors.As(err, &bad) || !strings.Contains(err.Error(), missing.URL+"/llama.tgz: HTTP 404") {
+		t.Errorf("404: %v", err)
+	}
+}
