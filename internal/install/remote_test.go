@@ -149,3 +149,40 @@ func TestURL404IsBadInput(t *testing.T) {
 		t.Errorf("404: %v", err)
 	}
 }
+
+// TestPartialDownloadResumesNextRun: a download cut in one run (no retries
+// left) is resumed with Range by the next run, not restarted.
+func TestPartialDownloadResumesNextRun(t *testing.T) {
+	body := gzBundle(t, "b7300", strings.Repeat("big server ", 50_000))
+	var calls atomic.Int32
+	var ranges []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"one"`)
+		if calls.Add(1) == 1 {
+			w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+			w.Write(body[:len(body)/2])
+			w.(http.Flusher).Flush()
+			conn, _, _ := w.(http.Hijacker).Hijack()
+			conn.Close()
+			return
+		}
+		ranges = append(ranges, r.Header.Get("Range"))
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+	}))
+	defer srv.Close()
+	app := t.TempDir()
+	o := urlOpts(app, srv.URL+"/llama-b7300.tar.gz")
+	o.Download.Retries = 0
+	if _, err := Install(o); err == nil || !strings.Contains(err.Error(), "partial download is kept") {
+		t.Fatalf("first run should fail and keep the partial download: %v", err)
+	}
+	if _, err := Install(o); err != nil {
+		t.Fatal(err)
+	}
+	if len(ranges) != 1 || ranges[0] != fmt.Sprintf("bytes=%d-", len(body)/2) {
+		t.Errorf("second run asked for %q, want a resume from byte %d", ranges, len(body)/2)
+	}
+	if readServer(t, app) != strings.Repeat("big server ", 50_000) {
+		t.Error("wrong bundle installed")
+	}
+}
