@@ -153,12 +153,8 @@ func newRunCmd(env Env) *cobra.Command {
 			for _, w := range plan.Warnings {
 				p.Warnf("%s", w)
 			}
-			if missing := plan.MissingModels(nil); len(missing) > 0 {
-				for _, m := range missing {
-					p.Errorf("%s", m)
-				}
-				p.Errorf("nothing was started; fix the model paths in %s", path)
-				return exitError(ExitBadInput)
+			if err := plan.Runnable(); err != nil {
+				return reportConfigError(p, err)
 			}
 			if !plan.Enabled {
 				p.Stepf("%s: master.enable = false: nothing to launch", path)

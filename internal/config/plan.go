@@ -183,6 +183,15 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 	return plan, nil
 }
 
+// Runnable reports what stops the plan from being run here: model files
+// that do not exist. Nothing should start while it returns an error.
+func (p *Plan) Runnable() error {
+	if missing := p.MissingModels(nil); len(missing) > 0 {
+		return &ValidationError{File: p.File, Problems: missing}
+	}
+	return nil
+}
+
 // MissingModels lists instances whose model file does not exist here.
 func (p *Plan) MissingModels(exists func(string) bool) []Problem {
 	if exists == nil {

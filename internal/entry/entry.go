@@ -214,12 +214,10 @@ func startInstances(sup *supervise.Supervisor, p *printer.Printer, path string, 
 	for _, w := range plan.Warnings {
 		p.Warnf("%s", w)
 	}
-	if missing := plan.MissingModels(nil); len(missing) > 0 {
-		for _, m := range missing {
-			p.Errorf("%s", m)
-		}
+	if err := plan.Runnable(); err != nil {
+		p.Errorf("%v", err)
 		p.Errorf("no server was started")
-		return &config.ValidationError{File: path, Problems: missing}
+		return err
 	}
 	if !plan.Enabled {
 		p.Stepf("%s: master.enable = false: no server started", path)

@@ -87,9 +87,6 @@ func cacheDir(app string) string   { return filepath.Join(app, "cache") }
 // Install installs opts.Source into opts.AppDir.
 func Install(opts Options) (Result, error) {
 	p := opts.Printer
-	if opts.LockTimeout == 0 {
-		opts.LockTimeout = 10 * time.Minute
-	}
 	opts.SHA256 = strings.ToLower(strings.TrimSpace(opts.SHA256))
 	if opts.SHA256 != "" {
 		if b, err := hex.DecodeString(opts.SHA256); err != nil || len(b) != sha256.Size {
@@ -119,24 +116,38 @@ func Install(opts Options) (Result, error) {
 		return r, nil
 	}
 
-	if err := os.MkdirAll(opts.AppDir, 0o755); err != nil {
-		return Result{}, fmt.Errorf("create app dir %s: %w", opts.AppDir, err)
-	}
-	release, err := lockFile(filepath.Join(opts.AppDir, ".llamaboot-install.lock"), opts.LockTimeout, p)
+	release, err := lockApp(opts)
 	if err != nil {
 		return Result{}, err
 	}
 	defer release()
-	cleanStale(opts.AppDir)
-	if v, ok := recoverLink(opts.AppDir); ok {
-		p.Warnf("%s was missing (an earlier install was interrupted); restored version %s", InstallDir(opts.AppDir), v)
-	}
 	// Another container may have finished the same work while we waited.
 	if r, ok := upToDate(opts, srcInfo); ok {
 		p.Stepf("already installed by another process: %s; nothing to do", r.Marker.ArchiveName)
 		return r, nil
 	}
 	return installLocked(opts, srcInfo)
+}
+
+// lockApp takes the app dir's install lock and repairs what a killed run
+// left behind. Call the returned func to release the lock.
+func lockApp(opts Options) (release func(), err error) {
+	if err := os.MkdirAll(opts.AppDir, 0o755); err != nil {
+		return nil, fmt.Errorf("create app dir %s: %w", opts.AppDir, err)
+	}
+	wait := opts.LockTimeout
+	if wait == 0 {
+		wait = 10 * time.Minute
+	}
+	release, err = lockFile(filepath.Join(opts.AppDir, ".llamaboot-install.lock"), wait, opts.Printer)
+	if err != nil {
+		return nil, err
+	}
+	cleanStale(opts.AppDir)
+	if v, ok := recoverLink(opts.AppDir); ok {
+		opts.Printer.Warnf("%s was missing (an earlier install was interrupted); restored version %s", InstallDir(opts.AppDir), v)
+	}
+	return release, nil
 }
 
 // upToDate reports whether the installed bundle came from this very source

@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"os"
 	"path"
-	"path/filepath"
 
 	"github.com/llamaboot/llamaboot/internal/fetch"
 )
@@ -24,16 +23,11 @@ func installURL(opts Options) (Result, error) {
 			return r, nil
 		}
 	}
-	if err := os.MkdirAll(opts.AppDir, 0o755); err != nil {
-		return Result{}, fmt.Errorf("create app dir %s: %w", opts.AppDir, err)
-	}
-	release, err := lockFile(filepath.Join(opts.AppDir, ".llamaboot-install.lock"), opts.LockTimeout, p)
+	release, err := lockApp(opts)
 	if err != nil {
 		return Result{}, err
 	}
 	defer release()
-	cleanStale(opts.AppDir)
-	recoverLink(opts.AppDir)
 	if !opts.Refresh {
 		if r, ok := upToDate(opts, nil); ok && opts.SHA256From == "" {
 			p.Stepf("already installed by another process: %s; nothing to do", r.Marker.ArchiveName)
