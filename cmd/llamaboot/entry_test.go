@@ -350,3 +350,47 @@ func TestStatusWithoutSupervisor(t *testing.T) {
 		t.Error(r)
 	}
 }
+
+func TestRestartPolicies(t *testing.T) {
+	dir := t.TempDir()
+	ports := freePorts(t, 2)
+	cfg := writeFile(t, filepath.Join(dir, "cfg.toml"), fmt.Sprintf(`
+[master]
+llama_cpp_path = %q
+[instance.control]
+log_dir = %q
+[instance.never.control]
+restart = "never"
+[instance.never.server]
+port = %d
+[instance.clean.control]
+restart = "on-failure"
+[instance.clean.server]
+port = %d
+`, standin, dir, ports[0], ports[1]))
+	// Both exit 0 after 200 ms: neither is restarted (never; on-failure with success).
+	env := []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg, "STANDIN_EXIT_AFTER_MS=200", "STANDIN_EXIT_CODE=0"}
+	e := startEntry(t, filepath.Join(dir, "app"), env, "--restart-backoff", "50ms")
+	e.waitOutput(t, `never exited: exit code 0`, 10*time.Second)
+	e.waitOutput(t, `clean exited: exit code 0`, 10*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	if strings.Contains(e.out.String(), "restarting") {
+		t.Errorf("restarted despite the policy:\n%s", e.out.String())
+	}
+	for _, in := range e.status(t).Instances {
+		if in.State != "stopped" || in.Restarts != 0 {
+			t.Errorf("%+v", in)
+		}
+	}
+}
+
+func TestRunWaitReportsFailureWithLogTail(t *testing.T) {
+	dir := t.TempDir()
+	ports := freePorts(t, 1)
+	cfg := writeFile(t, filepath.Join(dir, "cfg.toml"), fmt.Sprintf("[master]\nllama_cpp_path = %q\n[instance.control]\nlog_dir = %q\n[instance.dies.server]\nport = %d\n", standin, dir, ports[0]))
+	r := runLB(t, []string{"STANDIN_EXIT_AFTER_MS=50", "STANDIN_EXIT_CODE=4", "STANDIN_LOAD_MS=5000"}, "run", "--config", cfg, "--wait", "--timeout", "10s")
+	if r.code != 1 || !strings.Contains(r.stderr, "instance dies not ready: exited before it was ready") ||
+		!strings.Contains(r.stderr, "exiting with 4 on purpose") {
+		t.Errorf("want a failure with the log's last lines: %v", r)
+	}
+}
