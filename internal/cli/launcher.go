@@ -1,16 +1,11 @@
 package cli
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -169,7 +164,10 @@ func newRunCmd(env Env) *cobra.Command {
 			if sock := supervise.SocketPath(appDir(app, env)); supervise.Running(sock) {
 				return handOver(p, sock, plan, wait)
 			}
-			return launchAll(cmd.Context(), p, plan, wait, timeout)
+			if err := launch.Run(cmd.Context(), p, plan, launch.RunOptions{Wait: wait, Timeout: timeout}); err != nil {
+				return exitError(ExitFailure)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVar(&cfg, "config", "", "instance file (env AUTO_INFER_LLAMA_CPP_CONFIG)")
@@ -188,108 +186,6 @@ func handOver(p *printer.Printer, sock string, plan *config.Plan, wait bool) err
 	}
 	for _, line := range res {
 		p.Stepf("%s", line)
-	}
-	return nil
-}
-
-// launchAll starts every instance as the old launcher did, but runs
-// foreground instances side by side and can wait for readiness.
-func launchAll(ctx context.Context, p *printer.Printer, plan *config.Plan, wait bool, timeout time.Duration) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	type started struct {
-		in     config.Instance
-		cmd    *os.Process
-		exited chan struct{}
-		status error
-	}
-	var fg, all []*started
-	failed := false
-	for _, in := range plan.Instances {
-		mode := launch.OwnGroup
-		if in.Background {
-			mode = launch.OwnSession
-		}
-		cmd, log, err := launch.Command(in, os.Environ(), mode)
-		if err != nil {
-			p.Errorf("%v", err)
-			failed = true
-			continue
-		}
-		err = cmd.Start()
-		log.Close()
-		if err != nil {
-			p.Errorf("instance %q: start %s: %v", in.Name, cmd.Path, err)
-			failed = true
-			continue
-		}
-		s := &started{in: in, cmd: cmd.Process, exited: make(chan struct{})}
-		go func() {
-			s.status = cmd.Wait()
-			close(s.exited)
-		}()
-		how := "background"
-		if !in.Background {
-			how = "foreground"
-			fg = append(fg, s)
-		}
-		p.Stepf("started %s (%s): pid %d, log %s, url %s", in.Name, how, cmd.Process.Pid, in.LogFile, in.URL)
-		all = append(all, s)
-	}
-
-	if wait {
-		var wg sync.WaitGroup
-		var mu sync.Mutex
-		for _, s := range all {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				t := timeout
-				if t == 0 {
-					t = s.in.ReadyTimeout
-				}
-				took, err := launch.WaitReady(ctx, s.in.ProbeURL(), t, s.exited)
-				if err != nil {
-					p.Errorf("instance %s not ready: %v; last lines of %s:\n%s", s.in.Name, err, s.in.LogFile, launch.Tail(s.in.LogFile, 20))
-					mu.Lock()
-					failed = true
-					mu.Unlock()
-					return
-				}
-				p.Stepf("%s ready after %.2fs at %s", s.in.Name, took.Seconds(), s.in.URL)
-			}()
-		}
-		wg.Wait()
-	}
-
-	if len(fg) > 0 {
-		// Foreground instances run side by side; pass our signals on and
-		// return when all have exited.
-		sigs := make(chan os.Signal, 4)
-		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-		defer signal.Stop(sigs)
-		for _, s := range fg {
-			for done := false; !done; {
-				select {
-				case sig := <-sigs:
-					for _, o := range fg {
-						syscall.Kill(-o.cmd.Pid, sig.(syscall.Signal))
-					}
-				case <-s.exited:
-					done = true
-				}
-			}
-			if s.status != nil {
-				p.Errorf("%s exited: %v (log %s)", s.in.Name, s.status, s.in.LogFile)
-				failed = true
-			} else {
-				p.Stepf("%s exited", s.in.Name)
-			}
-		}
-	}
-	if failed {
-		return exitError(ExitFailure)
 	}
 	return nil
 }

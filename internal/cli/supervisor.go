@@ -40,7 +40,6 @@ AUTO_INFER_LLAMA_CPP_STRICT=1 makes a failed install or an invalid config fatal 
 				Environ: os.Environ(),
 				Cmd:     args,
 				Self:    self(),
-				Version: buildinfo.Version,
 				Out:     cmd.OutOrStdout(),
 				Err:     cmd.ErrOrStderr(),
 				Grace:   grace,

@@ -29,7 +29,6 @@ type Options struct {
 	Environ []string // passed on to children
 	Cmd     []string // the container's command, may be empty
 	Self    string   // path of the llamaboot binary, for the entry points
-	Version string
 	Out     io.Writer
 	Err     io.Writer
 	Grace   time.Duration // SIGTERM-to-SIGKILL budget for the whole stop

@@ -1,0 +1,128 @@
+package launch
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/printer"
+)
+
+// RunOptions tune Run.
+type RunOptions struct {
+	Wait    bool          // wait for every instance's /health to answer 200
+	Timeout time.Duration // readiness timeout; 0 uses each instance's ready_timeout
+}
+
+// ErrFailed is returned by Run when an instance did not start, did not
+// become ready, or (in the foreground) exited with an error; the details
+// have been printed.
+var ErrFailed = errors.New("one or more instances failed")
+
+// Run starts every instance of plan as the old launcher did: background
+// ones detached in their own session, foreground ones side by side (the old
+// launcher ran them one after another), returning when those have exited.
+func Run(ctx context.Context, p *printer.Printer, plan *config.Plan, o RunOptions) error {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	type started struct {
+		in     config.Instance
+		cmd    *os.Process
+		exited chan struct{}
+		status error
+	}
+	var fg, all []*started
+	failed := false
+	for _, in := range plan.Instances {
+		mode := OwnGroup
+		if in.Background {
+			mode = OwnSession
+		}
+		cmd, log, err := Command(in, os.Environ(), mode)
+		if err != nil {
+			p.Errorf("%v", err)
+			failed = true
+			continue
+		}
+		err = cmd.Start()
+		log.Close()
+		if err != nil {
+			p.Errorf("instance %q: start %s: %v", in.Name, cmd.Path, err)
+			failed = true
+			continue
+		}
+		s := &started{in: in, cmd: cmd.Process, exited: make(chan struct{})}
+		go func() {
+			s.status = cmd.Wait()
+			close(s.exited)
+		}()
+		how := "background"
+		if !in.Background {
+			how = "foreground"
+			fg = append(fg, s)
+		}
+		p.Stepf("started %s (%s): pid %d, log %s, url %s", in.Name, how, cmd.Process.Pid, in.LogFile, in.URL)
+		all = append(all, s)
+	}
+
+	if o.Wait {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for _, s := range all {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t := o.Timeout
+				if t == 0 {
+					t = s.in.ReadyTimeout
+				}
+				took, err := WaitReady(ctx, s.in.ProbeURL(), t, s.exited)
+				if err != nil {
+					p.Errorf("instance %s not ready: %v; last lines of %s:\n%s", s.in.Name, err, s.in.LogFile, Tail(s.in.LogFile, 20))
+					mu.Lock()
+					failed = true
+					mu.Unlock()
+					return
+				}
+				p.Stepf("%s ready after %.2fs at %s", s.in.Name, took.Seconds(), s.in.URL)
+			}()
+		}
+		wg.Wait()
+	}
+
+	if len(fg) > 0 {
+		// Foreground instances run side by side; pass our signals on and
+		// return when all have exited.
+		sigs := make(chan os.Signal, 4)
+		signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+		defer signal.Stop(sigs)
+		for _, s := range fg {
+			for done := false; !done; {
+				select {
+				case sig := <-sigs:
+					for _, o := range fg {
+						syscall.Kill(-o.cmd.Pid, sig.(syscall.Signal))
+					}
+				case <-s.exited:
+					done = true
+				}
+			}
+			if s.status != nil {
+				p.Errorf("%s exited: %v (log %s)", s.in.Name, s.status, s.in.LogFile)
+				failed = true
+			} else {
+				p.Stepf("%s exited", s.in.Name)
+			}
+		}
+	}
+	if failed {
+		return ErrFailed
+	}
+	return nil
+}
