@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/llamaboot/llamaboot/internal/buildinfo"
 	"github.com/llamaboot/llamaboot/internal/entry"
 	"github.com/llamaboot/llamaboot/internal/install"
 	"github.com/llamaboot/llamaboot/internal/printer"
