@@ -292,6 +292,16 @@ func serveArgs(t *testing.T, ports []int, extra ...string) []string {
 		"-e", "AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "-e", "AUTO_INFER_LLAMA_CPP_CONFIG=/config/cfg.toml", "-e", "STANDIN_LOAD_MS=200"}, extra...)
 }
 
+// dockerStop runs `docker stop` and returns how long it took, the
+// container's exit code and its log.
+func dockerStop(t *testing.T, id string) (time.Duration, string, string) {
+	t.Helper()
+	begin := time.Now()
+	docker(t, "stop", id)
+	took := time.Since(begin)
+	return took, docker(t, "inspect", "-f", "{{.State.ExitCode}}", id), logs(t, id)
+}
+
 func TestServeAndDockerStop(t *testing.T) {
 	needDocker(t)
 	ports := freePorts(t, 2)
@@ -307,13 +317,10 @@ func TestServeAndDockerStop(t *testing.T) {
 	if strings.Count(st, `"state": "ready"`) != 2 || !strings.Contains(st, `"build_tag": "b7102"`) {
 		t.Errorf("status:\n%s", st)
 	}
-	begin := time.Now()
-	docker(t, "stop", c)
-	took := time.Since(begin)
-	if code := docker(t, "inspect", "-f", "{{.State.ExitCode}}", c); code != "0" {
+	took, code, l := dockerStop(t, c)
+	if code != "0" {
 		t.Errorf("exit code %s after docker stop", code)
 	}
-	l := logs(t, c)
 	if took > 5*time.Second || strings.Contains(l, "still running after") || strings.Count(l, "stopped (exit code 0)") != 2 {
 		t.Errorf("docker stop took %s; log:\n%s", took, l)
 	}
@@ -325,13 +332,10 @@ func TestDockerStopKillsStubbornServer(t *testing.T) {
 	ports := freePorts(t, 2)
 	c := start(t, append(serveArgs(t, ports, "-e", "STANDIN_IGNORE_TERM=1"), testImage)...)
 	waitLogs(t, c, "b ready after", 30*time.Second)
-	begin := time.Now()
-	docker(t, "stop", c) // Docker's default: SIGKILL after 10 s
-	took := time.Since(begin)
-	if code := docker(t, "inspect", "-f", "{{.State.ExitCode}}", c); code != "0" {
+	took, code, l := dockerStop(t, c) // Docker's default: SIGKILL after 10 s
+	if code != "0" {
 		t.Errorf("exit code %s: llamaboot should have finished before Docker's SIGKILL", code)
 	}
-	l := logs(t, c)
 	if took >= 10*time.Second || !strings.Contains(l, "SIGKILL") {
 		t.Errorf("stop took %s:\n%s", took, l)
 	}

@@ -64,20 +64,6 @@ func (t *Table) Set(k string, v any, pos Pos) {
 	t.pos[k] = pos
 }
 
-// Delete removes k.
-func (t *Table) Delete(k string) {
-	if _, ok := t.vals[k]; !ok {
-		return
-	}
-	delete(t.vals, k)
-	for i, kk := range t.keys {
-		if kk == k {
-			t.keys = append(t.keys[:i:i], t.keys[i+1:]...)
-			break
-		}
-	}
-}
-
 // Clone copies the table deeply enough that merging into the copy leaves
 // the original alone.
 func (t *Table) Clone() *Table {
