@@ -1,6 +1,11 @@
-// Package fetch downloads a bundle from an http(s) URL into the cache:
-// streamed and hashed as it arrives, resumed with Range after a cut,
-// retried on network errors and 5xx, bounded in size and stall time.
+// Package fetch downloads one file from an http(s) URL to a destination the
+// caller chooses: streamed and hashed as it arrives, checked against an
+// expected SHA-256 before it is renamed into place, resumed with Range after
+// a cut (the .part file survives across runs), retried on network errors and
+// 5xx, bounded in size, disk space and stall time, and stopped by its
+// context. Every error and warning it gives out has the secrets in URLs
+// redacted. It knows nothing of bundles or models: callers add their hints
+// (which variable holds the token, which flag raises a limit) to *Error.
 package fetch
 
 import (
@@ -20,37 +25,30 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/llamaboot/llamaboot/internal/printer"
 )
 
-// IsURL reports whether a package source is an http(s) URL.
+// IsURL reports whether a source is an http(s) URL.
 func IsURL(s string) bool {
 	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
 }
 
-// Redact returns u without credentials or query (presigned URLs carry
-// secrets there): what logs and the marker show.
-func Redact(u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	p.User = nil
-	if p.RawQuery != "" {
-		p.RawQuery = "REDACTED"
-	}
-	p.Fragment = ""
-	return p.String()
-}
-
-// Options say what to fetch and how patiently.
+// Options say what to fetch, where to, and how patiently.
 type Options struct {
-	URL      string
-	CacheDir string
-	Token    string // bearer token (AUTO_INFER_LLAMA_CPP_PKG_TOKEN), never printed
-	// Validators of the copy in the cache, for --refresh's conditional request.
+	URL  string
+	Dest string // final path; Dest+".part" and Dest+".part.json" hold a download in progress
+	// SHA256 is the expected digest (hex), checked before the rename into
+	// place; a mismatch removes the download. Empty: not checked.
+	SHA256 string
+	// Token is sent as a bearer token to URL's own scheme, host and port
+	// only: never after a redirect elsewhere. Never printed.
+	Token string
+	// Validators of the copy at Dest, for Refresh's conditional request.
 	ETag, LastModified string
 	Refresh            bool
 
@@ -59,13 +57,22 @@ type Options struct {
 	StallTimeout   time.Duration // no byte for this long aborts an attempt (default 60s)
 	Retries        int           // attempts after the first
 	RetryBase      time.Duration // first retry delay, doubling (default 1s)
-	Client         *http.Client  // default: proxies from the environment, system CAs (SSL_CERT_FILE)
-	Printer        *printer.Printer
+	// Client defaults to NewClient; its CheckRedirect is replaced by the
+	// redirect policy above (no https→http, no token to another origin).
+	Client  *http.Client
+	Printer *printer.Printer
+	Label   string // names the download in progress lines (default: Dest's base name)
+	// OnProgress, when set, is called as bytes arrive with the bytes held
+	// so far and the total (-1 when the server does not say).
+	OnProgress func(done, total int64)
 }
+
+// DefaultMaxBytes is the download size limit when Options.MaxBytes is 0.
+const DefaultMaxBytes = 64 << 30
 
 func (o *Options) defaults() {
 	if o.MaxBytes <= 0 {
-		o.MaxBytes = 64 << 30
+		o.MaxBytes = DefaultMaxBytes
 	}
 	if o.ConnectTimeout <= 0 {
 		o.ConnectTimeout = 30 * time.Second
@@ -80,11 +87,17 @@ func (o *Options) defaults() {
 	if o.Client == nil {
 		o.Client = NewClient(o.ConnectTimeout)
 	}
+	c := *o.Client
+	c.CheckRedirect = checkRedirect
+	o.Client = &c
+	if o.Label == "" {
+		o.Label = filepath.Base(o.Dest)
+	}
 }
 
 // NewClient is an HTTP client honouring HTTPS_PROXY/HTTP_PROXY/NO_PROXY and
 // the system CAs (SSL_CERT_FILE / SSL_CERT_DIR), with bounded connection
-// setup. Authorization headers are not forwarded to other hosts on redirect.
+// setup.
 func NewClient(connect time.Duration) *http.Client {
 	return &http.Client{Transport: &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
@@ -95,32 +108,100 @@ func NewClient(connect time.Duration) *http.Client {
 	}}
 }
 
-// Result is a complete download in the cache.
+var errDowngrade = errors.New("redirected from https to plain http")
+
+// checkRedirect refuses https→http (the rest of the download, and any
+// header, would travel unprotected) and drops the bearer token once the
+// chain has left the first request's origin. Go's own check compares host
+// names only, so it would send the token to another port or over http.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	if via[len(via)-1].URL.Scheme == "https" && req.URL.Scheme != "https" {
+		return errDowngrade
+	}
+	for _, r := range append(via[1:], req) {
+		if !sameOrigin(via[0].URL, r.URL) {
+			req.Header.Del("Authorization")
+			break
+		}
+	}
+	return nil
+}
+
+func sameOrigin(a, b *url.URL) bool {
+	return a.Scheme == b.Scheme && strings.EqualFold(a.Hostname(), b.Hostname()) && port(a) == port(b)
+}
+
+func port(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if u.Scheme == "https" {
+		return "443"
+	}
+	return "80"
+}
+
+// Result is a complete download at Dest.
 type Result struct {
-	Path         string // the archive in the cache
+	Path         string // Dest
+	Name         string // the file name the server gave (last URL path element, after redirects)
 	SHA256       string // computed while downloading; "" when NotModified
-	NotModified  bool   // --refresh found the cached copy current
+	Size         int64
+	NotModified  bool // Refresh found the copy at Dest current
 	ETag         string
 	LastModified string
 }
 
-// Error is a URL that cannot give a bundle: 4xx, too large, or a bad URL.
-// Network trouble and 5xx after retries are plain errors (exit 1).
+// Kind says what is wrong with a URL that cannot give the file.
+type Kind int
+
+const (
+	BadURL       Kind = iota + 1 // not an http(s) URL, or it names no file
+	HTTPStatus                   // a 4xx (other than 401/403) or an unexpected status
+	Unauthorized                 // 401 or 403: the token is missing or wrong
+	TooLarge                     // over MaxBytes
+	Checksum                     // the content does not hash to SHA256
+	Insecure                     // an https→http redirect, refused
+	NoSpace                      // the destination's file system has no room
+)
+
+// Error is a download that cannot succeed as asked: retrying will not help.
+// All kinds but NoSpace are the user's input at fault (exit 2).
 type Error struct {
-	URL    string
+	URL    string // redacted
 	Status int
+	Kind   Kind
 	Msg    string
+	Hint   string // what the caller's user can do; added by the caller
 }
 
 func (e *Error) Error() string {
+	s := e.URL + ": "
 	if e.Status != 0 {
-		return fmt.Sprintf("%s: HTTP %d %s: %s", e.URL, e.Status, http.StatusText(e.Status), e.Msg)
+		s += fmt.Sprintf("HTTP %d %s: ", e.Status, http.StatusText(e.Status))
 	}
-	return fmt.Sprintf("%s: %s", e.URL, e.Msg)
+	s += e.Msg
+	if e.Hint != "" {
+		s += " (" + e.Hint + ")"
+	}
+	return s
 }
 
 // BadInput marks the error as the user's input at fault.
-func (e *Error) BadInput() bool { return true }
+func (e *Error) BadInput() bool { return e.Kind != NoSpace }
+
+// AddHint sets the hint of the *Error inside err whose kind is k, if any,
+// and returns err.
+func AddHint(err error, k Kind, hint string) error {
+	var fe *Error
+	if errors.As(err, &fe) && fe.Kind == k {
+		fe.Hint = hint
+	}
+	return err
+}
 
 // partState is what survives between attempts (and runs) of one download.
 type partState struct {
@@ -131,40 +212,71 @@ type partState struct {
 	Total        int64  `json:"total"`
 }
 
-// Fetch downloads o.URL into o.CacheDir and returns the cached file.
+func (s partState) resumable() bool { return s.ETag != "" || s.LastModified != "" }
+
+// Fetch downloads o.URL to o.Dest and returns the complete file. A
+// cancelled context stops it promptly; what arrived stays in the .part file
+// for the next call to resume.
 func Fetch(ctx context.Context, o Options) (Result, error) {
+	res, err := fetch(ctx, o)
+	return res, RedactErr(err)
+}
+
+func fetch(ctx context.Context, o Options) (Result, error) {
 	o.defaults()
 	shown := Redact(o.URL)
-	if _, err := url.ParseRequestURI(o.URL); err != nil {
-		return Result{}, &Error{URL: shown, Msg: "not a valid URL"}
+	if u, err := url.ParseRequestURI(o.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return Result{}, &Error{URL: shown, Kind: BadURL, Msg: "not a valid http(s) URL"}
 	}
-	if err := os.MkdirAll(o.CacheDir, 0o755); err != nil {
+	if o.Dest == "" {
+		return Result{}, errors.New("fetch: no destination")
+	}
+	o.SHA256 = strings.ToLower(strings.TrimSpace(o.SHA256))
+	if b, err := hex.DecodeString(o.SHA256); o.SHA256 != "" && (err != nil || len(b) != sha256.Size) {
+		return Result{}, &Error{URL: shown, Kind: Checksum, Msg: fmt.Sprintf("expected sha256 %q is not 64 hex characters", o.SHA256)}
+	}
+	if err := os.MkdirAll(filepath.Dir(o.Dest), 0o755); err != nil {
 		return Result{}, err
 	}
-	key := sha256.Sum256([]byte(o.URL))
-	part := filepath.Join(o.CacheDir, ".dl-"+hex.EncodeToString(key[:8]))
+	part := o.Dest + ".part"
 	var last error
 	for attempt := 0; attempt <= o.Retries; attempt++ {
 		if attempt > 0 {
 			delay := o.RetryBase << (attempt - 1)
-			o.Printer.Warnf("download of %s failed (%v); retry %d/%d in %s", shown, last, attempt, o.Retries, delay)
+			o.Printer.Warnf("download of %s failed (%v); retry %d/%d in %s", shown, RedactErr(last), attempt, o.Retries, delay)
 			select {
 			case <-time.After(delay):
 			case <-ctx.Done():
-				return Result{}, ctx.Err()
+				return Result{}, fmt.Errorf("download of %s stopped: %w%s", shown, ctx.Err(), kept(part))
 			}
 		}
-		res, err := attemptFetch(ctx, o, part)
+		res, err := attemptFetch(ctx, &o, part)
 		if err == nil {
 			return res, nil
 		}
-		var fe *Error
-		if errors.As(err, &fe) || ctx.Err() != nil {
+		if ctx.Err() != nil {
+			return Result{}, fmt.Errorf("download of %s stopped: %w%s", shown, ctx.Err(), kept(part))
+		}
+		var r errRetry
+		if !errors.As(err, &r) {
 			return Result{}, err
 		}
-		last = err
+		last = r.error
 	}
-	return Result{}, fmt.Errorf("download %s: giving up after %d attempts: %w (the partial download is kept and resumed next time)", shown, o.Retries+1, last)
+	return Result{}, fmt.Errorf("download %s: giving up after %d attempts: %w%s", shown, o.Retries+1, last, kept(part))
+}
+
+// kept says what of a failed download the next run resumes from, and
+// removes what it could not resume (no validator to ask the server
+// whether the file is still the same).
+func kept(part string) string {
+	st, have := readState(part)
+	if have == 0 || !st.resumable() {
+		_ = os.Remove(part)
+		_ = os.Remove(part + ".json")
+		return ""
+	}
+	return fmt.Sprintf(" (%s of it is kept in %s; the next run resumes from there)", printer.Bytes(have), part)
 }
 
 func readState(p string) (partState, int64) {
@@ -173,7 +285,7 @@ func readState(p string) (partState, int64) {
 	if err != nil || json.Unmarshal(b, &st) != nil {
 		return partState{}, 0
 	}
-	fi, err := os.Stat(p + ".part")
+	fi, err := os.Stat(p)
 	if err != nil {
 		return partState{}, 0
 	}
@@ -188,20 +300,40 @@ func writeState(p string, st partState) error {
 // errRetry marks an attempt failure worth retrying (5xx, cut connection).
 type errRetry struct{ error }
 
-func attemptFetch(ctx context.Context, o Options, part string) (Result, error) {
+func (e errRetry) Unwrap() error { return e.error }
+
+// errLocal marks a failure writing the destination, not reading the network.
+type errLocal struct{ error }
+
+func (e errLocal) Unwrap() error { return e.error }
+
+type localWriter struct{ f *os.File }
+
+func (w localWriter) Write(b []byte) (int, error) {
+	n, err := w.f.Write(b)
+	if err != nil {
+		err = errLocal{err}
+	}
+	return n, err
+}
+
+func attemptFetch(ctx context.Context, o *Options, part string) (Result, error) {
 	shown := Redact(o.URL)
 	st, have := readState(part)
+	if st.URL != shown {
+		have = 0 // leftovers of another URL
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.URL, nil)
 	if err != nil {
-		return Result{}, &Error{URL: shown, Msg: err.Error()}
+		return Result{}, &Error{URL: shown, Kind: BadURL, Msg: err.Error()}
 	}
 	req.Header.Set("User-Agent", "llamaboot")
 	if o.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+o.Token)
 	}
-	resuming := have > 0 && (st.ETag != "" || st.LastModified != "")
+	resuming := have > 0 && st.resumable()
 	switch {
 	case resuming:
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", have))
@@ -217,26 +349,24 @@ func attemptFetch(ctx context.Context, o Options, part string) (Result, error) {
 	}
 	resp, err := o.Client.Do(req)
 	if err != nil {
+		if errors.Is(err, errDowngrade) {
+			return Result{}, &Error{URL: shown, Kind: Insecure, Msg: "the server redirected from https to plain http; refused (the download would be unprotected)"}
+		}
 		return Result{}, errRetry{err}
 	}
 	defer resp.Body.Close()
 	name := path.Base(resp.Request.URL.Path) // after redirects
-	if name == "/" || name == "." || name == "" {
-		return Result{}, &Error{URL: shown, Msg: "the URL names no file; give the archive's own URL"}
-	}
 	switch {
 	case resp.StatusCode == http.StatusNotModified:
-		return Result{NotModified: true, Path: filepath.Join(o.CacheDir, name), ETag: o.ETag, LastModified: o.LastModified}, nil
+		return Result{NotModified: true, Path: o.Dest, Name: name, ETag: o.ETag, LastModified: o.LastModified}, nil
 	case resp.StatusCode >= 500:
 		return Result{}, errRetry{fmt.Errorf("HTTP %d", resp.StatusCode)}
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+		return Result{}, &Error{URL: shown, Status: resp.StatusCode, Kind: Unauthorized, Msg: "check the URL and the access token"}
 	case resp.StatusCode >= 400:
-		hint := "check the URL"
-		if resp.StatusCode == 401 || resp.StatusCode == 403 {
-			hint = "check the URL and AUTO_INFER_LLAMA_CPP_PKG_TOKEN"
-		}
-		return Result{}, &Error{URL: shown, Status: resp.StatusCode, Msg: hint}
+		return Result{}, &Error{URL: shown, Status: resp.StatusCode, Kind: HTTPStatus, Msg: "check the URL"}
 	case resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent:
-		return Result{}, &Error{URL: shown, Status: resp.StatusCode, Msg: "unexpected response"}
+		return Result{}, &Error{URL: shown, Status: resp.StatusCode, Kind: HTTPStatus, Msg: "unexpected response"}
 	}
 
 	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
@@ -246,31 +376,36 @@ func attemptFetch(ctx context.Context, o Options, part string) (Result, error) {
 			return Result{}, errRetry{fmt.Errorf("server resumed at byte %d, not %d", start, have)}
 		}
 		flags, offset = os.O_WRONLY|os.O_APPEND, have
-		o.Printer.Stepf("resuming %s at %s", name, printer.Bytes(have))
+		o.Printer.Stepf("resuming %s at %s", o.Label, printer.Bytes(have))
 	} else if resuming {
-		o.Printer.Stepf("the server sent %s whole (no Range support, or it changed); starting over", name)
+		o.Printer.Stepf("the server sent %s whole (no Range support, or it changed); starting over", o.Label)
 	}
 	total := int64(-1)
 	if resp.ContentLength >= 0 {
 		total = offset + resp.ContentLength
 	}
 	if total > o.MaxBytes {
-		return Result{}, &Error{URL: shown, Msg: fmt.Sprintf("is %s, over the %s download limit (raise --max-download)", printer.Bytes(total), printer.Bytes(o.MaxBytes))}
+		return Result{}, &Error{URL: shown, Kind: TooLarge, Msg: fmt.Sprintf("is %s, over the %s download limit", printer.Bytes(total), printer.Bytes(o.MaxBytes))}
 	}
 	st = partState{URL: shown, Name: name, ETag: resp.Header.Get("ETag"), LastModified: resp.Header.Get("Last-Modified"), Total: total}
 	if err := writeState(part, st); err != nil {
 		return Result{}, err
 	}
-	f, err := os.OpenFile(part+".part", flags, 0o644)
+	f, err := os.OpenFile(part, flags, 0o644)
 	if err != nil {
 		return Result{}, err
 	}
 	defer f.Close()
+	if total >= 0 {
+		if err := reserve(f, offset, total-offset); err != nil {
+			return Result{}, &Error{URL: shown, Kind: NoSpace, Msg: err.Error()}
+		}
+	}
 
 	h := sha256.New()
 	if offset > 0 {
 		// Hash what an earlier attempt already wrote.
-		prev, err := os.Open(part + ".part")
+		prev, err := os.Open(part)
 		if err != nil {
 			return Result{}, err
 		}
@@ -280,19 +415,29 @@ func attemptFetch(ctx context.Context, o Options, part string) (Result, error) {
 			return Result{}, err
 		}
 	}
-	prog := o.Printer.Progress("downloading "+name, max(total, 0))
+	prog := o.Printer.Progress("downloading "+o.Label, max(total, 0))
 	prog.Add(int(offset))
+	sinks := []io.Writer{&limit{max: o.MaxBytes - offset, url: shown}, localWriter{f}, h, prog}
+	if o.OnProgress != nil {
+		o.OnProgress(offset, total)
+		sinks = append(sinks, &progressFunc{fn: o.OnProgress, done: offset, total: total})
+	}
 	body := &stallReader{r: resp.Body, timeout: o.StallTimeout, cancel: cancel}
-	n, err := io.CopyBuffer(io.MultiWriter(f, h, prog, &limit{max: o.MaxBytes - offset, url: shown}), body, make([]byte, 1<<20))
+	n, err := io.CopyBuffer(io.MultiWriter(sinks...), body, make([]byte, 1<<20))
 	prog.Done()
 	if err != nil {
 		var fe *Error
-		if errors.As(err, &fe) {
-			os.Remove(part + ".part")
-			os.Remove(part + ".json")
+		var le errLocal
+		switch {
+		case errors.As(err, &fe):
+			_ = os.Remove(part)
+			_ = os.Remove(part + ".json")
 			return Result{}, err
-		}
-		if body.stalled.Load() {
+		case errors.As(err, &le) && errors.Is(err, syscall.ENOSPC):
+			return Result{}, &Error{URL: shown, Kind: NoSpace, Msg: fmt.Sprintf("the file system holding %s is full after %s", filepath.Dir(o.Dest), printer.Bytes(offset+n))}
+		case errors.As(err, &le):
+			return Result{}, fmt.Errorf("write %s: %w", part, le.error)
+		case body.stalled.Load():
 			err = fmt.Errorf("no data for %s", o.StallTimeout)
 		}
 		// Keep what arrived: the next attempt resumes from it.
@@ -301,15 +446,47 @@ func attemptFetch(ctx context.Context, o Options, part string) (Result, error) {
 	if total >= 0 && offset+n != total {
 		return Result{}, errRetry{fmt.Errorf("got %d of %d bytes", offset+n, total)}
 	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	if o.SHA256 != "" && sum != o.SHA256 {
+		f.Close()
+		_ = os.Remove(part)
+		_ = os.Remove(part + ".json")
+		return Result{}, &Error{URL: shown, Kind: Checksum, Msg: fmt.Sprintf("checksum mismatch: expected sha256 %s, got %s; the download was removed", o.SHA256, sum)}
+	}
 	if err := f.Sync(); err != nil {
 		return Result{}, err
 	}
-	final := filepath.Join(o.CacheDir, name)
-	if err := os.Rename(part+".part", final); err != nil {
+	if err := os.Rename(part, o.Dest); err != nil {
 		return Result{}, err
 	}
-	os.Remove(part + ".json")
-	return Result{Path: final, SHA256: hex.EncodeToString(h.Sum(nil)), ETag: st.ETag, LastModified: st.LastModified}, nil
+	if d, err := os.Open(filepath.Dir(o.Dest)); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	_ = os.Remove(part + ".json")
+	return Result{Path: o.Dest, Name: name, SHA256: sum, Size: offset + n, ETag: st.ETag, LastModified: st.LastModified}, nil
+}
+
+// reserve makes sure the file system has room for n more bytes after
+// offset: first a clear comparison with the free space, then an allocation
+// beyond the end of the file (the file's size is unchanged, so resuming
+// still counts only what arrived), which parallel downloads into the same
+// file system see. File systems without fallocate only get the comparison.
+func reserve(f *os.File, offset, n int64) error {
+	if n <= 0 {
+		return nil
+	}
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(int(f.Fd()), &st); err == nil {
+		if free := int64(st.Bavail) * st.Bsize; free < n {
+			return fmt.Errorf("needs %s more but the file system holding %s has %s free", printer.Bytes(n), filepath.Dir(f.Name()), printer.Bytes(free))
+		}
+	}
+	err := unix.Fallocate(int(f.Fd()), unix.FALLOC_FL_KEEP_SIZE, offset, n)
+	if errors.Is(err, syscall.ENOSPC) {
+		return fmt.Errorf("needs %s more but the file system holding %s has not that much free", printer.Bytes(n), filepath.Dir(f.Name()))
+	}
+	return nil
 }
 
 func rangeStart(cr string) int64 {
@@ -336,8 +513,19 @@ type limit struct {
 func (l *limit) Write(b []byte) (int, error) {
 	l.n += int64(len(b))
 	if l.n > l.max {
-		return 0, &Error{URL: l.url, Msg: "download exceeds the size limit (raise --max-download)"}
+		return 0, &Error{URL: l.url, Kind: TooLarge, Msg: "the download exceeds the size limit"}
 	}
+	return len(b), nil
+}
+
+type progressFunc struct {
+	fn          func(done, total int64)
+	done, total int64
+}
+
+func (p *progressFunc) Write(b []byte) (int, error) {
+	p.done += int64(len(b))
+	p.fn(p.done, p.total)
 	return len(b), nil
 }
 
@@ -364,27 +552,38 @@ func (s *stallReader) Read(p []byte) (int, error) {
 }
 
 // SumFromFile fetches a SHA256SUMS-style file and returns the digest listed
-// for name.
+// for name. The token of o goes with it only when sumsURL has o.URL's
+// origin.
 func SumFromFile(ctx context.Context, o Options, sumsURL, name string) (string, error) {
+	sum, err := sumFromFile(ctx, o, sumsURL, name)
+	return sum, RedactErr(err)
+}
+
+func sumFromFile(ctx context.Context, o Options, sumsURL, name string) (string, error) {
 	o.defaults()
+	shown := Redact(sumsURL)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, sumsURL, nil)
 	if err != nil {
-		return "", &Error{URL: Redact(sumsURL), Msg: err.Error()}
+		return "", &Error{URL: shown, Kind: BadURL, Msg: err.Error()}
 	}
-	if o.Token != "" {
+	req.Header.Set("User-Agent", "llamaboot")
+	if a, err := url.Parse(o.URL); err == nil && o.Token != "" && sameOrigin(a, req.URL) {
 		req.Header.Set("Authorization", "Bearer "+o.Token)
 	}
 	resp, err := o.Client.Do(req)
+	if errors.Is(err, errDowngrade) {
+		return "", &Error{URL: shown, Kind: Insecure, Msg: "the server redirected from https to plain http; refused"}
+	}
 	if err != nil {
-		return "", fmt.Errorf("fetch %s: %w", Redact(sumsURL), err)
+		return "", fmt.Errorf("fetch %s: %w", shown, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", &Error{URL: Redact(sumsURL), Status: resp.StatusCode, Msg: "cannot read the checksum file"}
+		return "", &Error{URL: shown, Status: resp.StatusCode, Kind: HTTPStatus, Msg: "cannot read the checksum file"}
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("read %s: %w", shown, err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
@@ -392,5 +591,5 @@ func SumFromFile(ctx context.Context, o Options, sumsURL, name string) (string, 
 			return strings.ToLower(f[0]), nil
 		}
 	}
-	return "", &Error{URL: Redact(sumsURL), Msg: fmt.Sprintf("lists no sha256 for %s", name)}
+	return "", &Error{URL: shown, Kind: Checksum, Msg: fmt.Sprintf("lists no sha256 for %s", name)}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,7 +31,7 @@ func payload(n int, seed byte) []byte {
 func sum(b []byte) string { s := sha256.Sum256(b); return hex.EncodeToString(s[:]) }
 
 func opts(t *testing.T, u string) Options {
-	return Options{URL: u, CacheDir: t.TempDir(), Retries: 3, RetryBase: 10 * time.Millisecond, StallTimeout: 2 * time.Second, Printer: printer.Discard()}
+	return Options{URL: u, Dest: filepath.Join(t.TempDir(), "dl", "file.bin"), Retries: 3, RetryBase: 10 * time.Millisecond, StallTimeout: 2 * time.Second, Printer: printer.Discard()}
 }
 
 // cut writes the first n bytes of body then drops the connection.
@@ -74,7 +75,7 @@ func TestRedirectNamesTheFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasSuffix(res.Path, "/llama-b7200-bin.tar.gz") || res.SHA256 != sum(body) || res.LastModified == "" {
+	if res.Path != o.Dest || res.Name != "llama-b7200-bin.tar.gz" || res.SHA256 != sum(body) || res.Size != int64(len(body)) || res.LastModified == "" {
 		t.Errorf("result %+v", res)
 	}
 	got, _ := os.ReadFile(res.Path)
@@ -191,9 +192,9 @@ func TestHTTPErrors(t *testing.T) {
 		contains string
 	}{
 		{"/missing.tgz", 404, true, "/missing.tgz: HTTP 404 Not Found"},
-		{"/secret.tgz", 403, true, "AUTO_INFER_LLAMA_CPP_PKG_TOKEN"},
+		{"/secret.tgz", 403, true, "HTTP 403 Forbidden: check the URL and the access token"},
 		{"/down.tgz", 0, false, "giving up after 4 attempts: HTTP 503"},
-		{"/huge.tgz", 0, true, "over the 976.6 KiB download limit"},
+		{"/huge.tgz", 0, true, "is 976.6 KiB, over the 976.6 KiB download limit"},
 	} {
 		o := opts(t, srv.URL+c.path)
 		o.MaxBytes = 1_000_000 - 1

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path"
+	"path/filepath"
 
 	"github.com/llamaboot/llamaboot/internal/fetch"
 )
@@ -36,15 +37,18 @@ func installURL(opts Options) (Result, error) {
 	}
 
 	ctx := context.Background()
+	name, err := urlFileName(opts.Source)
+	if err != nil {
+		return Result{}, err
+	}
 	d := opts.Download
-	d.URL, d.CacheDir, d.Printer, d.Refresh = opts.Source, cacheDir(opts.AppDir), p, opts.Refresh
+	d.URL, d.Dest, d.Printer, d.Refresh = opts.Source, filepath.Join(cacheDir(opts.AppDir), name), p, opts.Refresh
 	old, _ := ReadMarker(InstallDir(opts.AppDir))
 	if old.SourcePath == shown {
 		d.ETag, d.LastModified = old.ETag, old.LastModified
 	}
 	if opts.SHA256From != "" {
-		u, _ := url.Parse(opts.Source)
-		sum, err := fetch.SumFromFile(ctx, d, opts.SHA256From, path.Base(u.Path))
+		sum, err := fetch.SumFromFile(ctx, d, opts.SHA256From, name)
 		if err != nil {
 			return Result{}, err
 		}
@@ -59,27 +63,22 @@ func installURL(opts Options) (Result, error) {
 	}
 	// A conditional request only makes sense for the bundle we hold.
 	d.Refresh = opts.Refresh && old.SourcePath == shown
+	d.SHA256 = opts.SHA256
 	p.Stepf("downloading %s", shown)
 	res, err := fetch.Fetch(ctx, d)
 	if err != nil {
-		return Result{}, err
+		return Result{}, downloadHints(err)
 	}
 	if res.NotModified {
 		if r, ok := upToDate(Options{AppDir: opts.AppDir, Source: opts.Source, SHA256: opts.SHA256, Printer: p}, nil); ok {
 			p.Stepf("%s is unchanged on the server (HTTP 304); nothing to do", shown)
 			return r, nil
 		}
-		if _, err := os.Stat(res.Path); err != nil {
-			// The cached copy is gone: download it whole.
-			d.Refresh = false
-			if res, err = fetch.Fetch(ctx, d); err != nil {
-				return Result{}, err
-			}
+		// The cached copy is gone or damaged: download it whole.
+		d.Refresh = false
+		if res, err = fetch.Fetch(ctx, d); err != nil {
+			return Result{}, downloadHints(err)
 		}
-	}
-	if res.SHA256 != "" && opts.SHA256 != "" && res.SHA256 != opts.SHA256 {
-		_ = os.Remove(res.Path)
-		return Result{}, &InputError{Msg: fmt.Sprintf("checksum mismatch for %s: expected sha256 %s, got %s; nothing was installed", shown, opts.SHA256, res.SHA256)}
 	}
 	fi, err := os.Stat(res.Path)
 	if err != nil {
@@ -93,4 +92,25 @@ func installURL(opts Options) (Result, error) {
 		ie.Msg = shown + " (downloaded to " + res.Path + "): " + ie.Msg
 	}
 	return r, err
+}
+
+// urlFileName is the cache name of a bundle URL: its last path element.
+func urlFileName(source string) (string, error) {
+	u, err := url.Parse(source)
+	if err != nil {
+		return "", &InputError{Msg: fmt.Sprintf("%s is not a valid URL", fetch.Redact(source))}
+	}
+	name := path.Base(u.Path)
+	if name == "/" || name == "." || name == ".." || name == "" {
+		return "", &InputError{Msg: fmt.Sprintf("%s names no file (its path ends in %q); give the archive's own URL, such as https://host/llama-b7300-bin-ubuntu-x64.tar.gz", fetch.Redact(source), name)}
+	}
+	return name, nil
+}
+
+// downloadHints adds to a download error what a bundle's user can change.
+func downloadHints(err error) error {
+	err = fetch.AddHint(err, fetch.Unauthorized, "the token comes from AUTO_INFER_LLAMA_CPP_PKG_TOKEN")
+	err = fetch.AddHint(err, fetch.TooLarge, "raise --max-download")
+	err = fetch.AddHint(err, fetch.Checksum, "fix AUTO_INFER_LLAMA_CPP_PKG_SHA256 / --sha256 or the file; nothing was installed")
+	return fetch.AddHint(err, fetch.NoSpace, "free space in the app dir's cache/")
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -121,8 +122,8 @@ func TestURLChecksums(t *testing.T) {
 	o := urlOpts(app, u)
 	o.SHA256 = strings.Repeat("0", 64)
 	_, err := Install(o)
-	var ie *InputError
-	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "checksum mismatch") {
+	var bad interface{ BadInput() bool }
+	if !errors.As(err, &bad) || !strings.Contains(err.Error(), "checksum mismatch") || !strings.Contains(err.Error(), "AUTO_INFER_LLAMA_CPP_PKG_SHA256") {
 		t.Fatalf("wrong pin: %v", err)
 	}
 	assertNoLeftovers(t, app)
@@ -141,6 +142,15 @@ func TestURL404IsBadInput(t *testing.T) {
 	var bad interface{ BadInput() bool }
 	if !errors.As(err, &bad) {
 		t.Errorf("a URL naming no file: %v", err)
+	}
+	for _, u := range []string{srv.URL + "/", srv.URL + "/releases/.."} {
+		_, err = Install(urlOpts(t.TempDir(), u))
+		if !errors.As(err, &bad) || !strings.Contains(err.Error(), "names no file") {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+	if srv.requests.Load() != 0 {
+		t.Errorf("a URL naming no file was still requested")
 	}
 	missing := httptest.NewServer(http.NotFoundHandler())
 	defer missing.Close()
@@ -173,7 +183,7 @@ func TestPartialDownloadResumesNextRun(t *testing.T) {
 	app := t.TempDir()
 	o := urlOpts(app, srv.URL+"/llama-b7300.tar.gz")
 	o.Download.Retries = 0
-	if _, err := Install(o); err == nil || !strings.Contains(err.Error(), "partial download is kept") {
+	if _, err := Install(o); err == nil || !strings.Contains(err.Error(), "is kept in "+filepath.Join(app, "cache", "llama-b7300.tar.gz.part")) {
 		t.Fatalf("first run should fail and keep the partial download: %v", err)
 	}
 	if _, err := Install(o); err != nil {
