@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"syscall"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -107,8 +108,22 @@ func Extract(r io.Reader, f Format, dst *os.Root, lim Limits) (Stats, error) {
 	if err != nil || !isTarHeader(head) {
 		return Stats{}, &Error{Reason: fmt.Sprintf("the %s stream does not hold a tar archive", f)}
 	}
-	return extractTar(br, &writer{root: dst, lim: lim.withDefaults()})
+	w := &writer{root: dst, lim: lim.withDefaults()}
+	if _, err := extractTar(br, w); err != nil {
+		return w.stats, err
+	}
+	// The tar end marker comes before the compressor's own trailer (gzip's
+	// CRC-32, xz's and zstd's checks): read on to the end of the stream so a
+	// damaged trailer is caught. Tar pads with at most a few records; more
+	// than maxTrailer of anything is not read.
+	if _, err := io.CopyN(io.Discard, br, maxTrailer); err != nil && err != io.EOF {
+		return w.stats, &Error{Reason: fmt.Sprintf("corrupt %s stream after the tar archive", f), Err: err}
+	}
+	return w.stats, Audit(w.root)
 }
+
+// maxTrailer bounds what is read after the tar end marker.
+const maxTrailer = 16 << 20
 
 func extractTar(r io.Reader, w *writer) (Stats, error) {
 	tr := tar.NewReader(r)
@@ -171,7 +186,7 @@ func ExtractZip(ra io.ReaderAt, size int64, dst *os.Root, lim Limits) (Stats, er
 			return w.stats, err
 		}
 	}
-	return w.stats, nil
+	return w.stats, Audit(w.root)
 }
 
 func (w *writer) zipFile(zf *zip.File) error {
@@ -180,7 +195,15 @@ func (w *writer) zipFile(zf *zip.File) error {
 		return &Error{Entry: zf.Name, Reason: "cannot read zip entry", Err: err}
 	}
 	defer rc.Close()
-	return w.file(zf.Name, zf.Mode(), int64(zf.UncompressedSize64), rc)
+	if err := w.file(zf.Name, zf.Mode(), int64(zf.UncompressedSize64), rc); err != nil {
+		return err
+	}
+	// zip checks a member's CRC-32 and size only when it is read to its end,
+	// one byte past what the header declares.
+	if _, err := rc.Read(make([]byte, 1)); err != io.EOF {
+		return &Error{Entry: zf.Name, Reason: "data is corrupt: its CRC-32 or size does not match the zip directory", Err: err}
+	}
+	return nil
 }
 
 func (w *writer) zipSymlink(zf *zip.File) error {
@@ -230,16 +253,6 @@ func clean(name string) (string, error) {
 		return "", nil
 	}
 	return p, nil
-}
-
-// inside reports whether a link target, resolved from the directory holding
-// the link, stays within the bundle.
-func inside(linkDir, target string) bool {
-	if target == "" || strings.HasPrefix(target, "/") {
-		return false
-	}
-	p := path.Clean(path.Join(linkDir, target))
-	return p != ".." && !strings.HasPrefix(p, "../")
 }
 
 func (w *writer) parent(p string) error {
@@ -321,11 +334,20 @@ func (w *writer) symlink(name, target string) error {
 	if p == "" {
 		return &Error{Entry: name, Reason: "a symlink entry names the archive root"}
 	}
-	if !inside(path.Dir(p), target) {
+	if target == "" || strings.HasPrefix(target, "/") || strings.ContainsRune(target, 0) {
 		return &Error{Entry: name, Reason: fmt.Sprintf("symlink target %q points outside the bundle", target)}
 	}
 	if err := w.parent(p); err != nil {
 		return err
+	}
+	// Judge the target from the directory that really holds the link: a
+	// parent that is itself a link (`bin/p -> .`) puts it elsewhere.
+	dir, err := resolve(w.root, path.Dir(p))
+	if err != nil {
+		return linkError(name, target, err)
+	}
+	if _, err := resolve(w.root, dir+"/"+target); err != nil {
+		return linkError(name, target, err)
 	}
 	if err := w.root.Symlink(target, p); err != nil {
 		return w.fsError(name, err)
@@ -339,7 +361,7 @@ func (w *writer) hardlink(name, target string) error {
 		return err
 	}
 	t, err := clean(target)
-	if err != nil || t == "" || !inside(".", target) {
+	if err != nil || t == "" {
 		return &Error{Entry: name, Reason: fmt.Sprintf("hardlink target %q points outside the bundle", target)}
 	}
 	fi, err := w.root.Lstat(t)
@@ -365,6 +387,8 @@ func (w *writer) fsError(name string, err error) error {
 	switch {
 	case errors.Is(err, fs.ErrExist):
 		return &Error{Entry: name, Reason: "duplicate entry or clash with an earlier symlink", Err: err}
+	case errors.Is(err, syscall.ELOOP):
+		return &Error{Entry: name, Reason: "its path runs through a loop or too long a chain of symlinks", Err: err}
 	case strings.Contains(err.Error(), "escapes from parent"), strings.Contains(err.Error(), "path escapes"):
 		return &Error{Entry: name, Reason: "resolves outside the bundle through a symlink", Err: err}
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, os.ErrInvalid):

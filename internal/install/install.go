@@ -13,6 +13,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -310,7 +311,7 @@ func installLocked(opts Options, srcInfo fs.FileInfo) (res Result, err error) {
 	}
 	p.Stepf("extracted %d entries, %s in %.1fs (sha256 %s)", stats.Entries, printer.Bytes(stats.Bytes), time.Since(start).Seconds(), sum)
 
-	bundle, layout, err := bundleRoot(staging)
+	bundleDir, layout, err := bundleRoot(root)
 	if err != nil {
 		var ie *InputError
 		if errors.As(err, &ie) {
@@ -318,7 +319,21 @@ func installLocked(opts Options, srcInfo fs.FileInfo) (res Result, err error) {
 		}
 		return res, err
 	}
-	if err := os.Chmod(filepath.Join(bundle, "bin", "llama-server"), 0o755); err != nil {
+	bundle := filepath.Join(staging, bundleDir)
+	broot, err := root.OpenRoot(bundleDir)
+	if err != nil {
+		return res, err
+	}
+	defer broot.Close()
+	// Extraction vouched for the staging tree; the bundle may be one level
+	// down and its layout reshaped, so vouch again for what will be kept.
+	if err := archive.Audit(broot); err != nil {
+		return res, fmt.Errorf("%s: %w", opts.Source, err)
+	}
+	if err := checkReserved(broot); err != nil {
+		return res, fmt.Errorf("%s: %w", opts.Source, err)
+	}
+	if err := broot.Chmod(path.Join("bin", "llama-server"), 0o755); err != nil {
 		return res, err
 	}
 	if err := EnsureEntryPoints(bundle, opts.Self, opts.EntryPoints); err != nil {
@@ -339,7 +354,7 @@ func installLocked(opts Options, srcInfo fs.FileInfo) (res Result, err error) {
 		BuildTag: tag, VersionDir: version, CachePath: cachePath,
 		SourceStamp: stampOf(srcInfo), CacheStamp: cacheStamp, Installer: opts.Installer,
 	}
-	if err := writeMarker(bundle, m); err != nil {
+	if err := writeMarker(broot, m); err != nil {
 		return res, err
 	}
 	if err := syncFS(staging); err != nil {

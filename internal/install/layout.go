@@ -2,8 +2,9 @@ package install
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
-	"path/filepath"
+	"path"
 	"regexp"
 	"sort"
 	"strings"
@@ -15,24 +16,26 @@ const (
 	LayoutRelease = "release" // llama.cpp's release: llama-<tag>/llama-server with lib*.so* beside it
 )
 
-// bundleRoot finds the package root inside an extracted staging dir and
+// bundleRoot finds the package root inside an extracted staging tree and
 // reshapes a release layout so that bin/llama-server exists. It returns the
-// root (staging itself or its single top-level dir) and the layout.
-func bundleRoot(staging string) (root, layout string, err error) {
-	candidates := []string{staging}
-	entries, err := os.ReadDir(staging)
+// root (staging itself, ".", or its single top-level dir) and the layout.
+// Every lookup and move goes through the staging root, so no link in the
+// bundle can lead a step outside it.
+func bundleRoot(staging *os.Root) (root, layout string, err error) {
+	candidates := []string{"."}
+	entries, err := fs.ReadDir(staging.FS(), ".")
 	if err != nil {
 		return "", "", err
 	}
 	if len(entries) == 1 && entries[0].Type().IsDir() {
-		candidates = append(candidates, filepath.Join(staging, entries[0].Name()))
+		candidates = append(candidates, entries[0].Name())
 	}
 	for _, dir := range candidates {
-		if isFile(filepath.Join(dir, "bin", "llama-server")) {
+		if isFile(staging, path.Join(dir, "bin", "llama-server")) {
 			return dir, LayoutBin, nil
 		}
-		if isFile(filepath.Join(dir, "llama-server")) {
-			if err := moveIntoBin(dir); err != nil {
+		if isFile(staging, path.Join(dir, "llama-server")) {
+			if err := moveIntoBin(staging, dir); err != nil {
 				return "", "", err
 			}
 			return dir, LayoutRelease, nil
@@ -55,35 +58,55 @@ func bundleRoot(staging string) (root, layout string, err error) {
 		"Expected bin/llama-server (optionally under one top-level dir) or llama-<tag>/llama-server as in llama.cpp's releases", top)}
 }
 
-func isFile(p string) bool {
-	fi, err := os.Stat(p)
+func isFile(root *os.Root, p string) bool {
+	fi, err := root.Stat(p)
 	return err == nil && fi.Mode().IsRegular()
 }
 
 // moveIntoBin moves every entry of a release dir into dir/bin, so the binary
 // and its libraries stay side by side (the release binaries find their
 // libraries next to themselves) and relative symlinks between them still hold.
-func moveIntoBin(dir string) error {
-	entries, err := os.ReadDir(dir)
+func moveIntoBin(root *os.Root, dir string) error {
+	entries, err := fs.ReadDir(root.FS(), dir)
 	if err != nil {
 		return err
 	}
-	bin := filepath.Join(dir, "bin")
-	if _, err := os.Lstat(bin); err == nil {
-		return &InputError{Msg: fmt.Sprintf("bundle has both llama-server and a non-directory bin at %s", filepath.Base(dir))}
+	bin := path.Join(dir, "bin")
+	if _, err := root.Lstat(bin); err == nil {
+		return &InputError{Msg: fmt.Sprintf("bundle has both llama-server and a non-directory bin at %s", dir)}
 	}
-	if err := os.Mkdir(bin, 0o755); err != nil {
+	if err := root.Mkdir(bin, 0o755); err != nil {
 		return err
 	}
-	if err := os.Chmod(bin, 0o755); err != nil {
+	if err := root.Chmod(bin, 0o755); err != nil {
 		return err
 	}
 	for _, e := range entries {
-		if err := os.Rename(filepath.Join(dir, e.Name()), filepath.Join(bin, e.Name())); err != nil {
+		if err := root.Rename(path.Join(dir, e.Name()), path.Join(bin, e.Name())); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// checkReserved refuses a bundle whose top level holds a directory where
+// llamaboot writes its marker or helper links: it could not replace it, and
+// the helper or marker would silently be missing. A file or link there is
+// simply replaced.
+func checkReserved(bundle *os.Root) error {
+	for _, n := range append([]string{MarkerName, MarkerName + ".tmp"}, EntryPointNames...) {
+		if fi, err := bundle.Lstat(n); err == nil && fi.IsDir() {
+			return &InputError{Msg: fmt.Sprintf("the bundle holds a directory %s, a name llamaboot keeps for its own %s; remove it from the archive", n, reservedUse(n))}
+		}
+	}
+	return nil
+}
+
+func reservedUse(name string) string {
+	if strings.HasPrefix(name, MarkerName) {
+		return "install marker"
+	}
+	return "helper link"
 }
 
 var buildTagRE = regexp.MustCompile(`(?:^|[^A-Za-z0-9])(b[0-9]{3,6})(?:[^A-Za-z0-9]|$)`)

@@ -75,24 +75,25 @@ func ReadMarker(dir string) (Marker, error) {
 	return m, nil
 }
 
-// writeMarker writes the marker into dir atomically and durably.
-func writeMarker(dir string, m Marker) error {
+// writeMarker writes the marker into the bundle atomically and durably.
+// The bundle came from an archive, so the temp name may already be taken by
+// a planted link: it is removed (not followed) and created exclusively.
+func writeMarker(bundle *os.Root, m Marker) error {
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(dir, MarkerName), append(b, '\n'), 0o644)
-}
-
-func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
-	if err != nil {
-		return err
+	tmp := MarkerName + ".tmp"
+	if err := bundle.RemoveAll(tmp); err != nil {
+		return fmt.Errorf("write %s: %w", MarkerName, err)
 	}
-	_, err = f.Write(data)
+	f, err := bundle.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", MarkerName, err)
+	}
+	_, err = f.Write(append(b, '\n'))
 	if err == nil {
-		err = f.Chmod(perm)
+		err = f.Chmod(0o644)
 	}
 	if err == nil {
 		err = f.Sync()
@@ -101,13 +102,13 @@ func writeFileAtomic(path string, data []byte, perm fs.FileMode) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, path)
+		err = bundle.Rename(tmp, MarkerName)
 	}
 	if err != nil {
-		_ = os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
+		_ = bundle.Remove(tmp)
+		return fmt.Errorf("write %s: %w", MarkerName, err)
 	}
-	return syncDir(filepath.Dir(path))
+	return nil
 }
 
 func syncDir(dir string) error {

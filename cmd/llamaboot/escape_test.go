@@ -1,0 +1,151 @@
+package main
+
+import (
+	"archive/zip"
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/llamaboot/llamaboot/internal/archive"
+	"github.com/llamaboot/llamaboot/internal/bundlegen"
+)
+
+// TestEscapesThroughLinksAreRefused replays the reproductions of the
+// adversarial review through the built binary: links whose parents are
+// links, a marker temp file planted as a link, a bin dir that is a link out,
+// a library linked to a host file, link chains that loop. Each must exit 2
+// with the entry named, leave the victim's mode and content as they were,
+// create nothing outside and keep the old bundle active.
+func TestEscapesThroughLinksAreRefused(t *testing.T) {
+	dir := t.TempDir()
+	app := filepath.Join(dir, "app")
+	victim := writeFile(t, filepath.Join(dir, "victim"), "host secret\n")
+	must(t, os.Chmod(victim, 0o600))
+	hostBin := filepath.Join(dir, "hostbin")
+	must(t, os.MkdirAll(hostBin, 0o700))
+	writeFile(t, filepath.Join(hostBin, "llama-server"), "host binary\n")
+	must(t, os.Chmod(filepath.Join(hostBin, "llama-server"), 0o700))
+
+	good := releaseArchive(t, dir, "llama-b7001-bin-ubuntu-x64.tar.gz", "b7001")
+	if r := runLB(t, nil, "install", "--app-dir", app, good); r.code != 0 {
+		t.Fatal(r)
+	}
+	active, _ := os.Readlink(filepath.Join(app, "llama-cpp"))
+
+	// From the staging dir app/llama-cpp.versions/.staging-x/, this many
+	// ../ reach dir, where the victim lives.
+	up := strings.Repeat("../", 3)
+	sym := bundlegen.Symlink
+	server := bundlegen.File("bin/llama-server", 0o755, "srv")
+	cases := []struct {
+		name    string
+		entries []bundlegen.Entry
+		want    string
+	}{
+		{"issue repro: bin/p -> . then a deep llama-server link", []bundlegen.Entry{
+			bundlegen.Dir("bin/"), sym("bin/p", "."),
+			sym("bin/"+strings.Repeat("p/", 8)+"llama-server", strings.Repeat("../", 9)+strings.TrimPrefix(victim, "/")),
+		}, `symlink target`},
+		{"marker temp planted through a self link", []bundlegen.Entry{
+			server, sym("p", "."), sym("p/p/p/.installed-from.json.tmp", up+"victim"),
+		}, `points outside the bundle`},
+		{"bin is a link out to a host dir", []bundlegen.Entry{
+			sym("d", "."), sym("d/d/d/bin", up+"hostbin"),
+		}, `"d/d/d/bin"`},
+		{"library linked to a host file", []bundlegen.Entry{
+			server, sym("bin/x", "."), sym("bin/x/x/x/libggml.so", up+"victim"),
+		}, `"bin/x/x/x/libggml.so"`},
+		{"target climbs through a link created later", []bundlegen.Entry{
+			server, sym("bin/a", "q/../../../victim"), sym("bin/q", "."),
+		}, `"bin/a"`},
+		{"absolute library link", []bundlegen.Entry{server, sym("bin/libggml.so", "/etc/shadow")}, `"bin/libggml.so"`},
+		{"loop of links", []bundlegen.Entry{server, sym("bin/l1", "l2"), sym("bin/l2", "l1"), bundlegen.File("bin/l1/x", 0o644, "x")}, `"bin/l1/x"`},
+		{"self loop", []bundlegen.Entry{server, sym("bin/me", "me")}, `"bin/me"`},
+	}
+	for _, c := range cases {
+		for _, f := range []archive.Format{archive.Tar, archive.Zip} {
+			t.Run(c.name+"/"+f.String(), func(t *testing.T) {
+				before := listTree(t, dir, app)
+				var buf bytes.Buffer
+				must(t, bundlegen.Write(&buf, f, c.entries))
+				pkg := writeFile(t, filepath.Join(t.TempDir(), "evil."+f.String()), buf.String())
+				r := runLB(t, nil, "install", "--app-dir", app, pkg)
+				if r.code != 2 || !strings.Contains(r.stdout+r.stderr, c.want) {
+					t.Fatalf("want exit 2 naming %s: %v", c.want, r)
+				}
+				if b, _ := os.ReadFile(victim); string(b) != "host secret\n" {
+					t.Errorf("victim content changed: %q", b)
+				}
+				if fi, _ := os.Stat(victim); fi.Mode().Perm() != 0o600 {
+					t.Errorf("victim mode changed: %v", fi.Mode())
+				}
+				if after := listTree(t, dir, app); after != before {
+					t.Errorf("files outside the install changed:\nbefore %s\nafter  %s", before, after)
+				}
+				if now, _ := os.Readlink(filepath.Join(app, "llama-cpp")); now != active {
+					t.Errorf("active bundle changed: %s -> %s", active, now)
+				}
+			})
+		}
+	}
+}
+
+// listTree lists dir (without the app dir) with modes, for before/after.
+func listTree(t *testing.T, dir, skip string) string {
+	t.Helper()
+	var b strings.Builder
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if p == skip {
+			return filepath.SkipDir
+		}
+		if err == nil {
+			fi, _ := d.Info()
+			b.WriteString(p + " " + fi.Mode().String() + "\n")
+		}
+		return nil
+	})
+	return b.String()
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestZipCRCIsChecked flips a bit in llama-server's data inside a zip: the
+// zip still opens (its directory is intact) but the member's CRC-32 no
+// longer matches, and the install must say so and keep the old bundle.
+func TestZipCRCIsChecked(t *testing.T) {
+	dir := t.TempDir()
+	app := filepath.Join(dir, "app")
+	good := releaseArchive(t, dir, "llama-b7001-bin-ubuntu-x64.tar.gz", "b7001")
+	if r := runLB(t, nil, "install", "--app-dir", app, good); r.code != 0 {
+		t.Fatal(r)
+	}
+	// Stored, not deflated, so the flipped bit reaches the data as is and
+	// only the CRC-32 can notice it.
+	body := []byte(strings.Repeat("llama-server machine code ", 64))
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	h := &zip.FileHeader{Name: "bin/llama-server", Method: zip.Store}
+	h.SetMode(0o755)
+	fw, err := zw.CreateHeader(h)
+	must(t, err)
+	fw.Write(body)
+	must(t, zw.Close())
+	data := buf.Bytes()
+	i := bytes.Index(data, body) + len(body)/2
+	data[i] ^= 0x01
+	pkg := writeFile(t, filepath.Join(dir, "flipped.zip"), string(data))
+	r := runLB(t, nil, "install", "--app-dir", app, pkg)
+	if r.code != 2 || !strings.Contains(r.stdout+r.stderr, `"bin/llama-server"`) {
+		t.Fatalf("want exit 2 naming bin/llama-server: %v", r)
+	}
+	if b, _ := os.ReadFile(filepath.Join(app, "llama-cpp", "bin", "llama-server")); bytes.Equal(b, body) || len(b) == 0 {
+		t.Error("the damaged server was installed")
+	}
+}
