@@ -159,7 +159,7 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 
 		control := gControl.Clone()
 		mergeShallow(control, c)
-		if control.vals["enabled"] == false {
+		if control.val("enabled") == false {
 			plan.Disabled = append(plan.Disabled, name)
 			continue
 		}
@@ -167,8 +167,14 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 		in := build(name, control, server, exe, libDir)
 		in.Pos = it.Pos
 		if prev, dup := ports[in.Port]; dup && plan.Enabled {
-			v.problems = append(v.problems, Problem{Pos: server.PosOf("port"), Key: path + ".server.port",
-				Msg: fmt.Sprintf("port %d is also used by instance %q; give each enabled instance its own port", in.Port, prev)})
+			// Point at the line that set the port, or at the instance's own
+			// table when the port is the default.
+			at, how := it.Pos, fmt.Sprintf(" (no port set: %d is the default)", DefaultPort)
+			if _, set := server.Get("port"); set {
+				at, how = server.PosOf("port"), ""
+			}
+			v.problems = append(v.problems, Problem{Pos: at, Key: path + ".server.port",
+				Msg: fmt.Sprintf("port %d%s is also used by instance %q; give each enabled instance its own port", in.Port, how, prev)})
 		}
 		ports[in.Port] = name
 		plan.Instances = append(plan.Instances, in)
@@ -240,7 +246,7 @@ func mergeServer(global, inst *Table) *Table {
 	out := global.Clone()
 	for _, k := range inst.Keys() {
 		v, _ := inst.Get(k)
-		if gl, ok := out.vals[k].([]any); ok {
+		if gl, ok := out.val(k).([]any); ok {
 			if il, ok := v.([]any); ok {
 				out.Set(k, append(append([]any(nil), gl...), il...), inst.PosOf(k))
 				continue
@@ -259,17 +265,17 @@ func build(name string, control, server *Table, exe, libDir string) Instance {
 		Host: "127.0.0.1", Port: DefaultPort,
 	}
 	logDir := DefaultLogDir
-	if v, ok := control.vals["log_dir"].(string); ok {
+	if v, ok := control.val("log_dir").(string); ok {
 		logDir = v
 	}
 	in.LogFile = filepath.Join(logDir, "llama-server-"+name+".log")
-	if v, ok := control.vals["log_file"].(string); ok {
+	if v, ok := control.val("log_file").(string); ok {
 		in.LogFile = v
 	}
-	if v, ok := control.vals["background"].(bool); ok {
+	if v, ok := control.val("background").(bool); ok {
 		in.Background = v
 	}
-	if v, ok := control.vals["gpu_ids"].(string); ok {
+	if v, ok := control.val("gpu_ids").(string); ok {
 		in.GPUIDs = &v
 		switch v {
 		case "all":
@@ -279,7 +285,7 @@ func build(name string, control, server *Table, exe, libDir string) Instance {
 			in.Env["CUDA_VISIBLE_DEVICES"] = v
 		}
 	}
-	if v, ok := control.vals["restart"].(string); ok {
+	if v, ok := control.val("restart").(string); ok {
 		in.Restart = v
 	}
 	if raw, ok := control.Get("ready_timeout"); ok {
@@ -291,7 +297,7 @@ func build(name string, control, server *Table, exe, libDir string) Instance {
 	in.ReadyTimeoutS, in.StopTimeoutS = in.ReadyTimeout.Seconds(), in.StopTimeout.Seconds()
 
 	// extra_args come first, verbatim; then every key in merged order.
-	if extra, ok := server.vals["extra_args"].([]any); ok {
+	if extra, ok := server.val("extra_args").([]any); ok {
 		for _, a := range extra {
 			in.Cmd = append(in.Cmd, scalar(a))
 		}

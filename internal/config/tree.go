@@ -7,17 +7,15 @@ import (
 	"io"
 	"strconv"
 	"strings"
-
-	toml "github.com/pelletier/go-toml/v2"
-	"github.com/pelletier/go-toml/v2/unstable"
 )
 
 // Table is a TOML table that remembers key order and where each key was
 // written: the command line follows file order, and errors cite lines.
 type Table struct {
 	keys []string
-	vals map[string]any // string, int64, float64, bool, []any, *Table, or a TOML date/time
-	pos  map[string]Pos
+	idx  map[string]int // key → index into keys, vals and pos
+	vals []any          // string, int64, float64, bool, []any, *Table, or a TOML date/time
+	pos  []Pos
 	Pos  Pos // where the table was opened
 }
 
@@ -35,7 +33,7 @@ func (p Pos) String() string {
 }
 
 func newTable(pos Pos) *Table {
-	return &Table{vals: map[string]any{}, pos: map[string]Pos{}, Pos: pos}
+	return &Table{idx: map[string]int{}, Pos: pos}
 }
 
 // Keys returns the keys in order.
@@ -43,40 +41,53 @@ func (t *Table) Keys() []string { return t.keys }
 
 // Get returns a key's value.
 func (t *Table) Get(k string) (any, bool) {
-	v, ok := t.vals[k]
-	return v, ok
+	if i, ok := t.idx[k]; ok {
+		return t.vals[i], true
+	}
+	return nil, false
+}
+
+// val returns a key's value, or nil.
+func (t *Table) val(k string) any {
+	v, _ := t.Get(k)
+	return v
 }
 
 // PosOf returns where key k was set (or the table's own position).
 func (t *Table) PosOf(k string) Pos {
-	if p, ok := t.pos[k]; ok {
-		return p
+	if i, ok := t.idx[k]; ok {
+		return t.pos[i]
 	}
 	return t.Pos
 }
 
 // Set sets k, keeping its position in the order if it exists.
 func (t *Table) Set(k string, v any, pos Pos) {
-	if _, ok := t.vals[k]; !ok {
-		t.keys = append(t.keys, k)
+	if i, ok := t.idx[k]; ok {
+		t.vals[i], t.pos[i] = v, pos
+		return
 	}
-	t.vals[k] = v
-	t.pos[k] = pos
+	t.idx[k] = len(t.keys)
+	t.keys = append(t.keys, k)
+	t.vals = append(t.vals, v)
+	t.pos = append(t.pos, pos)
 }
 
 // Clone copies the table deeply enough that merging into the copy leaves
 // the original alone.
 func (t *Table) Clone() *Table {
-	c := newTable(t.Pos)
-	for _, k := range t.keys {
-		v := t.vals[k]
+	c := &Table{idx: make(map[string]int, len(t.keys)), Pos: t.Pos,
+		keys: append([]string(nil), t.keys...), vals: make([]any, len(t.vals)), pos: append([]Pos(nil), t.pos...)}
+	for i, k := range t.keys {
+		c.idx[k] = i
+		v := t.vals[i]
 		switch x := v.(type) {
 		case *Table:
 			v = x.Clone()
 		case []any:
 			v = append([]any(nil), x...)
 		}
-		c.Set(k, v, t.pos[k])
+		c.vals[i] = v
 	}
 	return c
 }
@@ -95,126 +106,6 @@ func (e *SyntaxError) Error() string {
 
 // BadInput marks the error as the user's input at fault.
 func (e *SyntaxError) BadInput() bool { return true }
-
-type keyInfo struct {
-	seq  int
-	line int
-}
-
-// parseTOML parses data into an ordered Table. Values come from go-toml's
-// decoder (which checks the whole TOML spec); order and lines come from its
-// parser, walked once more.
-func parseTOML(file string, data []byte) (*Table, error) {
-	var decoded map[string]any
-	if err := toml.Unmarshal(data, &decoded); err != nil {
-		var de *toml.DecodeError
-		if errors.As(err, &de) {
-			row, col := de.Position()
-			return nil, &SyntaxError{File: file, Line: row, Column: col, Msg: de.Error(), Context: de.String()}
-		}
-		return nil, &SyntaxError{File: file, Msg: err.Error()}
-	}
-	order, err := keyOrder(data)
-	if err != nil {
-		return nil, &SyntaxError{File: file, Msg: err.Error()}
-	}
-	return orderedTable(decoded, nil, order, file), nil
-}
-
-func pathKey(parts []string) string { return strings.Join(parts, "\x00") }
-
-func keyOrder(data []byte) (map[string]keyInfo, error) {
-	var p unstable.Parser
-	p.Reset(data)
-	order := map[string]keyInfo{}
-	record := func(path []string, line int) {
-		for i := 1; i <= len(path); i++ {
-			k := pathKey(path[:i])
-			if _, ok := order[k]; !ok {
-				order[k] = keyInfo{seq: len(order), line: line}
-			}
-		}
-	}
-	keyOf := func(it unstable.Iterator) ([]string, int) {
-		var parts []string
-		line := 0
-		for it.Next() {
-			n := it.Node()
-			parts = append(parts, string(n.Data))
-			if line == 0 {
-				line = p.Shape(n.Raw).Start.Line
-			}
-		}
-		return parts, line
-	}
-	var walkValue func(path []string, v *unstable.Node)
-	walkValue = func(path []string, v *unstable.Node) {
-		if v.Kind != unstable.InlineTable {
-			return
-		}
-		it := v.Children()
-		for it.Next() {
-			kv := it.Node()
-			parts, line := keyOf(kv.Key())
-			full := append(append([]string(nil), path...), parts...)
-			record(full, line)
-			walkValue(full, kv.Value())
-		}
-	}
-	var cur []string
-	for p.NextExpression() {
-		e := p.Expression()
-		switch e.Kind {
-		case unstable.Table, unstable.ArrayTable:
-			parts, line := keyOf(e.Key())
-			cur = parts
-			record(cur, line)
-		case unstable.KeyValue:
-			parts, line := keyOf(e.Key())
-			full := append(append([]string(nil), cur...), parts...)
-			record(full, line)
-			walkValue(full, e.Value())
-		}
-	}
-	return order, p.Error()
-}
-
-func orderedTable(m map[string]any, path []string, order map[string]keyInfo, file string) *Table {
-	t := newTable(Pos{File: file, Line: order[pathKey(path)].line})
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	seq := func(k string) int { return order[pathKey(append(path[:len(path):len(path)], k))].seq }
-	sortBy(keys, seq)
-	for _, k := range keys {
-		sub := append(path[:len(path):len(path)], k)
-		t.Set(k, orderedValue(m[k], sub, order, file), Pos{File: file, Line: order[pathKey(sub)].line})
-	}
-	return t
-}
-
-func orderedValue(v any, path []string, order map[string]keyInfo, file string) any {
-	switch x := v.(type) {
-	case map[string]any:
-		return orderedTable(x, path, order, file)
-	case []any:
-		out := make([]any, len(x))
-		for i, e := range x {
-			out[i] = orderedValue(e, path, order, file)
-		}
-		return out
-	}
-	return v
-}
-
-func sortBy(keys []string, seq func(string) int) {
-	for i := 1; i < len(keys); i++ {
-		for j := i; j > 0 && seq(keys[j]) < seq(keys[j-1]); j-- {
-			keys[j], keys[j-1] = keys[j-1], keys[j]
-		}
-	}
-}
 
 // OverridesError is an AUTO_INFER_LLAMA_CPP_OVERRIDES value that is not a
 // JSON object. The old launcher ignored it and started the wrong thing.
@@ -300,14 +191,14 @@ func jsonValue(dec *json.Decoder, pos Pos) (any, error) {
 // mergeInto deep-merges src into dst: tables merge recursively, any other
 // value replaces (keeping the key's place in the order).
 func mergeInto(dst, src *Table) {
-	for _, k := range src.keys {
-		sv := src.vals[k]
+	for i, k := range src.keys {
+		sv := src.vals[i]
 		if st, ok := sv.(*Table); ok {
-			if dt, ok := dst.vals[k].(*Table); ok {
+			if dt, ok := dst.val(k).(*Table); ok {
 				mergeInto(dt, st)
 				continue
 			}
 		}
-		dst.Set(k, sv, src.pos[k])
+		dst.Set(k, sv, src.pos[i])
 	}
 }

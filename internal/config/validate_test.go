@@ -36,7 +36,8 @@ var validationCases = []struct {
 	{"extra_args items", "[instance.a.server]\nport=1\nextra_args = [\"-v\", 3]\n", "", []string{`cfg.toml:3: instance.a.server.extra_args: item 2 must be a string, not an integer 3`}},
 	{"nested server table", "[instance.a.server]\nport=1\n[instance.a.server.sampling]\ntemp = 1.0\n", "", []string{"cfg.toml:3: instance.a.server.sampling: nested tables are not allowed"}},
 	{"duplicate port", "[instance.a.server]\nport = 8080\n[instance.b.server]\nport = 8080\n", "", []string{`cfg.toml:4: instance.b.server.port: port 8080 is also used by instance "a"`}},
-	{"duplicate default port", "[instance.a.server]\nmodel = \"/m/a.gguf\"\n[instance.b.server]\nmodel = \"/m/b.gguf\"\n", "", []string{`port 8080 is also used by instance "a"`}},
+	{"duplicate default port", "[instance.a.server]\nmodel = \"/m/a.gguf\"\n[instance.b.server]\nmodel = \"/m/b.gguf\"\n", "", []string{`cfg.toml:3: instance.b.server.port: port 8080 (no port set: 8080 is the default) is also used by instance "a"`}},
+	{"duplicate default port, global server", "[instance.server]\nctx_size = 1\n[instance.a.server]\nmodel = \"/m/a.gguf\"\n\n[instance.b.control]\nbackground = true\n", "", []string{`cfg.toml:6: instance.b.server.port: port 8080 (no port set`}},
 	{"duplicate port after overrides", "[instance.a.server]\nport = 8080\n[instance.b.server]\nport = 8081\n", `{"instance":{"b":{"server":{"port":8080}}}}`, []string{`AUTO_INFER_LLAMA_CPP_OVERRIDES: instance.b.server.port: port 8080 is also used by instance "a"`}},
 	{"bad instance name", "[instance.\"-bad\".server]\nport = 1\n", "", []string{`cfg.toml:1: instance.-bad: instance name must match`}},
 	{"instance not a table", "[instance]\nfoo = 3\n", "", []string{"cfg.toml:2: instance.foo: must be a table"}},
@@ -52,7 +53,7 @@ var validationCases = []struct {
 // reach it).
 var schemaBlind = map[string]bool{
 	"syntax": true, "duplicate key": true, "date value": true,
-	"duplicate port": true, "duplicate default port": true, "duplicate port after overrides": true,
+	"duplicate port": true, "duplicate default port": true, "duplicate default port, global server": true, "duplicate port after overrides": true,
 }
 
 func TestValidationRules(t *testing.T) {
