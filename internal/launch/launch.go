@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"net/http"
 	"os"
@@ -77,16 +78,71 @@ func Command(in config.Instance, env []string, mode Detach) (*exec.Cmd, *os.File
 	return cmd, log, nil
 }
 
-// OpenLog opens a log file for appending, creating its parent dirs.
+// LogLinkError is a log file path that is a symbolic link. Log paths such
+// as /tmp/llama-server-<name>.log are predictable and opened as root, so a
+// link planted there by another user would send server output into any
+// file it names.
+type LogLinkError struct{ Path string }
+
+func (e *LogLinkError) Error() string {
+	return fmt.Sprintf("log file %s is a symbolic link; llamaboot does not write through links in log paths: remove it, or set control.log_file / log_dir to a directory other users cannot write", e.Path)
+}
+
+// BadInput marks the error as the user's input at fault.
+func (e *LogLinkError) BadInput() bool { return true }
+
+// OpenLog opens a log file for appending, creating its parent dirs. It
+// refuses a symbolic link or anything but a regular file at path, and
+// creates the file 0644 whatever the umask (so non-root users can read it).
 func OpenLog(path string) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create log dir for %s: %w", path, err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	// O_NONBLOCK: a FIFO planted at path must not hang us; it is refused below.
+	const flags = os.O_WRONLY | os.O_APPEND | syscall.O_NOFOLLOW | syscall.O_NONBLOCK
+	f, err := os.OpenFile(path, flags|os.O_CREATE|os.O_EXCL, 0o644)
+	created := err == nil
+	if errors.Is(err, fs.ErrExist) {
+		f, err = os.OpenFile(path, flags, 0)
+	}
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, &LogLinkError{Path: path}
+	}
 	if err != nil {
+		if fi, lerr := os.Lstat(path); lerr == nil && !fi.Mode().IsRegular() {
+			return nil, notRegular(path, fi.Mode())
+		}
 		return nil, fmt.Errorf("open log %s: %w", path, err)
 	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = notRegular(path, fi.Mode())
+	} else if err == nil && created {
+		err = f.Chmod(0o644) // the umask may have narrowed it
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
 	return f, nil
+}
+
+func notRegular(path string, m fs.FileMode) error {
+	return fmt.Errorf("log file %s is a %s, not a regular file; remove it or choose another control.log_file", path, fileType(m))
+}
+
+func fileType(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "named pipe"
+	case m&fs.ModeSocket != 0:
+		return "socket"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	}
+	return "special file"
 }
 
 // Environ returns env with the instance's changes: CUDA_VISIBLE_DEVICES per

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,5 +101,67 @@ func TestCommandNotFound(t *testing.T) {
 		if !errors.As(err, &nf) || !strings.Contains(err.Error(), "master.llama_cpp_path") {
 			t.Errorf("%s: %v", exe, err)
 		}
+	}
+}
+
+// A link planted at a predictable log path is refused and the file it
+// names is left alone.
+func TestOpenLogRefusesPlantedLink(t *testing.T) {
+	dir := t.TempDir()
+	sentinel := filepath.Join(dir, "sentinel")
+	if err := os.WriteFile(sentinel, []byte("keep me\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(dir, "llama-server-a.log")
+	if err := os.Symlink(sentinel, logPath); err != nil {
+		t.Fatal(err)
+	}
+	f, err := OpenLog(logPath)
+	var le *LogLinkError
+	if !errors.As(err, &le) || !strings.Contains(err.Error(), logPath) || !strings.Contains(err.Error(), "symbolic link") {
+		if f != nil {
+			f.Close()
+		}
+		t.Fatalf("want a clear link error naming %s, got %v", logPath, err)
+	}
+	b, _ := os.ReadFile(sentinel)
+	fi, _ := os.Stat(sentinel)
+	if string(b) != "keep me\n" || fi.Mode().Perm() != 0o600 {
+		t.Errorf("sentinel changed: %q %v", b, fi.Mode())
+	}
+	// A dangling link (to a file not yet made) is refused too, and not created.
+	os.Remove(logPath)
+	target := filepath.Join(dir, "would-be-created")
+	os.Symlink(target, logPath)
+	if _, err := OpenLog(logPath); !errors.As(err, &le) {
+		t.Errorf("dangling link: %v", err)
+	}
+	if _, err := os.Lstat(target); err == nil {
+		t.Error("the dangling link's target was created")
+	}
+}
+
+func TestOpenLogModeAndSpecialFiles(t *testing.T) {
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	dir := t.TempDir()
+	p := filepath.Join(dir, "x.log")
+	f, err := OpenLog(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o644 {
+		t.Errorf("created %v under umask 077, want 0644", fi.Mode().Perm())
+	}
+	fifo := filepath.Join(dir, "fifo.log")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenLog(fifo); err == nil || !strings.Contains(err.Error(), "named pipe, not a regular file") {
+		t.Errorf("fifo: %v", err)
+	}
+	if _, err := OpenLog(dir); err == nil || !strings.Contains(err.Error(), "directory, not a regular file") {
+		t.Errorf("directory: %v", err)
 	}
 }
