@@ -1,0 +1,214 @@
+// Package logfile owns instance log files on disk: opening them safely as
+// root, rotating them by size as llamaboot copies a server's output into
+// them (the server is never signalled), and reading their last lines back
+// across rotations.
+package logfile
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+)
+
+// Defaults for the log_max_size and log_max_files control keys.
+const (
+	DefaultMaxSize  = 100 << 20
+	DefaultMaxFiles = 3
+)
+
+// Open opens path for appending without following a link in its last
+// component: log paths such as /tmp/llama-server-<name>.log are predictable,
+// and a link planted there by another user must not make root append server
+// output to a file of its choosing. A new file is 0644 whatever the umask.
+func Open(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o644)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, &LinkError{Path: path}
+		}
+		return nil, fmt.Errorf("open log %s: %w", path, err)
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("open log %s: not a regular file (%s); point the log at a file", path, fi.Mode().Type())
+	}
+	if err == nil && fi.Size() == 0 && fi.Mode().Perm() != 0o644 {
+		err = f.Chmod(0o644) // just created under a restrictive umask
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// LinkError is a log path that is a symbolic link. It is the user's input
+// (or an attacker's plant) at fault.
+type LinkError struct{ Path string }
+
+func (e *LinkError) Error() string {
+	return fmt.Sprintf("log file %s is a symbolic link; llamaboot does not write through links there (another user may have planted it): remove it or set log_file to a path you own", e.Path)
+}
+
+// BadInput marks the error as the configuration's fault (exit status 2).
+func (e *LinkError) BadInput() bool { return true }
+
+// Writer appends to a log file and rotates it when the next write would take
+// it past MaxSize: path.1 .. path.<MaxFiles-1> hold older output, the oldest
+// dropped. Writes that fail (a full disk) are counted, not retried, so the
+// copy from the server's pipe never stalls; the count is written into the
+// log once writing works again.
+type Writer struct {
+	path     string
+	maxSize  int64
+	maxFiles int
+
+	mu      sync.Mutex
+	f       *os.File
+	buf     *bufio.Writer // on f; flushed by Flush and before rotating
+	size    int64
+	dropped int64 // writes lost since the last successful one
+	lost    int64 // writes lost in all
+}
+
+// NewWriter opens path through Open. maxSize <= 0 disables rotation;
+// maxFiles counts the live file too (so 1 keeps no history).
+func NewWriter(path string, maxSize int64, maxFiles int) (*Writer, error) {
+	f, err := Open(path)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if maxFiles < 1 {
+		maxFiles = 1
+	}
+	return &Writer{path: path, maxSize: maxSize, maxFiles: maxFiles, f: f, buf: bufio.NewWriterSize(f, 64<<10), size: fi.Size()}, nil
+}
+
+// Write appends p, one whole line or more; it rotates first if p would not
+// fit. Output is buffered until Flush. It never returns an error: a failed
+// write is counted (see Lost).
+func (w *Writer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.f == nil {
+		// A rotation could not reopen the file; try again now.
+		f, err := Open(w.path)
+		if err != nil {
+			w.countLost()
+			return len(p), nil
+		}
+		w.f, w.size = f, 0
+		w.buf.Reset(f)
+	}
+	if w.maxSize > 0 && w.size > 0 && w.size+int64(len(p)) > w.maxSize {
+		if err := w.rotate(); err != nil {
+			w.countLost()
+			return len(p), nil
+		}
+	}
+	if w.dropped > 0 {
+		note := fmt.Sprintf("[llamaboot] %d log writes were lost (disk full or unwritable) before this line\n", w.dropped)
+		n, _ := w.buf.WriteString(note)
+		w.size += int64(n)
+		w.dropped = 0
+	}
+	n, _ := w.buf.Write(p)
+	w.size += int64(n)
+	return len(p), nil
+}
+
+// Flush writes buffered output to the file. A failure (a full disk) loses
+// the buffer and is counted, so the next write starts clean.
+func (w *Writer) Flush() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.flush()
+}
+
+func (w *Writer) flush() error {
+	if w.f == nil {
+		return nil
+	}
+	if err := w.buf.Flush(); err != nil {
+		w.countLost()
+		w.buf.Reset(w.f)
+		return err
+	}
+	return nil
+}
+
+func (w *Writer) countLost() {
+	w.dropped++
+	w.lost++
+}
+
+// Lost reports how many writes failed since the writer was opened.
+func (w *Writer) Lost() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.lost
+}
+
+// rotate shifts path -> path.1 -> path.2 ... and opens a fresh path.
+// Renames do not follow links, and the fresh file is opened through Open.
+func (w *Writer) rotate() error {
+	w.flush()
+	if err := w.f.Close(); err != nil {
+		w.f = nil
+		return err
+	}
+	w.f = nil
+	if w.maxFiles == 1 {
+		if err := os.Remove(w.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	} else {
+		for i := w.maxFiles - 1; i >= 1; i-- {
+			from := Rotated(w.path, i-1)
+			if err := os.Rename(from, Rotated(w.path, i)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	f, err := Open(w.path)
+	if err != nil {
+		return err
+	}
+	w.f, w.size = f, 0
+	w.buf.Reset(f)
+	return nil
+}
+
+// Close closes the current file.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.f == nil {
+		return nil
+	}
+	ferr := w.flush()
+	err := w.f.Close()
+	w.f = nil
+	if ferr != nil {
+		return ferr
+	}
+	return err
+}
+
+// Rotated names the i-th older file of path (0 is path itself).
+func Rotated(path string, i int) string {
+	if i == 0 {
+		return path
+	}
+	return path + "." + strconv.Itoa(i)
+}

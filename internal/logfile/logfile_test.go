@@ -1,0 +1,297 @@
+package logfile
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A real child process writes the output in these tests: when run with
+// LOGFILE_TEST_LINES set, the test binary prints that many numbered lines
+// as fast as it can and exits.
+func TestMain(m *testing.M) {
+	if n, err := strconv.Atoi(os.Getenv("LOGFILE_TEST_LINES")); err == nil {
+		w := bufio.NewWriterSize(os.Stdout, 4096)
+		for i := 0; i < n; i++ {
+			fmt.Fprintf(w, "line %08d of the server's output\n", i)
+		}
+		w.Flush()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// startWriter starts the child with its stdout on a pipe and returns the
+// read end; the child is reaped when the test ends.
+func startWriter(t *testing.T, lines int) (*os.File, *exec.Cmd) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "LOGFILE_TEST_LINES="+strconv.Itoa(lines))
+	cmd.Stdout = w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	return r, cmd
+}
+
+// readAll reads path and its rotated files, oldest first.
+func readAll(t *testing.T, path string, files int) (lines []string, present int) {
+	t.Helper()
+	for i := files - 1; i >= 0; i-- {
+		b, err := os.ReadFile(Rotated(path, i))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		present++
+		lines = append(lines, strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")...)
+	}
+	return lines, present
+}
+
+func TestRotationKeepsEveryLine(t *testing.T) {
+	const n = 200_000 // about 7 MB
+	path := filepath.Join(t.TempDir(), "server.log")
+	w, err := NewWriter(path, 256<<10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSink("a", w, nil)
+	r, cmd := startWriter(t, n)
+	s.Run(r)
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+
+	lines, files := readAll(t, path, 64)
+	if files < 10 {
+		t.Errorf("only %d files: rotation did not happen as often as 7 MB / 256 KiB asks", files)
+	}
+	if s.Dropped() != 0 || w.Lost() != 0 {
+		t.Errorf("dropped %d lines, lost %d writes", s.Dropped(), w.Lost())
+	}
+	if len(lines) != n {
+		t.Fatalf("%d lines across %d files, want %d", len(lines), files, n)
+	}
+	for i, l := range lines {
+		if want := fmt.Sprintf("line %08d of the server's output", i); l != want {
+			t.Fatalf("line %d is %q, want %q (lost, doubled or reordered across a rotation)", i, l, want)
+		}
+	}
+	for i := 0; i < files; i++ {
+		if fi, err := os.Stat(Rotated(path, i)); err == nil && fi.Size() > 256<<10 {
+			t.Errorf("%s is %d bytes, over the 256 KiB bound", Rotated(path, i), fi.Size())
+		}
+	}
+}
+
+func TestRotationKeepsMaxFiles(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "server.log")
+	w, err := NewWriter(path, 4<<10, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2000; i++ {
+		fmt.Fprintf(w, "line %d\n", i)
+	}
+	w.Close()
+	if _, err := os.Stat(Rotated(path, 3)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s exists; log_max_files = 3 keeps the live file and two older ones", Rotated(path, 3))
+	}
+	lines, files := readAll(t, path, 5)
+	if files != 3 || lines[len(lines)-1] != "line 1999" {
+		t.Errorf("%d files, last line %q", files, lines[len(lines)-1])
+	}
+	tail, err := Tail(path, 700)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tail) != 700 || string(tail[0]) != "line 1300\n" || string(tail[699]) != "line 1999\n" {
+		t.Errorf("Tail across rotations: %d lines, first %q last %q", len(tail), tail[0], tail[len(tail)-1])
+	}
+}
+
+func TestTailEdges(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "x.log")
+	if got, err := Tail(path, 5); err != nil || len(got) != 0 {
+		t.Errorf("missing file: %q %v", got, err)
+	}
+	long := strings.Repeat("y", 200<<10) // a line longer than one read chunk
+	os.WriteFile(path, []byte("a\n"+long+"\nb\npartial"), 0o644)
+	got, err := Tail(path, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || string(got[0]) != long+"\n" || string(got[1]) != "b\n" || string(got[2]) != "partial" {
+		t.Errorf("Tail = %d lines, %.20q %.20q", len(got), got[0], got[len(got)-1])
+	}
+	all, _ := Tail(path, 100)
+	if len(all) != 4 || string(all[0]) != "a\n" {
+		t.Errorf("Tail(100) = %d lines", len(all))
+	}
+}
+
+func TestFollowersSeeLinesAfterRotation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "server.log")
+	w, err := NewWriter(path, 8<<10, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSink("a", w, nil)
+	lines, cancel := s.Follow(1 << 16)
+	defer cancel()
+	r, cmd := startWriter(t, 5000) // ~180 KB: many rotations
+	s.Run(r)
+	cmd.Wait()
+	var got []string
+	for l := range lines { // closed when the sink ends
+		got = append(got, string(l))
+	}
+	if len(got) != 5000 || got[4999] != "line 00004999 of the server's output\n" {
+		t.Errorf("follower saw %d lines, last %q", len(got), got[len(got)-1])
+	}
+	if _, err := os.Stat(Rotated(path, 1)); err != nil {
+		t.Errorf("no rotation happened: %v", err)
+	}
+}
+
+// blockingFile stands for a disk that stopped answering.
+type blockingFile struct{ release chan struct{} }
+
+func (b *blockingFile) Write(p []byte) (int, error) {
+	<-b.release
+	return len(p), nil
+}
+
+func TestStalledLogNeverBlocksTheServer(t *testing.T) {
+	f := &blockingFile{release: make(chan struct{})}
+	s := NewSink("a", f, nil)
+	r, cmd := startWriter(t, 400_000) // ~14 MB, far past the 4 MiB queue
+	ran := make(chan struct{})
+	go func() { s.Run(r); close(ran) }()
+	// The child can only finish if the sink keeps reading its pipe while the
+	// file is stuck.
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(60 * time.Second):
+		close(f.release)
+		t.Fatal("the server blocked on its output while the log file was stalled")
+	}
+	close(f.release)
+	<-ran
+	if s.Dropped() == 0 {
+		t.Error("no lines counted as dropped although the file took none for 14 MB")
+	}
+}
+
+func TestDroppedLinesAreSaidInTheLog(t *testing.T) {
+	var buf bytes.Buffer
+	s := NewSink("a", &buf, nil)
+	s.maxQueue = 10
+	s.dropped.Add(3)
+	r, w, _ := os.Pipe()
+	go func() { w.Write([]byte("x\n")); w.Close() }()
+	s.Run(r)
+	if !strings.Contains(buf.String(), "3 lines of a's output were dropped") || !strings.HasSuffix(buf.String(), "x\n") {
+		t.Errorf("log = %q", buf.String())
+	}
+}
+
+func TestStdoutCopyIsPrefixed(t *testing.T) {
+	var out bytes.Buffer
+	s := NewSink("gpu0", nil, Locked(&out))
+	r, w, _ := os.Pipe()
+	go func() { w.Write([]byte("loading model\nno newline at end")); w.Close() }()
+	s.Run(r)
+	if out.String() != "[gpu0] loading model\n[gpu0] no newline at end\n" {
+		t.Errorf("stdout = %q", out.String())
+	}
+}
+
+func TestOpenRefusesAPlantedLink(t *testing.T) {
+	dir := t.TempDir()
+	sentinel := filepath.Join(dir, "shadow")
+	os.WriteFile(sentinel, []byte("secret\n"), 0o600)
+	log := filepath.Join(dir, "llama-server-a.log")
+	os.Symlink(sentinel, log)
+	_, err := Open(log)
+	var le *LinkError
+	if !errors.As(err, &le) || !strings.Contains(err.Error(), log) {
+		t.Fatalf("want a LinkError naming %s, got %v", log, err)
+	}
+	if b, _ := os.ReadFile(sentinel); string(b) != "secret\n" {
+		t.Errorf("sentinel changed: %q", b)
+	}
+	if _, err := Open(dir); err == nil {
+		t.Error("a directory was opened as a log")
+	}
+}
+
+func TestOpenMakes0644UnderUmask077(t *testing.T) {
+	old := syscall.Umask(0o077)
+	defer syscall.Umask(old)
+	p := filepath.Join(t.TempDir(), "a.log")
+	f, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o644 {
+		t.Errorf("mode %v, want 0644", fi.Mode().Perm())
+	}
+}
+
+// TestDiskFullIsCountedAndSaid fills a small tmpfs: the writes that fail are
+// counted, and once space is back the log says how many were lost.
+func TestDiskFullIsCountedAndSaid(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=256k"); err != nil {
+		t.Fatalf("mount tmpfs (the tests run as root): %v", err)
+	}
+	defer syscall.Unmount(dir, syscall.MNT_DETACH)
+	filler := filepath.Join(dir, "filler")
+	fb := bytes.Repeat([]byte("f"), 256<<10)
+	os.WriteFile(filler, fb, 0o644) // fills the file system; the error is expected
+	w, err := NewWriter(filepath.Join(dir, "a.log"), 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ {
+		fmt.Fprintf(w, "line %d %s\n", i, strings.Repeat("z", 1000))
+		w.Flush()
+	}
+	if w.Lost() == 0 {
+		t.Fatal("no write was counted lost on a full file system")
+	}
+	os.Remove(filler)
+	fmt.Fprintf(w, "after\n")
+	w.Flush()
+	w.Close()
+	b, _ := os.ReadFile(filepath.Join(dir, "a.log"))
+	if !strings.Contains(string(b), "log writes were lost (disk full or unwritable)") || !strings.HasSuffix(string(b), "after\n") {
+		t.Errorf("log does not say what was lost: %.200q", b)
+	}
+}
