@@ -1,6 +1,10 @@
 package cli
 
 import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -19,12 +23,12 @@ type installFlags struct {
 	verify      bool
 	quiet       bool
 	maxEntries  int
-	maxBytes    int64
+	maxBytes    sizeFlag
 	lockTimeout time.Duration
 
 	refresh        bool
 	sha256From     string
-	maxDownload    int64
+	maxDownload    sizeFlag
 	connectTimeout time.Duration
 	stallTimeout   time.Duration
 	retries        int
@@ -39,11 +43,13 @@ func (f *installFlags) register(cmd *cobra.Command) {
 	fl.BoolVar(&f.verify, "verify", false, "re-hash the source instead of trusting its size, mtime and inode")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print only warnings and errors")
 	fl.IntVar(&f.maxEntries, "max-entries", archive.DefaultMaxEntries, "refuse archives with more entries")
-	fl.Int64Var(&f.maxBytes, "max-bytes", archive.DefaultMaxBytes, "refuse archives expanding past this many bytes")
+	f.maxBytes = archive.DefaultMaxBytes
+	fl.Var(&f.maxBytes, "max-bytes", "refuse archives expanding past this size (bytes, or with a unit: 64GiB, 500MB)")
 	fl.DurationVar(&f.lockTimeout, "lock-timeout", 10*time.Minute, "how long to wait for another install into the same app dir")
 	fl.BoolVar(&f.refresh, "refresh", false, "for a URL: ask the server whether the bundle changed (ETag / If-Modified-Since)")
 	fl.StringVar(&f.sha256From, "sha256-from", "", "for a URL: take the expected SHA-256 from this SHA256SUMS-style file")
-	fl.Int64Var(&f.maxDownload, "max-download", 64<<30, "for a URL: refuse downloads larger than this many bytes")
+	f.maxDownload = fetch.DefaultMaxBytes
+	fl.Var(&f.maxDownload, "max-download", "for a URL: refuse downloads larger than this (bytes, or with a unit: 64GiB, 500MB)")
 	fl.DurationVar(&f.connectTimeout, "connect-timeout", 30*time.Second, "for a URL: connection setup timeout")
 	fl.DurationVar(&f.stallTimeout, "stall-timeout", 60*time.Second, "for a URL: abort an attempt after this long without data")
 	fl.IntVar(&f.retries, "retries", 5, "for a URL: attempts after the first on network errors and 5xx")
@@ -61,7 +67,7 @@ func (f *installFlags) options(source string, env Env, p *printer.Printer) insta
 		SHA256:      sum,
 		Force:       f.force,
 		Verify:      f.verify,
-		Limits:      archive.Limits{MaxEntries: f.maxEntries, MaxBytes: f.maxBytes},
+		Limits:      archive.Limits{MaxEntries: f.maxEntries, MaxBytes: int64(f.maxBytes)},
 		LockTimeout: f.lockTimeout,
 		EntryPoints: install.EntryPointNames,
 		Self:        self(),
@@ -71,7 +77,7 @@ func (f *installFlags) options(source string, env Env, p *printer.Printer) insta
 		Refresh:     f.refresh,
 		Download: fetch.Options{
 			Token:          env("AUTO_INFER_LLAMA_CPP_PKG_TOKEN"),
-			MaxBytes:       f.maxDownload,
+			MaxBytes:       int64(f.maxDownload),
 			ConnectTimeout: f.connectTimeout,
 			StallTimeout:   f.stallTimeout,
 			Retries:        f.retries,
@@ -98,7 +104,11 @@ func newInstallCmd(env Env) *cobra.Command {
 				p.Errorf("no package given: pass SOURCE or set AUTO_INFER_LLAMA_CPP_PKG_PATH to a llama.cpp archive")
 				return exitError(ExitBadInput)
 			}
-			_, err := install.Install(f.options(source, env, p))
+			// Ctrl-C or SIGTERM stops a download or extraction promptly; the
+			// old bundle stays and a partial download is resumed next time.
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			_, err := install.Install(ctx, f.options(source, env, p))
 			if err != nil {
 				p.Errorf("%v", err)
 				return exitError(exitStatus(err))

@@ -5,6 +5,7 @@
 package entry
 
 import (
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -84,7 +85,13 @@ func Run(o Options) int {
 	if Switch(o.Getenv, "AUTO_INFER_LLAMA_CPP_GET_PKG_ON_BOOT", p) {
 		if src := o.Getenv("AUTO_INFER_LLAMA_CPP_PKG_PATH"); src == "" {
 			p.Stepf("AUTO_INFER_LLAMA_CPP_GET_PKG_ON_BOOT is on but AUTO_INFER_LLAMA_CPP_PKG_PATH is not set: no install")
-		} else if _, err := install.Install(o.InstallOptions(src)); err != nil {
+		} else if sig, err := interruptible(sigs, func(ctx context.Context) error {
+			_, err := install.Install(ctx, o.InstallOptions(src))
+			return err
+		}); sig != nil {
+			p.Errorf("install of %s stopped by %s: %v", src, sig, err)
+			return 128 + int(sig.(syscall.Signal))
+		} else if err != nil {
 			p.Errorf("install of %s FAILED: %v", src, err)
 			if strict {
 				p.Errorf("AUTO_INFER_LLAMA_CPP_STRICT=1: stopping before the command starts")
@@ -199,6 +206,38 @@ func Run(o Options) int {
 			killStragglers(reaper)
 			p.Stepf("stopped; exit status %d", code)
 			return code
+		}
+	}
+}
+
+// interruptible runs a boot step that may take long (a download) so that
+// SIGTERM or SIGINT cancels it: docker stop must not wait for it. It
+// returns the stop signal if one came; other signals are queued again for
+// the supervision loop.
+func interruptible(sigs chan os.Signal, step func(context.Context) error) (os.Signal, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- step(ctx) }()
+	var stop os.Signal
+	var other []os.Signal
+	for {
+		select {
+		case err := <-done:
+			for _, s := range other {
+				select {
+				case sigs <- s:
+				default: // full: the loop has plenty to act on already
+				}
+			}
+			return stop, err
+		case sig := <-sigs:
+			if (sig == syscall.SIGTERM || sig == syscall.SIGINT) && stop == nil {
+				stop = sig
+				cancel()
+			} else if sig != syscall.SIGTERM && sig != syscall.SIGINT {
+				other = append(other, sig)
+			}
 		}
 	}
 }

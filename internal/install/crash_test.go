@@ -2,6 +2,7 @@ package install
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -30,12 +31,12 @@ func TestMain(m *testing.M) {
 func childInstall(app, src, dieAt string) int {
 	o := Options{AppDir: app, Source: src, LockTimeout: time.Minute,
 		Printer: printer.New(os.Stdout, os.Stderr, "[llama-cpp-pkg]", false)}
-	o.afterStep = func(step string) {
+	j := &job{Options: o, afterStep: func(step string) {
 		if step == dieAt {
 			syscall.Kill(os.Getpid(), syscall.SIGKILL)
 		}
-	}
-	if _, err := Install(o); err != nil {
+	}}
+	if _, err := j.run(context.Background()); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -1,6 +1,7 @@
 package install
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -29,7 +30,7 @@ func TestDiskFullKeepsOldBundle(t *testing.T) {
 	big = append(big, bundlegen.Entry{Name: "llama-b2/libggml-cuda.so", Type: '0', Mode: 0o644, Size: 16 << 20})
 	src := writeArchive(t, dir, "big.tar.gz", archive.Gzip, big)
 
-	_, err := Install(opts(app, src))
+	_, err := Install(context.Background(), opts(app, src))
 	if err == nil {
 		t.Fatal("install onto a full disk succeeded")
 	}

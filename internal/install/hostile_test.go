@@ -3,6 +3,7 @@ package install
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -130,7 +131,7 @@ func TestHostileArchivesAreRefused(t *testing.T) {
 			os.WriteFile(src, data, 0o644)
 			o := opts(app, src)
 			o.Limits = h.limits
-			_, err := Install(o)
+			_, err := Install(context.Background(), o)
 			var bad interface{ BadInput() bool }
 			if err == nil || !errors.As(err, &bad) {
 				t.Fatalf("want a bad-input refusal, got %v", err)

@@ -4,7 +4,7 @@
 package install
 
 import (
-	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -13,20 +13,21 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/archive"
+	"github.com/llamaboot/llamaboot/internal/dirs"
 	"github.com/llamaboot/llamaboot/internal/fetch"
 	"github.com/llamaboot/llamaboot/internal/printer"
 )
 
-// Options says what to install where.
+// Options says what to install where. They are settings only: what one
+// install learns on the way lives in its job and staging.
 type Options struct {
 	AppDir      string
-	Source      string // local archive path
+	Source      string // local archive path or http(s) URL
 	SHA256      string // optional pin, hex
 	Force       bool   // reinstall even if up to date
 	Verify      bool   // re-hash the source instead of trusting its stamp
@@ -39,21 +40,12 @@ type Options struct {
 	Installer   string // llamaboot version, recorded in the marker
 	Printer     *printer.Printer
 
-	// For http(s) sources: download settings (URL, CacheDir and Printer
-	// are filled in), a SHA256SUMS-style file to take the pin from, and
-	// --refresh (ask the server whether the bundle changed).
+	// For http(s) sources: download settings (URL, Dest, SHA256 and
+	// Printer are filled in), a SHA256SUMS-style file to take the pin from,
+	// and --refresh (ask the server whether the bundle changed).
 	Download   fetch.Options
 	SHA256From string
 	Refresh    bool
-
-	// origin is what the marker records as the source when the file read
-	// is a download in the cache; validators come with it.
-	origin             string
-	etag, lastModified string
-
-	// afterStep, when set, is called between steps; tests use it to stop an
-	// install at chosen points.
-	afterStep func(step string)
 }
 
 // Result tells what Install did.
@@ -85,86 +77,134 @@ func (e *InputError) BadInput() bool { return true }
 func InstallDir(app string) string { return filepath.Join(app, installName) }
 func cacheDir(app string) string   { return filepath.Join(app, "cache") }
 
-// Install installs opts.Source into opts.AppDir.
-func Install(opts Options) (Result, error) {
-	p := opts.Printer
-	opts.SHA256 = strings.ToLower(strings.TrimSpace(opts.SHA256))
-	if opts.SHA256 != "" {
-		if b, err := hex.DecodeString(opts.SHA256); err != nil || len(b) != sha256.Size {
-			return Result{}, &InputError{Msg: fmt.Sprintf("--sha256 %q is not a SHA-256 hex digest (64 hex characters)", opts.SHA256)}
+// Install installs opts.Source into opts.AppDir. Cancelling ctx stops it
+// promptly (the download, the copy into the cache and the extraction all
+// check it between reads) with the old bundle still active and a partial
+// download kept for the next run to resume.
+func Install(ctx context.Context, opts Options) (Result, error) {
+	return (&job{Options: opts}).run(ctx)
+}
+
+// job is one install: its settings and a hook between steps, which tests
+// use to stop an install at chosen points.
+type job struct {
+	Options
+	afterStep func(step string)
+}
+
+func (j *job) step(name string) {
+	if j.afterStep != nil {
+		j.afterStep(name)
+	}
+}
+
+// source is the archive an install reads, and how the marker names it.
+type source struct {
+	path  string      // the file read: the user's archive, or the download in the cache
+	info  fs.FileInfo // of path
+	label string      // the marker's source_path: the absolute path, or the redacted URL
+	name  string      // the marker's archive_name
+	// local: path is the user's own file, whose stamp the second boot
+	// compares; a download is judged by the cached copy alone.
+	local              bool
+	etag, lastModified string // validators of a download, for --refresh
+}
+
+// shown names the source in messages.
+func (s source) shown() string {
+	if s.local {
+		return s.path
+	}
+	return s.label + " (downloaded to " + s.path + ")"
+}
+
+func (j *job) run(ctx context.Context) (Result, error) {
+	j.SHA256 = strings.ToLower(strings.TrimSpace(j.SHA256))
+	if j.SHA256 != "" {
+		if b, err := hex.DecodeString(j.SHA256); err != nil || len(b) != sha256.Size {
+			return Result{}, &InputError{Msg: fmt.Sprintf("--sha256 %q is not a SHA-256 hex digest (64 hex characters)", j.SHA256)}
 		}
 	}
-	if fetch.IsURL(opts.Source) {
-		return installURL(opts)
+	if fetch.IsURL(j.Source) {
+		return j.runURL(ctx)
 	}
-	src, err := filepath.Abs(opts.Source)
+	src, err := j.localSource()
 	if err != nil {
 		return Result{}, err
 	}
-	opts.Source = src
-	srcInfo, err := os.Stat(src)
-	if err != nil {
-		return Result{}, &InputError{Msg: fmt.Sprintf("package %s cannot be read; set AUTO_INFER_LLAMA_CPP_PKG_PATH (or SOURCE) to an existing archive", src), Err: err}
-	}
-	if !srcInfo.Mode().IsRegular() {
-		return Result{}, &InputError{Msg: fmt.Sprintf("package %s is not a regular file", src)}
-	}
-
 	// The common case, a second boot, decides from stamps alone: no lock
 	// needed, since a complete bundle is only ever switched in whole.
-	if r, ok := upToDate(opts, srcInfo); ok {
-		p.Stepf("already installed: %s (sha256 %s…) from %s; nothing to do", r.Marker.ArchiveName, r.Marker.SHA256[:12], src)
+	if r, ok := j.upToDate(src.label, src.info); ok {
+		j.Printer.Stepf("already installed: %s (sha256 %s…) from %s; nothing to do", r.Marker.ArchiveName, r.Marker.SHA256[:12], src.path)
 		return r, nil
 	}
-
-	release, err := lockApp(opts)
+	release, err := j.lock(ctx)
 	if err != nil {
 		return Result{}, err
 	}
 	defer release()
 	// Another container may have finished the same work while we waited.
-	if r, ok := upToDate(opts, srcInfo); ok {
-		p.Stepf("already installed by another process: %s; nothing to do", r.Marker.ArchiveName)
+	if r, ok := j.upToDate(src.label, src.info); ok {
+		j.Printer.Stepf("already installed by another process: %s; nothing to do", r.Marker.ArchiveName)
 		return r, nil
 	}
-	return installLocked(opts, srcInfo)
+	return j.installLocked(ctx, src)
 }
 
-// lockApp takes the app dir's install lock and repairs what a killed run
-// left behind. Call the returned func to release the lock.
-func lockApp(opts Options) (release func(), err error) {
-	if err := os.MkdirAll(opts.AppDir, 0o755); err != nil {
-		return nil, fmt.Errorf("create app dir %s: %w", opts.AppDir, err)
+// localSource is the source step for a file: it must be a readable
+// regular file.
+func (j *job) localSource() (source, error) {
+	src, err := filepath.Abs(j.Source)
+	if err != nil {
+		return source{}, err
 	}
-	wait := opts.LockTimeout
+	fi, err := os.Stat(src)
+	if err != nil {
+		return source{}, &InputError{Msg: fmt.Sprintf("package %s cannot be read; set AUTO_INFER_LLAMA_CPP_PKG_PATH (or SOURCE) to an existing archive", src), Err: err}
+	}
+	if !fi.Mode().IsRegular() {
+		return source{}, &InputError{Msg: fmt.Sprintf("package %s is not a regular file", src)}
+	}
+	return source{path: src, info: fi, label: src, name: filepath.Base(src), local: true}, nil
+}
+
+// lock takes the app dir's install lock and repairs what a killed run left
+// behind. Call the returned func to release the lock.
+func (j *job) lock(ctx context.Context) (release func(), err error) {
+	for _, d := range []string{j.AppDir, cacheDir(j.AppDir), filepath.Join(j.AppDir, versionsName)} {
+		if err := dirs.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	wait := j.LockTimeout
 	if wait == 0 {
 		wait = 10 * time.Minute
 	}
-	release, err = lockFile(filepath.Join(opts.AppDir, ".llamaboot-install.lock"), wait, opts.Printer)
+	release, err = lockFile(ctx, filepath.Join(j.AppDir, ".llamaboot-install.lock"), wait, j.Printer)
 	if err != nil {
 		return nil, err
 	}
-	cleanStale(opts.AppDir)
-	if v, ok := recoverLink(opts.AppDir); ok {
-		opts.Printer.Warnf("%s was missing (an earlier install was interrupted); restored version %s", InstallDir(opts.AppDir), v)
+	cleanStale(j.AppDir)
+	if v, ok := recoverLink(j.AppDir); ok {
+		j.Printer.Warnf("%s was missing (an earlier install was interrupted); restored version %s", InstallDir(j.AppDir), v)
 	}
 	return release, nil
 }
 
 // upToDate reports whether the installed bundle came from this very source
-// file, judged by size, mtime and inode of source and cache (or, with
-// Verify, by hashing). srcInfo is nil for a downloaded source, which is
+// (label), judged by size, mtime and inode of source and cache (or, with
+// Verify, by hashing). local is nil for a downloaded source, which is
 // judged by the cached file alone.
-func upToDate(opts Options, srcInfo fs.FileInfo) (Result, bool) {
-	if opts.Force {
+func (j *job) upToDate(label string, local fs.FileInfo) (Result, bool) {
+	if j.Force {
 		return Result{}, false
 	}
-	dir := InstallDir(opts.AppDir)
+	dir := InstallDir(j.AppDir)
 	m, err := ReadMarker(dir)
-	if err != nil || m.SHA256 == "" || m.SourcePath != sourceLabel(opts) {
+	if err != nil || m.SHA256 == "" || m.SourcePath != label {
 		return Result{}, false
 	}
-	if opts.SHA256 != "" && opts.SHA256 != m.SHA256 {
+	if j.SHA256 != "" && j.SHA256 != m.SHA256 {
 		return Result{}, false
 	}
 	if fi, err := os.Stat(filepath.Join(dir, "bin", "llama-server")); err != nil || !fi.Mode().IsRegular() {
@@ -174,34 +214,22 @@ func upToDate(opts Options, srcInfo fs.FileInfo) (Result, bool) {
 	if !ok || cache != m.CacheStamp {
 		return Result{}, false
 	}
-	if opts.Verify {
-		file := opts.Source
-		if srcInfo == nil {
-			file = m.CachePath
+	if j.Verify {
+		file := m.CachePath
+		if local != nil {
+			file = label
 		}
 		sum, err := hashFile(file)
 		if err != nil || sum != m.SHA256 {
 			return Result{}, false
 		}
-		opts.Printer.Stepf("verified: %s hashes to the installed sha256", file)
+		j.Printer.Stepf("verified: %s hashes to the installed sha256", file)
 		return Result{Marker: m, UpToDate: true}, true
 	}
-	if srcInfo != nil && stampOf(srcInfo) != m.SourceStamp {
+	if local != nil && stampOf(local) != m.SourceStamp {
 		return Result{}, false
 	}
 	return Result{Marker: m, UpToDate: true}, true
-}
-
-// sourceLabel is how the marker names the source: the absolute path, or
-// the URL without secrets.
-func sourceLabel(o Options) string {
-	switch {
-	case o.origin != "":
-		return o.origin
-	case fetch.IsURL(o.Source):
-		return fetch.Redact(o.Source)
-	}
-	return o.Source
 }
 
 func hashFile(path string) (string, error) {
@@ -217,185 +245,28 @@ func hashFile(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-func (o Options) step(name string) {
-	if o.afterStep != nil {
-		o.afterStep(name)
+// installLocked runs the steps after the source is known, under the lock.
+// The staging owns every half-made thing and removes what was not kept.
+func (j *job) installLocked(ctx context.Context, src source) (Result, error) {
+	s := j.stageSource(src)
+	defer s.cleanup()
+	if err := j.stepUnpack(ctx, s); err != nil {
+		return Result{}, err
 	}
-}
-
-func installLocked(opts Options, srcInfo fs.FileInfo) (res Result, err error) {
-	p := opts.Printer
-	app := opts.AppDir
-	name := filepath.Base(opts.Source)
-	for _, d := range []string{cacheDir(app), filepath.Join(app, versionsName)} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return res, fmt.Errorf("create %s: %w", d, err)
-		}
+	j.step("extracted")
+	if err := j.stepVerify(s); err != nil {
+		return Result{}, err
 	}
-	cachePath := filepath.Join(cacheDir(app), name)
-
-	// Read from the cache when it already holds this very source (a damaged
-	// install or --force); otherwise copy the source into the cache while
-	// hashing and extracting it, in one pass.
-	old, _ := ReadMarker(InstallDir(app))
-	readFrom, copyTo := opts.Source, ""
-	if cs, ok := statStamp(cachePath); ok && old.CachePath == cachePath && cs == old.CacheStamp &&
-		old.SourcePath == sourceLabel(opts) && stampOf(srcInfo) == old.SourceStamp {
-		readFrom = cachePath
-	} else if sameFile(opts.Source, cachePath) {
-		readFrom = cachePath
-	} else {
-		copyTo = filepath.Join(cacheDir(app), ".part-"+name)
+	if err := j.stepLayout(s); err != nil {
+		return Result{}, err
 	}
-
-	in, err := os.Open(readFrom)
-	if err != nil {
-		return res, &InputError{Msg: fmt.Sprintf("package %s cannot be read", readFrom), Err: err}
+	if err := j.stepMarker(s); err != nil {
+		return Result{}, err
 	}
-	defer in.Close()
-	br := bufio.NewReaderSize(in, 1<<20)
-	head, _ := br.Peek(archive.PeekSize)
-	format := archive.Detect(head)
-	if claimed := archive.FormatFromName(name); claimed != archive.Unknown && format != archive.Unknown && claimed != format {
-		p.Stepf("note: %s is named like %s but its content is %s; reading it as %s", name, claimed, format, format)
+	if err := j.stepCommitCache(s); err != nil {
+		return Result{}, err
 	}
-	switch format {
-	case archive.Unknown:
-		return res, &InputError{Msg: fmt.Sprintf("%s is not a supported archive (tar, tar.gz, tar.zst, tar.xz or zip); check the file is complete", opts.Source)}
-	case archive.Bzip2:
-		return res, &InputError{Msg: fmt.Sprintf("%s is bzip2-compressed, which llamaboot does not read; repack it as .tar.gz, .tar.zst, .tar.xz or .zip", opts.Source)}
-	}
-
-	staging, err := os.MkdirTemp(filepath.Join(app, versionsName), stagingPfx)
-	if err != nil {
-		return res, fmt.Errorf("create staging dir: %w", err)
-	}
-	committed := false
-	defer func() {
-		_ = os.RemoveAll(staging)
-		if copyTo != "" && !committed {
-			_ = os.Remove(copyTo)
-		}
-	}()
-	if err := os.Chmod(staging, 0o755); err != nil {
-		return res, err
-	}
-	root, err := os.OpenRoot(staging)
-	if err != nil {
-		return res, err
-	}
-	defer root.Close()
-
-	verb := "extracting"
-	if copyTo != "" {
-		verb = "copying to cache and extracting"
-	}
-	p.Stepf("installing %s (%s, %s): %s", name, format, printer.Bytes(srcInfo.Size()), verb)
-	start := time.Now()
-	prog := p.Progress(verb, srcInfo.Size())
-	sum, stats, err := unpack(br, readFrom, format, root, copyTo, opts.Limits, prog)
-	prog.Done()
-	if err != nil {
-		var ae *archive.Error
-		if errors.As(err, &ae) {
-			return res, fmt.Errorf("%s: %w", opts.Source, err)
-		}
-		return res, err
-	}
-	opts.step("extracted")
-	if opts.SHA256 != "" && sum != opts.SHA256 {
-		return res, &InputError{Msg: fmt.Sprintf("checksum mismatch for %s: expected sha256 %s, got %s; nothing was installed (fix AUTO_INFER_LLAMA_CPP_PKG_SHA256 / --sha256 or the file)", opts.Source, opts.SHA256, sum)}
-	}
-	if readFrom == cachePath && old.SHA256 != "" && sum != old.SHA256 && !sameFile(opts.Source, cachePath) {
-		return res, fmt.Errorf("cached %s no longer matches its recorded sha256 (disk damage?); remove it and retry", cachePath)
-	}
-	p.Stepf("extracted %d entries, %s in %.1fs (sha256 %s)", stats.Entries, printer.Bytes(stats.Bytes), time.Since(start).Seconds(), sum)
-
-	bundleDir, layout, err := bundleRoot(root)
-	if err != nil {
-		var ie *InputError
-		if errors.As(err, &ie) {
-			ie.Msg = opts.Source + ": " + ie.Msg
-		}
-		return res, err
-	}
-	bundle := filepath.Join(staging, bundleDir)
-	broot, err := root.OpenRoot(bundleDir)
-	if err != nil {
-		return res, err
-	}
-	defer broot.Close()
-	// Extraction vouched for the staging tree; the bundle may be one level
-	// down and its layout reshaped, so vouch again for what will be kept.
-	if err := archive.Audit(broot); err != nil {
-		return res, fmt.Errorf("%s: %w", opts.Source, err)
-	}
-	if err := checkReserved(broot); err != nil {
-		return res, fmt.Errorf("%s: %w", opts.Source, err)
-	}
-	if err := broot.Chmod(path.Join("bin", "llama-server"), 0o755); err != nil {
-		return res, err
-	}
-	if err := EnsureEntryPoints(bundle, opts.Self, opts.EntryPoints); err != nil {
-		return res, err
-	}
-
-	// Renaming keeps inode and mtime, so the part file's stamp is the
-	// cache file's stamp once it is moved into place.
-	cacheStamp, _ := statStamp(cachePath)
-	if copyTo != "" {
-		cacheStamp, _ = statStamp(copyTo)
-	}
-	tag := buildTag(filepath.Base(bundle), name)
-	version := versionName(app, tag, sum)
-	m := Marker{
-		ArchiveName: name, SHA256: sum, InstalledAtUnix: time.Now().Unix(),
-		SourcePath: sourceLabel(opts), Size: srcInfo.Size(), ETag: opts.etag, LastModified: opts.lastModified, Format: format.String(), Layout: layout,
-		BuildTag: tag, VersionDir: version, CachePath: cachePath,
-		SourceStamp: stampOf(srcInfo), CacheStamp: cacheStamp, Installer: opts.Installer,
-	}
-	if err := writeMarker(broot, m); err != nil {
-		return res, err
-	}
-	if err := syncFS(staging); err != nil {
-		return res, err
-	}
-	opts.step("synced")
-	final := filepath.Join(app, versionsName, version)
-	if err := os.Rename(bundle, final); err != nil {
-		return res, fmt.Errorf("move bundle into %s: %w", final, err)
-	}
-	if err := syncDir(filepath.Dir(final)); err != nil {
-		return res, err
-	}
-	opts.step("staged")
-	if copyTo != "" {
-		if err := os.Rename(copyTo, cachePath); err != nil {
-			return res, fmt.Errorf("store %s in cache: %w", name, err)
-		}
-		committed = true
-		if err := syncDir(cacheDir(app)); err != nil {
-			return res, err
-		}
-		opts.step("cached")
-	}
-	previous, err := activate(app, version)
-	if err != nil {
-		// Remove the new version only if the switch did not happen.
-		if t, _ := os.Readlink(InstallDir(app)); filepath.Base(t) != version {
-			_ = os.RemoveAll(final)
-		}
-		return res, err
-	}
-	opts.step("activated")
-	for _, v := range prune(app, version, previous) {
-		p.Stepf("removed old bundle %s", v)
-	}
-	p.Stepf("activated %s (%s layout%s) at %s in %.1fs", version, layout, tagNote(tag), InstallDir(app), time.Since(start).Seconds())
-	if previous != "" && previous != version {
-		p.Stepf("previous bundle kept for rollback: %s", filepath.Join(app, versionsName, previous))
-	}
-	return Result{Marker: m, Previous: previous}, nil
+	return j.stepActivate(s)
 }
 
 func tagNote(tag string) string {
@@ -428,7 +299,7 @@ func sameFile(a, b string) bool {
 // unpack hashes the archive stream, copies it to copyTo (if set) and
 // extracts it into root. Reading, hashing and copying run in one goroutine
 // and decompression plus extraction in another, so the two cores overlap.
-func unpack(r io.Reader, srcPath string, format archive.Format, root *os.Root, copyTo string, lim archive.Limits, prog io.Writer) (sum string, stats archive.Stats, err error) {
+func unpack(ctx context.Context, r io.Reader, srcPath string, format archive.Format, root *os.Root, copyTo string, lim archive.Limits, prog io.Writer) (sum string, stats archive.Stats, err error) {
 	h := sha256.New()
 	sinks := []io.Writer{h, prog}
 	var cache *os.File
@@ -459,7 +330,7 @@ func unpack(r io.Reader, srcPath string, format archive.Format, root *os.Root, c
 		if err != nil {
 			return "", stats, err
 		}
-		stats, err = archive.ExtractZip(zf, fi.Size(), root, lim)
+		stats, err = archive.ExtractZip(ctxReaderAt{ctx, zf}, fi.Size(), root, lim)
 		if err == nil && cache != nil {
 			err = cache.Sync()
 		}

@@ -2,6 +2,7 @@ package install
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io/fs"
 	"os"
@@ -34,7 +35,13 @@ func opts(app, src string) Options {
 
 func mustInstall(t testing.TB, o Options) Result {
 	t.Helper()
-	r, err := Install(o)
+	return mustInstallSteps(t, o, nil)
+}
+
+// mustInstallSteps installs, calling afterStep after each step.
+func mustInstallSteps(t testing.TB, o Options, afterStep func(string)) Result {
+	t.Helper()
+	r, err := (&job{Options: o, afterStep: afterStep}).run(context.Background())
 	if err != nil {
 		t.Fatalf("install %s: %v", o.Source, err)
 	}
@@ -133,10 +140,9 @@ func TestSecondRunDoesNothing(t *testing.T) {
 	cacheBefore, _ := os.Stat(first.Marker.CachePath)
 
 	o := opts(app, src)
-	o.afterStep = func(step string) { t.Errorf("second run did work: reached step %q", step) }
 	var out bytes.Buffer
 	o.Printer = printer.New(&out, &out, "[llama-cpp-pkg]", false)
-	r := mustInstall(t, o)
+	r := mustInstallSteps(t, o, func(step string) { t.Errorf("second run did work: reached step %q", step) })
 	if !r.UpToDate || r.Marker != first.Marker {
 		t.Errorf("second run: UpToDate=%v marker changed=%v", r.UpToDate, r.Marker != first.Marker)
 	}
@@ -186,8 +192,7 @@ func TestDamagedInstallIsRepairedFromCache(t *testing.T) {
 	}
 	steps := map[string]bool{}
 	o := opts(app, src)
-	o.afterStep = func(s string) { steps[s] = true }
-	r := mustInstall(t, o)
+	r := mustInstallSteps(t, o, func(s string) { steps[s] = true })
 	if r.UpToDate || readServer(t, app) != "srv" {
 		t.Fatal("damaged install not repaired")
 	}
@@ -226,7 +231,7 @@ func TestChecksumPin(t *testing.T) {
 	other := writeArchive(t, dir, "other.tar.gz", archive.Gzip, bundlegen.Release("b2", []byte("other")))
 	o := opts(app, other)
 	o.SHA256 = strings.Repeat("ab", 32)
-	_, err := Install(o)
+	_, err := Install(context.Background(), o)
 	var ie *InputError
 	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "checksum mismatch") {
 		t.Fatalf("want checksum mismatch input error, got %v", err)
@@ -243,7 +248,7 @@ func TestChecksumPin(t *testing.T) {
 		t.Error("matching pin was not installed")
 	}
 	o.SHA256 = "xyz"
-	if _, err := Install(o); !errors.As(err, &ie) {
+	if _, err := Install(context.Background(), o); !errors.As(err, &ie) {
 		t.Errorf("malformed pin: want input error, got %v", err)
 	}
 }
@@ -279,7 +284,7 @@ func TestNoLlamaServerListsTopLevel(t *testing.T) {
 	src := writeArchive(t, dir, "junk.tar.gz", archive.Gzip, []bundlegen.Entry{
 		bundlegen.File("docs/readme.txt", 0o644, "x"), bundlegen.File("tools/llama-cli", 0o755, "x"),
 	})
-	_, err := Install(opts(app, src))
+	_, err := Install(context.Background(), opts(app, src))
 	var ie *InputError
 	if !errors.As(err, &ie) || !strings.Contains(err.Error(), "docs/, tools/") {
 		t.Fatalf("want input error listing the top level, got %v", err)
@@ -312,7 +317,7 @@ func TestSourceErrors(t *testing.T) {
 		{notArchive, "not a supported archive"},
 		{bz, "bzip2"},
 	} {
-		_, err := Install(opts(filepath.Join(dir, "app"), c.src))
+		_, err := Install(context.Background(), opts(filepath.Join(dir, "app"), c.src))
 		var ie *InputError
 		if !errors.As(err, &ie) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: want input error %q, got %v", c.src, c.want, err)

@@ -3,6 +3,7 @@ package install
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -272,7 +273,7 @@ func checkLinkArchive(t *testing.T, format archive.Format, es []bundlegen.Entry)
 	must(t, os.WriteFile(src, buf.Bytes(), 0o644))
 	before := snapshot(t, dir, app)
 
-	_, err := Install(opts(app, src))
+	_, err := Install(context.Background(), opts(app, src))
 
 	describe := func() string {
 		var b strings.Builder

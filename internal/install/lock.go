@@ -1,6 +1,7 @@
 package install
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -16,7 +17,7 @@ import (
 // lockFile takes the app dir's install lock. Containers sharing a volume share
 // the kernel, so flock serialises them too. A loser waits up to timeout,
 // saying once who it waits for.
-func lockFile(path string, timeout time.Duration, p *printer.Printer) (release func(), err error) {
+func lockFile(ctx context.Context, path string, timeout time.Duration, p *printer.Printer) (release func(), err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open install lock %s: %w", path, err)
@@ -41,7 +42,12 @@ func lockFile(path string, timeout time.Duration, p *printer.Printer) (release f
 			p.Stepf("another install holds %s (pid %s); waiting up to %s", path, strings.TrimSpace(string(holder)), timeout)
 			said = true
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("stopped waiting for the install lock %s: %w", path, ctx.Err())
+		}
 	}
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)

@@ -2,7 +2,6 @@ package install
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -12,86 +11,97 @@ import (
 	"github.com/llamaboot/llamaboot/internal/fetch"
 )
 
-// installURL installs from an http(s) source: the bundle is downloaded into
+// runURL installs from an http(s) source: the bundle is downloaded into
 // the cache (resumably) and installed from there. A boot whose cache already
 // holds what the marker records for this URL does not touch the network.
-func installURL(opts Options) (Result, error) {
-	p := opts.Printer
-	shown := fetch.Redact(opts.Source)
-	if opts.SHA256From == "" && !opts.Refresh {
-		if r, ok := upToDate(opts, nil); ok {
+func (j *job) runURL(ctx context.Context) (Result, error) {
+	p := j.Printer
+	shown := fetch.Redact(j.Source)
+	name, err := urlFileName(j.Source)
+	if err != nil {
+		return Result{}, err
+	}
+	if j.SHA256From == "" && !j.Refresh {
+		if r, ok := j.upToDate(shown, nil); ok {
 			p.Stepf("already installed: %s (sha256 %s…) from %s; nothing to do (server not contacted)", r.Marker.ArchiveName, r.Marker.SHA256[:12], shown)
 			return r, nil
 		}
 	}
-	release, err := lockApp(opts)
+	release, err := j.lock(ctx)
 	if err != nil {
 		return Result{}, err
 	}
 	defer release()
-	if !opts.Refresh {
-		if r, ok := upToDate(opts, nil); ok && opts.SHA256From == "" {
+	if !j.Refresh {
+		if r, ok := j.upToDate(shown, nil); ok && j.SHA256From == "" {
 			p.Stepf("already installed by another process: %s; nothing to do", r.Marker.ArchiveName)
 			return r, nil
 		}
 	}
-
-	ctx := context.Background()
-	name, err := urlFileName(opts.Source)
-	if err != nil {
-		return Result{}, err
+	src, r, err := j.download(ctx, name)
+	if err != nil || r.UpToDate {
+		return r, err
 	}
-	d := opts.Download
-	d.URL, d.Dest, d.Printer, d.Refresh = opts.Source, filepath.Join(cacheDir(opts.AppDir), name), p, opts.Refresh
-	old, _ := ReadMarker(InstallDir(opts.AppDir))
+	return j.installLocked(ctx, src)
+}
+
+// download is the source step for a URL: the pin (from --sha256-from if
+// given), then the download into the cache, checked against the pin before
+// it is renamed into place. A Result with UpToDate means nothing is to do.
+func (j *job) download(ctx context.Context, name string) (source, Result, error) {
+	p := j.Printer
+	shown := fetch.Redact(j.Source)
+	d := j.Download
+	d.URL, d.Dest, d.Printer, d.Label = j.Source, filepath.Join(cacheDir(j.AppDir), name), p, name
+	old, _ := ReadMarker(InstallDir(j.AppDir))
 	if old.SourcePath == shown {
 		d.ETag, d.LastModified = old.ETag, old.LastModified
 	}
-	if opts.SHA256From != "" {
-		sum, err := fetch.SumFromFile(ctx, d, opts.SHA256From, name)
+	if j.SHA256From != "" {
+		sum, err := fetch.SumFromFile(ctx, d, j.SHA256From, name)
 		if err != nil {
-			return Result{}, err
+			return source{}, Result{}, err
 		}
-		if opts.SHA256 != "" && opts.SHA256 != sum {
-			return Result{}, &InputError{Msg: fmt.Sprintf("--sha256 %s disagrees with %s (%s)", opts.SHA256, fetch.Redact(opts.SHA256From), sum)}
+		if j.SHA256 != "" && j.SHA256 != sum {
+			return source{}, Result{}, &InputError{Msg: fmt.Sprintf("--sha256 %s disagrees with %s (%s)", j.SHA256, fetch.Redact(j.SHA256From), sum)}
 		}
-		opts.SHA256 = sum
-		if r, ok := upToDate(opts, nil); ok && !opts.Refresh {
-			p.Stepf("already installed: %s matches %s; nothing to do", r.Marker.ArchiveName, fetch.Redact(opts.SHA256From))
-			return r, nil
+		j.SHA256 = sum
+		if r, ok := j.upToDate(shown, nil); ok && !j.Refresh {
+			p.Stepf("already installed: %s matches %s; nothing to do", r.Marker.ArchiveName, fetch.Redact(j.SHA256From))
+			return source{}, r, nil
 		}
 	}
 	// A conditional request only makes sense for the bundle we hold.
-	d.Refresh = opts.Refresh && old.SourcePath == shown
-	d.SHA256 = opts.SHA256
+	d.Refresh = j.Refresh && old.SourcePath == shown
+	d.SHA256 = j.SHA256
 	p.Stepf("downloading %s", shown)
 	res, err := fetch.Fetch(ctx, d)
 	if err != nil {
-		return Result{}, downloadHints(err)
+		return source{}, Result{}, downloadHints(err)
 	}
 	if res.NotModified {
-		if r, ok := upToDate(Options{AppDir: opts.AppDir, Source: opts.Source, SHA256: opts.SHA256, Printer: p}, nil); ok {
+		plain := *j
+		plain.Force, plain.Verify = false, false
+		if r, ok := plain.upToDate(shown, nil); ok {
 			p.Stepf("%s is unchanged on the server (HTTP 304); nothing to do", shown)
-			return r, nil
+			return source{}, r, nil
 		}
 		// The cached copy is gone or damaged: download it whole.
 		d.Refresh = false
 		if res, err = fetch.Fetch(ctx, d); err != nil {
-			return Result{}, downloadHints(err)
+			return source{}, Result{}, downloadHints(err)
 		}
 	}
 	fi, err := os.Stat(res.Path)
 	if err != nil {
-		return Result{}, err
+		return source{}, Result{}, err
 	}
-	local := opts
-	local.Source, local.origin, local.etag, local.lastModified = res.Path, shown, res.ETag, res.LastModified
-	r, err := installLocked(local, fi)
-	var ie *InputError
-	if errors.As(err, &ie) {
-		ie.Msg = shown + " (downloaded to " + res.Path + "): " + ie.Msg
+	// The name after redirects (…/latest → llama-b7300-….zip) tells the
+	// build better than the URL's own.
+	if res.Name != name && validFileName(res.Name) {
+		name = res.Name
 	}
-	return r, err
+	return source{path: res.Path, info: fi, label: shown, name: name, etag: res.ETag, lastModified: res.LastModified}, Result{}, nil
 }
 
 // urlFileName is the cache name of a bundle URL: its last path element.
@@ -101,10 +111,14 @@ func urlFileName(source string) (string, error) {
 		return "", &InputError{Msg: fmt.Sprintf("%s is not a valid URL", fetch.Redact(source))}
 	}
 	name := path.Base(u.Path)
-	if name == "/" || name == "." || name == ".." || name == "" {
+	if !validFileName(name) {
 		return "", &InputError{Msg: fmt.Sprintf("%s names no file (its path ends in %q); give the archive's own URL, such as https://host/llama-b7300-bin-ubuntu-x64.tar.gz", fetch.Redact(source), name)}
 	}
 	return name, nil
+}
+
+func validFileName(name string) bool {
+	return name != "/" && name != "." && name != ".." && name != ""
 }
 
 // downloadHints adds to a download error what a bundle's user can change.

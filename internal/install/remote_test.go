@@ -2,6 +2,7 @@ package install
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -67,7 +69,7 @@ func TestInstallFromURLThenOffline(t *testing.T) {
 	srv := newBundleServer(t, gzBundle(t, "b7300", "remote"))
 	app := t.TempDir()
 	u := srv.URL + "/llama-b7300-bin-ubuntu-x64.tar.gz?token=abc"
-	r, err := Install(urlOpts(app, u))
+	r, err := Install(context.Background(), urlOpts(app, u))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +84,7 @@ func TestInstallFromURLThenOffline(t *testing.T) {
 	var out bytes.Buffer
 	o := urlOpts(app, u)
 	o.Printer = printer.New(&out, &out, "", false)
-	r, err = Install(o)
+	r, err = Install(context.Background(), o)
 	if err != nil || !r.UpToDate || !strings.Contains(out.String(), "server not contacted") {
 		t.Errorf("offline boot: %v %+v %s", err, r, out.String())
 	}
@@ -92,24 +94,24 @@ func TestRefreshAskConditionally(t *testing.T) {
 	srv := newBundleServer(t, gzBundle(t, "b7300", "v1"))
 	app := t.TempDir()
 	u := srv.URL + "/llama-b7300-bin-ubuntu-x64.tar.gz"
-	if _, err := Install(urlOpts(app, u)); err != nil {
+	if _, err := Install(context.Background(), urlOpts(app, u)); err != nil {
 		t.Fatal(err)
 	}
 	o := urlOpts(app, u)
 	o.Refresh = true
-	r, err := Install(o)
+	r, err := Install(context.Background(), o)
 	if err != nil || !r.UpToDate || srv.cond.Load() != 1 {
 		t.Fatalf("unchanged refresh: %v up-to-date %v, conditional requests %d", err, r.UpToDate, srv.cond.Load())
 	}
 	srv.body.Store(gzBundle(t, "b7301", "v2"))
-	r, err = Install(o)
+	r, err = Install(context.Background(), o)
 	if err != nil || r.UpToDate || readServer(t, app) != "v2" {
 		t.Fatalf("changed refresh: %v %+v", err, r)
 	}
 	// Without --refresh a changed server is not even asked.
 	before := srv.requests.Load()
 	srv.body.Store(gzBundle(t, "b7302", "v3"))
-	if r, _ := Install(urlOpts(app, u)); !r.UpToDate || srv.requests.Load() != before {
+	if r, _ := Install(context.Background(), urlOpts(app, u)); !r.UpToDate || srv.requests.Load() != before {
 		t.Error("a plain boot contacted the server")
 	}
 }
@@ -121,7 +123,7 @@ func TestURLChecksums(t *testing.T) {
 	u := srv.URL + "/llama-b7300-bin-ubuntu-x64.tar.gz"
 	o := urlOpts(app, u)
 	o.SHA256 = strings.Repeat("0", 64)
-	_, err := Install(o)
+	_, err := Install(context.Background(), o)
 	var bad interface{ BadInput() bool }
 	if !errors.As(err, &bad) || !strings.Contains(err.Error(), "checksum mismatch") || !strings.Contains(err.Error(), "AUTO_INFER_LLAMA_CPP_PKG_SHA256") {
 		t.Fatalf("wrong pin: %v", err)
@@ -129,7 +131,7 @@ func TestURLChecksums(t *testing.T) {
 	assertNoLeftovers(t, app)
 	o = urlOpts(app, u)
 	o.SHA256From = srv.URL + "/SHA256SUMS"
-	r, err := Install(o)
+	r, err := Install(context.Background(), o)
 	sum := sha256.Sum256(body)
 	if err != nil || r.Marker.SHA256 != hex.EncodeToString(sum[:]) {
 		t.Fatalf("--sha256-from: %v", err)
@@ -138,13 +140,13 @@ func TestURLChecksums(t *testing.T) {
 
 func TestURL404IsBadInput(t *testing.T) {
 	srv := newBundleServer(t, nil)
-	_, err := Install(urlOpts(t.TempDir(), srv.URL+"/"))
+	_, err := Install(context.Background(), urlOpts(t.TempDir(), srv.URL+"/"))
 	var bad interface{ BadInput() bool }
 	if !errors.As(err, &bad) {
 		t.Errorf("a URL naming no file: %v", err)
 	}
 	for _, u := range []string{srv.URL + "/", srv.URL + "/releases/.."} {
-		_, err = Install(urlOpts(t.TempDir(), u))
+		_, err = Install(context.Background(), urlOpts(t.TempDir(), u))
 		if !errors.As(err, &bad) || !strings.Contains(err.Error(), "names no file") {
 			t.Errorf("%s: %v", u, err)
 		}
@@ -154,7 +156,7 @@ func TestURL404IsBadInput(t *testing.T) {
 	}
 	missing := httptest.NewServer(http.NotFoundHandler())
 	defer missing.Close()
-	_, err = Install(urlOpts(t.TempDir(), missing.URL+"/llama.tgz"))
+	_, err = Install(context.Background(), urlOpts(t.TempDir(), missing.URL+"/llama.tgz"))
 	if !errors.As(err, &bad) || !strings.Contains(err.Error(), missing.URL+"/llama.tgz: HTTP 404") {
 		t.Errorf("404: %v", err)
 	}
@@ -164,35 +166,56 @@ func TestURL404IsBadInput(t *testing.T) {
 // left) is resumed with Range by the next run, not restarted.
 func TestPartialDownloadResumesNextRun(t *testing.T) {
 	body := gzBundle(t, "b7300", strings.Repeat("big server ", 50_000))
-	var calls atomic.Int32
-	var ranges []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("ETag", `"one"`)
-		if calls.Add(1) == 1 {
-			w.Header().Set("Content-Length", fmt.Sprint(len(body)))
-			w.Write(body[:len(body)/2])
-			w.(http.Flusher).Flush()
-			conn, _, _ := w.(http.Hijacker).Hijack()
-			conn.Close()
-			return
-		}
-		ranges = append(ranges, r.Header.Get("Range"))
-		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
-	}))
-	defer srv.Close()
+	srv, ranges := halfServer(t, body, func(w http.ResponseWriter, r *http.Request) {
+		conn, _, _ := w.(http.Hijacker).Hijack()
+		conn.Close()
+	})
 	app := t.TempDir()
 	o := urlOpts(app, srv.URL+"/llama-b7300.tar.gz")
 	o.Download.Retries = 0
-	if _, err := Install(o); err == nil || !strings.Contains(err.Error(), "is kept in "+filepath.Join(app, "cache", "llama-b7300.tar.gz.part")) {
+	if _, err := Install(context.Background(), o); err == nil || !strings.Contains(err.Error(), "is kept in "+filepath.Join(app, "cache", "llama-b7300.tar.gz.part")) {
 		t.Fatalf("first run should fail and keep the partial download: %v", err)
 	}
-	if _, err := Install(o); err != nil {
+	if _, err := Install(context.Background(), o); err != nil {
 		t.Fatal(err)
 	}
-	if len(ranges) != 1 || ranges[0] != fmt.Sprintf("bytes=%d-", len(body)/2) {
-		t.Errorf("second run asked for %q, want a resume from byte %d", ranges, len(body)/2)
+	if got := ranges(); len(got) != 1 || got[0] != fmt.Sprintf("bytes=%d-", len(body)/2) {
+		t.Errorf("second run asked for %q, want a resume from byte %d", got, len(body)/2)
 	}
 	if readServer(t, app) != strings.Repeat("big server ", 50_000) {
 		t.Error("wrong bundle installed")
+	}
+}
+
+// halfServer sends the first half of body to the first request, then calls
+// cut (which drops or stalls the connection); later requests get the file
+// with Range support. ranges returns the Range header of each later request.
+func halfServer(t *testing.T, body []byte, cut http.HandlerFunc) (srv *httptest.Server, ranges func() []string) {
+	var mu sync.Mutex
+	var calls int
+	var got []string
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("ETag", `"one"`)
+		mu.Lock()
+		calls++
+		first := calls == 1
+		if !first {
+			got = append(got, r.Header.Get("Range"))
+		}
+		mu.Unlock()
+		if first {
+			w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+			w.Write(body[:len(body)/2])
+			w.(http.Flusher).Flush()
+			cut(w, r)
+			return
+		}
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+	}))
+	t.Cleanup(srv.Close)
+	return srv, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), got...)
 	}
 }
