@@ -1,7 +1,12 @@
 # llamaboot — see README.md.
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -s -w -X github.com/llamaboot/llamaboot/internal/buildinfo.Version=$(VERSION)
+# The commit is stamped here too: GOFLAGS=-buildvcs=false (or a build
+# outside the checkout) leaves Go's own VCS stamp out.
+COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)$(shell git status --porcelain 2>/dev/null | grep -q . && echo +dirty)
+BINDIR  ?= bin
+LDFLAGS := -s -w -X github.com/llamaboot/llamaboot/internal/buildinfo.Version=$(VERSION) \
+	-X github.com/llamaboot/llamaboot/internal/buildinfo.CommitStamp=$(COMMIT)
 export CGO_ENABLED = 0
 
 .PHONY: all build test bench demo lint clean
@@ -10,8 +15,8 @@ all: build
 
 # Static binaries: llamaboot and the stand-in llama-server used by tests and the demo.
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/llamaboot ./cmd/llamaboot
-	$(GO) build -trimpath -o bin/standin-llama-server ./cmd/standin-llama-server
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BINDIR)/llamaboot ./cmd/llamaboot
+	$(GO) build -trimpath -o $(BINDIR)/standin-llama-server ./cmd/standin-llama-server
 
 # The whole suite, as CI runs it.
 test:

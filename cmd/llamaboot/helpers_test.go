@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 	llamaboot = filepath.Join(dir, "llamaboot")
 	standin = filepath.Join(dir, "llama-server")
 	for out, pkg := range map[string]string{llamaboot: ".", standin: "../standin-llama-server"} {
-		cmd := exec.Command("go", "build", "-o", out, pkg)
+		cmd := exec.Command("go", "build", "-buildvcs=auto", "-o", out, pkg) // stamps the commit despite GOFLAGS=-buildvcs=false
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if b, err := cmd.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", pkg, err, b)

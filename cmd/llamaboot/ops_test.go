@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -41,5 +42,57 @@ func TestDuplicateDefaultPortPointsAtInstance(t *testing.T) {
 	want := cfg + `:7: instance.b.server.port: port 8080 (no port set: 8080 is the default) is also used by instance "a"`
 	if r.code != 2 || !strings.Contains(r.stderr, want) {
 		t.Errorf("want exit 2 and %q:\n%v", want, r)
+	}
+}
+
+// headCommit is the checkout's commit, as `llamaboot version` should name it.
+func headCommit(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Skipf("not a git checkout (%v): no commit to stamp", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// `go build` (Go's VCS stamp) and `make build` (link-time stamp) both name
+// the commit.
+func TestVersionNamesCommit(t *testing.T) {
+	head := headCommit(t)
+	// Go stamps only checkouts whose .git is a directory, not linked
+	// worktrees (where .git is a file); make's stamp covers those.
+	if fi, err := os.Stat("../../.git"); err == nil && fi.IsDir() {
+		if r := runLB(t, nil, "version"); r.code != 0 || !strings.Contains(r.stdout, "(commit "+head) {
+			t.Errorf("go build: want commit %s:\n%v", head, r)
+		}
+	} else {
+		t.Log("linked worktree: Go records no VCS stamp here; checking make build only")
+	}
+	dir := t.TempDir()
+	mk := exec.Command("make", "-s", "-C", "../..", "build", "BINDIR="+dir)
+	if out, err := mk.CombinedOutput(); err != nil {
+		t.Fatalf("make build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(filepath.Join(dir, "llamaboot"), "version").Output()
+	if err != nil || !strings.Contains(string(out), "(commit "+head) || strings.Contains(string(out), "llamaboot dev ") {
+		t.Errorf("make build: want version and commit %s: %s %v", head, out, err)
+	}
+}
+
+func TestConfigDirectoryAndMissingExecutable(t *testing.T) {
+	dir := t.TempDir()
+	cfgDir := filepath.Join(dir, "cfg.toml")
+	os.Mkdir(cfgDir, 0o755) // what Docker makes for a -v of a missing host file
+	r := runLB(t, nil, "plan", "--config", cfgDir)
+	if r.code != 2 || !strings.Contains(r.stderr, "config "+cfgDir+" is a directory, not a file") || !strings.Contains(r.stderr, "host path of the mount") {
+		t.Errorf("config dir:\n%v", r)
+	}
+
+	app := filepath.Join(dir, "app")
+	cfg := writeFile(t, filepath.Join(dir, "ok.toml"), fmt.Sprintf("[instance.control]\nlog_dir = %q\n[instance.a.server]\nport = %d\n", dir, freePorts(t, 1)[0]))
+	r = runLB(t, []string{"PATH=/nonexistent-bin"}, "run", "--app-dir", app, "--config", cfg)
+	want := `executable llama-server not found: looked in ` + app + `/llama-cpp/bin, /hard/volume/workspace/llama-cpp/build/bin and PATH (/nonexistent-bin)`
+	if r.code == 0 || !strings.Contains(r.stderr, want) {
+		t.Errorf("want %q:\n%v", want, r)
 	}
 }

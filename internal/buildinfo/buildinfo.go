@@ -7,11 +7,21 @@ import (
 	"runtime/debug"
 )
 
-// Version is set at link time: -ldflags "-X github.com/llamaboot/llamaboot/internal/buildinfo.Version=v1.2.3".
-var Version = "dev"
+// Version and CommitStamp are set at link time (the Makefile does):
+// -ldflags "-X github.com/llamaboot/llamaboot/internal/buildinfo.Version=v1.2.3
+// -X github.com/llamaboot/llamaboot/internal/buildinfo.CommitStamp=<sha>".
+var (
+	Version     = "dev"
+	CommitStamp = ""
+)
 
-// Commit returns the VCS revision the binary was built from, if known.
+// Commit returns the VCS revision the binary was built from: the link-time
+// stamp, else what the go command recorded (a plain `go build` in a git
+// checkout, unless -buildvcs=false), else "unknown".
 func Commit() string {
+	if CommitStamp != "" {
+		return CommitStamp
+	}
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "unknown"

@@ -5,6 +5,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -39,6 +41,11 @@ type Plan struct {
 	Instances []Instance
 	Disabled  []string  // instances with enabled = false
 	Warnings  []Problem // worth saying, not worth refusing
+
+	// Executable is llama-server as resolved for every instance; where
+	// master.llama_cpp_path set it (zero when it was searched for).
+	Executable    string
+	ExecutablePos Pos
 }
 
 // Instance is one llama-server process to start.
@@ -64,6 +71,10 @@ type Instance struct {
 
 	Pos      Pos `json:"-"`
 	modelPos Pos
+	// Searched lists the files looked for before PATH (none when
+	// master.llama_cpp_path names the executable, at ExecutablePos).
+	Searched      []string `json:"-"`
+	ExecutablePos Pos      `json:"-"`
 }
 
 // ProbeURL is where readiness is checked: wildcard hosts are probed on
@@ -95,6 +106,9 @@ type FileError struct {
 }
 
 func (e *FileError) Error() string {
+	if errors.Is(e.Err, syscall.EISDIR) {
+		return fmt.Sprintf("config %s is a directory, not a file; when it is a Docker -v mount, the host file did not exist when the container was created (Docker then makes an empty directory): check the host path of the mount, or --config / AUTO_INFER_LLAMA_CPP_CONFIG", e.Path)
+	}
 	return fmt.Sprintf("config %s cannot be read (%v); check --config / AUTO_INFER_LLAMA_CPP_CONFIG", e.Path, e.Err)
 }
 func (e *FileError) Unwrap() error { return e.Err }
@@ -139,7 +153,11 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 	if e, ok := master.Get("enable"); ok {
 		plan.Enabled = e != false
 	}
-	exe, libDir := executable(master, o)
+	exe, libDir, searched := executable(master, o)
+	plan.Executable, plan.ExecutablePos = exe, master.PosOf("llama_cpp_path")
+	if searched != nil {
+		plan.ExecutablePos = Pos{}
+	}
 	ports := map[int]string{}
 	for _, name := range inst.Keys() {
 		if name == "control" || name == "server" {
@@ -165,7 +183,7 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 		}
 		server := mergeServer(gServer, s)
 		in := build(name, control, server, exe, libDir)
-		in.Pos = it.Pos
+		in.Pos, in.Searched, in.ExecutablePos = it.Pos, searched, plan.ExecutablePos
 		if prev, dup := ports[in.Port]; dup && plan.Enabled {
 			// Point at the line that set the port, or at the instance's own
 			// table when the port is the default.
@@ -215,10 +233,11 @@ func (p *Plan) MissingModels(exists func(string) bool) []Problem {
 
 // executable resolves llama-server: master.llama_cpp_path, then the
 // installed bundle, then a llama.cpp build in the workspace, then PATH.
-func executable(master *Table, o Options) (exe, libDir string) {
+// searched lists the files tried before PATH, for "not found" messages.
+func executable(master *Table, o Options) (exe, libDir string, searched []string) {
 	if p, ok := master.Get("llama_cpp_path"); ok {
 		if s, ok := p.(string); ok && s != "" {
-			return s, filepath.Dir(s)
+			return s, filepath.Dir(s), nil
 		}
 	}
 	for _, c := range []string{
@@ -226,10 +245,11 @@ func executable(master *Table, o Options) (exe, libDir string) {
 		"/hard/volume/workspace/llama-cpp/build/bin/llama-server",
 	} {
 		if o.Exists(c) {
-			return c, filepath.Dir(c)
+			return c, filepath.Dir(c), nil
 		}
+		searched = append(searched, c)
 	}
-	return "llama-server", ""
+	return "llama-server", "", searched
 }
 
 func mergeShallow(dst, src *Table) {

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"maps"
 	"net/http"
 	"os"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/logfile"
 )
 
 // NotFoundError is an executable that does not exist: nothing is installed
@@ -28,10 +28,26 @@ import (
 type NotFoundError struct {
 	Instance, Executable string
 	Err                  error
+	SetAt                config.Pos // where master.llama_cpp_path was set, if it was
+	Searched             []string   // files looked for before PATH
+	PATH                 string     // the PATH searched
 }
 
 func (e *NotFoundError) Error() string {
-	return fmt.Sprintf("instance %q: executable %s not found (%v); install a bundle (llamaboot install) or set master.llama_cpp_path", e.Instance, e.Executable, e.Err)
+	if e.SetAt.File != "" {
+		return fmt.Sprintf("instance %q: executable %s not found (%v); it is master.llama_cpp_path at %s: correct it, or remove it to use the installed bundle",
+			e.Instance, e.Executable, e.Err, e.SetAt)
+	}
+	var where []string
+	for _, s := range e.Searched {
+		where = append(where, filepath.Dir(s))
+	}
+	path := e.PATH
+	if path == "" {
+		path = "empty"
+	}
+	return fmt.Sprintf("instance %q: executable %s not found: looked in %s and PATH (%s); install a bundle (llamaboot install, into --app-dir / AUTO_INFER_APP_DIR, default /soft/app) or set master.llama_cpp_path",
+		e.Instance, e.Executable, strings.Join(where, ", "), path)
 }
 
 // BadInput marks the error as the user's input at fault.
@@ -52,15 +68,9 @@ const (
 // Command builds the process for in. env is the base environment
 // (os.Environ() in production). The caller starts it and closes the log.
 func Command(in config.Instance, env []string, mode Detach) (*exec.Cmd, *os.File, error) {
-	exe := in.Executable
-	if !strings.ContainsRune(exe, '/') {
-		p, err := exec.LookPath(exe)
-		if err != nil {
-			return nil, nil, &NotFoundError{Instance: in.Name, Executable: exe, Err: err}
-		}
-		exe = p
-	} else if _, err := os.Stat(exe); err != nil {
-		return nil, nil, &NotFoundError{Instance: in.Name, Executable: exe, Err: err}
+	exe, err := Resolve(in, env)
+	if err != nil {
+		return nil, nil, err
 	}
 	log, err := OpenLog(in.LogFile)
 	if err != nil {
@@ -78,71 +88,49 @@ func Command(in config.Instance, env []string, mode Detach) (*exec.Cmd, *os.File
 	return cmd, log, nil
 }
 
-// LogLinkError is a log file path that is a symbolic link. Log paths such
-// as /tmp/llama-server-<name>.log are predictable and opened as root, so a
-// link planted there by another user would send server output into any
-// file it names.
-type LogLinkError struct{ Path string }
-
-func (e *LogLinkError) Error() string {
-	return fmt.Sprintf("log file %s is a symbolic link; llamaboot does not write through links in log paths: remove it, or set control.log_file / log_dir to a directory other users cannot write", e.Path)
+// Resolve finds in's executable: a path as given, a bare name on env's
+// PATH. A NotFoundError says where it looked.
+func Resolve(in config.Instance, env []string) (string, error) {
+	exe := in.Executable
+	nf := &NotFoundError{Instance: in.Name, Executable: exe, SetAt: in.ExecutablePos, Searched: in.Searched, PATH: lookupEnv(env, "PATH")}
+	if !strings.ContainsRune(exe, '/') {
+		for _, dir := range filepath.SplitList(nf.PATH) {
+			if dir == "" {
+				continue
+			}
+			p := filepath.Join(dir, exe)
+			if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+				return p, nil
+			}
+		}
+		nf.Err = exec.ErrNotFound
+		return "", nf
+	}
+	if _, err := os.Stat(exe); err != nil {
+		nf.Err = err
+		return "", nf
+	}
+	return exe, nil
 }
 
-// BadInput marks the error as the user's input at fault.
-func (e *LogLinkError) BadInput() bool { return true }
+func lookupEnv(env []string, key string) string {
+	v := ""
+	for _, kv := range env {
+		if k, val, ok := strings.Cut(kv, "="); ok && k == key {
+			v = val // the last one wins, as for exec
+		}
+	}
+	return v
+}
 
-// OpenLog opens a log file for appending, creating its parent dirs. It
-// refuses a symbolic link or anything but a regular file at path, and
-// creates the file 0644 whatever the umask (so non-root users can read it).
+// OpenLog opens a log file for appending, creating its parent dirs. The
+// file itself is opened by logfile.Open: never through a symbolic link
+// (a *logfile.LinkError names it), regular files only, 0644 when created.
 func OpenLog(path string) (*os.File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create log dir for %s: %w", path, err)
 	}
-	// O_NONBLOCK: a FIFO planted at path must not hang us; it is refused below.
-	const flags = os.O_WRONLY | os.O_APPEND | syscall.O_NOFOLLOW | syscall.O_NONBLOCK
-	f, err := os.OpenFile(path, flags|os.O_CREATE|os.O_EXCL, 0o644)
-	created := err == nil
-	if errors.Is(err, fs.ErrExist) {
-		f, err = os.OpenFile(path, flags, 0)
-	}
-	if errors.Is(err, syscall.ELOOP) {
-		return nil, &LogLinkError{Path: path}
-	}
-	if err != nil {
-		if fi, lerr := os.Lstat(path); lerr == nil && !fi.Mode().IsRegular() {
-			return nil, notRegular(path, fi.Mode())
-		}
-		return nil, fmt.Errorf("open log %s: %w", path, err)
-	}
-	fi, err := f.Stat()
-	if err == nil && !fi.Mode().IsRegular() {
-		err = notRegular(path, fi.Mode())
-	} else if err == nil && created {
-		err = f.Chmod(0o644) // the umask may have narrowed it
-	}
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return f, nil
-}
-
-func notRegular(path string, m fs.FileMode) error {
-	return fmt.Errorf("log file %s is a %s, not a regular file; remove it or choose another control.log_file", path, fileType(m))
-}
-
-func fileType(m fs.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "directory"
-	case m&fs.ModeNamedPipe != 0:
-		return "named pipe"
-	case m&fs.ModeSocket != 0:
-		return "socket"
-	case m&fs.ModeDevice != 0:
-		return "device"
-	}
-	return "special file"
+	return logfile.Open(path)
 }
 
 // Environ returns env with the instance's changes: CUDA_VISIBLE_DEVICES per

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/logfile"
 )
 
 func TestEnviron(t *testing.T) {
@@ -95,17 +96,35 @@ func TestTailAndOpenLog(t *testing.T) {
 }
 
 func TestCommandNotFound(t *testing.T) {
-	for _, exe := range []string{"/nonexistent/llama-server", "surely-not-on-path-llama-server"} {
-		_, _, err := Command(config.Instance{Name: "x", Executable: exe, LogFile: filepath.Join(t.TempDir(), "l")}, nil, OwnGroup)
+	logFile := filepath.Join(t.TempDir(), "l")
+	searched := []string{"/app/llama-cpp/bin/llama-server", "/hard/volume/workspace/llama-cpp/build/bin/llama-server"}
+	for _, c := range []struct {
+		in   config.Instance
+		want string
+	}{
+		{config.Instance{Name: "x", Executable: "/nonexistent/llama-server", ExecutablePos: config.Pos{File: "cfg.toml", Line: 2}},
+			`instance "x": executable /nonexistent/llama-server not found (stat /nonexistent/llama-server: no such file or directory); it is master.llama_cpp_path at cfg.toml:2: correct it, or remove it to use the installed bundle`},
+		{config.Instance{Name: "x", Executable: "surely-not-on-path-llama-server", Searched: searched},
+			`instance "x": executable surely-not-on-path-llama-server not found: looked in /app/llama-cpp/bin, /hard/volume/workspace/llama-cpp/build/bin and PATH (/nonexistent-bin:/also-not); install a bundle (llamaboot install, into --app-dir / AUTO_INFER_APP_DIR, default /soft/app) or set master.llama_cpp_path`},
+	} {
+		c.in.LogFile = logFile
+		_, _, err := Command(c.in, []string{"PATH=/nonexistent-bin:/also-not"}, OwnGroup)
 		var nf *NotFoundError
-		if !errors.As(err, &nf) || !strings.Contains(err.Error(), "master.llama_cpp_path") {
-			t.Errorf("%s: %v", exe, err)
+		if !errors.As(err, &nf) || err.Error() != c.want {
+			t.Errorf("got  %v\nwant %s", err, c.want)
 		}
+	}
+	// Found on the PATH given (not ours).
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "my-server")
+	os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755)
+	if p, err := Resolve(config.Instance{Executable: "my-server"}, []string{"PATH=/nope:" + dir}); err != nil || p != exe {
+		t.Errorf("Resolve = %q, %v", p, err)
 	}
 }
 
 // A link planted at a predictable log path is refused and the file it
-// names is left alone.
+// names is left alone (through OpenLog, as Command opens logs).
 func TestOpenLogRefusesPlantedLink(t *testing.T) {
 	dir := t.TempDir()
 	sentinel := filepath.Join(dir, "sentinel")
@@ -116,12 +135,9 @@ func TestOpenLogRefusesPlantedLink(t *testing.T) {
 	if err := os.Symlink(sentinel, logPath); err != nil {
 		t.Fatal(err)
 	}
-	f, err := OpenLog(logPath)
-	var le *LogLinkError
+	_, _, err := Command(config.Instance{Name: "a", Executable: "/bin/true", LogFile: logPath}, nil, OwnGroup)
+	var le *logfile.LinkError
 	if !errors.As(err, &le) || !strings.Contains(err.Error(), logPath) || !strings.Contains(err.Error(), "symbolic link") {
-		if f != nil {
-			f.Close()
-		}
 		t.Fatalf("want a clear link error naming %s, got %v", logPath, err)
 	}
 	b, _ := os.ReadFile(sentinel)
@@ -141,11 +157,10 @@ func TestOpenLogRefusesPlantedLink(t *testing.T) {
 	}
 }
 
-func TestOpenLogModeAndSpecialFiles(t *testing.T) {
+func TestOpenLogModeUnderUmask(t *testing.T) {
 	old := syscall.Umask(0o077)
 	defer syscall.Umask(old)
-	dir := t.TempDir()
-	p := filepath.Join(dir, "x.log")
+	p := filepath.Join(t.TempDir(), "new", "x.log")
 	f, err := OpenLog(p)
 	if err != nil {
 		t.Fatal(err)
@@ -153,15 +168,5 @@ func TestOpenLogModeAndSpecialFiles(t *testing.T) {
 	f.Close()
 	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o644 {
 		t.Errorf("created %v under umask 077, want 0644", fi.Mode().Perm())
-	}
-	fifo := filepath.Join(dir, "fifo.log")
-	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := OpenLog(fifo); err == nil || !strings.Contains(err.Error(), "named pipe, not a regular file") {
-		t.Errorf("fifo: %v", err)
-	}
-	if _, err := OpenLog(dir); err == nil || !strings.Contains(err.Error(), "directory, not a regular file") {
-		t.Errorf("directory: %v", err)
 	}
 }
