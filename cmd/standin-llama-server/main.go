@@ -3,9 +3,18 @@
 // environment it was given, answers /health with 503 while "loading" and 200
 // after, serves /v1/models, and exits cleanly on SIGTERM. It runs no model.
 //
+// Like llama-server it serves /slots (unless --no-slots: 501), /props, and
+// /metrics with --metrics; POST /completion and /v1/chat/completions keep a
+// slot busy while "generating", counting tokens in /metrics.
+//
 // Knobs (environment): STANDIN_LOAD_MS (loading time, default 300),
 // STANDIN_EXIT_AFTER_MS and STANDIN_EXIT_CODE (crash on purpose),
-// STANDIN_IGNORE_TERM=1 (ignore SIGTERM, to test SIGKILL after a grace period).
+// STANDIN_IGNORE_TERM=1 (ignore SIGTERM, to test SIGKILL after a grace period),
+// STANDIN_GEN_MS (how long a completion keeps its slot busy, default 1000),
+// STANDIN_HANG_SLOTS_AFTER=N (after N answers, /slots, /props and /metrics
+// never answer again while /health keeps saying ok: a wedged worker loop),
+// STANDIN_HANG_LOG_MS (while hung, print a progress line this often: busy,
+// not dead).
 package main
 
 import (
@@ -27,6 +36,7 @@ import (
 func main() {
 	args := os.Args[1:]
 	host, port, alias, model := "127.0.0.1", "8080", "", ""
+	slotsOn, metricsOn := true, false
 	for i := 0; i < len(args); i++ {
 		val := func() string {
 			if i+1 < len(args) {
@@ -44,6 +54,12 @@ func main() {
 			alias = val()
 		case "--model", "-m":
 			model = val()
+		case "--no-slots":
+			slotsOn = false
+		case "--slots":
+			slotsOn = true
+		case "--metrics":
+			metricsOn = true
 		}
 	}
 	if alias == "" {
@@ -86,6 +102,28 @@ func main() {
 		}
 		fmt.Fprint(w, `{"status":"ok"}`)
 	})
+	w := newWorker(envInt("STANDIN_HANG_SLOTS_AFTER", -1), time.Duration(envInt("STANDIN_HANG_LOG_MS", 0))*time.Millisecond,
+		time.Duration(envInt("STANDIN_GEN_MS", 1000))*time.Millisecond)
+	mux.HandleFunc("/slots", func(rw http.ResponseWriter, r *http.Request) {
+		if !slotsOn {
+			rw.Header().Set("Content-Type", "application/json")
+			rw.WriteHeader(http.StatusNotImplemented)
+			fmt.Fprint(rw, `{"error":{"code":501,"message":"This server does not support slots endpoint. Start it with `+"`--slots`"+`","type":"not_supported_error"}}`)
+			return
+		}
+		w.serve(rw, r, w.slots)
+	})
+	mux.HandleFunc("/props", func(rw http.ResponseWriter, r *http.Request) { w.serve(rw, r, w.props) })
+	mux.HandleFunc("/metrics", func(rw http.ResponseWriter, r *http.Request) {
+		if !metricsOn {
+			rw.WriteHeader(http.StatusNotImplemented)
+			fmt.Fprint(rw, `{"error":{"code":501,"message":"This server does not support metrics endpoint. Start it with `+"`--metrics`"+`","type":"not_supported_error"}}`)
+			return
+		}
+		w.serve(rw, r, w.metrics)
+	})
+	mux.HandleFunc("POST /completion", w.complete)
+	mux.HandleFunc("POST /v1/chat/completions", w.complete)
 	mux.HandleFunc("/v1/models", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{"object": "list", "data": []map[string]any{{"id": alias, "object": "model", "owned_by": "standin"}}})

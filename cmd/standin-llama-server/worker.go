@@ -1,0 +1,90 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// worker plays llama-server's worker loop: one slot that a completion keeps
+// busy, token counters, and the endpoints that need the loop to answer
+// (/slots, /props, /metrics) — which stop answering when the loop wedges.
+type worker struct {
+	hangAfter int64         // answers before the loop wedges; <0 never
+	hangLog   time.Duration // progress lines while wedged; 0 none
+	gen       time.Duration // how long a completion keeps the slot
+
+	answered  atomic.Int64
+	busy      atomic.Bool
+	predicted atomic.Int64
+	prompt    atomic.Int64
+	hangOnce  sync.Once
+}
+
+func newWorker(hangAfter int, hangLog, gen time.Duration) *worker {
+	return &worker{hangAfter: int64(hangAfter), hangLog: hangLog, gen: gen}
+}
+
+// serve answers through the worker loop, or never once it is wedged.
+func (w *worker) serve(rw http.ResponseWriter, r *http.Request, answer func(http.ResponseWriter)) {
+	if w.hangAfter >= 0 && w.answered.Add(1) > w.hangAfter {
+		w.hangOnce.Do(func() {
+			fmt.Println("standin-llama-server: worker loop wedged (on purpose)")
+			if w.hangLog > 0 {
+				go func() {
+					for i := 0; ; i++ {
+						time.Sleep(w.hangLog)
+						fmt.Printf("standin-llama-server: still processing a long prompt (%d)\n", i)
+					}
+				}()
+			}
+		})
+		<-r.Context().Done() // the client gives up; we never answer
+		return
+	}
+	answer(rw)
+}
+
+func (w *worker) slots(rw http.ResponseWriter) {
+	rw.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(rw).Encode([]map[string]any{{"id": 0, "n_ctx": 4096, "is_processing": w.busy.Load()}})
+}
+
+func (w *worker) props(rw http.ResponseWriter) {
+	rw.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(rw).Encode(map[string]any{"total_slots": 1, "model_path": "standin", "build_info": "standin"})
+}
+
+func (w *worker) metrics(rw http.ResponseWriter) {
+	rw.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	busy := 0
+	if w.busy.Load() {
+		busy = 1
+	}
+	fmt.Fprintf(rw, "# HELP llamacpp:prompt_tokens_total Number of prompt tokens processed.\n# TYPE llamacpp:prompt_tokens_total counter\nllamacpp:prompt_tokens_total %d\n", w.prompt.Load())
+	fmt.Fprintf(rw, "# HELP llamacpp:tokens_predicted_total Number of generation tokens processed.\n# TYPE llamacpp:tokens_predicted_total counter\nllamacpp:tokens_predicted_total %d\n", w.predicted.Load())
+	fmt.Fprintf(rw, "# HELP llamacpp:requests_processing Number of requests processing.\n# TYPE llamacpp:requests_processing gauge\nllamacpp:requests_processing %d\n", busy)
+}
+
+// complete keeps the one slot busy for w.gen, predicting a token every 10 ms.
+func (w *worker) complete(rw http.ResponseWriter, r *http.Request) {
+	if !w.busy.CompareAndSwap(false, true) {
+		rw.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprint(rw, `{"error":{"code":503,"message":"no free slot","type":"unavailable_error"}}`)
+		return
+	}
+	defer w.busy.Store(false)
+	fmt.Println("standin-llama-server: slot 0 processing a request")
+	w.prompt.Add(16)
+	deadline := time.Now().Add(w.gen)
+	for time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+		w.predicted.Add(1)
+	}
+	fmt.Println("standin-llama-server: slot 0 released")
+	rw.Header().Set("Content-Type", "application/json")
+	fmt.Fprint(rw, `{"content":"stand-in answer","stop":true}`)
+}
