@@ -96,3 +96,56 @@ func TestConfigDirectoryAndMissingExecutable(t *testing.T) {
 		t.Errorf("want %q:\n%v", want, r)
 	}
 }
+
+// A misspelt server key is caught against the stand-in's --help: a warning
+// with a did-you-mean for plan and run, an error under STRICT; --help runs
+// once per executable (cached in the app dir); a missing executable says
+// the check was skipped.
+func TestMisspeltServerKey(t *testing.T) {
+	dir := t.TempDir()
+	app := filepath.Join(dir, "app")
+	os.MkdirAll(app, 0o755)
+	count := filepath.Join(dir, "help-runs")
+	wrapper := writeFile(t, filepath.Join(dir, "bin", "llama-server"),
+		fmt.Sprintf("#!/bin/sh\ncase \"$*\" in *--help*) echo x >> %s;; esac\nexec %s \"$@\"\n", count, standin))
+	os.Chmod(wrapper, 0o755)
+	port := freePorts(t, 1)[0]
+	cfg := writeFile(t, filepath.Join(dir, "cfg.toml"), fmt.Sprintf("[master]\nllama_cpp_path = %q\n[instance.control]\nlog_dir = %q\n[instance.a.server]\nport = %d\nctx_sise = 4096\n", wrapper, dir, port))
+	want := cfg + `:7: instance.a.server.ctx_sise: ` + wrapper + ` has no flag --ctx-sise (did you mean "ctx_size"?)`
+	env := []string{"AUTO_INFER_APP_DIR=" + app}
+
+	for range 2 {
+		if r := runLB(t, env, "plan", "--config", cfg); r.code != 0 || !strings.Contains(r.stderr, want) {
+			t.Errorf("plan: want exit 0 and %q:\n%v", want, r)
+		}
+	}
+	if b, _ := os.ReadFile(count); strings.Count(string(b), "x") != 1 {
+		t.Errorf("--help ran %d times for two plans, want 1 (cached)", strings.Count(string(b), "x"))
+	}
+	if _, err := os.Stat(filepath.Join(app, ".llama-server-flags.json")); err != nil {
+		t.Errorf("no cache in the app dir: %v", err)
+	}
+	r := runLB(t, append(env, "AUTO_INFER_LLAMA_CPP_STRICT=1"), "run", "--config", cfg)
+	if r.code != 2 || !strings.Contains(r.stderr, want) || strings.Contains(r.stdout, "started a") {
+		t.Errorf("strict run: want exit 2, nothing started, and %q:\n%v", want, r)
+	}
+
+	missing := writeFile(t, filepath.Join(dir, "missing.toml"), "[master]\nllama_cpp_path = \"/nonexistent/llama-server\"\n[instance.a.server]\nport = 1\nctx_sise = 1\n")
+	r = runLB(t, env, "plan", "--config", missing)
+	if r.code != 0 || !strings.Contains(r.stderr, missing+":2: server keys: not checked against llama-server's flags (/nonexistent/llama-server does not exist here)") {
+		t.Errorf("missing executable: want the skipped check said:\n%v", r)
+	}
+}
+
+func TestStandinVersionAndHelp(t *testing.T) {
+	out, err := exec.Command(standin, "--version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "version: ") || !strings.Contains(string(out), "built with") {
+		t.Errorf("--version: %v %q", err, out)
+	}
+	out, err = exec.Command(standin, "--port", "1", "--help").Output()
+	for _, flag := range []string{"--ctx-size", "--n-gpu-layers", "--flash-attn [on|off|auto]", "--no-webui", "--metrics", "--alias", "--lora"} {
+		if err != nil || !strings.Contains(string(out), flag) {
+			t.Errorf("--help lacks %s (%v)", flag, err)
+		}
+	}
+}

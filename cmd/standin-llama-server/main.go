@@ -1,5 +1,6 @@
 // Command standin-llama-server is a stand-in for llama.cpp's llama-server,
-// for tests and the demo: it takes llama-server's flags, logs the argv and
+// for tests and the demo: it takes llama-server's flags (its --help lists
+// them as llama-server's does; --version answers and exits), logs the argv and
 // environment it was given, answers /health with 503 while "loading" and 200
 // after, serves /v1/models, and exits cleanly on SIGTERM. It runs no model.
 //
@@ -26,6 +27,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -35,6 +37,18 @@ import (
 
 func main() {
 	args := os.Args[1:]
+	// Like llama-server: --help and --version answer and exit 0, wherever
+	// they are on the line.
+	for _, a := range args {
+		switch a {
+		case "-h", "--help", "--usage":
+			fmt.Print(helpText)
+			return
+		case "--version":
+			fmt.Fprintf(os.Stderr, "version: 0 (standin)\nbuilt with %s for %s-%s (standin-llama-server, no model runs)\n", runtime.Version(), runtime.GOARCH, runtime.GOOS)
+			return
+		}
+	}
 	host, port, alias, model := "127.0.0.1", "8080", "", ""
 	slotsOn, metricsOn := true, false
 	for i := 0; i < len(args); i++ {

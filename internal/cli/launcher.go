@@ -5,14 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/entry"
 	"github.com/llamaboot/llamaboot/internal/launch"
 	"github.com/llamaboot/llamaboot/internal/printer"
+	"github.com/llamaboot/llamaboot/internal/serverflags"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
@@ -20,7 +23,9 @@ const launchPrefix = "[llamaboot]"
 
 // loadPlan reads the config named by flag or $AUTO_INFER_LLAMA_CPP_CONFIG.
 // An empty path means there is nothing to load.
-func loadPlan(flagPath, appFlag string, env Env) (*config.Plan, string, error) {
+// Server keys are checked against the resolved llama-server's flags
+// (unknown ones are errors under AUTO_INFER_LLAMA_CPP_STRICT).
+func loadPlan(p *printer.Printer, flagPath, appFlag string, env Env) (*config.Plan, string, error) {
 	path := flagPath
 	if path == "" {
 		path = env("AUTO_INFER_LLAMA_CPP_CONFIG")
@@ -28,7 +33,13 @@ func loadPlan(flagPath, appFlag string, env Env) (*config.Plan, string, error) {
 	if path == "" {
 		return nil, "", nil
 	}
-	plan, err := config.Load(path, config.Options{AppDir: appDir(appFlag, env), Overrides: env("AUTO_INFER_LLAMA_CPP_OVERRIDES")})
+	app := appDir(appFlag, env)
+	plan, err := config.Load(path, config.Options{
+		AppDir:      app,
+		Overrides:   env("AUTO_INFER_LLAMA_CPP_OVERRIDES"),
+		ServerFlags: serverflags.ForAppDir(app, os.Environ()),
+		Strict:      entry.Switch(env, "AUTO_INFER_LLAMA_CPP_STRICT", p),
+	})
 	return plan, path, err
 }
 
@@ -52,7 +63,7 @@ func newPlanCmd(env Env) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p := printer.New(cmd.OutOrStdout(), cmd.ErrOrStderr(), launchPrefix, false)
-			plan, path, err := loadPlan(cfg, app, env)
+			plan, path, err := loadPlan(p, cfg, app, env)
 			if err != nil {
 				return reportConfigError(p, err)
 			}
@@ -137,7 +148,7 @@ func newRunCmd(env Env) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p := printer.New(cmd.OutOrStdout(), cmd.ErrOrStderr(), launchPrefix, quiet)
-			plan, path, err := loadPlan(cfg, app, env)
+			plan, path, err := loadPlan(p, cfg, app, env)
 			if err != nil {
 				return reportConfigError(p, err)
 			}

@@ -7,9 +7,11 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -32,6 +34,12 @@ type Options struct {
 	Overrides string // AUTO_INFER_LLAMA_CPP_OVERRIDES, a JSON object, or ""
 	// Exists reports whether a path exists; tests replace it.
 	Exists func(string) bool
+	// ServerFlags, when set, returns the long flags ("--ctx-size") the
+	// resolved llama-server accepts; server keys it lacks are warned about
+	// with a did-you-mean (refused under Strict). An error that wraps
+	// fs.ErrNotExist or exec.ErrNotFound means the executable is not here.
+	ServerFlags func(exe string) ([]string, error)
+	Strict      bool // AUTO_INFER_LLAMA_CPP_STRICT
 }
 
 // Plan is a validated config: what would be started, and how.
@@ -148,6 +156,7 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 	gServer := v.table(inst, "instance", "server")
 	v.control(gControl, "instance.control")
 	v.server(gServer, "instance.server")
+	serverTables := []serverTable{{gServer, "instance.server"}}
 
 	plan := &Plan{File: file, Enabled: true}
 	if e, ok := master.Get("enable"); ok {
@@ -181,6 +190,7 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 			plan.Disabled = append(plan.Disabled, name)
 			continue
 		}
+		serverTables = append(serverTables, serverTable{s, path + ".server"})
 		server := mergeServer(gServer, s)
 		in := build(name, control, server, exe, libDir)
 		in.Pos, in.Searched, in.ExecutablePos = it.Pos, searched, plan.ExecutablePos
@@ -199,6 +209,13 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 	}
 	if len(v.problems) > 0 {
 		return nil, &ValidationError{File: file, Problems: v.problems}
+	}
+	if o.ServerFlags != nil && plan.Enabled && len(plan.Instances) > 0 {
+		unknown := checkFlags(v, plan, serverTables, o.ServerFlags)
+		if o.Strict && len(unknown) > 0 {
+			return nil, &ValidationError{File: file, Problems: unknown}
+		}
+		v.warnings = append(v.warnings, unknown...)
 	}
 	plan.Warnings = v.warnings
 	if !plan.Enabled {
@@ -328,7 +345,7 @@ func build(name string, control, server *Table, exe, libDir string) Instance {
 			continue
 		}
 		v, _ := server.Get(k)
-		flag := "--" + strings.ReplaceAll(k, "_", "-")
+		flag := flagOf(k)
 		switch x := v.(type) {
 		case bool:
 			if x {
@@ -413,3 +430,53 @@ func PyFloat(f float64) string {
 	}
 	return s
 }
+
+type serverTable struct {
+	t    *Table
+	path string
+}
+
+// checkFlags returns the server keys whose flag the plan's llama-server
+// does not accept. When its flags cannot be read, it adds a warning saying
+// the check was skipped and why.
+func checkFlags(v *validator, plan *Plan, tables []serverTable, read func(string) ([]string, error)) []Problem {
+	where := Pos{File: plan.File}
+	if plan.ExecutablePos.Line > 0 {
+		where = plan.ExecutablePos
+	}
+	flags, err := read(plan.Executable)
+	if err != nil {
+		reason := err.Error()
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, exec.ErrNotFound) {
+			reason = fmt.Sprintf("%s does not exist here", plan.Executable)
+		}
+		v.warnings = append(v.warnings, Problem{Pos: where, Key: "server keys",
+			Msg: fmt.Sprintf("not checked against llama-server's flags (%s)", reason)})
+		return nil
+	}
+	known := make(map[string]bool, len(flags))
+	keys := make([]string, 0, len(flags))
+	for _, f := range flags {
+		known[f] = true
+		keys = append(keys, strings.ReplaceAll(strings.TrimPrefix(f, "--"), "-", "_"))
+	}
+	var unknown []Problem
+	for _, st := range tables {
+		for _, k := range st.t.Keys() {
+			flag := flagOf(k)
+			if k == "extra_args" || known[flag] {
+				continue
+			}
+			hint := ""
+			if s := suggest(k, keys); s != "" {
+				hint = fmt.Sprintf(" (did you mean %q?)", s)
+			}
+			unknown = append(unknown, Problem{Pos: st.t.PosOf(k), Key: st.path + "." + k,
+				Msg: fmt.Sprintf("%s has no flag %s%s", plan.Executable, flag, hint)})
+		}
+	}
+	return unknown
+}
+
+// flagOf is the llama-server flag a server key becomes.
+func flagOf(key string) string { return "--" + strings.ReplaceAll(key, "_", "-") }

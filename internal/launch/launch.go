@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/dirs"
 	"github.com/llamaboot/llamaboot/internal/logfile"
 )
 
@@ -52,6 +53,8 @@ func (e *NotFoundError) Error() string {
 
 // BadInput marks the error as the user's input at fault.
 func (e *NotFoundError) BadInput() bool { return true }
+
+func (e *NotFoundError) Unwrap() error { return e.Err }
 
 // Detach selects how a started process relates to us.
 type Detach int
@@ -127,7 +130,7 @@ func lookupEnv(env []string, key string) string {
 // file itself is opened by logfile.Open: never through a symbolic link
 // (a *logfile.LinkError names it), regular files only, 0644 when created.
 func OpenLog(path string) (*os.File, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := dirs.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create log dir for %s: %w", path, err)
 	}
 	return logfile.Open(path)

@@ -1,0 +1,60 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"testing"
+)
+
+func TestServerKeysCheckedAgainstFlags(t *testing.T) {
+	data := []byte("[master]\nllama_cpp_path = \"/opt/llama/llama-server\"\n[instance.server]\nflash_attn = \"on\"\nthreds = 8\n" +
+		"[instance.a.server]\nport = 8080\nctx_sise = 4096\nextra_args = [\"--whatever\"]\n[instance.b.server]\nport = 8081\nno_webui = true\n" +
+		"[instance.off.control]\nenabled = false\n[instance.off.server]\nport = 8082\nbogus = 1\n")
+	var asked []string
+	flags := func(exe string) ([]string, error) {
+		asked = append(asked, exe)
+		return []string{"--ctx-size", "--flash-attn", "--port", "--threads", "--no-webui"}, nil
+	}
+	plan, err := Parse("cfg.toml", data, Options{ServerFlags: flags})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range plan.Warnings {
+		got = append(got, w.String())
+	}
+	want := []string{
+		`cfg.toml:5: instance.server.threds: /opt/llama/llama-server has no flag --threds (did you mean "threads"?)`,
+		`cfg.toml:8: instance.a.server.ctx_sise: /opt/llama/llama-server has no flag --ctx-sise (did you mean "ctx_size"?)`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if len(asked) != 1 || asked[0] != "/opt/llama/llama-server" {
+		t.Errorf("flags read for %q, want once for the resolved executable", asked)
+	}
+
+	_, err = Parse("cfg.toml", data, Options{ServerFlags: flags, Strict: true})
+	var ve *ValidationError
+	if !errors.As(err, &ve) || len(ve.Problems) != 2 || !strings.Contains(err.Error(), want[1]) {
+		t.Errorf("strict: %v", err)
+	}
+}
+
+func TestServerFlagCheckSkipped(t *testing.T) {
+	data := []byte("[instance.a.server]\nport = 8080\nctx_sise = 1\n")
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{fmt.Errorf("stat: %w", fs.ErrNotExist), "cfg.toml: server keys: not checked against llama-server's flags (llama-server does not exist here)"},
+		{errors.New("llama-server --help did not finish within 20s"), "(llama-server --help did not finish within 20s)"},
+	} {
+		plan, err := Parse("cfg.toml", data, Options{AppDir: "/nonexistent", ServerFlags: func(string) ([]string, error) { return nil, c.err }, Strict: true})
+		if err != nil || len(plan.Warnings) != 1 || !strings.Contains(plan.Warnings[0].String(), c.want) {
+			t.Errorf("want one warning %q, got %v %v", c.want, plan, err)
+		}
+	}
+}
