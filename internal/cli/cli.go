@@ -90,6 +90,7 @@ func newRoot(stdout, stderr io.Writer, env Env) *cobra.Command {
 	root.AddCommand(
 		newInstallCmd(env),
 		newPlanCmd(env),
+		newFetchModelsCmd(env),
 		newRunCmd(env),
 		newEntryCmd(env),
 		newStatusCmd(env),

@@ -26,13 +26,40 @@ type installFlags struct {
 	maxBytes    sizeFlag
 	lockTimeout time.Duration
 
-	refresh        bool
-	sha256From     string
+	refresh    bool
+	sha256From string
+	download   downloadFlags
+}
+
+// downloadFlags are the settings of every http(s) download (bundles and
+// models).
+type downloadFlags struct {
 	maxDownload    sizeFlag
 	connectTimeout time.Duration
 	stallTimeout   time.Duration
 	retries        int
 	retryBase      time.Duration
+}
+
+func (f *downloadFlags) register(cmd *cobra.Command, what string) {
+	fl := cmd.Flags()
+	f.maxDownload = fetch.DefaultMaxBytes
+	fl.Var(&f.maxDownload, "max-download", what+"refuse downloads larger than this (bytes, or with a unit: 64GiB, 500MB)")
+	fl.DurationVar(&f.connectTimeout, "connect-timeout", 30*time.Second, what+"connection setup timeout")
+	fl.DurationVar(&f.stallTimeout, "stall-timeout", 60*time.Second, what+"abort an attempt after this long without data")
+	fl.IntVar(&f.retries, "retries", 5, what+"attempts after the first on network errors and 5xx")
+	fl.DurationVar(&f.retryBase, "retry-delay", time.Second, what+"first retry delay (doubles each time)")
+}
+
+func (f *downloadFlags) options(token string) fetch.Options {
+	return fetch.Options{
+		Token:          token,
+		MaxBytes:       int64(f.maxDownload),
+		ConnectTimeout: f.connectTimeout,
+		StallTimeout:   f.stallTimeout,
+		Retries:        f.retries,
+		RetryBase:      f.retryBase,
+	}
 }
 
 func (f *installFlags) register(cmd *cobra.Command) {
@@ -48,12 +75,7 @@ func (f *installFlags) register(cmd *cobra.Command) {
 	fl.DurationVar(&f.lockTimeout, "lock-timeout", 10*time.Minute, "how long to wait for another install into the same app dir")
 	fl.BoolVar(&f.refresh, "refresh", false, "for a URL: ask the server whether the bundle changed (ETag / If-Modified-Since)")
 	fl.StringVar(&f.sha256From, "sha256-from", "", "for a URL: take the expected SHA-256 from this SHA256SUMS-style file")
-	f.maxDownload = fetch.DefaultMaxBytes
-	fl.Var(&f.maxDownload, "max-download", "for a URL: refuse downloads larger than this (bytes, or with a unit: 64GiB, 500MB)")
-	fl.DurationVar(&f.connectTimeout, "connect-timeout", 30*time.Second, "for a URL: connection setup timeout")
-	fl.DurationVar(&f.stallTimeout, "stall-timeout", 60*time.Second, "for a URL: abort an attempt after this long without data")
-	fl.IntVar(&f.retries, "retries", 5, "for a URL: attempts after the first on network errors and 5xx")
-	fl.DurationVar(&f.retryBase, "retry-delay", time.Second, "for a URL: first retry delay (doubles each time)")
+	f.download.register(cmd, "for a URL: ")
 }
 
 func (f *installFlags) options(source string, env Env, p *printer.Printer) install.Options {
@@ -75,14 +97,7 @@ func (f *installFlags) options(source string, env Env, p *printer.Printer) insta
 		Printer:     p,
 		SHA256From:  f.sha256From,
 		Refresh:     f.refresh,
-		Download: fetch.Options{
-			Token:          env("AUTO_INFER_LLAMA_CPP_PKG_TOKEN"),
-			MaxBytes:       int64(f.maxDownload),
-			ConnectTimeout: f.connectTimeout,
-			StallTimeout:   f.stallTimeout,
-			Retries:        f.retries,
-			RetryBase:      f.retryBase,
-		},
+		Download:    f.download.options(env("AUTO_INFER_LLAMA_CPP_PKG_TOKEN")),
 	}
 }
 

@@ -36,11 +36,26 @@ func loadPlan(p *printer.Printer, flagPath, appFlag string, env Env) (*config.Pl
 	app := appDir(appFlag, env)
 	plan, err := config.Load(path, config.Options{
 		AppDir:      app,
+		ModelsDir:   env("AUTO_INFER_MODELS_DIR"),
 		Overrides:   env("AUTO_INFER_LLAMA_CPP_OVERRIDES"),
 		ServerFlags: serverflags.ForAppDir(app, os.Environ()),
 		Strict:      entry.Switch(env, "AUTO_INFER_LLAMA_CPP_STRICT", p),
 	})
 	return plan, path, err
+}
+
+// requirePlan is loadPlan for commands that need a config: a missing one
+// or a load error is reported and returned as the exit status.
+func requirePlan(p *printer.Printer, flagPath, appFlag string, env Env) (*config.Plan, string, error) {
+	plan, path, err := loadPlan(p, flagPath, appFlag, env)
+	if err != nil {
+		return nil, "", reportConfigError(p, err)
+	}
+	if plan == nil {
+		p.Errorf("no config: pass --config FILE or set AUTO_INFER_LLAMA_CPP_CONFIG")
+		return nil, "", exitError(ExitBadInput)
+	}
+	return plan, path, nil
 }
 
 // reportConfigError prints a load error, one problem per line.
@@ -63,13 +78,9 @@ func newPlanCmd(env Env) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p := printer.New(cmd.OutOrStdout(), cmd.ErrOrStderr(), launchPrefix, false)
-			plan, path, err := loadPlan(p, cfg, app, env)
+			plan, path, err := requirePlan(p, cfg, app, env)
 			if err != nil {
-				return reportConfigError(p, err)
-			}
-			if plan == nil {
-				p.Errorf("no config: pass --config FILE or set AUTO_INFER_LLAMA_CPP_CONFIG")
-				return exitError(ExitBadInput)
+				return err
 			}
 			// Plans are often made where the models are not: only warn.
 			for _, w := range append(plan.Warnings, plan.MissingModels(nil)...) {

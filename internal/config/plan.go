@@ -32,6 +32,7 @@ const (
 type Options struct {
 	AppDir    string // where an installed bundle is looked for (default /soft/app)
 	Overrides string // AUTO_INFER_LLAMA_CPP_OVERRIDES, a JSON object, or ""
+	ModelsDir string // where models given by URL go (AUTO_INFER_MODELS_DIR; default <app-dir>/models)
 	// Exists reports whether a path exists; tests replace it.
 	Exists func(string) bool
 	// ServerFlags, when set, returns the long flags ("--ctx-size") the
@@ -70,6 +71,9 @@ type Instance struct {
 	Port       int               `json:"port"`
 	URL        string            `json:"url"`
 	Model      string            `json:"model,omitempty"`
+	// ModelSource is set when the model is downloaded (Model is then its
+	// local path).
+	ModelSource *ModelSource `json:"model_source,omitempty"`
 
 	Restart       string        `json:"restart"`
 	ReadyTimeout  time.Duration `json:"-"`
@@ -132,6 +136,9 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 	if o.AppDir == "" {
 		o.AppDir = "/soft/app"
 	}
+	if o.ModelsDir == "" {
+		o.ModelsDir = filepath.Join(o.AppDir, "models")
+	}
 	root, err := parseTOML(file, data)
 	if err != nil {
 		return nil, err
@@ -146,6 +153,8 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 
 	v := &validator{}
 	v.only(root, "", topKeys)
+	_, v.haveModels = root.Get("models")
+	models := v.models(v.table(root, "", "models"), o.ModelsDir)
 	master := v.table(root, "", "master")
 	v.master(master)
 	if _, ok := root.Get("instance"); !ok {
@@ -192,7 +201,8 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 		}
 		serverTables = append(serverTables, serverTable{s, path + ".server"})
 		server := mergeServer(gServer, s)
-		in := build(name, control, server, exe, libDir)
+		src := v.modelSource(name, control, server, models, v.haveModels, o.ModelsDir)
+		in := build(name, control, server, exe, libDir, src)
 		in.Pos, in.Searched, in.ExecutablePos = it.Pos, searched, plan.ExecutablePos
 		if prev, dup := ports[in.Port]; dup && plan.Enabled {
 			// Point at the line that set the port, or at the instance's own
@@ -207,6 +217,7 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 		ports[in.Port] = name
 		plan.Instances = append(plan.Instances, in)
 	}
+	v.checkModelPaths(plan)
 	if len(v.problems) > 0 {
 		return nil, &ValidationError{File: file, Problems: v.problems}
 	}
@@ -233,17 +244,22 @@ func (p *Plan) Runnable() error {
 	return nil
 }
 
-// MissingModels lists instances whose model file does not exist here.
+// MissingModels lists instances whose model file does not exist here
+// (for a model given by URL: not downloaded yet).
 func (p *Plan) MissingModels(exists func(string) bool) []Problem {
 	if exists == nil {
 		exists = func(p string) bool { _, err := os.Stat(p); return err == nil }
 	}
 	var out []Problem
 	for _, in := range p.Instances {
-		if in.Model != "" && !exists(in.Model) {
-			out = append(out, Problem{Pos: in.modelPos, Key: "instance." + in.Name + ".server.model",
-				Msg: fmt.Sprintf("model file %s does not exist (instance %q)", in.Model, in.Name)})
+		if in.Model == "" || exists(in.Model) {
+			continue
 		}
+		msg := fmt.Sprintf("model file %s does not exist (instance %q)", in.Model, in.Name)
+		if in.ModelSource != nil {
+			msg = fmt.Sprintf("model %s is not downloaded yet to %s (instance %q); run llamaboot fetch-models, or let entry fetch it on boot", in.ModelSource.Shown, in.Model, in.Name)
+		}
+		out = append(out, Problem{Pos: in.modelPos, Key: "instance." + in.Name + ".server.model", Msg: msg})
 	}
 	return out
 }
@@ -294,7 +310,7 @@ func mergeServer(global, inst *Table) *Table {
 	return out
 }
 
-func build(name string, control, server *Table, exe, libDir string) Instance {
+func build(name string, control, server *Table, exe, libDir string, src *ModelSource) Instance {
 	in := Instance{
 		Name: name, Executable: exe, LibDir: libDir, Env: map[string]string{},
 		Background: true, Restart: DefaultRestart,
@@ -341,10 +357,14 @@ func build(name string, control, server *Table, exe, libDir string) Instance {
 	}
 	hasPort := false
 	for _, k := range server.Keys() {
-		if k == "extra_args" {
-			continue
+		if k == "extra_args" || k == "model_sha256" {
+			continue // model_sha256 is llamaboot's, not llama-server's
 		}
 		v, _ := server.Get(k)
+		if k == "model" && src != nil {
+			v = src.Path // llama-server gets the downloaded file
+			in.ModelSource = src
+		}
 		flag := flagOf(k)
 		switch x := v.(type) {
 		case bool:
@@ -464,7 +484,7 @@ func checkFlags(v *validator, plan *Plan, tables []serverTable, read func(string
 	for _, st := range tables {
 		for _, k := range st.t.Keys() {
 			flag := flagOf(k)
-			if k == "extra_args" || known[flag] {
+			if k == "extra_args" || k == "model_sha256" || known[flag] {
 				continue
 			}
 			hint := ""

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"github.com/llamaboot/llamaboot/internal/fetch"
 	"regexp"
 	"slices"
 	"sort"
@@ -44,11 +45,11 @@ var (
 )
 
 var (
-	topKeys     = []string{"master", "instance"}
+	topKeys     = []string{"master", "instance", "models"}
 	masterKeys  = []string{"enable", "llama_cpp_path"}
 	controlKeys = []string{"log_dir", "log_file", "background", "enabled", "gpu_ids",
 		// llamaboot extensions: supervision policy.
-		"restart", "ready_timeout", "stop_timeout"}
+		"restart", "ready_timeout", "stop_timeout", "model_sha256"}
 	instanceKeys  = []string{"control", "server"}
 	restartPolicy = []string{"on-failure", "always", "never"}
 )
@@ -56,6 +57,9 @@ var (
 type validator struct {
 	problems []Problem
 	warnings []Problem
+	// haveModels: the file has [models.*] tables, so model = "models.NAME"
+	// is a reference to one.
+	haveModels bool
 }
 
 func (v *validator) add(t *Table, path, key, format string, args ...any) {
@@ -259,6 +263,8 @@ func (v *validator) server(s *Table, path string) {
 			m, ok := raw.(string)
 			if !ok || m == "" {
 				v.add(s, path, k, "must be the path of a .gguf file, not %s", describe(raw))
+			} else if fetch.IsURL(m) || isModelRef(m, v.haveModels) {
+				// checked with the model sources
 			} else if !strings.HasSuffix(strings.ToLower(m), ".gguf") {
 				v.warn(s, path, k, "%q does not end in .gguf", m)
 			} else if shardRE.MatchString(m) && !firstShardRE.MatchString(m) {

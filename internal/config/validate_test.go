@@ -35,6 +35,15 @@ var validationCases = []struct {
 	{"extra_args type", "[instance.a.server]\nport=1\nextra_args = \"--verbose\"\n", "", []string{`cfg.toml:3: instance.a.server.extra_args: must be a list of strings`}},
 	{"extra_args items", "[instance.a.server]\nport=1\nextra_args = [\"-v\", 3]\n", "", []string{`cfg.toml:3: instance.a.server.extra_args: item 2 must be a string, not an integer 3`}},
 	{"nested server table", "[instance.a.server]\nport=1\n[instance.a.server.sampling]\ntemp = 1.0\n", "", []string{"cfg.toml:3: instance.a.server.sampling: nested tables are not allowed"}},
+	{"models url missing", "[models.q]\nsha256 = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"\n[instance.a.server]\nmodel = \"models.q\"\n", "", []string{"cfg.toml:1: models.q.url: missing"}},
+	{"models unknown key", "[models.q]\nurl = \"https://h/q.gguf\"\nsha = \"x\"\n[instance.a.server]\nmodel = \"models.q\"\n", "", []string{`cfg.toml:3: models.q.sha: unknown key in [models.q] (did you mean "sha256"?)`}},
+	{"models bad sha256", "[models.q]\nurl = \"https://h/q.gguf\"\nsha256 = \"abc\"\n[instance.a.server]\nmodel = \"models.q\"\n", "", []string{`cfg.toml:3: models.q.sha256: the string "abc" is not a SHA-256 hex digest`}},
+	{"models url scheme", "[models.q]\nurl = \"ftp://h/q.gguf\"\n[instance.a.server]\nmodel = \"models.q\"\n", "", []string{`cfg.toml:2: models.q.url: must be an http(s) URL of a .gguf file, not the string "ftp://h/q.gguf"`}},
+	{"model reference unknown", "[models.qwen]\nurl = \"https://h/q.gguf\"\n[instance.a.server]\nmodel = \"models.qwem\"\n", "", []string{`cfg.toml:4: instance.a.server.model: "models.qwem" names no [models.qwem] table (did you mean "models.qwen"?)`}},
+	{"model url not the first part", "[instance.a.server]\nmodel = \"https://h/m-00002-of-00003.gguf?sig=s3cret\"\n", "", []string{`cfg.toml:2: instance.a.server.model: https://h/m-00002-of-00003.gguf?REDACTED is part 00002 of a split model; name the first part (-00001-of-00003.gguf)`}},
+	{"model_sha256 without a URL", "[instance.a.control]\nmodel_sha256 = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"\n[instance.a.server]\nmodel = \"/m.gguf\"\n", "", []string{`cfg.toml:2: instance.a.control.model_sha256: applies only to a model given by URL; model is the string "/m.gguf"`}},
+	{"split pins count", "[models.q]\nurl = \"https://h/m-00001-of-00003.gguf\"\nsha256 = [\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\", \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"]\n[instance.a.server]\nmodel = \"models.q\"\n", "", []string{"cfg.toml:3: models.q.sha256: lists 2 digests for a model of 3 file(s)"}},
+	{"two URLs one file", "[instance.a.server]\nport = 1\nmodel = \"https://h1/m.gguf\"\n[instance.b.server]\nport = 2\nmodel = \"https://h2/m.gguf\"\n", "", []string{"cfg.toml:6: instance.b.server.model: https://h1/m.gguf and https://h2/m.gguf would both be downloaded to /models/m.gguf"}},
 	{"duplicate port", "[instance.a.server]\nport = 8080\n[instance.b.server]\nport = 8080\n", "", []string{`cfg.toml:4: instance.b.server.port: port 8080 is also used by instance "a"`}},
 	{"duplicate default port", "[instance.a.server]\nmodel = \"/m/a.gguf\"\n[instance.b.server]\nmodel = \"/m/b.gguf\"\n", "", []string{`cfg.toml:3: instance.b.server.port: port 8080 (no port set: 8080 is the default) is also used by instance "a"`}},
 	{"duplicate default port, global server", "[instance.server]\nctx_size = 1\n[instance.a.server]\nmodel = \"/m/a.gguf\"\n\n[instance.b.control]\nbackground = true\n", "", []string{`cfg.toml:6: instance.b.server.port: port 8080 (no port set`}},
@@ -54,12 +63,13 @@ var validationCases = []struct {
 var schemaBlind = map[string]bool{
 	"syntax": true, "duplicate key": true, "date value": true,
 	"duplicate port": true, "duplicate default port": true, "duplicate default port, global server": true, "duplicate port after overrides": true,
+	"model reference unknown": true, "model url not the first part": true, "model_sha256 without a URL": true, "split pins count": true, "two URLs one file": true,
 }
 
 func TestValidationRules(t *testing.T) {
 	for _, c := range validationCases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := Parse("cfg.toml", []byte(c.toml), Options{AppDir: t.TempDir(), Overrides: c.overrides})
+			_, err := Parse("cfg.toml", []byte(c.toml), Options{AppDir: t.TempDir(), ModelsDir: "/models", Overrides: c.overrides})
 			if err == nil {
 				t.Fatal("accepted")
 			}

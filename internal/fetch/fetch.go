@@ -396,6 +396,9 @@ func attemptFetch(ctx context.Context, o *Options, part string) (Result, error) 
 		return Result{}, err
 	}
 	defer f.Close()
+	if err := f.Chmod(0o644); err != nil { // readable by non-root users whatever the umask
+		return Result{}, err
+	}
 	if total >= 0 {
 		if err := reserve(f, offset, total-offset); err != nil {
 			return Result{}, &Error{URL: shown, Kind: NoSpace, Msg: err.Error()}
@@ -415,8 +418,7 @@ func attemptFetch(ctx context.Context, o *Options, part string) (Result, error) 
 			return Result{}, err
 		}
 	}
-	prog := o.Printer.Progress("downloading "+o.Label, max(total, 0))
-	prog.Add(int(offset))
+	prog := o.Printer.Download("downloading "+o.Label, max(total, 0), offset)
 	sinks := []io.Writer{&limit{max: o.MaxBytes - offset, url: shown}, localWriter{f}, h, prog}
 	if o.OnProgress != nil {
 		o.OnProgress(offset, total)
@@ -465,6 +467,20 @@ func attemptFetch(ctx context.Context, o *Options, part string) (Result, error) 
 	}
 	_ = os.Remove(part + ".json")
 	return Result{Path: o.Dest, Name: name, SHA256: sum, Size: offset + n, ETag: st.ETag, LastModified: st.LastModified}, nil
+}
+
+// SumFile returns the SHA-256 (hex) of the file at path.
+func SumFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // reserve makes sure the file system has room for n more bytes after

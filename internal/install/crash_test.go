@@ -16,6 +16,7 @@ import (
 
 	"github.com/llamaboot/llamaboot/internal/archive"
 	"github.com/llamaboot/llamaboot/internal/bundlegen"
+	"github.com/llamaboot/llamaboot/internal/fetch"
 	"github.com/llamaboot/llamaboot/internal/printer"
 )
 
@@ -94,7 +95,7 @@ func TestKillAtAnyPointLeavesAWholeBundle(t *testing.T) {
 	}
 	sums := map[string]string{}
 	for k, p := range srcs {
-		sums[k], _ = hashFile(p)
+		sums[k], _ = fetch.SumFile(p)
 	}
 	mustInstall(t, opts(app, srcs["old"]))
 
@@ -166,7 +167,7 @@ func TestConcurrentInstallsSerialise(t *testing.T) {
 	dir := t.TempDir()
 	app := filepath.Join(dir, "app")
 	src := writeArchive(t, dir, "same.tar.gz", archive.Gzip, crashBundle("same"))
-	sum, _ := hashFile(src)
+	sum, _ := fetch.SumFile(src)
 
 	const n = 4
 	outs := make([]bytes.Buffer, n)
@@ -198,8 +199,8 @@ func TestConcurrentInstallsSerialise(t *testing.T) {
 	// Two different bundles racing: the end state is one whole bundle.
 	a := writeArchive(t, dir, "a.tar.gz", archive.Gzip, crashBundle("a"))
 	b := writeArchive(t, dir, "b.tar.gz", archive.Gzip, crashBundle("b"))
-	sa, _ := hashFile(a)
-	sb, _ := hashFile(b)
+	sa, _ := fetch.SumFile(a)
+	sb, _ := fetch.SumFile(b)
 	var wg sync.WaitGroup
 	for _, src := range []string{a, b, a, b} {
 		wg.Add(1)

@@ -219,7 +219,7 @@ func (j *job) upToDate(label string, local fs.FileInfo) (Result, bool) {
 		if local != nil {
 			file = label
 		}
-		sum, err := hashFile(file)
+		sum, err := fetch.SumFile(file)
 		if err != nil || sum != m.SHA256 {
 			return Result{}, false
 		}
@@ -230,19 +230,6 @@ func (j *job) upToDate(label string, local fs.FileInfo) (Result, bool) {
 		return Result{}, false
 	}
 	return Result{Marker: m, UpToDate: true}, true
-}
-
-func hashFile(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // installLocked runs the steps after the source is known, under the lock.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/llamaboot/llamaboot/internal/archive"
 	"github.com/llamaboot/llamaboot/internal/bundlegen"
+	"github.com/llamaboot/llamaboot/internal/fetch"
 	"github.com/llamaboot/llamaboot/internal/printer"
 )
 
@@ -241,7 +242,7 @@ func TestChecksumPin(t *testing.T) {
 	}
 	assertNoLeftovers(t, app)
 
-	sum, _ := hashFile(other)
+	sum, _ := fetch.SumFile(other)
 	o.SHA256 = strings.ToUpper(sum)
 	mustInstall(t, o)
 	if readServer(t, app) != "other" {

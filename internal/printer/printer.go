@@ -81,6 +81,11 @@ type Progress struct {
 	done int64
 	last time.Time
 	bar  *progressbar.ProgressBar
+
+	// For downloads: lines carry rate and ETA, counted from base (bytes
+	// an earlier run already had).
+	rate bool
+	base int64
 }
 
 // Progress starts tracking a step of total bytes (0 if unknown).
@@ -99,6 +104,14 @@ func (p *Printer) Progress(label string, total int64) *Progress {
 		)
 	}
 	return pr
+}
+
+// Download tracks a download of total bytes (0 if unknown) of which base
+// are already there (a resumed download). It always prints lines, never a
+// bar, since several downloads may run at once, and its lines carry the
+// rate and the time left: "label: 37% (1.2 GiB of 3.4 GiB, 45.0 MiB/s, 52s left)".
+func (p *Printer) Download(label string, total, base int64) *Progress {
+	return &Progress{p: p, label: label, total: total, start: time.Now(), last: time.Now(), rate: true, base: base, done: base}
 }
 
 // Write counts bytes, so a Progress can sit in an io.TeeReader or MultiWriter.
@@ -125,9 +138,30 @@ func (pr *Progress) Add(n int) {
 	}
 	done := pr.done
 	pr.mu.Unlock()
-	if due && pr.total > 0 {
+	switch {
+	case !due:
+	case pr.rate:
+		pr.p.Stepf("%s: %s", pr.label, pr.rateLine(done, now))
+	case pr.total > 0:
 		pr.p.Stepf("%s: %d%% (%s of %s)", pr.label, done*100/pr.total, Bytes(done), Bytes(pr.total))
 	}
+}
+
+func (pr *Progress) rateLine(done int64, now time.Time) string {
+	secs := now.Sub(pr.start).Seconds()
+	rate := 0.0
+	if secs > 0 {
+		rate = float64(done-pr.base) / secs
+	}
+	speed := Bytes(int64(rate)) + "/s"
+	if pr.total <= 0 {
+		return fmt.Sprintf("%s so far, %s", Bytes(done), speed)
+	}
+	left := "time left unknown"
+	if rate > 0 {
+		left = time.Duration(float64(pr.total-done)/rate*float64(time.Second)).Round(time.Second).String() + " left"
+	}
+	return fmt.Sprintf("%d%% (%s of %s, %s, %s)", done*100/pr.total, Bytes(done), Bytes(pr.total), speed, left)
 }
 
 // Done ends the bar (the caller prints its own summary line).

@@ -2,6 +2,7 @@ package printer
 
 import (
 	"bytes"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,24 @@ func TestProgressLinesWhenNotATerminal(t *testing.T) {
 	pr.Done()
 	if got := out.String(); got != "[p] extracting: 50% (500 B of 1000 B)\n" {
 		t.Errorf("progress lines = %q", got)
+	}
+}
+
+func TestDownloadLinesHaveRateAndTimeLeft(t *testing.T) {
+	var out bytes.Buffer
+	p := New(&out, &out, "[p]", false)
+	p.ProgressEvery = 0
+	pr := p.Download("m.gguf", 1000, 200) // 200 bytes from an earlier run
+	time.Sleep(10 * time.Millisecond)     // a measurable rate
+	pr.Write(make([]byte, 300))
+	re := regexp.MustCompile(`^\[p\] m\.gguf: 50% \(500 B of 1000 B, [0-9.]+ (B|KiB|MiB)/s, [0-9.]+m?s left\)\n$`)
+	if !re.MatchString(out.String()) {
+		t.Errorf("download line = %q", out.String())
+	}
+	out.Reset()
+	p.Download("x", 0, 0).Write(make([]byte, 2048))
+	if !strings.HasPrefix(out.String(), "[p] x: 2.0 KiB so far, ") {
+		t.Errorf("unknown total: %q", out.String())
 	}
 }
 

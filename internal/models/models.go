@@ -1,0 +1,399 @@
+// Package models fetches the model files a config names by URL before the
+// servers that need them start: through package fetch (resumable .part
+// files, retries, redaction, proxies and CAs, pins checked before the
+// rename), every part of a split GGUF, each file once however many
+// instances share it, several at a time with a bound. A small marker beside
+// each file records URL, digest and stamps, so a second boot uses the file
+// offline without contacting the server.
+package models
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/dirs"
+	"github.com/llamaboot/llamaboot/internal/fetch"
+	"github.com/llamaboot/llamaboot/internal/printer"
+)
+
+// Options say how to fetch.
+type Options struct {
+	// Token (AUTO_INFER_MODEL_TOKEN) is sent as a bearer token to each
+	// model URL's own scheme, host and port, never after a redirect
+	// elsewhere (a Hugging Face token works for huggingface.co URLs, and
+	// stays behind when they redirect to the CDN). Never printed.
+	Token    string
+	Refresh  bool          // ask the server whether a file changed (ETag / If-Modified-Since)
+	Parallel int           // files downloaded at once (default 3)
+	Download fetch.Options // retries, timeouts, size limit, client
+	Printer  *printer.Printer
+}
+
+// Download states.
+const (
+	Queued      = "queued"
+	Downloading = "downloading"
+	Done        = "done"
+	Failed      = "failed"
+)
+
+// Download is one file's state, as status shows it.
+type Download struct {
+	File      string   `json:"file"`
+	URL       string   `json:"url"` // redacted
+	Instances []string `json:"instances"`
+	State     string   `json:"state"`
+	DoneBytes int64    `json:"done_bytes"`
+	Total     int64    `json:"total_bytes"` // -1 while unknown
+	Rate      float64  `json:"rate_bytes_per_s"`
+	ETA       float64  `json:"eta_s,omitempty"`
+	Error     string   `json:"error,omitempty"`
+}
+
+// file is one file to have: a model, or one part of a split model.
+type file struct {
+	url, pin, path string
+	users          []string
+
+	mu          sync.Mutex
+	state       string
+	done, total int64
+	base        int64 // bytes already there when this run's download began
+	started     time.Time
+	err         error
+}
+
+// Fetcher fetches the models of a set of instances and reports progress.
+type Fetcher struct {
+	o     Options
+	files []*file
+	// need maps each instance to the files it waits for.
+	need map[string][]*file
+}
+
+// New plans the files the instances need: every part of each model given
+// by URL, each local path once.
+func New(instances []config.Instance, o Options) *Fetcher {
+	if o.Parallel <= 0 {
+		o.Parallel = 3
+	}
+	f := &Fetcher{o: o, need: map[string][]*file{}}
+	byPath := map[string]*file{}
+	for _, in := range instances {
+		src := in.ModelSource
+		if src == nil {
+			continue
+		}
+		for i := 1; i <= src.Parts; i++ {
+			u, p := partName(src.URL, i, src.Parts), partName(src.Path, i, src.Parts)
+			fl, ok := byPath[p]
+			if !ok {
+				fl = &file{url: u, path: p, state: Queued, total: -1}
+				if i <= len(src.SHA256) {
+					fl.pin = src.SHA256[i-1]
+				}
+				byPath[p] = fl
+				f.files = append(f.files, fl)
+			}
+			fl.users = append(fl.users, in.Name)
+			f.need[in.Name] = append(f.need[in.Name], fl)
+		}
+	}
+	return f
+}
+
+// Needs reports whether any instance has a model to fetch.
+func (f *Fetcher) Needs() bool { return len(f.files) > 0 }
+
+// Waiting reports whether the instance waits for a download.
+func (f *Fetcher) Waiting(name string) bool { return len(f.need[name]) > 0 }
+
+var firstPartRE = regexp.MustCompile(`-00001-of-(\d{5})\.gguf$`)
+
+// partName is the name (URL or path) of part i of n, given the first part's.
+func partName(first string, i, n int) string {
+	if n <= 1 || i == 1 {
+		return first
+	}
+	repl := fmt.Sprintf("-%05d-of-%05d.gguf", i, n)
+	u, err := url.Parse(first)
+	if err == nil && fetch.IsURL(first) {
+		// The query (a signature) stays as given; only the file name changes.
+		u.Path = firstPartRE.ReplaceAllString(u.Path, repl)
+		u.RawPath = ""
+		return u.String()
+	}
+	return firstPartRE.ReplaceAllString(first, repl)
+}
+
+// Status reports every file's state.
+func (f *Fetcher) Status() []Download {
+	out := make([]Download, 0, len(f.files))
+	now := time.Now()
+	for _, fl := range f.files {
+		fl.mu.Lock()
+		d := Download{File: fl.path, URL: fetch.Redact(fl.url), Instances: append([]string(nil), fl.users...),
+			State: fl.state, DoneBytes: fl.done, Total: fl.total}
+		if fl.state == Downloading {
+			if secs := now.Sub(fl.started).Seconds(); secs > 0 {
+				d.Rate = float64(fl.done-fl.base) / secs
+			}
+			if d.Rate > 0 && fl.total > 0 {
+				d.ETA = float64(fl.total-fl.done) / d.Rate
+			}
+		}
+		if fl.err != nil {
+			d.Error = fl.err.Error()
+		}
+		fl.mu.Unlock()
+		out = append(out, d)
+	}
+	return out
+}
+
+// Run fetches every file, at most Parallel at a time. As soon as all the
+// files of an instance are there (or one failed) it calls ready with the
+// instance's name and the failure, if any; instances without downloads are
+// not reported. It returns the failures by instance.
+func (f *Fetcher) Run(ctx context.Context, ready func(name string, err error)) map[string]error {
+	failed := map[string]error{}
+	var mu sync.Mutex
+	pending := map[string]int{}
+	for name, files := range f.need {
+		pending[name] = len(files)
+	}
+	// Workers take the files in config order.
+	queue := make(chan *file, len(f.files))
+	for _, fl := range f.files {
+		queue <- fl
+	}
+	close(queue)
+	var wg sync.WaitGroup
+	for range min(f.o.Parallel, len(f.files)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for fl := range queue {
+				if ctx.Err() != nil {
+					fl.finish(fmt.Errorf("not downloaded: %w", ctx.Err()))
+				} else {
+					fl.finish(f.get(ctx, fl))
+				}
+				f.settle(fl, &mu, pending, failed, ready)
+			}
+		}()
+	}
+	wg.Wait()
+	return failed
+}
+
+// settle records a finished file against its instances and reports those
+// with nothing left to wait for.
+func (f *Fetcher) settle(fl *file, mu *sync.Mutex, pending map[string]int, failed map[string]error, ready func(string, error)) {
+	mu.Lock()
+	var done []string
+	for _, name := range fl.users {
+		if fl.err != nil && failed[name] == nil {
+			failed[name] = fmt.Errorf("model %s: %w", fetch.Redact(fl.url), fl.err)
+		}
+		if pending[name]--; pending[name] == 0 {
+			done = append(done, name)
+		}
+	}
+	errs := make([]error, len(done))
+	for i, name := range done {
+		errs[i] = failed[name]
+	}
+	mu.Unlock()
+	for i, name := range done {
+		if ready != nil {
+			ready(name, errs[i])
+		}
+	}
+}
+
+func (fl *file) finish(err error) {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	fl.err = err
+	if err != nil {
+		fl.state = Failed
+	} else {
+		fl.state = Done
+	}
+}
+
+func (fl *file) progress(done, total int64) {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	if fl.state != Downloading {
+		fl.state, fl.started, fl.base = Downloading, time.Now(), done
+	}
+	fl.done, fl.total = done, total
+}
+
+// get makes fl.path hold the file: from the marker alone when it vouches
+// for it, else by download.
+func (f *Fetcher) get(ctx context.Context, fl *file) error {
+	p := f.o.Printer
+	shown := fetch.Redact(fl.url)
+	m, haveMarker := readMarker(fl.path)
+	fi, statErr := os.Stat(fl.path)
+	current := haveMarker && statErr == nil && m.URL == shown && m.Stamp == stampOf(fi) && (fl.pin == "" || fl.pin == m.SHA256)
+	if current && !f.o.Refresh {
+		p.Stepf("model %s is present (sha256 %s…, from %s); server not contacted", fl.path, short(m.SHA256), shown)
+		fl.progress(fi.Size(), fi.Size())
+		return nil
+	}
+	if !haveMarker && statErr == nil && !f.o.Refresh {
+		// A file put there by someone else (baked into the image, copied
+		// by hand): a pin decides; without one it is taken as it is.
+		if fl.pin == "" {
+			p.Stepf("model %s exists but was not downloaded by llamaboot; using it as it is (remove it to download %s, or pin it with sha256)", fl.path, shown)
+			return nil
+		}
+		if sum, err := fetch.SumFile(fl.path); err == nil && sum == fl.pin {
+			p.Stepf("model %s matches its pinned sha256; using it", fl.path)
+			return writeMarker(fl.path, marker{URL: shown, SHA256: sum, Stamp: stampOf(fi), FetchedAt: time.Now().Unix()})
+		}
+		p.Stepf("model %s does not match its pinned sha256; downloading %s", fl.path, shown)
+	}
+	if err := dirs.MkdirAll(filepath.Dir(fl.path), 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", filepath.Dir(fl.path), err)
+	}
+	d := f.o.Download
+	d.URL, d.Dest, d.SHA256, d.Token, d.Printer = fl.url, fl.path, fl.pin, f.o.Token, p
+	d.Label, d.OnProgress = filepath.Base(fl.path), fl.progress
+	if current && f.o.Refresh {
+		d.Refresh, d.ETag, d.LastModified = true, m.ETag, m.LastModified
+	}
+	p.Stepf("downloading model %s to %s", shown, fl.path)
+	start := time.Now()
+	res, err := fetch.Fetch(ctx, d)
+	if err != nil {
+		return hints(err)
+	}
+	if res.NotModified {
+		p.Stepf("model %s is unchanged on the server (HTTP 304)", fl.path)
+		return nil
+	}
+	fi, err = os.Stat(res.Path)
+	if err != nil {
+		return err
+	}
+	p.Stepf("downloaded model %s (%s in %.1fs, sha256 %s)", fl.path, printer.Bytes(res.Size), time.Since(start).Seconds(), res.SHA256)
+	return writeMarker(fl.path, marker{URL: shown, SHA256: res.SHA256, Stamp: stampOf(fi), ETag: res.ETag, LastModified: res.LastModified, FetchedAt: time.Now().Unix()})
+}
+
+// hints adds to a download error what a model's user can change.
+func hints(err error) error {
+	err = fetch.AddHint(err, fetch.Unauthorized, "the token comes from AUTO_INFER_MODEL_TOKEN; a Hugging Face token works for huggingface.co URLs")
+	err = fetch.AddHint(err, fetch.TooLarge, "raise --max-download")
+	err = fetch.AddHint(err, fetch.Checksum, "fix sha256 / model_sha256 in the config, or the file on the server")
+	return fetch.AddHint(err, fetch.NoSpace, "free space, or set AUTO_INFER_MODELS_DIR to a larger volume")
+}
+
+func short(sum string) string {
+	if len(sum) > 12 {
+		return sum[:12]
+	}
+	return sum
+}
+
+// BadInput reports whether any failure is the user's input at fault (a
+// wrong URL, token or pin) rather than the network or the disk.
+func BadInput(failed map[string]error) bool {
+	for _, err := range failed {
+		var bad interface{ BadInput() bool }
+		if errors.As(err, &bad) && bad.BadInput() {
+			return true
+		}
+	}
+	return false
+}
+
+// Sorted returns the failed instance names in order.
+func Sorted(failed map[string]error) []string {
+	names := make([]string, 0, len(failed))
+	for n := range failed {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// stamp identifies one version of a file cheaply.
+type stamp struct {
+	Size    int64  `json:"size"`
+	MtimeNs int64  `json:"mtime_ns"`
+	Ino     uint64 `json:"ino"`
+}
+
+func stampOf(fi os.FileInfo) stamp {
+	s := stamp{Size: fi.Size(), MtimeNs: fi.ModTime().UnixNano()}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		s.Ino = st.Ino
+	}
+	return s
+}
+
+// marker sits beside each downloaded file as .<name>.llamaboot.json.
+type marker struct {
+	URL          string `json:"url"` // redacted
+	SHA256       string `json:"sha256"`
+	Stamp        stamp  `json:"stamp"`
+	ETag         string `json:"etag,omitempty"`
+	LastModified string `json:"last_modified,omitempty"`
+	FetchedAt    int64  `json:"fetched_at_unix"`
+}
+
+// MarkerPath is where the marker of the model file at path lives.
+func MarkerPath(path string) string {
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".llamaboot.json")
+}
+
+func readMarker(path string) (marker, bool) {
+	var m marker
+	b, err := os.ReadFile(MarkerPath(path))
+	if err != nil || json.Unmarshal(b, &m) != nil {
+		return marker{}, false
+	}
+	return m, true
+}
+
+func writeMarker(path string, m marker) error {
+	b, _ := json.MarshalIndent(m, "", "  ")
+	dst := MarkerPath(path)
+	tmp := dst + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", dst, err)
+	}
+	if err := os.Chmod(tmp, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, dst); err != nil {
+		return fmt.Errorf("write %s: %w", dst, err)
+	}
+	return nil
+}
+
+// Summary is one line per failed instance, for logs.
+func Summary(failed map[string]error) string {
+	var b strings.Builder
+	for _, n := range Sorted(failed) {
+		fmt.Fprintf(&b, "instance %s: %v\n", n, failed[n])
+	}
+	return b.String()
+}
