@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X github.com/llamaboot/llamaboot/internal/buildinfo.Version=$(
 	-X github.com/llamaboot/llamaboot/internal/buildinfo.CommitStamp=$(COMMIT)
 export CGO_ENABLED = 0
 
-.PHONY: all build test bench demo lint clean
+.PHONY: all build test test-deps bench demo lint clean
 
 all: build
 
@@ -18,10 +18,22 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BINDIR)/llamaboot ./cmd/llamaboot
 	$(GO) build -trimpath -o $(BINDIR)/standin-llama-server ./cmd/standin-llama-server
 
-# The whole suite, as CI runs it.
-test:
+# The whole suite, as CI runs it. Beyond Go and Docker it needs root (the
+# PID-namespace and disk-full tests) and unshare (util-linux), which
+# test-deps installs with apt-get when it is missing. The Docker tests build
+# their images from Go binaries only and remove them when they end.
+test: test-deps
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+
+test-deps:
+	@command -v unshare >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make test: installing util-linux (unshare) with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux; \
+	  else \
+	    echo "make test: unshare (util-linux) is missing; install it (as root: apt-get install util-linux)" >&2; exit 1; \
+	  fi; }
 
 # Install speed and memory against GNU tar (see README "Performance").
 bench:

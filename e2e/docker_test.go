@@ -1,6 +1,8 @@
 // Package e2e boots llamaboot in real containers on the local Docker engine.
-// Nothing is pulled: images are built FROM scratch around the static
-// binaries (and busybox for a shell in the test image).
+// Nothing is pulled and no host package is needed: images are built FROM
+// scratch around static Go binaries (llamaboot, the stand-in server, and
+// e2e/toolbox for a shell and tools in the test image). Each run tags its
+// images with its own id and removes them, layers included, when it ends.
 package e2e
 
 import (
@@ -24,11 +26,16 @@ import (
 	"github.com/llamaboot/llamaboot/internal/bundlegen"
 )
 
-const (
-	baseImage  = "llamaboot-e2e:base"
-	testImage  = "llamaboot-e2e:test"
-	bakedImage = "llamaboot-e2e:baked"
-	label      = "llamaboot-e2e"
+const label = "llamaboot-e2e"
+
+// This run's images: tagged per process, so that runs side by side neither
+// share nor remove each other's images.
+var (
+	runID      = fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
+	baseImage  = "llamaboot-e2e:base-" + runID
+	testImage  = "llamaboot-e2e:test-" + runID
+	bakedImage = "llamaboot-e2e:baked-" + runID
+	runLabel   = label + "=" + runID // on this run's containers and volumes
 )
 
 var (
@@ -41,24 +48,60 @@ func TestMain(m *testing.M) {
 		skipReason = fmt.Sprintf("no Docker engine answers (%v: %s)", err, bytes.TrimSpace(out))
 		os.Exit(m.Run())
 	}
-	if err := buildImages(); err != nil {
+	err := buildImages()
+	code := 1
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "building test images:", err)
-		os.Exit(1)
+	} else {
+		code = m.Run()
 	}
-	code := m.Run()
 	cleanup()
+	if err := removeImages(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e cleanup:", err)
+		code = 1
+	}
 	os.Exit(code)
 }
 
 func cleanup() {
-	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label="+label).Output()
+	out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label="+runLabel).Output()
 	if ids := strings.Fields(string(out)); len(ids) > 0 {
 		exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
 	}
-	out, _ = exec.Command("docker", "volume", "ls", "-q", "--filter", "label="+label).Output()
+	out, _ = exec.Command("docker", "volume", "ls", "-q", "--filter", "label="+runLabel).Output()
 	if ids := strings.Fields(string(out)); len(ids) > 0 {
 		exec.Command("docker", append([]string{"volume", "rm", "-f"}, ids...)...).Run()
 	}
+}
+
+// layers are the image ids this run built: each image and the layers
+// (intermediate images) under it, noted as they are built.
+var layers []string
+
+// removeImages removes this run's images and checks that none of their
+// layers is left behind.
+func removeImages() error {
+	var tags []string
+	for _, img := range []string{bakedImage, testImage, baseImage} { // children first
+		if exec.Command("docker", "image", "inspect", img).Run() == nil {
+			tags = append(tags, img)
+		}
+	}
+	if len(tags) > 0 {
+		if _, err := run("docker", append([]string{"rmi"}, tags...)...); err != nil {
+			return err
+		}
+	}
+	var left []string
+	for _, id := range layers {
+		if exec.Command("docker", "image", "inspect", id).Run() == nil {
+			left = append(left, id)
+		}
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("images left behind after removing %s: %s", strings.Join(tags, " "), strings.Join(left, " "))
+	}
+	return nil
 }
 
 func run(name string, args ...string) (string, error) {
@@ -71,20 +114,42 @@ func run(name string, args ...string) (string, error) {
 	return string(out), nil
 }
 
+// build builds an image with no build cache (so no layer is shared with
+// another run) and notes its layers for removeImages.
+func build(tag, ctx string, args ...string) error {
+	if _, err := run("docker", append(append([]string{"build", "-q", "--no-cache", "--force-rm", "--label", label, "-t", tag}, args...), ctx)...); err != nil {
+		return err
+	}
+	out, err := run("docker", "history", "-q", "--no-trunc", tag)
+	if err != nil {
+		return err
+	}
+	for _, id := range strings.Fields(out) {
+		if id != "<missing>" {
+			layers = append(layers, id)
+		}
+	}
+	return nil
+}
+
 func buildImages() error {
 	ctx, err := os.MkdirTemp("", "llamaboot-e2e-ctx-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(ctx)
-	// The user-facing Dockerfile, built FROM scratch around `make`'s binary.
-	if _, err := run("go", "build", "-trimpath", "-o", filepath.Join(ctx, "bin", "llamaboot"), "../cmd/llamaboot"); err != nil {
+	// The user-facing Dockerfile, built FROM scratch around `make build`'s
+	// binaries, as the README builds it.
+	if _, err := run("make", "-s", "-C", "..", "build", "BINDIR="+filepath.Join(ctx, "bin")); err != nil {
 		return err
 	}
-	if _, err := run("go", "build", "-trimpath", "-o", filepath.Join(ctx, "llama-server"), "../cmd/standin-llama-server"); err != nil {
+	if _, err := run("go", "build", "-trimpath", "-o", filepath.Join(ctx, "toolbox"), "./toolbox"); err != nil {
 		return err
 	}
-	if standinBin, err = os.ReadFile(filepath.Join(ctx, "llama-server")); err != nil {
+	if standinBin, err = os.ReadFile(filepath.Join(ctx, "bin", "standin-llama-server")); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(ctx, "llama-server"), standinBin, 0o755); err != nil {
 		return err
 	}
 	df, err := os.ReadFile("../Dockerfile")
@@ -92,22 +157,16 @@ func buildImages() error {
 		return err
 	}
 	os.WriteFile(filepath.Join(ctx, "Dockerfile"), df, 0o644)
-	if _, err := run("docker", "build", "-q", "--build-arg", "BASE_IMAGE=scratch", "-t", baseImage, ctx); err != nil {
+	if err := build(baseImage, ctx, "--build-arg", "BASE_IMAGE=scratch"); err != nil {
 		return err
 	}
-	// Test image: busybox for a shell and tools, the stand-in server.
-	bb, err := exec.LookPath("busybox")
-	if err != nil {
-		return fmt.Errorf("busybox-static is needed for the test image (.ci/run installs it): %w", err)
-	}
-	b, _ := os.ReadFile(bb)
-	os.WriteFile(filepath.Join(ctx, "busybox"), b, 0o755)
+	// Test image: the toolbox for a shell and tools, the stand-in server.
 	os.WriteFile(filepath.Join(ctx, "Dockerfile.test"), []byte(`FROM `+baseImage+`
-COPY busybox /bin/busybox
-RUN ["/bin/busybox", "--install", "-s", "/bin"]
+COPY toolbox /bin/toolbox
+RUN ["/bin/toolbox", "--install", "/bin"]
 COPY llama-server /opt/standin/llama-server
 `), 0o644)
-	if _, err := run("docker", "build", "-q", "-f", filepath.Join(ctx, "Dockerfile.test"), "-t", testImage, ctx); err != nil {
+	if err := build(testImage, ctx, "-f", filepath.Join(ctx, "Dockerfile.test")); err != nil {
 		return err
 	}
 	// A plain llama-cpp dir baked into an image layer, as old images have.
@@ -115,8 +174,7 @@ COPY llama-server /opt/standin/llama-server
 	os.MkdirAll(legacy, 0o755)
 	os.WriteFile(filepath.Join(legacy, "llama-server"), []byte("#!/bin/sh\necho legacy\n"), 0o755)
 	os.WriteFile(filepath.Join(ctx, "Dockerfile.baked"), []byte("FROM "+testImage+"\nCOPY legacy /soft/app/llama-cpp/\n"), 0o644)
-	_, err = run("docker", "build", "-q", "-f", filepath.Join(ctx, "Dockerfile.baked"), "-t", bakedImage, ctx)
-	return err
+	return build(bakedImage, ctx, "-f", filepath.Join(ctx, "Dockerfile.baked"))
 }
 
 func needDocker(t *testing.T) {
@@ -154,13 +212,13 @@ func docker(t *testing.T, args ...string) string {
 
 func volume(t *testing.T) string {
 	t.Helper()
-	return docker(t, "volume", "create", "--label", label)
+	return docker(t, "volume", "create", "--label", runLabel)
 }
 
 // start runs a detached container and returns its id.
 func start(t *testing.T, args ...string) string {
 	t.Helper()
-	return docker(t, append([]string{"run", "-d", "--label", label}, args...)...)
+	return docker(t, append([]string{"run", "-d", "--label", runLabel}, args...)...)
 }
 
 func logs(t *testing.T, id string) string {
@@ -430,7 +488,7 @@ func TestTwoContainersRaceOnOneVolume(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	out := docker(t, "run", "--rm", "--label", label, "--network", "none", "-v", vol+":/soft/app", testImage,
+	out := docker(t, "run", "--rm", "--label", runLabel, "--network", "none", "-v", vol+":/soft/app", testImage,
 		"sh", "-c", "cat /soft/app/llama-cpp/.installed-from.json; md5sum /soft/app/llama-cpp/bin/llama-server")
 	name := ""
 	if m := regexp.MustCompile(`"archive_name": "([^"]+)"`).FindStringSubmatch(out); m != nil {
@@ -438,5 +496,19 @@ func TestTwoContainersRaceOnOneVolume(t *testing.T) {
 	}
 	if want, ok := sums[name]; !ok || !strings.Contains(out, want) {
 		t.Errorf("marker says %q but the files do not match it:\n%s", name, out)
+	}
+}
+
+// The image built as the README says (make build, docker build) names the
+// commit it was built from.
+func TestImageVersionNamesCommit(t *testing.T) {
+	needDocker(t)
+	head, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Skipf("not a git checkout (%v): no commit to stamp", err)
+	}
+	out := docker(t, "run", "--rm", "--label", runLabel, "--entrypoint", "/usr/local/bin/llamaboot", baseImage, "version")
+	if !strings.Contains(out, "(commit "+strings.TrimSpace(string(head))) {
+		t.Errorf("llamaboot version in the image: %s, want commit %s", out, head)
 	}
 }

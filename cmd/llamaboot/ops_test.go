@@ -149,3 +149,12 @@ func TestStandinVersionAndHelp(t *testing.T) {
 		}
 	}
 }
+
+// A container command that cannot be started: entry exits 127, as a shell
+// does (README "Exit statuses").
+func TestEntryCommandNotFound(t *testing.T) {
+	r := runLB(t, nil, "entry", "--app-dir", t.TempDir(), "--", "/nonexistent/command")
+	if r.code != 127 || !strings.Contains(r.stdout+r.stderr, "cannot start /nonexistent/command") {
+		t.Errorf("want exit 127:\n%v", r)
+	}
+}
