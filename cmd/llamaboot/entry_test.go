@@ -15,12 +15,13 @@ import (
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/supervise"
+	"github.com/llamaboot/llamaboot/internal/testutil"
 )
 
 // entryProc is a running `llamaboot entry`.
 type entryProc struct {
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *testutil.SyncBuffer
 	app    string
 	done   chan struct{}
 	code   int
@@ -29,7 +30,7 @@ type entryProc struct {
 
 func startEntry(t *testing.T, app string, env []string, args ...string) *entryProc {
 	t.Helper()
-	e := &entryProc{out: &syncBuffer{}, app: app, done: make(chan struct{})}
+	e := &entryProc{out: &testutil.SyncBuffer{}, app: app, done: make(chan struct{})}
 	e.cmd = exec.Command(llamaboot, append([]string{"entry", "--app-dir", app}, args...)...)
 	e.cmd.Env = cleanEnv(env...)
 	e.cmd.Stdout, e.cmd.Stderr = e.out, e.out
@@ -273,7 +274,7 @@ func TestEntryKillsServerIgnoringSIGTERM(t *testing.T) {
 	start := time.Now()
 	e.cmd.Process.Signal(syscall.SIGTERM)
 	if code := e.wait(t, 10*time.Second); code != 0 {
-		t.Errorf("exit %d", code)
+		t.Errorf("exit %d\n%s", code, e.out.String())
 	}
 	d := e.exited.Sub(start)
 	if d < 1500*time.Millisecond || d > 6*time.Second {

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/llamaboot/llamaboot/internal/buildinfo"
+	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
 // Exit statuses.
@@ -94,8 +95,9 @@ func newRoot(stdout, stderr io.Writer, env Env) *cobra.Command {
 		newRunCmd(env),
 		newEntryCmd(env),
 		newStatusCmd(env),
-		newControlCmd("restart", env),
-		newControlCmd("stop", env),
+		newControlCmd(supervise.OpStart, env),
+		newControlCmd(supervise.OpStop, env),
+		newControlCmd(supervise.OpRestart, env),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print version, commit and Go version",

@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/llamaboot/llamaboot/internal/config"
-	"github.com/llamaboot/llamaboot/internal/entry"
 	"github.com/llamaboot/llamaboot/internal/launch"
 	"github.com/llamaboot/llamaboot/internal/printer"
 	"github.com/llamaboot/llamaboot/internal/serverflags"
@@ -33,15 +32,19 @@ func loadPlan(p *printer.Printer, flagPath, appFlag string, env Env) (*config.Pl
 	if path == "" {
 		return nil, "", nil
 	}
-	app := appDir(appFlag, env)
-	plan, err := config.Load(path, config.Options{
+	plan, err := config.Load(path, configOptions(appDir(appFlag, env), env, Switch(env, "AUTO_INFER_LLAMA_CPP_STRICT", p)))
+	return plan, path, err
+}
+
+// configOptions is how every command (and entry) loads a config.
+func configOptions(app string, env Env, strict bool) config.Options {
+	return config.Options{
 		AppDir:      app,
 		ModelsDir:   env("AUTO_INFER_MODELS_DIR"),
 		Overrides:   env("AUTO_INFER_LLAMA_CPP_OVERRIDES"),
 		ServerFlags: serverflags.ForAppDir(app, os.Environ()),
-		Strict:      entry.Switch(env, "AUTO_INFER_LLAMA_CPP_STRICT", p),
-	})
-	return plan, path, err
+		Strict:      strict,
+	}
 }
 
 // requirePlan is loadPlan for commands that need a config: a missing one

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,21 +32,29 @@ func newEntryCmd(env Env) *cobra.Command {
   4. run CMD (if given) and supervise until it exits or the container is stopped
 AUTO_INFER_LLAMA_CPP_STRICT=1 makes a failed install or an invalid config fatal (exit 2).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			app := appDir(f.appDir, env)
+			p := printer.New(cmd.OutOrStdout(), cmd.ErrOrStderr(), launchPrefix, false)
 			pkgPrinter := printer.New(cmd.OutOrStdout(), cmd.ErrOrStderr(), pkgPrefix, f.quiet)
+			app := appDir(f.appDir, env)
+			strict := Switch(env, "AUTO_INFER_LLAMA_CPP_STRICT", p)
 			code := entry.Run(entry.Options{
-				AppDir:  app,
-				Getenv:  env,
-				Environ: os.Environ(),
-				Cmd:     args,
-				Self:    self(),
-				Out:     cmd.OutOrStdout(),
-				Err:     cmd.ErrOrStderr(),
-				Grace:   grace,
-				Policy:  policy,
-				InstallOptions: func(source string) install.Options {
-					return f.options(source, env, pkgPrinter)
+				AppDir:       app,
+				Environ:      os.Environ(),
+				Cmd:          args,
+				Self:         self(),
+				Out:          cmd.OutOrStdout(),
+				Err:          cmd.ErrOrStderr(),
+				Grace:        grace,
+				Policy:       policy,
+				Strict:       strict,
+				GetPkgOnBoot: Switch(env, "AUTO_INFER_LLAMA_CPP_GET_PKG_ON_BOOT", p),
+				PkgPath:      env("AUTO_INFER_LLAMA_CPP_PKG_PATH"),
+				Install: func(ctx context.Context, source string) error {
+					_, err := install.Install(ctx, f.options(source, env, pkgPrinter))
+					return err
 				},
+				ServeOnBoot: Switch(env, "AUTO_INFER_LLAMA_CPP_ON_BOOT", p),
+				ConfigPath:  env("AUTO_INFER_LLAMA_CPP_CONFIG"),
+				Config:      configOptions(app, env, strict),
 			})
 			if code != 0 {
 				return exitError(code)
@@ -139,14 +148,26 @@ func printStatus(w io.Writer, app, sock string, st supervise.Status) {
 	}
 }
 
-func newControlCmd(op string, env Env) *cobra.Command {
+var controlShort = map[supervise.Op]string{
+	supervise.OpStart:   "Start a supervised instance that is stopped or failed, and report when it is ready",
+	supervise.OpStop:    "Stop a supervised instance; it stays down until start or restart",
+	supervise.OpRestart: "Stop a supervised instance and start it again now (whatever its restart policy), and report when it is ready",
+}
+
+func newControlCmd(op supervise.Op, env Env) *cobra.Command {
 	var app string
+	var noWait bool
 	cmd := &cobra.Command{
-		Use:   op + " NAME",
-		Short: strings.ToUpper(op[:1]) + op[1:] + " a supervised instance (through the supervisor's socket)",
-		Args:  cobra.ExactArgs(1),
+		Use:   string(op) + " NAME",
+		Short: controlShort[op],
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return usageError{fmt.Errorf("%s needs one instance name: llamaboot %s NAME (llamaboot status lists them)", op, op)}
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			lines, err := supervise.Control(supervise.SocketPath(appDir(app, env)), op, args[0])
+			lines, err := supervise.Control(supervise.SocketPath(appDir(app, env)), op, args[0], !noWait)
 			if err != nil {
 				return err
 			}
@@ -157,5 +178,6 @@ func newControlCmd(op string, env Env) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&app, "app-dir", "", "app dir (env AUTO_INFER_APP_DIR)")
+	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the request is accepted instead of when the instance is ready (or down)")
 	return cmd
 }

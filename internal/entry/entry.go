@@ -1,7 +1,8 @@
 // Package entry is the container's boot sequence behind `llamaboot entry`:
 // install the bundle if asked, put the helper entry points in place, start
 // the configured instances if asked, run the container's command, and
-// supervise all of it as PID 1 until the container stops.
+// supervise all of it as PID 1 until the container stops. It reads no
+// environment: the CLI hands it everything in Options.
 package entry
 
 import (
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,10 +25,9 @@ import (
 )
 
 // Options are what a boot needs; the CLI fills them from flags and the
-// environment.
+// environment (read once, there).
 type Options struct {
 	AppDir  string
-	Getenv  func(string) string
 	Environ []string // passed on to children
 	Cmd     []string // the container's command, may be empty
 	Self    string   // path of the llamaboot binary, for the entry points
@@ -34,89 +35,119 @@ type Options struct {
 	Err     io.Writer
 	Grace   time.Duration // SIGTERM-to-SIGKILL budget for the whole stop
 	Policy  supervise.Policy
-	// InstallOptions lets the CLI pass its installer settings.
-	InstallOptions func(source string) install.Options
+	Deps    supervise.Deps // zero: real processes (tests pass fakes)
+	Strict  bool           // AUTO_INFER_LLAMA_CPP_STRICT: a failed install or bad config is fatal
+
+	// Boot install: AUTO_INFER_LLAMA_CPP_GET_PKG_ON_BOOT and …_PKG_PATH.
+	GetPkgOnBoot bool
+	PkgPath      string
+	// Install installs source; ctx is cancelled when the container is
+	// stopped during the install.
+	Install func(ctx context.Context, source string) error
+
+	// Serving on boot: AUTO_INFER_LLAMA_CPP_ON_BOOT and …_CONFIG, loaded
+	// with Config (app dir, overrides, models dir, flag check, strict) as
+	// `run` loads it.
+	ServeOnBoot bool
+	ConfigPath  string
+	Config      config.Options
 }
 
-// Exit statuses.
+// Exit statuses, mapped here and nowhere else.
 const (
-	exitFailure  = 1
-	exitBadInput = 2
+	ExitOK          = 0
+	ExitFailure     = 1
+	ExitBadInput    = 2
+	ExitCmdNotFound = 127 // the command could not be started, as a shell says
 )
 
 // forwarded are the signals passed on to the container's command.
 var forwarded = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
 
-// Switch reads a boolean variable as the old scripts did: 1/true (any case)
-// is on; 0/false/empty is off; anything else is off with a warning.
-func Switch(getenv func(string) string, name string, p *printer.Printer) bool {
-	v := strings.TrimSpace(getenv(name))
-	switch strings.ToLower(v) {
-	case "1", "true":
-		return true
-	case "", "0", "false":
-		return false
-	}
-	p.Warnf("%s=%q is neither 1/true nor 0/false; treating it as false", name, v)
-	return false
+// Entry is one boot: Start it, Wait for the end, Close.
+type Entry struct {
+	o       Options
+	p       *printer.Printer
+	sigs    chan os.Signal
+	reaper  *supervise.Reaper
+	sup     *supervise.Supervisor
+	srv     *supervise.Server
+	printed chan struct{} // closed when the event printer has printed everything
+	began   time.Time
+
+	cmdProc *os.Process
+	cmdExit <-chan syscall.WaitStatus
+	cmdPID  atomic.Int64 // read by the status socket
+
+	stopAsked bool           // SIGTERM/SIGINT came during the install
+	stopSig   syscall.Signal // which
 }
 
-// Run boots and supervises until the container should stop, and returns
-// the exit status.
-func Run(o Options) int {
-	p := printer.New(o.Out, o.Err, "[llamaboot]", false)
+// New prepares a boot; nothing happens until Start.
+func New(o Options) *Entry {
 	if o.Grace == 0 {
 		o.Grace = config.DefaultStopTimeout
 	}
+	return &Entry{o: o, p: printer.New(o.Out, o.Err, "[llamaboot]", false), began: time.Now()}
+}
+
+// Run boots, supervises until the container should stop, and returns the
+// exit status.
+func Run(o Options) int {
+	e := New(o)
+	defer e.Close()
+	if code, err := e.Start(); err != nil {
+		return code
+	}
+	return e.Wait()
+}
+
+// Start installs, starts the supervisor, the instances and the command.
+// An error means the boot ends here with the returned status (strict mode,
+// a command that cannot start, or a stop during the install).
+func (e *Entry) Start() (int, error) {
 	// Catch signals before starting anything, so none is lost.
-	sigs := make(chan os.Signal, 32)
-	signal.Notify(sigs, append([]os.Signal{syscall.SIGCHLD}, forwarded...)...)
-	defer signal.Stop(sigs)
+	e.sigs = make(chan os.Signal, 32)
+	signal.Notify(e.sigs, append([]os.Signal{syscall.SIGCHLD}, forwarded...)...)
 	if os.Getpid() != 1 {
 		// Outside a container (and in tests) orphans of our children must
 		// still come to us to be reaped.
 		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-			p.Warnf("cannot become a child subreaper: %v", err)
+			e.p.Warnf("cannot become a child subreaper: %v", err)
 		}
 	}
-	strict := Switch(o.Getenv, "AUTO_INFER_LLAMA_CPP_STRICT", p)
 
 	// 1. Install the bundle.
-	if Switch(o.Getenv, "AUTO_INFER_LLAMA_CPP_GET_PKG_ON_BOOT", p) {
-		if src := o.Getenv("AUTO_INFER_LLAMA_CPP_PKG_PATH"); src == "" {
-			p.Stepf("AUTO_INFER_LLAMA_CPP_GET_PKG_ON_BOOT is on but AUTO_INFER_LLAMA_CPP_PKG_PATH is not set: no install")
-		} else if sig, err := interruptible(sigs, func(ctx context.Context) error {
-			_, err := install.Install(ctx, o.InstallOptions(src))
-			return err
-		}); sig != nil {
-			p.Errorf("install of %s stopped by %s: %v", src, sig, err)
-			return 128 + int(sig.(syscall.Signal))
-		} else if err != nil {
-			p.Errorf("install of %s FAILED: %v", src, err)
-			if strict {
-				p.Errorf("AUTO_INFER_LLAMA_CPP_STRICT=1: stopping before the command starts")
-				return statusOf(err)
-			}
-			p.Errorf("booting on with the previously installed bundle, if any")
-		}
+	if err := e.installOnBoot(); err != nil {
+		return statusOf(err), err
+	}
+	if e.stopAsked {
+		// As if the signal had ended the boot, the way a shell reports it.
+		return 128 + int(e.stopSig), errStopped
 	}
 
 	// 2. The old helper names, as links to this binary.
-	dir := install.InstallDir(o.AppDir)
+	dir := install.InstallDir(e.o.AppDir)
 	if err := os.MkdirAll(dir, 0o755); err == nil {
-		if err := install.EnsureEntryPoints(dir, o.Self, install.EntryPointNames); err != nil {
-			p.Warnf("%v", err)
+		if err := install.EnsureEntryPoints(dir, e.o.Self, install.EntryPointNames); err != nil {
+			e.p.Warnf("%v", err)
 		}
 	}
 
-	reaper := supervise.NewReaper()
-	sup := supervise.New(reaper, p, o.Policy, o.Environ)
-	started := time.Now()
-	var cmdPID int
-	srv := &supervise.Server{Sup: sup,
+	// 3. The supervisor, its event printer and its socket.
+	e.reaper = supervise.NewReaper()
+	e.sup = supervise.New(e.reaper, e.o.Policy, e.o.Environ, e.o.Deps)
+	events, _ := e.sup.Subscribe()
+	e.printed = make(chan struct{})
+	go func() {
+		defer close(e.printed)
+		supervise.Print(e.p, events)
+	}()
+	sock := supervise.SocketPath(e.o.AppDir)
+	e.srv = &supervise.Server{Sup: e.sup,
 		Info: func() supervise.SupervisorInfo {
-			return supervise.SupervisorInfo{PID: os.Getpid(), UptimeS: time.Since(started).Round(time.Millisecond).Seconds(),
-				Cmd: o.Cmd, CmdPID: cmdPID, Socket: supervise.SocketPath(o.AppDir), AppDir: o.AppDir, Instance: len(sup.Statuses())}
+			return supervise.SupervisorInfo{PID: os.Getpid(), UptimeS: time.Since(e.began).Round(time.Millisecond).Seconds(),
+				Cmd: e.o.Cmd, CmdPID: int(e.cmdPID.Load()), Socket: sock, AppDir: e.o.AppDir, Instance: len(e.sup.Snapshots())}
 		},
 		Bundle: func() any {
 			m, err := install.ReadMarker(dir)
@@ -126,163 +157,228 @@ func Run(o Options) int {
 			return m
 		},
 	}
-	if err := srv.Listen(supervise.SocketPath(o.AppDir)); err != nil {
-		p.Warnf("status socket unavailable: %v", err)
-	}
-	defer srv.Close()
-
-	// 3. Serve on boot.
-	if Switch(o.Getenv, "AUTO_INFER_LLAMA_CPP_ON_BOOT", p) {
-		if cfg := o.Getenv("AUTO_INFER_LLAMA_CPP_CONFIG"); cfg == "" {
-			p.Stepf("AUTO_INFER_LLAMA_CPP_ON_BOOT is on but AUTO_INFER_LLAMA_CPP_CONFIG is not set: no server started")
-		} else if err := startInstances(sup, p, cfg, o); err != nil {
-			if strict {
-				p.Errorf("AUTO_INFER_LLAMA_CPP_STRICT=1: stopping before the command starts")
-				return statusOf(err)
-			}
-		}
+	if err := e.srv.Listen(sock); err != nil {
+		e.p.Warnf("status socket unavailable: %v", err)
 	}
 
-	// 4. The container's command.
-	var cmdExit <-chan syscall.WaitStatus
-	var cmdProc *os.Process
-	if len(o.Cmd) > 0 {
-		cmd, ch, err := sup.StartCmd(o.Cmd)
+	// 4. Serve on boot.
+	if err := e.serveOnBoot(); err != nil && e.o.Strict {
+		e.p.Errorf("AUTO_INFER_LLAMA_CPP_STRICT=1: stopping before the command starts")
+		e.sup.StopAll(e.o.Grace)
+		return statusOf(err), err
+	}
+
+	// 5. The container's command.
+	if len(e.o.Cmd) > 0 {
+		cmd, ch, err := e.sup.StartCmd(e.o.Cmd)
 		if err != nil {
-			p.Errorf("cannot start %s: %v", o.Cmd[0], err)
-			sup.StopAll(o.Grace)
-			return 127
+			e.p.Errorf("cannot start %s: %v", e.o.Cmd[0], err)
+			e.sup.StopAll(e.o.Grace)
+			return ExitCmdNotFound, err
 		}
-		cmdExit, cmdProc, cmdPID = ch, cmd.Process, cmd.Process.Pid
-		p.Stepf("started %s (pid %d)", strings.Join(o.Cmd, " "), cmdPID)
+		e.cmdExit, e.cmdProc = ch, cmd.Process
+		e.cmdPID.Store(int64(cmd.Process.Pid))
+		e.p.Stepf("started %s (pid %d)", strings.Join(e.o.Cmd, " "), cmd.Process.Pid)
 	} else {
-		p.Stepf("no command given: supervising until stopped (docker stop, SIGTERM)")
+		e.p.Stepf("no command given: supervising until stopped (docker stop, SIGTERM)")
 	}
+	return ExitOK, nil
+}
 
-	code := 0
+var errStopped = errors.New("stopped during boot")
+
+// installOnBoot runs the boot install while still answering signals: a
+// SIGTERM cancels it, and if it does not stop within the grace period it
+// is abandoned (installs are crash-safe: the old bundle stays active and a
+// partial download is kept for the next boot).
+func (e *Entry) installOnBoot() error {
+	switch {
+	case !e.o.GetPkgOnBoot && e.o.PkgPath != "":
+		e.p.Stepf("AUTO_INFER_LLAMA_CPP_PKG_PATH is set but AUTO_INFER_LLAMA_CPP_GET_PKG_ON_BOOT is not: nothing installed at boot (set AUTO_INFER_LLAMA_CPP_GET_PKG_ON_BOOT=1 to install %s)", e.o.PkgPath)
+		return nil
+	case !e.o.GetPkgOnBoot:
+		return nil
+	case e.o.PkgPath == "":
+		e.p.Stepf("AUTO_INFER_LLAMA_CPP_GET_PKG_ON_BOOT is on but AUTO_INFER_LLAMA_CPP_PKG_PATH is not set: no install")
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.o.Install(ctx, e.o.PkgPath) }()
+	var abandon <-chan time.Time
+	var err error
+wait:
+	for {
+		select {
+		case err = <-done:
+			break wait
+		case sig := <-e.sigs:
+			if (sig == syscall.SIGTERM || sig == syscall.SIGINT) && !e.stopAsked {
+				e.stopAsked, e.stopSig = true, sig.(syscall.Signal)
+				e.p.Stepf("got %s during the install: cancelling it; nothing else starts", sig)
+				cancel()
+				abandon = time.After(e.o.Grace)
+			}
+			// SIGCHLD: nothing of ours runs yet; the reaper collects later.
+		case <-abandon:
+			e.p.Warnf("the install did not stop within %s; leaving it unfinished (the previous bundle stays active)", e.o.Grace)
+			return nil
+		}
+	}
+	if e.stopAsked {
+		e.p.Errorf("install of %s stopped by %s: %v", e.o.PkgPath, e.stopSig, err)
+		return nil
+	}
+	if err != nil {
+		e.p.Errorf("install of %s FAILED: %v", e.o.PkgPath, err)
+		if e.o.Strict {
+			e.p.Errorf("AUTO_INFER_LLAMA_CPP_STRICT=1: stopping before the command starts")
+			return err
+		}
+		e.p.Errorf("booting on with the previously installed bundle, if any")
+	}
+	return nil
+}
+
+func (e *Entry) serveOnBoot() error {
+	switch {
+	case !e.o.ServeOnBoot && e.o.ConfigPath != "":
+		e.p.Stepf("AUTO_INFER_LLAMA_CPP_CONFIG is set but AUTO_INFER_LLAMA_CPP_ON_BOOT is not: no server started at boot (set AUTO_INFER_LLAMA_CPP_ON_BOOT=1 to start the instances of %s)", e.o.ConfigPath)
+		return nil
+	case !e.o.ServeOnBoot:
+		return nil
+	case e.o.ConfigPath == "":
+		e.p.Stepf("AUTO_INFER_LLAMA_CPP_ON_BOOT is on but AUTO_INFER_LLAMA_CPP_CONFIG is not set: no server started")
+		return nil
+	}
+	plan, err := config.Load(e.o.ConfigPath, e.o.Config)
+	if err != nil {
+		e.p.Errorf("%v", err)
+		e.p.Errorf("no server was started")
+		return err
+	}
+	for _, w := range plan.Warnings {
+		e.p.Warnf("%s", w)
+	}
+	if err := plan.Runnable(); err != nil {
+		e.p.Errorf("%v", err)
+		e.p.Errorf("no server was started")
+		return err
+	}
+	if !plan.Enabled {
+		e.p.Stepf("%s: master.enable = false: no server started", e.o.ConfigPath)
+		return nil
+	}
+	_, err = e.sup.Apply(plan.Instances)
+	return err
+}
+
+// Wait supervises until the command exits or a stop signal comes, stops
+// everything within the grace period and returns the exit status: the
+// command's (128+signal when a signal ended it, as a shell reports it), or
+// 0 without a command.
+func (e *Entry) Wait() int {
+	code := ExitOK
 	stopped := make(chan struct{})
+	cmdDone := make(chan struct{})
+	if e.cmdExit == nil {
+		close(cmdDone)
+	}
 	stopping := false
 	stop := func(why string) {
 		if stopping {
 			return
 		}
 		stopping = true
-		p.Stepf("stopping (%s): SIGTERM to everything, SIGKILL after %s", why, o.Grace)
+		e.p.Stepf("stopping (%s): SIGTERM to everything, SIGKILL after %s", why, e.o.Grace)
 		go func() {
 			defer close(stopped)
-			deadline := time.Now().Add(o.Grace)
-			if cmdProc != nil && cmdExit != nil {
-				_ = cmdProc.Signal(syscall.SIGTERM)
+			deadline := time.NewTimer(e.o.Grace)
+			defer deadline.Stop()
+			if e.cmdExit != nil {
+				_ = e.cmdProc.Signal(syscall.SIGTERM)
 			}
-			sup.StopAll(o.Grace)
-			if cmdProc != nil && cmdExit != nil {
-				for time.Now().Before(deadline) && cmdProc.Signal(syscall.Signal(0)) == nil {
-					time.Sleep(20 * time.Millisecond)
-				}
-				_ = cmdProc.Signal(syscall.SIGKILL)
+			e.sup.StopAll(e.o.Grace)
+			if e.cmdExit == nil {
+				return
+			}
+			select {
+			case <-cmdDone:
+			case <-deadline.C:
+				e.p.Stepf("command (pid %d) still running after %s: SIGKILL", e.cmdProc.Pid, e.o.Grace)
+				_ = e.cmdProc.Signal(syscall.SIGKILL)
 			}
 		}()
 	}
-
+	cmdExit := e.cmdExit
+	done := stopped
 	for {
 		select {
-		case sig := <-sigs:
+		case sig := <-e.sigs:
 			switch sig {
 			case syscall.SIGCHLD:
-				reaper.Reap()
+				e.reaper.Reap()
 			case syscall.SIGTERM, syscall.SIGINT:
 				stop("got " + sig.String())
 			default:
-				if cmdProc != nil && cmdExit != nil {
-					_ = cmdProc.Signal(sig)
+				if cmdExit != nil {
+					_ = e.cmdProc.Signal(sig)
 				}
 			}
 		case ws := <-cmdExit:
 			cmdExit = nil
+			close(cmdDone)
 			code = supervise.ExitCode(ws)
-			p.Stepf("command exited with status %d", code)
+			e.p.Stepf("command exited with status %d", code)
 			stop("the command exited")
-		case <-stopped:
-			killStragglers(reaper)
-			p.Stepf("stopped; exit status %d", code)
+		case <-done:
+			done = nil
+		}
+		// Done once everything stopped and the command's status (killed
+		// after the grace, maybe) has come in.
+		if done == nil && cmdExit == nil {
+			e.killStragglers()
+			e.flushEvents()
+			e.p.Stepf("stopped; exit status %d", code)
 			return code
 		}
 	}
 }
 
-// interruptible runs a boot step that may take long (a download) so that
-// SIGTERM or SIGINT cancels it: docker stop must not wait for it. It
-// returns the stop signal if one came; other signals are queued again for
-// the supervision loop.
-func interruptible(sigs chan os.Signal, step func(context.Context) error) (os.Signal, error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- step(ctx) }()
-	var stop os.Signal
-	var other []os.Signal
-	for {
-		select {
-		case err := <-done:
-			for _, s := range other {
-				select {
-				case sigs <- s:
-				default: // full: the loop has plenty to act on already
-				}
-			}
-			return stop, err
-		case sig := <-sigs:
-			if (sig == syscall.SIGTERM || sig == syscall.SIGINT) && stop == nil {
-				stop = sig
-				cancel()
-			} else if sig != syscall.SIGTERM && sig != syscall.SIGINT {
-				other = append(other, sig)
-			}
-		}
+// flushEvents prints every event still queued.
+func (e *Entry) flushEvents() {
+	if e.sup != nil {
+		e.sup.CloseEvents()
+		<-e.printed
 	}
 }
 
-func startInstances(sup *supervise.Supervisor, p *printer.Printer, path string, o Options) error {
-	plan, err := config.Load(path, config.Options{AppDir: o.AppDir, Overrides: o.Getenv("AUTO_INFER_LLAMA_CPP_OVERRIDES")})
-	if err != nil {
-		p.Errorf("%v", err)
-		p.Errorf("no server was started")
-		return err
+// Close releases what Start took: the socket, signal delivery.
+func (e *Entry) Close() {
+	if e.srv != nil {
+		e.srv.Close()
 	}
-	for _, w := range plan.Warnings {
-		p.Warnf("%s", w)
+	e.flushEvents()
+	if e.sigs != nil {
+		signal.Stop(e.sigs)
 	}
-	if err := plan.Runnable(); err != nil {
-		p.Errorf("%v", err)
-		p.Errorf("no server was started")
-		return err
-	}
-	if !plan.Enabled {
-		p.Stepf("%s: master.enable = false: no server started", path)
-		return nil
-	}
-	for _, in := range plan.Instances {
-		if err := sup.Add(in); err != nil {
-			p.Errorf("%s: %v", in.Name, err)
-		}
-	}
-	return nil
 }
 
 // killStragglers kills and reaps whatever children are left (processes
 // that left their group, orphans re-parented to us).
-func killStragglers(r *supervise.Reaper) {
+func (e *Entry) killStragglers() {
 	for _, pid := range supervise.Children() {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	time.Sleep(10 * time.Millisecond)
-	r.Reap()
+	e.reaper.Reap()
 }
 
 func statusOf(err error) int {
 	var bad interface{ BadInput() bool }
 	if errors.As(err, &bad) && bad.BadInput() {
-		return exitBadInput
+		return ExitBadInput
 	}
-	return exitFailure
+	return ExitFailure
 }

@@ -68,10 +68,11 @@ const (
 	OwnSession
 )
 
-// Command builds the process for in. env is the base environment
-// (os.Environ() in production). The caller starts it and closes the log.
+// Command builds the process for in, writing to its log file. env is the
+// base environment (os.Environ() in production). The caller starts it and
+// closes the log.
 func Command(in config.Instance, env []string, mode Detach) (*exec.Cmd, *os.File, error) {
-	exe, err := Resolve(in, env)
+	cmd, err := Prepare(in, env, mode)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -79,16 +80,26 @@ func Command(in config.Instance, env []string, mode Detach) (*exec.Cmd, *os.File
 	if err != nil {
 		return nil, nil, fmt.Errorf("instance %q: %w", in.Name, err)
 	}
+	cmd.Stdout, cmd.Stderr = log, log
+	return cmd, log, nil
+}
+
+// Prepare builds the process for in without its output: the supervisor
+// gives it a pipe to its log sink instead of the file.
+func Prepare(in config.Instance, env []string, mode Detach) (*exec.Cmd, error) {
+	exe, err := Resolve(in, env)
+	if err != nil {
+		return nil, err
+	}
 	cmd := exec.Command(exe, in.Cmd...)
 	cmd.Env = Environ(env, in, filepath.Dir(exe))
-	cmd.Stdout, cmd.Stderr = log, log
 	switch mode {
 	case OwnSession:
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	default:
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	}
-	return cmd, log, nil
+	return cmd, nil
 }
 
 // Resolve finds in's executable: a path as given, a bare name on env's
@@ -163,24 +174,52 @@ func Environ(env []string, in config.Instance, exeDir string) []string {
 // ErrExited is returned by WaitReady when the process ended first.
 var ErrExited = errors.New("exited before it was ready")
 
-// WaitReady polls url+"/health" until it answers 200, the process exits
-// (exited is closed), or timeout passes. 503 means the model is loading.
-// It polls every 25 ms for the first seconds, so readiness is seen at
-// once, then backs off to 500 ms.
-func WaitReady(ctx context.Context, url string, timeout time.Duration, exited <-chan struct{}) (time.Duration, error) {
+// Target is what readiness is checked on: the instance's URL and, when
+// known, the process that must be the one answering on Port.
+type Target struct {
+	URL  string // base URL; /health is appended
+	PID  int    // 0: any answer counts
+	Port int
+}
+
+// TargetOf is the readiness target of an instance started as pid.
+func TargetOf(in config.Instance, pid int) Target {
+	return Target{URL: in.ProbeURL(), PID: pid, Port: in.Port}
+}
+
+// WaitReady polls t.URL+"/health" until it answers 200 from our own
+// process, the process exits (exited is closed), or timeout passes
+// (0: no limit but ctx). 503 means the model is loading. A 200 counts only
+// while t.PID holds the listening socket: another process answering on the
+// port is not our server being ready. It polls every 25 ms for the first
+// seconds, so readiness is seen at once, then backs off to 500 ms.
+func WaitReady(ctx context.Context, t Target, timeout time.Duration, exited <-chan struct{}) (time.Duration, error) {
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
 	client := &http.Client{Timeout: 2 * time.Second}
 	interval := 25 * time.Millisecond
+	last := "no answer yet"
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/health", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, t.URL+"/health", nil)
 		resp, err := client.Do(req)
-		if err == nil {
+		switch {
+		case err != nil:
+			if ctx.Err() == nil { // keep the last real answer, not our own deadline
+				last = err.Error()
+			}
+		default:
 			io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 			resp.Body.Close()
+			last = resp.Status
 			if resp.StatusCode == http.StatusOK {
-				return time.Since(start), nil
+				if t.PID == 0 || ListensOn(t.PID, t.Port) {
+					return time.Since(start), nil
+				}
+				last = fmt.Sprintf("200 OK, but from another process on port %d (%s), not pid %d", t.Port, PortHolder(t.Port), t.PID)
 			}
 		}
 		if time.Since(start) > 3*time.Second {
@@ -191,19 +230,12 @@ func WaitReady(ctx context.Context, url string, timeout time.Duration, exited <-
 			return time.Since(start), ErrExited
 		case <-ctx.Done():
 			if ctx.Err() == context.DeadlineExceeded {
-				return time.Since(start), fmt.Errorf("not ready after %s (last: %v)", timeout, lastState(resp, err))
+				return time.Since(start), fmt.Errorf("not ready after %s (last: %s)", timeout, last)
 			}
 			return time.Since(start), ctx.Err()
 		case <-time.After(interval):
 		}
 	}
-}
-
-func lastState(resp *http.Response, err error) string {
-	if err != nil {
-		return err.Error()
-	}
-	return resp.Status
 }
 
 // Tail returns the last n lines of a file, for failure reports.

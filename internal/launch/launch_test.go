@@ -52,7 +52,7 @@ func TestWaitReady(t *testing.T) {
 	}))
 	defer srv.Close()
 	time.AfterFunc(300*time.Millisecond, func() { ready.Store(true) })
-	took, err := WaitReady(context.Background(), srv.URL, 5*time.Second, nil)
+	took, err := WaitReady(context.Background(), Target{URL: srv.URL}, 5*time.Second, nil)
 	if err != nil || took < 300*time.Millisecond {
 		t.Fatalf("took %s, err %v", took, err)
 	}
@@ -62,12 +62,12 @@ func TestWaitReady(t *testing.T) {
 	}
 
 	ready.Store(false)
-	if _, err := WaitReady(context.Background(), srv.URL, 200*time.Millisecond, nil); err == nil || !strings.Contains(err.Error(), "503") {
+	if _, err := WaitReady(context.Background(), Target{URL: srv.URL}, 200*time.Millisecond, nil); err == nil || !strings.Contains(err.Error(), "503") {
 		t.Errorf("timeout while loading: %v", err)
 	}
 	exited := make(chan struct{})
 	close(exited)
-	if _, err := WaitReady(context.Background(), "http://127.0.0.1:1", time.Second, exited); !errors.Is(err, ErrExited) {
+	if _, err := WaitReady(context.Background(), Target{URL: "http://127.0.0.1:1"}, time.Second, exited); !errors.Is(err, ErrExited) {
 		t.Errorf("exited process: %v", err)
 	}
 }

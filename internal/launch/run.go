@@ -82,7 +82,7 @@ func Run(ctx context.Context, p *printer.Printer, plan *config.Plan, o RunOption
 				if t == 0 {
 					t = s.in.ReadyTimeout
 				}
-				took, err := WaitReady(ctx, s.in.ProbeURL(), t, s.exited)
+				took, err := WaitReady(ctx, TargetOf(s.in, s.cmd.Pid), t, s.exited)
 				if err != nil {
 					p.Errorf("instance %s not ready: %v; last lines of %s:\n%s", s.in.Name, err, s.in.LogFile, Tail(s.in.LogFile, 20))
 					mu.Lock()

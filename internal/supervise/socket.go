@@ -9,11 +9,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/llamaboot/llamaboot/internal/config"
 )
@@ -29,105 +35,279 @@ func SocketPath(app string) string {
 	return filepath.Join(os.TempDir(), "llamaboot-"+hex.EncodeToString(sum[:6])+".sock")
 }
 
-// Status is what `llamaboot status --json` prints.
-type Status struct {
-	Supervisor *SupervisorInfo  `json:"supervisor"`
-	Bundle     any              `json:"bundle"`
-	Instances  []InstanceStatus `json:"instances"`
-}
+// validName is what config accepts as an instance name; anything else in
+// a request is refused before it is looked up.
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
-// SupervisorInfo describes the running supervisor.
-type SupervisorInfo struct {
-	PID      int      `json:"pid"`
-	UptimeS  float64  `json:"uptime_s"`
-	Cmd      []string `json:"cmd,omitempty"`
-	CmdPID   int      `json:"cmd_pid,omitempty"`
-	Socket   string   `json:"socket"`
-	AppDir   string   `json:"app_dir"`
-	Instance int      `json:"instance_count"`
-}
-
-// Server answers status and control requests for a supervisor.
+// Server answers status and control requests for a supervisor. Only root
+// and the supervisor's own uid may use it: the socket is 0600 and every
+// connection's peer credentials (SO_PEERCRED) are checked, because `run`
+// hands executables to the supervisor, which runs them as its own user.
 type Server struct {
 	Sup    *Supervisor
 	Info   func() SupervisorInfo
 	Bundle func() any
-	srv    *http.Server
-	path   string
+	// UID is the uid allowed besides root (default: ours).
+	UID  int
+	srv  *http.Server
+	path string
+}
+
+type credKey struct{}
+
+type peer struct {
+	cred *unix.Ucred
+	err  error
 }
 
 // Listen serves on path until Close.
 func (s *Server) Listen(path string) error {
+	if s.UID == 0 {
+		s.UID = os.Getuid()
+	}
 	_ = os.Remove(path) // a socket left by a killed supervisor
 	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", path, err)
 	}
-	_ = os.Chmod(path, 0o660)
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("restrict %s to its owner: %w", path, err)
+	}
 	s.path = path
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
-		info := s.Info()
-		writeJSON(w, Status{Supervisor: &info, Bundle: s.Bundle(), Instances: s.Sup.Statuses()})
-	})
-	mux.HandleFunc("POST /control/{op}/{name}", func(w http.ResponseWriter, r *http.Request) {
-		op := r.PathValue("op")
-		if op != "restart" && op != "stop" {
-			http.Error(w, "unknown operation "+op, http.StatusBadRequest)
-			return
-		}
-		if err := s.Sup.Control(r.PathValue("name"), op); err != nil {
-			http.Error(w, err.Error(), http.StatusNotFound)
-			return
-		}
-		writeJSON(w, []string{fmt.Sprintf("%s: %s requested", r.PathValue("name"), op)})
-	})
-	mux.HandleFunc("POST /adopt", func(w http.ResponseWriter, r *http.Request) {
-		var req adoptRequest
-		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&req); err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		var lines []string
-		for i := range req.Instances {
-			in := &req.Instances[i]
-			in.ReadyTimeout = time.Duration(in.ReadyTimeoutS * float64(time.Second))
-			in.StopTimeout = time.Duration(in.StopTimeoutS * float64(time.Second))
-			if err := s.Sup.Add(*in); err != nil {
-				lines = append(lines, fmt.Sprintf("%s: not started: %v", in.Name, err))
-				continue
-			}
-			lines = append(lines, fmt.Sprintf("%s: handed to the supervisor (pid %d); log %s, url %s", in.Name, os.Getpid(), in.LogFile, in.URL))
-		}
-		if req.Wait {
-			lines = append(lines, s.waitReady(r.Context(), req.Instances)...)
-		}
-		writeJSON(w, lines)
-	})
-	s.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.status()) })
+	mux.HandleFunc("POST /control", s.control)
+	mux.HandleFunc("POST /adopt", s.adopt)
+	s.srv = &http.Server{Handler: s.checkPeer(mux), ReadHeaderTimeout: 5 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			cred, err := peerCred(c)
+			return context.WithValue(ctx, credKey{}, peer{cred, err})
+		}}
 	go s.srv.Serve(ln)
 	return nil
 }
 
-func (s *Server) waitReady(ctx context.Context, ins []config.Instance) []string {
-	var lines []string
-	for _, in := range ins {
-		deadline := time.Now().Add(in.ReadyTimeout)
-		for {
-			var st string
-			for _, x := range s.Sup.Statuses() {
-				if x.Name == in.Name {
-					st = x.State
-				}
-			}
-			if st == StateReady || st == StateFailed || time.Now().After(deadline) || ctx.Err() != nil {
-				lines = append(lines, fmt.Sprintf("%s: %s", in.Name, st))
-				break
-			}
-			time.Sleep(25 * time.Millisecond)
+func peerCred(c net.Conn) (*unix.Ucred, error) {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return nil, errors.New("not a unix socket")
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil {
+		return nil, err
+	}
+	return cred, cerr
+}
+
+// checkPeer refuses every request from a uid other than root and ours,
+// whatever the socket file's mode.
+func (s *Server) checkPeer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, _ := r.Context().Value(credKey{}).(peer)
+		switch {
+		case p.cred == nil:
+			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("permission denied: cannot tell who is asking (%v)", p.err))
+		case p.cred.Uid != 0 && int(p.cred.Uid) != s.UID:
+			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf(
+				"permission denied: uid %d may not use this supervisor (only root and uid %d may; group membership does not count)", p.cred.Uid, s.UID))
+		default:
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
+func (s *Server) status() Status {
+	info := s.Info()
+	snaps := s.Sup.Snapshots()
+	st := Status{Supervisor: &info, Bundle: s.Bundle(), Instances: make([]InstanceStatus, 0, len(snaps))}
+	now := time.Now()
+	for _, sn := range snaps {
+		st.Instances = append(st.Instances, wireInstance(sn, now))
+	}
+	return st
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "malformed request: "+err.Error())
+		return false
+	}
+	return true
+}
+
+func (s *Server) control(w http.ResponseWriter, r *http.Request) {
+	var req ControlRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	op, ok := ParseOp(req.Op)
+	if !ok {
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("unknown operation %q (start, stop, restart)", req.Op))
+		return
+	}
+	if !validName.MatchString(req.Name) {
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("invalid instance name %q: names are letters, digits, '.', '_' and '-'", req.Name))
+		return
+	}
+	events, cancel := s.Sup.Subscribe()
+	defer cancel()
+	before := s.snapshot(req.Name)
+	if err := s.Sup.Control(req.Name, op); err != nil {
+		s.controlError(w, req.Name, err)
+		return
+	}
+	lines := []string{fmt.Sprintf("%s: %s requested", req.Name, op)}
+	if req.Wait {
+		expect := expectStart
+		switch {
+		case op == OpStop:
+			expect = expectDown
+		case op == OpStart && before.State.Running():
+			expect = expectNothing
+		}
+		lines = append(lines, s.await(r.Context(), events, map[string]expectation{req.Name: expect})...)
+	}
+	writeJSON(w, http.StatusOK, Reply{Lines: lines})
+}
+
+func (s *Server) controlError(w http.ResponseWriter, name string, err error) {
+	switch {
+	case errors.Is(err, ErrUnknownInstance):
+		var names []string
+		for _, sn := range s.Sup.Snapshots() {
+			names = append(names, sn.Spec.Name)
+		}
+		writeError(w, http.StatusNotFound, "unknown_instance", fmt.Sprintf("no instance %q is supervised (instances: %v)", name, names))
+	case errors.Is(err, ErrShuttingDown):
+		writeError(w, http.StatusServiceUnavailable, "shutting_down", err.Error())
+	default:
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+	}
+}
+
+func (s *Server) snapshot(name string) Snapshot {
+	for _, sn := range s.Sup.Snapshots() {
+		if sn.Spec.Name == name {
+			return sn
 		}
 	}
-	return lines
+	return Snapshot{}
+}
+
+func (s *Server) adopt(w http.ResponseWriter, r *http.Request) {
+	var req AdoptRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	expect := map[string]expectation{}
+	for i := range req.Instances {
+		in := &req.Instances[i]
+		if !validName.MatchString(in.Name) {
+			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("invalid instance name %q", in.Name))
+			return
+		}
+		in.ReadyTimeout = time.Duration(in.ReadyTimeoutS * float64(time.Second))
+		in.StopTimeout = time.Duration(in.StopTimeoutS * float64(time.Second))
+		expect[in.Name] = expectStart
+		if s.snapshot(in.Name).State.Running() {
+			expect[in.Name] = expectNothing
+		}
+	}
+	events, cancel := s.Sup.Subscribe()
+	defer cancel()
+	res, err := s.Sup.Upsert(req.Instances)
+	if err != nil {
+		s.controlError(w, "", err)
+		return
+	}
+	var lines []string
+	for _, n := range res.Added {
+		in, _ := s.Sup.Spec(n)
+		lines = append(lines, fmt.Sprintf("%s: handed to the supervisor (pid %d); log %s, url %s", n, os.Getpid(), in.LogFile, in.URL))
+	}
+	for _, n := range res.Changed {
+		lines = append(lines, fmt.Sprintf("%s: changed; the supervisor restarts it with the new settings", n))
+		expect[n] = expectStart
+	}
+	for _, n := range res.Unchanged {
+		lines = append(lines, fmt.Sprintf("%s: already supervised with these settings", n))
+	}
+	if req.Wait {
+		lines = append(lines, s.await(r.Context(), events, expect)...)
+	}
+	writeJSON(w, http.StatusOK, Reply{Lines: lines})
+}
+
+type expectation int
+
+const (
+	expectNothing expectation = iota // report the state as it is
+	expectStart                      // a process will start: wait for ready or failure
+	expectDown                       // wait until it is down
+)
+
+// await follows events until each named instance got where it was going
+// (or cannot), and reports one line each. The deadline is the longest
+// stop plus ready timeout among them.
+func (s *Server) await(ctx context.Context, events <-chan Event, want map[string]expectation) []string {
+	result := map[string]string{}
+	started := map[string]bool{}
+	var limit time.Duration
+	for name, e := range want {
+		spec, _ := s.Sup.Spec(name)
+		limit = max(limit, spec.ReadyTimeout+spec.StopTimeout)
+		if e == expectNothing {
+			result[name] = s.snapshot(name).State.String()
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	for len(result) < len(want) {
+		select {
+		case <-ctx.Done():
+			for name := range want {
+				if _, ok := result[name]; !ok {
+					result[name] = fmt.Sprintf("%s (still not there after %s)", s.snapshot(name).State, limit)
+				}
+			}
+		case ev, ok := <-events:
+			if !ok {
+				return lines(want, result)
+			}
+			e, watched := want[ev.Instance]
+			if _, done := result[ev.Instance]; !watched || done {
+				continue
+			}
+			switch {
+			case ev.Kind == EvStarted:
+				started[ev.Instance] = true
+			case ev.Kind == EvReady && started[ev.Instance] && e == expectStart:
+				result[ev.Instance] = fmt.Sprintf("ready after %.2fs (pid %d)", ev.Took.Seconds(), ev.PID)
+			case ev.Kind == EvFailed:
+				text, _ := ev.Line()
+				result[ev.Instance] = "failed: " + text
+			case ev.Kind == EvStopped:
+				result[ev.Instance] = "stopped"
+			case ev.Kind == EvRestarting && e == expectStart:
+				result[ev.Instance] = fmt.Sprintf("exited (%s); restarting in %.1fs", ev.Reason, ev.Delay.Seconds())
+			}
+		}
+	}
+	return lines(want, result)
+}
+
+func lines(want map[string]expectation, result map[string]string) []string {
+	var out []string
+	for _, name := range slices.Sorted(maps.Keys(want)) {
+		out = append(out, fmt.Sprintf("%s: %s", name, result[name]))
+	}
+	return out
 }
 
 // Close stops serving and removes the socket.
@@ -140,16 +320,16 @@ func (s *Server) Close() {
 	}
 }
 
-type adoptRequest struct {
-	Instances []config.Instance `json:"instances"`
-	Wait      bool              `json:"wait"`
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
+func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, kind, text string) {
+	writeJSON(w, code, ErrorReply{Error: text, Code: kind})
 }
 
 func client(sock string) *http.Client {
@@ -162,53 +342,75 @@ func client(sock string) *http.Client {
 	}
 }
 
-// Running reports whether a supervisor answers on sock.
+// ErrNoSupervisor means no supervisor answers on the socket.
+var ErrNoSupervisor = errors.New("no supervisor is running")
+
+// dialError explains why the socket could not be reached.
+func dialError(sock string, err error) error {
+	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
+		return &RemoteError{Status: http.StatusForbidden, Code: "forbidden", Msg: fmt.Sprintf(
+			"permission denied on %s: only root and the supervisor's own user may use it (you are uid %d)", sock, os.Getuid())}
+	}
+	return fmt.Errorf("%w (socket %s)", ErrNoSupervisor, sock)
+}
+
+// Running reports whether a supervisor answers on sock (refusing us
+// counts as running: it is there).
 func Running(sock string) bool {
 	c := client(sock)
 	c.Timeout = time.Second
 	resp, err := c.Get("http://llamaboot/status")
 	if err != nil {
-		return false
+		return !errors.Is(dialError(sock, err), ErrNoSupervisor)
 	}
 	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	return true
 }
-
-// ErrNoSupervisor means no supervisor answers on the socket.
-var ErrNoSupervisor = errors.New("no supervisor is running")
 
 // GetStatus asks the supervisor on sock for its status.
 func GetStatus(sock string) (Status, error) {
 	var st Status
 	resp, err := client(sock).Get("http://llamaboot/status")
 	if err != nil {
-		return st, fmt.Errorf("%w (socket %s)", ErrNoSupervisor, sock)
+		return st, dialError(sock, err)
 	}
 	defer resp.Body.Close()
-	return st, json.NewDecoder(resp.Body).Decode(&st)
+	return st, readReply(resp, &st)
 }
 
-// Control asks the supervisor on sock to restart or stop an instance.
-func Control(sock, op, name string) ([]string, error) {
-	return post(sock, "/control/"+op+"/"+name, nil)
+// Control asks the supervisor on sock for op on an instance; with wait,
+// the answer comes once the instance is ready again (or down, for stop).
+func Control(sock string, op Op, name string, wait bool) ([]string, error) {
+	var rep Reply
+	err := post(sock, "/control", ControlRequest{Op: string(op), Name: name, Wait: wait}, &rep)
+	return rep.Lines, err
 }
 
 // Adopt hands the plan's instances to the supervisor on sock.
 func Adopt(sock string, plan *config.Plan, wait bool) ([]string, error) {
-	return post(sock, "/adopt", adoptRequest{Instances: plan.Instances, Wait: wait})
+	var rep Reply
+	err := post(sock, "/adopt", AdoptRequest{Instances: plan.Instances, Wait: wait}, &rep)
+	return rep.Lines, err
 }
 
-func post(sock, path string, body any) ([]string, error) {
+func post(sock, path string, body, out any) error {
 	b, _ := json.Marshal(body)
 	resp, err := client(sock).Post("http://llamaboot"+path, "application/json", bytes.NewReader(b))
 	if err != nil {
-		return nil, fmt.Errorf("%w (socket %s)", ErrNoSupervisor, sock)
+		return dialError(sock, err)
 	}
 	defer resp.Body.Close()
+	return readReply(resp, out)
+}
+
+func readReply(resp *http.Response, out any) error {
 	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return nil, fmt.Errorf("supervisor: %s", string(msg))
+		var e ErrorReply
+		raw, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		if json.Unmarshal(raw, &e) != nil || e.Error == "" {
+			e.Error = fmt.Sprintf("%s: %s", resp.Status, bytes.TrimSpace(raw))
+		}
+		return &RemoteError{Status: resp.StatusCode, Code: e.Code, Msg: e.Error}
 	}
-	var lines []string
-	return lines, json.NewDecoder(resp.Body).Decode(&lines)
+	return json.NewDecoder(resp.Body).Decode(out)
 }

@@ -1,12 +1,14 @@
-// Package supervise is llamaboot's PID 1: it starts llama-server instances
-// and the container's command as children, reaps every zombie, forwards
-// signals, restarts crashed servers with backoff, tracks readiness, answers
-// status and control requests on a unix socket, and stops everything inside
-// Docker's grace period.
+// Package supervise is llamaboot's PID 1 machinery: it starts llama-server
+// instances and the container's command as children, reaps every zombie,
+// keeps each instance in the state the operator wants (one owner goroutine
+// per instance, one transition table), publishes what happens as typed
+// events, writes each instance's output to its log through a pipe, and
+// answers status and control requests on a unix socket.
 package supervise
 
 import (
-	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,17 +17,6 @@ import (
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/config"
-	"github.com/llamaboot/llamaboot/internal/launch"
-	"github.com/llamaboot/llamaboot/internal/printer"
-)
-
-// Instance states, as status reports them.
-const (
-	StateStarting   = "starting"
-	StateReady      = "ready"
-	StateRestarting = "restarting"
-	StateFailed     = "failed"
-	StateStopped    = "stopped"
 )
 
 // Policy tunes restarts. Zero fields take defaults.
@@ -56,299 +47,258 @@ func (p Policy) withDefaults() Policy {
 	return p
 }
 
-// Supervisor runs and watches instances.
+// Op is an operator's request for one instance.
+type Op string
+
+const (
+	OpStart   Op = "start"
+	OpStop    Op = "stop"
+	OpRestart Op = "restart"
+)
+
+// ParseOp reads an operation name.
+func ParseOp(s string) (Op, bool) {
+	switch op := Op(s); op {
+	case OpStart, OpStop, OpRestart:
+		return op, true
+	}
+	return "", false
+}
+
+// ErrUnknownInstance is a control request for a name nobody supervises.
+var ErrUnknownInstance = errors.New("no such instance")
+
+// ErrShuttingDown refuses requests once StopAll has begun.
+var ErrShuttingDown = errors.New("the supervisor is shutting down")
+
+// Supervisor keeps a set of instances as wanted.
 type Supervisor struct {
 	reaper *Reaper
-	out    *printer.Printer
+	deps   Deps
 	policy Policy
 	env    []string
+	events broadcaster
 
-	mu        sync.Mutex
-	instances []*instance
-	stopping  bool
-	wg        sync.WaitGroup
+	mu       sync.Mutex
+	owners   map[string]*member
+	order    []string // names in the order they were added, for status
+	shutting bool
 }
 
-// New returns a supervisor that starts children through reaper and prints
-// events to out.
-func New(reaper *Reaper, out *printer.Printer, policy Policy, env []string) *Supervisor {
-	return &Supervisor{reaper: reaper, out: out, policy: policy.withDefaults(), env: env}
+// member is the supervisor's record of one owner: the spec it was last
+// given (for Apply's diff) and whether it is being removed.
+type member struct {
+	o        *owner
+	spec     config.Instance
+	removing bool
 }
 
-type instance struct {
-	cfg config.Instance
-
-	mu        sync.Mutex
-	state     string
-	pid       int
-	restarts  int
-	startedAt time.Time
-	lastExit  string
-	kick      chan string // "restart" or "stop" from the control socket
+// New returns a supervisor that starts children through reaper with env
+// as their base environment. Zero deps fields take the real thing.
+func New(reaper *Reaper, policy Policy, env []string, deps Deps) *Supervisor {
+	return &Supervisor{reaper: reaper, deps: deps.withDefaults(reaper, env), policy: policy.withDefaults(),
+		env: env, owners: map[string]*member{}}
 }
 
-// InstanceStatus is one instance in `llamaboot status --json`.
-type InstanceStatus struct {
-	Name     string  `json:"name"`
-	State    string  `json:"state"`
-	PID      int     `json:"pid"`
-	Port     int     `json:"port"`
-	URL      string  `json:"url"`
-	Restarts int     `json:"restarts"`
-	UptimeS  float64 `json:"uptime_s"`
-	LastExit *string `json:"last_exit"`
-	LogFile  string  `json:"log_file"`
+// Subscribe returns every event published from now on; call cancel when
+// done. The channel closes after CloseEvents.
+func (s *Supervisor) Subscribe() (<-chan Event, func()) { return s.events.Subscribe() }
+
+// CloseEvents ends every subscription once its queued events are read.
+func (s *Supervisor) CloseEvents() { s.events.close() }
+
+// ApplyResult says what Apply did, by instance name.
+type ApplyResult struct {
+	Added, Changed, Unchanged, Removed []string
 }
 
-func (in *instance) status() InstanceStatus {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	st := InstanceStatus{Name: in.cfg.Name, State: in.state, PID: in.pid, Port: in.cfg.Port, URL: in.cfg.URL,
-		Restarts: in.restarts, LogFile: in.cfg.LogFile}
-	if in.pid != 0 && !in.startedAt.IsZero() {
-		st.UptimeS = time.Since(in.startedAt).Round(time.Millisecond).Seconds()
+// Apply makes desired the whole set of supervised instances: new names are
+// started, missing ones stopped and removed, changed ones restarted with
+// their new spec, unchanged ones left alone. Boot is the Apply of the
+// first plan; reload is the Apply of the next.
+func (s *Supervisor) Apply(desired []config.Instance) (ApplyResult, error) {
+	res, err := s.upsert(desired, false)
+	if err != nil {
+		return res, err
 	}
-	if in.lastExit != "" {
-		e := in.lastExit
-		st.LastExit = &e
+	want := map[string]bool{}
+	for _, in := range desired {
+		want[in.Name] = true
 	}
-	return st
-}
-
-func (in *instance) set(f func()) {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	f()
-}
-
-// Statuses reports every instance.
-func (s *Supervisor) Statuses() []InstanceStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]InstanceStatus, 0, len(s.instances))
-	for _, in := range s.instances {
-		out = append(out, in.status())
+	for _, name := range s.order {
+		m := s.owners[name]
+		if want[name] || m.removing {
+			continue
+		}
+		m.removing = true
+		_ = m.o.send(msg{in: inStop, end: true, remove: true})
+		res.Removed = append(res.Removed, name)
+		go s.forget(name, m)
+	}
+	return res, nil
+}
+
+// Upsert adds or updates the given instances, starts those of them that
+// are down, and leaves the others alone: what `run` hands to a running
+// supervisor.
+func (s *Supervisor) Upsert(specs []config.Instance) (ApplyResult, error) {
+	return s.upsert(specs, true)
+}
+
+func (s *Supervisor) upsert(specs []config.Instance, startDown bool) (ApplyResult, error) {
+	var res ApplyResult
+	for _, spec := range specs {
+		m, err := s.member(spec.Name)
+		if err != nil {
+			return res, err
+		}
+		switch {
+		case m == nil:
+			if err := s.add(spec); err != nil {
+				return res, err
+			}
+			res.Added = append(res.Added, spec.Name)
+		case sameSpec(m.spec, spec):
+			if startDown {
+				// Ignored by a running instance; starts a stopped or failed one.
+				if err := m.o.send(msg{in: inStart}); err != nil {
+					return res, err
+				}
+			}
+			res.Unchanged = append(res.Unchanged, spec.Name)
+		default:
+			s.mu.Lock()
+			m.spec = spec
+			s.mu.Unlock()
+			sp := spec
+			if err := m.o.send(msg{in: inRestart, spec: &sp}); err != nil {
+				return res, err
+			}
+			res.Changed = append(res.Changed, spec.Name)
+		}
+	}
+	return res, nil
+}
+
+// member returns the live member called name, after waiting out a removal
+// in progress (its process may still hold the port).
+func (s *Supervisor) member(name string) (*member, error) {
+	s.mu.Lock()
+	if s.shutting {
+		s.mu.Unlock()
+		return nil, ErrShuttingDown
+	}
+	m := s.owners[name]
+	s.mu.Unlock()
+	if m != nil && m.removing {
+		<-m.o.done
+		s.mu.Lock()
+		if s.owners[name] == m {
+			s.drop(name)
+		}
+		s.mu.Unlock()
+		return nil, nil
+	}
+	return m, nil
+}
+
+func (s *Supervisor) add(spec config.Instance) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shutting {
+		return ErrShuttingDown
+	}
+	o := newOwner(spec, s.deps, s.policy, s.events.publish)
+	s.owners[spec.Name] = &member{o: o, spec: spec}
+	s.order = append(s.order, spec.Name)
+	return o.send(msg{in: inStart})
+}
+
+// forget drops a removed member once its owner has ended.
+func (s *Supervisor) forget(name string, m *member) {
+	<-m.o.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.owners[name] == m {
+		s.drop(name)
+	}
+}
+
+// drop deletes name; s.mu is held.
+func (s *Supervisor) drop(name string) {
+	delete(s.owners, name)
+	for i, n := range s.order {
+		if n == name {
+			s.order = append(s.order[:i:i], s.order[i+1:]...)
+			break
+		}
+	}
+}
+
+// sameSpec compares what an instance runs, ignoring where in the file it
+// was written (positions are not part of the JSON form).
+func sameSpec(a, b config.Instance) bool {
+	ja, err1 := json.Marshal(a)
+	jb, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && string(ja) == string(jb)
+}
+
+// Control asks an instance's owner for op.
+func (s *Supervisor) Control(name string, op Op) error {
+	s.mu.Lock()
+	m, shutting := s.owners[name], s.shutting
+	s.mu.Unlock()
+	switch {
+	case shutting:
+		return ErrShuttingDown
+	case m == nil || m.removing:
+		return fmt.Errorf("%w %q", ErrUnknownInstance, name)
+	}
+	in := map[Op]input{OpStart: inStart, OpStop: inStop, OpRestart: inRestart}[op]
+	return m.o.send(msg{in: in, op: string(op)})
+}
+
+// Snapshots reports every instance, in the order they were added.
+func (s *Supervisor) Snapshots() []Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]Snapshot, 0, len(s.order))
+	for _, n := range s.order {
+		out = append(out, s.owners[n].o.snapshot())
 	}
 	return out
 }
 
-func (s *Supervisor) find(name string) *instance {
+// Spec returns the spec last given for name.
+func (s *Supervisor) Spec(name string) (config.Instance, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, in := range s.instances {
-		if in.cfg.Name == name {
-			return in
-		}
+	m := s.owners[name]
+	if m == nil {
+		return config.Instance{}, false
 	}
-	return nil
+	return m.spec, true
 }
 
-// Add starts supervising cfg. It refuses a name already running.
-func (s *Supervisor) Add(cfg config.Instance) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.stopping {
-		return fmt.Errorf("shutting down")
-	}
-	for i, in := range s.instances {
-		if in.cfg.Name == cfg.Name {
-			if st := in.status().State; st != StateStopped && st != StateFailed {
-				return fmt.Errorf("instance %q is already supervised (%s)", cfg.Name, st)
-			}
-			s.instances = append(s.instances[:i:i], s.instances[i+1:]...)
-			break
-		}
-	}
-	in := &instance{cfg: cfg, state: StateStarting, kick: make(chan string, 1)}
-	s.instances = append(s.instances, in)
-	s.wg.Add(1)
-	go s.run(in)
-	return nil
-}
-
-// Control sends "restart" or "stop" to an instance.
-func (s *Supervisor) Control(name, op string) error {
-	in := s.find(name)
-	if in == nil {
-		return fmt.Errorf("no instance %q", name)
-	}
-	if st := in.status().State; op == "restart" && (st == StateFailed || st == StateStopped) {
-		// Its loop has ended: start a fresh one.
-		return s.Add(in.cfg)
-	}
-	select {
-	case in.kick <- op:
-	default:
-	}
-	return nil
-}
-
-func (s *Supervisor) event(format string, args ...any) { s.out.Stepf(format, args...) }
-
-// run is one instance's life: start, watch readiness, wait for exit,
-// restart with backoff or give up.
-func (s *Supervisor) run(in *instance) {
-	defer s.wg.Done()
-	cfg := in.cfg
-	quick := 0
-	for {
-		cmd, log, err := launch.Command(cfg, s.env, launch.OwnGroup)
-		if err != nil {
-			s.out.Errorf("%s: %v", cfg.Name, err)
-			in.set(func() { in.state, in.lastExit = StateFailed, err.Error() })
-			return
-		}
-		fmt.Fprintf(log, "\n[llamaboot] %s starting %s %v\n", time.Now().Format(time.RFC3339), cmd.Path, cfg.Cmd)
-		exitCh, err := s.reaper.Start(cmd)
-		log.Close()
-		if err != nil {
-			s.out.Errorf("%s: start %s: %v", cfg.Name, cmd.Path, err)
-			in.set(func() { in.state, in.lastExit = StateFailed, err.Error() })
-			return
-		}
-		pid := cmd.Process.Pid
-		started := time.Now()
-		in.set(func() { in.state, in.pid, in.startedAt = StateStarting, pid, started })
-		s.event("%s started: pid %d, %s, log %s", cfg.Name, pid, cfg.URL, cfg.LogFile)
-		if s.isStopping() {
-			// StopAll may have missed a process started just now.
-			go s.terminate(pid, cfg.StopTimeout)
-		}
-
-		exited := make(chan struct{})
-		ctx, cancel := context.WithCancel(context.Background())
-		go s.watchReady(ctx, in, pid, exited)
-
-		var ws syscall.WaitStatus
-		stopRequested := false
-	wait:
-		for {
-			select {
-			case ws = <-exitCh:
-				break wait
-			case op := <-in.kick:
-				stopRequested = op == "stop"
-				s.event("%s: %s requested", cfg.Name, op)
-				go s.terminate(pid, cfg.StopTimeout)
-				if op == "restart" {
-					quick = 0
-				}
-			}
-		}
-		close(exited)
-		cancel()
-		ran := time.Since(started)
-		exit := describeExit(ws)
-		in.set(func() { in.pid, in.lastExit = 0, exit })
-
-		if s.isStopping() || stopRequested {
-			in.set(func() { in.state = StateStopped })
-			s.event("%s stopped (%s)", cfg.Name, exit)
-			return
-		}
-		s.event("%s exited: %s after %.1fs", cfg.Name, exit, ran.Seconds())
-		if cfg.Restart == "never" || (cfg.Restart == "on-failure" && ws.Exited() && ws.ExitStatus() == 0) {
-			in.set(func() { in.state = StateStopped })
-			return
-		}
-		if ran < s.policy.QuickCrash {
-			quick++
-		} else {
-			quick = 1
-		}
-		if quick >= s.policy.CrashLoop {
-			in.set(func() { in.state = StateFailed })
-			s.out.Errorf("%s failed: %d quick crashes in a row; not restarting. Last lines of %s:\n%s",
-				cfg.Name, quick, cfg.LogFile, launch.Tail(cfg.LogFile, s.policy.LogTailLines))
-			return
-		}
-		delay := min(s.policy.BackoffMin<<(quick-1), s.policy.BackoffMax)
-		in.set(func() { in.state = StateRestarting; in.restarts++ })
-		s.event("%s restarting in %.1fs", cfg.Name, delay.Seconds())
-		select {
-		case <-time.After(delay):
-		case op := <-in.kick:
-			if op == "stop" {
-				in.set(func() { in.state = StateStopped })
-				s.event("%s stopped", cfg.Name)
-				return
-			}
-		}
-		if s.isStopping() {
-			in.set(func() { in.state = StateStopped })
-			return
-		}
-	}
-}
-
-func (s *Supervisor) watchReady(ctx context.Context, in *instance, pid int, exited <-chan struct{}) {
-	took, err := launch.WaitReady(ctx, in.cfg.ProbeURL(), in.cfg.ReadyTimeout, exited)
-	if err != nil {
-		if ctx.Err() == nil && err != launch.ErrExited {
-			s.out.Errorf("%s: %v; restarting it", in.cfg.Name, err)
-			s.terminate(pid, in.cfg.StopTimeout)
-		}
-		return
-	}
-	in.set(func() {
-		if in.pid == pid {
-			in.state = StateReady
-		}
-	})
-	s.event("%s ready after %.2fs at %s", in.cfg.Name, took.Seconds(), in.cfg.URL)
-}
-
-// terminate sends SIGTERM to a process group, then SIGKILL to what is left
-// of the group after grace.
-func (s *Supervisor) terminate(pid int, grace time.Duration) {
-	_ = syscall.Kill(-pid, syscall.SIGTERM)
-	deadline := time.Now().Add(grace)
-	for time.Now().Before(deadline) {
-		if syscall.Kill(-pid, 0) != nil {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if syscall.Kill(-pid, 0) == nil {
-		s.event("pid %d still running after %s: SIGKILL", pid, grace)
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-	}
-}
-
-func (s *Supervisor) isStopping() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.stopping
-}
-
-// StopAll stops every instance in parallel: SIGTERM to each group, SIGKILL
-// to what is left after grace. It returns when every instance loop ended.
+// StopAll stops every instance in parallel (SIGTERM to each group, SIGKILL
+// after the smaller of grace and its stop_timeout) and returns when every
+// owner has ended. No instance starts after it is called.
 func (s *Supervisor) StopAll(grace time.Duration) {
 	s.mu.Lock()
-	s.stopping = true
-	list := append([]*instance(nil), s.instances...)
+	s.shutting = true
+	var owners []*owner
+	for _, m := range s.owners {
+		owners = append(owners, m.o)
+	}
 	s.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, in := range list {
-		st := in.status()
-		if st.PID == 0 {
-			continue
-		}
-		g := min(grace, in.cfg.StopTimeout)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.terminate(st.PID, g)
-		}()
+	for _, o := range owners {
+		_ = o.send(msg{in: inStop, end: true, grace: grace})
 	}
-	wg.Wait()
-	for _, in := range list {
-		select {
-		case in.kick <- "stop":
-		default:
-		}
+	for _, o := range owners {
+		<-o.done
 	}
-	s.wg.Wait()
 }
 
 // StartCmd starts the container's command as a child in our process group

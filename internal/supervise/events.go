@@ -1,0 +1,211 @@
+package supervise
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/llamaboot/llamaboot/internal/printer"
+)
+
+// EventKind says what happened to an instance.
+type EventKind int
+
+const (
+	EvStarted    EventKind = iota // a process was started (PID)
+	EvReady                       // it answers /health (Took since start)
+	EvNotReady                    // ready_timeout passed (Err); it is being stopped
+	EvRequested                   // an operator asked for Op
+	EvExited                      // its process ended unasked (Exit, Ran)
+	EvRestarting                  // it will start again after Delay
+	EvStopped                     // it is down and stays down (Exit, if a process ended)
+	EvFailed                      // gave up: crash loop (Quick, LogTail) or could not start (Err)
+	EvKilled                      // SIGKILL after Grace
+	EvRemoved                     // no longer supervised
+)
+
+var kindNames = [...]string{"started", "ready", "not-ready", "requested", "exited", "restarting", "stopped", "failed", "killed", "removed"}
+
+func (k EventKind) String() string { return kindNames[k] }
+
+// Event is one thing that happened to one instance, published by its owner
+// goroutine to every subscriber (the log printer, --wait and restart
+// waiters, tests; metrics later).
+type Event struct {
+	Time     time.Time
+	Instance string
+	Kind     EventKind
+	State    State  // the instance's state after the event
+	Reason   Reason // why the process ended, for EvExited/EvStopped/EvFailed
+	PID      int
+	URL      string
+	LogFile  string
+	Op       string        // EvRequested: start, stop, restart
+	Exit     string        // "exit code 3", "killed by SIGKILL"
+	Ran      time.Duration // how long the process ran
+	Took     time.Duration // EvReady: start to ready
+	Delay    time.Duration // EvRestarting
+	Grace    time.Duration // EvKilled
+	Quick    int           // EvFailed after a crash loop
+	LogTail  string        // EvFailed after a crash loop
+	Err      error
+}
+
+// Line renders an event as the supervisor's log line.
+func (e Event) Line() (text string, isError bool) {
+	n := e.Instance
+	switch e.Kind {
+	case EvStarted:
+		return fmt.Sprintf("%s started: pid %d, %s, log %s", n, e.PID, e.URL, e.LogFile), false
+	case EvReady:
+		return fmt.Sprintf("%s ready after %.2fs at %s", n, e.Took.Seconds(), e.URL), false
+	case EvNotReady:
+		return fmt.Sprintf("%s: %v; restarting it", n, e.Err), true
+	case EvRequested:
+		return fmt.Sprintf("%s: %s requested", n, e.Op), false
+	case EvExited:
+		if e.Reason == ReasonStopRequested || e.Reason == ReasonRestartRequested {
+			return "", false // the stopped/started lines say it
+		}
+		return fmt.Sprintf("%s exited: %s after %.1fs", n, e.Exit, e.Ran.Seconds()), false
+	case EvRestarting:
+		return fmt.Sprintf("%s restarting in %.1fs", n, e.Delay.Seconds()), false
+	case EvStopped:
+		if e.Exit == "" {
+			return fmt.Sprintf("%s stopped", n), false
+		}
+		return fmt.Sprintf("%s stopped (%s)", n, e.Exit), false
+	case EvFailed:
+		if e.Quick > 0 {
+			return fmt.Sprintf("%s failed: %d quick crashes in a row; not restarting. Last lines of %s:\n%s", n, e.Quick, e.LogFile, e.LogTail), true
+		}
+		if e.Err != nil {
+			return fmt.Sprintf("%s failed: %v", n, e.Err), true
+		}
+		return fmt.Sprintf("%s failed: %s (%s); not restarting", n, e.Exit, e.Reason), true
+	case EvKilled:
+		return fmt.Sprintf("pid %d still running after %s: SIGKILL", e.PID, e.Grace), false
+	case EvRemoved:
+		return fmt.Sprintf("%s removed from supervision", n), false
+	}
+	return fmt.Sprintf("%s: %s", n, e.Kind), false
+}
+
+// Print writes events to p as they come, until the channel closes.
+func Print(p *printer.Printer, events <-chan Event) {
+	for e := range events {
+		text, isErr := e.Line()
+		switch {
+		case text == "":
+		case isErr:
+			p.Errorf("%s", strings.TrimRight(text, "\n"))
+		default:
+			p.Stepf("%s", text)
+		}
+	}
+}
+
+// broadcaster hands every published event to every subscriber, in order,
+// without ever blocking the publisher: each subscriber has its own queue.
+type broadcaster struct {
+	mu     sync.Mutex
+	subs   map[*subscriber]struct{}
+	closed bool
+}
+
+type subscriber struct {
+	mu     sync.Mutex
+	queue  []Event
+	wake   chan struct{}
+	closed bool
+	out    chan Event
+	done   chan struct{} // closed when the subscriber cancels
+}
+
+// Subscribe returns a channel of every event published from now on, and a
+// cancel func. The channel closes after cancel or when the supervisor
+// closes its events.
+func (b *broadcaster) Subscribe() (<-chan Event, func()) {
+	s := &subscriber{wake: make(chan struct{}, 1), out: make(chan Event), done: make(chan struct{})}
+	b.mu.Lock()
+	if b.subs == nil {
+		b.subs = map[*subscriber]struct{}{}
+	}
+	if b.closed {
+		s.closed = true
+	} else {
+		b.subs[s] = struct{}{}
+	}
+	b.mu.Unlock()
+	go s.pump()
+	var once sync.Once
+	return s.out, func() {
+		once.Do(func() {
+			b.mu.Lock()
+			delete(b.subs, s)
+			b.mu.Unlock()
+			close(s.done)
+		})
+	}
+}
+
+func (b *broadcaster) publish(e Event) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for s := range b.subs {
+		s.mu.Lock()
+		s.queue = append(s.queue, e)
+		s.mu.Unlock()
+		s.poke()
+	}
+}
+
+// close delivers what is queued, then closes every subscriber's channel.
+func (b *broadcaster) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	for s := range b.subs {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.poke()
+	}
+	b.subs = nil
+}
+
+func (s *subscriber) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (s *subscriber) pump() {
+	defer close(s.out)
+	for {
+		s.mu.Lock()
+		q, closed := s.queue, s.closed
+		s.queue = nil
+		s.mu.Unlock()
+		for _, e := range q {
+			select {
+			case s.out <- e:
+			case <-s.done:
+				return
+			}
+		}
+		if len(q) > 0 {
+			continue
+		}
+		if closed {
+			return
+		}
+		select {
+		case <-s.wake:
+		case <-s.done:
+			return
+		}
+	}
+}

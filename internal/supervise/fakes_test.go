@@ -1,0 +1,314 @@
+package supervise
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/llamaboot/llamaboot/internal/config"
+)
+
+// The fakes stand in for processes, time and probes, so every transition
+// can be driven step by step without sleeping.
+
+// fakeClock fires timers only when the test advances it, and tells the
+// test each timer it arms (so the test never advances too early).
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []fakeTimer
+	armed  chan time.Duration
+}
+
+type fakeTimer struct {
+	at time.Time
+	ch chan time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), armed: make(chan time.Duration, 1000)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	c.timers = append(c.timers, fakeTimer{c.now.Add(d), ch})
+	c.armed <- d
+	return ch
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	keep := c.timers[:0]
+	for _, t := range c.timers {
+		if !t.at.After(c.now) {
+			t.ch <- c.now
+		} else {
+			keep = append(keep, t)
+		}
+	}
+	c.timers = keep
+}
+
+// expectTimer waits until a timer of d is armed.
+func (c *fakeClock) expectTimer(t *testing.T, d time.Duration) {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case got := <-c.armed:
+			if got == d {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("no %s timer was armed", d)
+		}
+	}
+}
+
+// fakeProc is a process the test ends at will. By default it exits on
+// SIGTERM (status 143) and always on SIGKILL.
+type fakeProc struct {
+	pid        int
+	exited     chan syscall.WaitStatus
+	ignoreTerm bool
+
+	mu      sync.Mutex
+	signals []syscall.Signal
+	ended   bool
+}
+
+func (p *fakeProc) PID() int                          { return p.pid }
+func (p *fakeProc) Exited() <-chan syscall.WaitStatus { return p.exited }
+
+func (p *fakeProc) Signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	p.signals = append(p.signals, sig)
+	p.mu.Unlock()
+	switch {
+	case sig == syscall.SIGKILL, sig == syscall.SIGTERM && !p.ignoreTerm:
+		p.end(syscall.WaitStatus(sig))
+	}
+	return nil
+}
+
+// exit ends the process with an exit code, as if on its own.
+func (p *fakeProc) exit(code int) { p.end(syscall.WaitStatus(code << 8)) }
+
+func (p *fakeProc) end(ws syscall.WaitStatus) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.ended {
+		p.ended = true
+		p.exited <- ws
+	}
+}
+
+func (p *fakeProc) got() []syscall.Signal {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]syscall.Signal(nil), p.signals...)
+}
+
+// fakeStarter hands out fakeProcs and records which spec each ran.
+type fakeStarter struct {
+	mu         sync.Mutex
+	next       int
+	err        error
+	ignoreTerm bool
+	procs      map[int]*fakeProc
+	specs      map[int]config.Instance
+}
+
+func (s *fakeStarter) Start(spec config.Instance, out *os.File) (Process, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return nil, s.err
+	}
+	s.next++
+	p := &fakeProc{pid: 1000 + s.next, exited: make(chan syscall.WaitStatus, 1), ignoreTerm: s.ignoreTerm}
+	if s.procs == nil {
+		s.procs, s.specs = map[int]*fakeProc{}, map[int]config.Instance{}
+	}
+	s.procs[p.pid], s.specs[p.pid] = p, spec
+	out.WriteString("output of " + spec.Name + "\n")
+	return p, nil
+}
+
+func (s *fakeStarter) proc(pid int) *fakeProc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.procs[pid]
+}
+
+func (s *fakeStarter) setErr(err error) {
+	s.mu.Lock()
+	s.err = err
+	s.mu.Unlock()
+}
+
+// fakeProbe lets the test report probe results for a pid.
+type fakeProbe struct {
+	mu      sync.Mutex
+	reports map[int]func(Probe)
+}
+
+func (f *fakeProbe) probe(ctx context.Context, spec config.Instance, pid int, report func(Probe)) {
+	f.mu.Lock()
+	if f.reports == nil {
+		f.reports = map[int]func(Probe){}
+	}
+	f.reports[pid] = report
+	f.mu.Unlock()
+}
+
+func (f *fakeProbe) report(t *testing.T, pid int, pr Probe) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		f.mu.Lock()
+		r := f.reports[pid]
+		f.mu.Unlock()
+		if r != nil {
+			r(pr)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no probe for pid %d", pid)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// harness is a supervisor on fakes, with its event stream.
+type harness struct {
+	t       *testing.T
+	sup     *Supervisor
+	clock   *fakeClock
+	starter *fakeStarter
+	probe   *fakeProbe
+	events  <-chan Event
+	pending []Event // read, not yet asked for
+	ports   map[int]error
+	portsMu sync.Mutex
+}
+
+var testPolicy = Policy{BackoffMin: time.Second, BackoffMax: 8 * time.Second, QuickCrash: 10 * time.Second, CrashLoop: 5}
+
+func newHarness(t *testing.T) *harness {
+	h := &harness{t: t, clock: newFakeClock(), starter: &fakeStarter{}, probe: &fakeProbe{}, ports: map[int]error{}}
+	h.sup = New(NewReaper(), testPolicy, nil, Deps{Starter: h.starter, Clock: h.clock, Probe: h.probe.probe,
+		CheckPort: func(in config.Instance) error {
+			h.portsMu.Lock()
+			defer h.portsMu.Unlock()
+			return h.ports[in.Port]
+		}})
+	ev, cancel := h.sup.Subscribe()
+	h.events = ev
+	t.Cleanup(func() {
+		cancel()
+		// Fakes that ignore SIGTERM need the clock to reach their SIGKILL.
+		done := make(chan struct{})
+		go func() {
+			h.sup.StopAll(time.Second)
+			close(done)
+		}()
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(time.Millisecond):
+				h.clock.Advance(time.Second)
+			}
+		}
+	})
+	return h
+}
+
+func (h *harness) spec(name string, port int, restart string) config.Instance {
+	return config.Instance{Name: name, Executable: "/x/llama-server", Cmd: []string{"--port", "1"}, Port: port,
+		URL: "http://127.0.0.1:1", LogFile: filepath.Join(h.t.TempDir(), name+".log"), Restart: restart,
+		ReadyTimeout: time.Minute, StopTimeout: 5 * time.Second, ReadyTimeoutS: 60, StopTimeoutS: 5}
+}
+
+// expect returns name's next event of kind, skipping name's other
+// events before it; other instances' events are kept for later.
+func (h *harness) expect(name string, kind EventKind) Event {
+	h.t.Helper()
+	for {
+		if e := h.next(name); e.Kind == kind {
+			return e
+		}
+	}
+}
+
+// next returns name's next event.
+func (h *harness) next(name string) Event {
+	h.t.Helper()
+	for i, e := range h.pending {
+		if e.Instance == name {
+			h.pending = append(h.pending[:i:i], h.pending[i+1:]...)
+			return e
+		}
+	}
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case e := <-h.events:
+			if e.Instance == name {
+				return e
+			}
+			h.pending = append(h.pending, e)
+		case <-deadline:
+			h.t.Fatalf("no further event for %s", name)
+		}
+	}
+}
+
+func (h *harness) state(name string) Snapshot {
+	for _, s := range h.sup.Snapshots() {
+		if s.Spec.Name == name {
+			return s
+		}
+	}
+	h.t.Fatalf("%s is not supervised", name)
+	return Snapshot{}
+}
+
+// startReady applies spec and brings it to ready; it returns the process.
+func (h *harness) startReady(spec config.Instance) *fakeProc {
+	h.t.Helper()
+	if _, err := h.sup.Upsert([]config.Instance{spec}); err != nil {
+		h.t.Fatal(err)
+	}
+	return h.ready(spec.Name)
+}
+
+// ready waits for name's next start and reports it ready.
+func (h *harness) ready(name string) *fakeProc {
+	h.t.Helper()
+	ev := h.expect(name, EvStarted)
+	h.probe.report(h.t, ev.PID, ProbeReady)
+	r := h.expect(name, EvReady)
+	if r.PID != ev.PID || r.State != Ready {
+		h.t.Fatalf("ready event %+v after start %+v", r, ev)
+	}
+	return h.starter.proc(ev.PID)
+}
+
+var errBoom = errors.New("boom")

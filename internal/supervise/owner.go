@@ -1,0 +1,384 @@
+package supervise
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/launch"
+)
+
+// msg is one input to an owner, with what it carries.
+type msg struct {
+	in     input
+	op     string             // set when an operator asked: published as EvRequested
+	pid    int                // inExited, inReady, inHung: which process
+	ws     syscall.WaitStatus // inExited
+	grace  time.Duration      // inStop: a shorter grace (supervisor shutdown)
+	end    bool               // inStop: end the owner once down (removal, shutdown)
+	remove bool               // inStop with end: removed by Apply (published as EvRemoved)
+	spec   *config.Instance   // inRestart: run this spec from now on (Apply changed it)
+}
+
+// owner is the one goroutine that owns an instance: it alone starts,
+// signals and judges its process and changes its state.
+type owner struct {
+	d      Deps
+	policy Policy
+	pub    func(Event)
+	inbox  chan msg
+	done   chan struct{} // closed when the owner has ended
+
+	// Owned by the goroutine.
+	spec      config.Instance
+	restart   RestartPolicy
+	sink      *sink
+	state     State
+	wantUp    bool
+	ending    bool
+	removed   bool
+	reason    Reason
+	proc      Process
+	startedAt time.Time
+	stopProbe context.CancelFunc
+	timer     <-chan time.Time
+	timerIn   input
+	killAt    time.Time
+	killGrace time.Duration
+	quick     int
+	restarts  int
+	lastExit  string
+	lastErr   error
+	pending   []Event // emitted while handling an input
+
+	// What status readers see, written by the goroutine under mu.
+	mu   sync.Mutex
+	snap Snapshot
+}
+
+// Snapshot is an instance as last observed.
+type Snapshot struct {
+	Spec       config.Instance
+	State      State
+	WantUp     bool
+	PID        int
+	Restarts   int
+	StartedAt  time.Time
+	LastExit   string // "" until a process has ended
+	LastReason Reason
+	Err        string // why it could not start, if so
+}
+
+var errEnded = errors.New("instance is no longer supervised")
+
+func newOwner(spec config.Instance, d Deps, policy Policy, pub func(Event)) *owner {
+	o := &owner{d: d, policy: policy, pub: pub, inbox: make(chan msg, 16), done: make(chan struct{}),
+		spec: spec, restart: ParsePolicy(spec.Restart)}
+	o.snap = Snapshot{Spec: spec}
+	go o.run()
+	return o
+}
+
+// send hands m to the owner; it fails once the owner has ended.
+func (o *owner) send(m msg) error {
+	select {
+	case o.inbox <- m:
+		return nil
+	case <-o.done:
+		return errEnded
+	}
+}
+
+func (o *owner) snapshot() Snapshot {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.snap
+}
+
+func (o *owner) run() {
+	defer close(o.done)
+	for {
+		var exited <-chan syscall.WaitStatus
+		if o.proc != nil {
+			exited = o.proc.Exited()
+		}
+		var m msg
+		select {
+		case m = <-o.inbox:
+		case ws := <-exited:
+			m = msg{in: inExited, ws: ws, pid: o.proc.PID()}
+		case <-o.timer:
+			m = msg{in: o.timerIn}
+			o.timer = nil
+		}
+		o.handle(m)
+		if o.ending && o.proc == nil {
+			o.finish()
+			return
+		}
+	}
+}
+
+// handle runs the transition table for one input.
+func (o *owner) handle(m msg) {
+	if (m.in == inReady || m.in == inHung) && (o.proc == nil || m.pid != o.proc.PID()) {
+		return // about a process that is gone
+	}
+	if m.spec != nil {
+		o.spec, o.restart = *m.spec, ParsePolicy(m.spec.Restart)
+	}
+	if m.end {
+		o.ending, o.wantUp = true, false
+		o.removed = o.removed || m.remove
+	}
+	if m.op != "" {
+		o.emit(Event{Kind: EvRequested, State: o.state, Op: m.op})
+	}
+	if act := transitions[o.state][m.in]; act != nil {
+		o.state = act(o, m)
+	}
+	// Status first, then the events: whoever reacts to an event sees
+	// the state it led to.
+	o.publishSnapshot()
+	for _, e := range o.pending {
+		o.pub(e)
+	}
+	o.pending = o.pending[:0]
+}
+
+func (o *owner) publishSnapshot() {
+	s := Snapshot{Spec: o.spec, State: o.state, WantUp: o.wantUp, Restarts: o.restarts,
+		LastExit: o.lastExit, LastReason: o.reason}
+	if o.proc != nil {
+		s.PID, s.StartedAt = o.proc.PID(), o.startedAt
+	}
+	if o.lastErr != nil {
+		s.Err = o.lastErr.Error()
+	}
+	o.mu.Lock()
+	o.snap = s
+	o.mu.Unlock()
+}
+
+// emit queues an event about this instance, filling in who and when;
+// handle publishes it. e.State is the state the event leaves it in.
+func (o *owner) emit(e Event) {
+	e.Time, e.Instance, e.URL, e.LogFile = o.d.Clock.Now(), o.spec.Name, o.spec.URL, o.spec.LogFile
+	o.pending = append(o.pending, e)
+}
+
+func (o *owner) setTimer(d time.Duration, in input) {
+	o.timer, o.timerIn = o.d.Clock.After(d), in
+}
+
+func (o *owner) finish() {
+	if o.sink != nil {
+		o.sink.close()
+	}
+	if o.removed {
+		o.emit(Event{Kind: EvRemoved, State: Stopped})
+		o.pub(o.pending[0])
+	}
+}
+
+// The actions of the transition table.
+
+func (o *owner) launchFresh(msg) State {
+	o.wantUp, o.quick = true, 0
+	return o.launch()
+}
+
+func (o *owner) launchAgain(msg) State { return o.launch() }
+
+func (o *owner) launch() State {
+	o.timer = nil
+	if o.sink == nil || o.sink.path != o.spec.LogFile {
+		if o.sink != nil {
+			o.sink.close()
+		}
+		s, err := openSink(o.spec.Name, o.spec.LogFile, nil)
+		if err != nil {
+			o.sink = nil
+			return o.fail(ReasonStartFailed, fmt.Errorf("instance %q: %w", o.spec.Name, err))
+		}
+		o.sink = s
+	}
+	if err := o.d.CheckPort(o.spec); err != nil {
+		return o.fail(ReasonPortTaken, err)
+	}
+	w, err := o.sink.attach()
+	if err != nil {
+		return o.fail(ReasonStartFailed, err)
+	}
+	o.sink.notef("%s starting %s %q", o.d.Clock.Now().Format(time.RFC3339), o.spec.Executable, o.spec.Cmd)
+	p, err := o.d.Starter.Start(o.spec, w)
+	w.Close()
+	if err != nil {
+		var nf *launch.NotFoundError
+		if !errors.As(err, &nf) {
+			err = fmt.Errorf("start %s: %w", o.spec.Executable, err)
+		}
+		return o.fail(ReasonStartFailed, err)
+	}
+	o.proc, o.startedAt, o.reason, o.lastErr = p, o.d.Clock.Now(), ReasonNone, nil
+	ctx, cancel := context.WithCancel(context.Background())
+	o.stopProbe = cancel
+	pid := p.PID()
+	go o.d.Probe(ctx, o.spec, pid, func(pr Probe) {
+		in := inReady
+		if pr == ProbeHung {
+			in = inHung
+		}
+		_ = o.send(msg{in: in, pid: pid})
+	})
+	o.setTimer(o.spec.ReadyTimeout, inReadyDeadline)
+	o.emit(Event{Kind: EvStarted, State: Starting, PID: pid})
+	return Starting
+}
+
+func (o *owner) fail(r Reason, err error) State {
+	o.reason, o.lastErr = r, err
+	o.emit(Event{Kind: EvFailed, State: Failed, Reason: r, Err: err})
+	return Failed
+}
+
+func (o *owner) ready(msg) State {
+	o.timer = nil
+	o.emit(Event{Kind: EvReady, State: Ready, PID: o.proc.PID(), Took: o.d.Clock.Now().Sub(o.startedAt)})
+	return Ready
+}
+
+func (o *owner) stopRequested(m msg) State {
+	o.wantUp = false
+	return o.terminate(ReasonStopRequested, m.grace)
+}
+
+func (o *owner) restartRequested(m msg) State {
+	o.wantUp, o.quick = true, 0
+	return o.terminate(ReasonRestartRequested, 0)
+}
+
+func (o *owner) hung(m msg) State { return o.terminate(ReasonHung, 0) }
+
+func (o *owner) loadTimeout(m msg) State {
+	o.emit(Event{Kind: EvNotReady, State: Stopping, PID: o.proc.PID(), Err: fmt.Errorf("not ready after %s", o.spec.ReadyTimeout)})
+	return o.terminate(ReasonLoadTimeout, 0)
+}
+
+// terminate sends SIGTERM to the process group and arms the SIGKILL timer.
+func (o *owner) terminate(r Reason, grace time.Duration) State {
+	o.reason = r
+	o.stopProbe()
+	_ = o.proc.Signal(syscall.SIGTERM)
+	o.armKill(grace)
+	return Stopping
+}
+
+// armKill sets the SIGKILL deadline: the instance's stop_timeout, or a
+// shorter grace; a later request never pushes an earlier deadline back.
+func (o *owner) armKill(grace time.Duration) {
+	g := o.spec.StopTimeout
+	if grace > 0 && grace < g {
+		g = grace
+	}
+	at := o.d.Clock.Now().Add(g)
+	if o.timer != nil && o.timerIn == inKillDeadline && !at.Before(o.killAt) {
+		return
+	}
+	o.killAt, o.killGrace = at, g
+	o.setTimer(g, inKillDeadline)
+}
+
+func (o *owner) wantWhileStopping(m msg) State {
+	switch {
+	case m.in == inStop:
+		o.wantUp, o.reason = false, ReasonStopRequested
+		o.armKill(m.grace)
+	case !o.ending:
+		o.wantUp = true
+		if o.reason == ReasonStopRequested {
+			o.reason = ReasonRestartRequested
+		}
+	}
+	return Stopping
+}
+
+func (o *owner) kill(msg) State {
+	_ = o.proc.Signal(syscall.SIGKILL)
+	o.emit(Event{Kind: EvKilled, State: Stopping, PID: o.proc.PID(), Grace: o.killGrace})
+	return Stopping
+}
+
+func (o *owner) stopIdle(msg) State {
+	o.wantUp, o.timer = false, nil
+	o.emit(Event{Kind: EvStopped, State: Stopped})
+	return Stopped
+}
+
+// exited decides what follows the end of the process, from why it ended,
+// the restart policy and the crash count.
+func (o *owner) exited(m msg) State {
+	pid := o.proc.PID()
+	// What is left of its group (helpers it forked) goes with it: it
+	// would keep the port or the GPU.
+	_ = o.proc.Signal(syscall.SIGKILL)
+	ran := o.d.Clock.Now().Sub(o.startedAt)
+	o.proc, o.timer = nil, nil
+	o.stopProbe()
+	o.sink.drain(500 * time.Millisecond)
+	o.lastExit = describeExit(m.ws)
+	if o.reason == ReasonNone {
+		o.reason = ReasonCrash
+	}
+	ev := Event{Kind: EvExited, PID: pid, Exit: o.lastExit, Ran: ran, Reason: o.reason}
+	stopped := func() State {
+		ev.State = Stopped
+		o.emit(ev)
+		o.emit(Event{Kind: EvStopped, State: Stopped, Exit: o.lastExit, Reason: o.reason})
+		return Stopped
+	}
+	if o.ending || !o.wantUp || o.reason == ReasonStopRequested {
+		return stopped()
+	}
+	if o.reason == ReasonRestartRequested {
+		ev.State = Starting
+		o.emit(ev)
+		return o.launch()
+	}
+	clean := o.reason == ReasonCrash && m.ws.Exited() && m.ws.ExitStatus() == 0
+	if clean && o.restart != RestartAlways {
+		return stopped()
+	}
+	if o.restart == RestartNever {
+		ev.State = Failed
+		o.emit(ev)
+		o.emit(Event{Kind: EvFailed, State: Failed, Reason: o.reason, Exit: o.lastExit})
+		return Failed
+	}
+	if ran < o.policy.QuickCrash {
+		o.quick++
+	} else {
+		o.quick = 1
+	}
+	if o.quick >= o.policy.CrashLoop {
+		ev.State = Failed
+		o.emit(ev)
+		o.emit(Event{Kind: EvFailed, State: Failed, Reason: o.reason, Exit: o.lastExit, Quick: o.quick,
+			LogTail: o.sink.tail(o.policy.LogTailLines)})
+		return Failed
+	}
+	delay := o.policy.BackoffMax
+	if o.quick <= 30 {
+		delay = min(o.policy.BackoffMin<<(o.quick-1), o.policy.BackoffMax)
+	}
+	o.restarts++
+	o.setTimer(delay, inBackoffDone)
+	ev.State = Restarting
+	o.emit(ev)
+	o.emit(Event{Kind: EvRestarting, State: Restarting, Delay: delay})
+	return Restarting
+}

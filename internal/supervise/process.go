@@ -1,0 +1,112 @@
+package supervise
+
+import (
+	"context"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/launch"
+)
+
+// Process is a started server process, as its owner sees it.
+type Process interface {
+	PID() int
+	// Exited receives the wait status once, from the reaper.
+	Exited() <-chan syscall.WaitStatus
+	// Signal signals the process's whole group.
+	Signal(syscall.Signal) error
+}
+
+// Starter starts an instance's process with out as its stdout and stderr.
+// Tests pass a fake; production uses the reaper.
+type Starter interface {
+	Start(spec config.Instance, out *os.File) (Process, error)
+}
+
+// Clock is time as the supervisor sees it; tests advance a fake one.
+type Clock interface {
+	Now() time.Time
+	After(time.Duration) <-chan time.Time
+}
+
+// Prober watches a started process's readiness (and, later, liveness) and
+// reports what it sees through report until ctx ends. It must not signal
+// the process: only the owner does.
+type Prober func(ctx context.Context, spec config.Instance, pid int, report func(Probe))
+
+// Probe is one probe finding.
+type Probe int
+
+const (
+	ProbeReady Probe = iota // /health 200 from our process
+	ProbeHung               // stopped answering (watchdog; reserved)
+)
+
+// Deps are the supervisor's links to the outside world. Zero fields take
+// the real thing.
+type Deps struct {
+	Starter   Starter
+	Clock     Clock
+	Probe     Prober
+	CheckPort func(config.Instance) error // nil error: free
+}
+
+func (d Deps) withDefaults(r *Reaper, env []string) Deps {
+	if d.Starter == nil {
+		d.Starter = &execStarter{reaper: r, env: env}
+	}
+	if d.Clock == nil {
+		d.Clock = realClock{}
+	}
+	if d.Probe == nil {
+		d.Probe = HTTPProbe
+	}
+	if d.CheckPort == nil {
+		d.CheckPort = launch.CheckPort
+	}
+	return d
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// HTTPProbe reports ready once /health answers 200 from pid itself. The
+// hang watchdog will keep probing after that and report ProbeHung.
+func HTTPProbe(ctx context.Context, spec config.Instance, pid int, report func(Probe)) {
+	if _, err := launch.WaitReady(ctx, launch.TargetOf(spec, pid), 0, nil); err == nil {
+		report(ProbeReady)
+	}
+}
+
+// execStarter starts real processes through the reaper, each in its own
+// process group.
+type execStarter struct {
+	reaper *Reaper
+	env    []string
+}
+
+func (s *execStarter) Start(spec config.Instance, out *os.File) (Process, error) {
+	cmd, err := launch.Prepare(spec, s.env, launch.OwnGroup)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	ch, err := s.reaper.Start(cmd)
+	if err != nil {
+		return nil, err
+	}
+	return &groupProcess{pid: cmd.Process.Pid, exited: ch}, nil
+}
+
+type groupProcess struct {
+	pid    int
+	exited <-chan syscall.WaitStatus
+}
+
+func (p *groupProcess) PID() int                          { return p.pid }
+func (p *groupProcess) Exited() <-chan syscall.WaitStatus { return p.exited }
+func (p *groupProcess) Signal(sig syscall.Signal) error   { return syscall.Kill(-p.pid, sig) }

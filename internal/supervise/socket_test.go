@@ -1,0 +1,223 @@
+package supervise
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/llamaboot/llamaboot/internal/config"
+)
+
+// serve puts a control socket in front of h's supervisor.
+func serve(t *testing.T, h *harness) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "s.sock")
+	srv := &Server{Sup: h.sup, Info: func() SupervisorInfo { return SupervisorInfo{PID: 42, Socket: sock} },
+		Bundle: func() any { return map[string]string{"build_tag": "b1"} }}
+	if err := srv.Listen(sock); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return sock
+}
+
+// async runs f in the background and returns its result channel.
+func async[T any](f func() (T, error)) chan result[T] {
+	ch := make(chan result[T], 1)
+	go func() {
+		v, err := f()
+		ch <- result[T]{v, err}
+	}()
+	return ch
+}
+
+type result[T any] struct {
+	v   T
+	err error
+}
+
+func TestSocketStatusAndMode(t *testing.T) {
+	h := newHarness(t)
+	sock := serve(t, h)
+	fi, err := os.Stat(sock)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket mode %v %v, want 0600", fi.Mode(), err)
+	}
+	h.startReady(h.spec("a", 8001, "on-failure"))
+	st, err := GetStatus(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Supervisor.PID != 42 || len(st.Instances) != 1 {
+		t.Fatalf("%+v", st)
+	}
+	in := st.Instances[0]
+	if in.Name != "a" || in.State != "ready" || in.Want != "up" || in.PID != 1001 || in.Port != 8001 || in.LastExit != nil {
+		t.Errorf("%+v", in)
+	}
+	if !Running(sock) || Running(filepath.Join(t.TempDir(), "none.sock")) {
+		t.Error("Running")
+	}
+	if _, err := GetStatus(filepath.Join(t.TempDir(), "none.sock")); !errors.Is(err, ErrNoSupervisor) {
+		t.Errorf("no supervisor: %v", err)
+	}
+}
+
+func TestSocketRestartWaitsForReady(t *testing.T) {
+	h := newHarness(t)
+	sock := serve(t, h)
+	h.startReady(h.spec("a", 8001, "on-failure"))
+	res := async(func() ([]string, error) { return Control(sock, OpRestart, "a", true) })
+	h.ready("a")
+	r := <-res
+	if r.err != nil || len(r.v) != 2 || r.v[0] != "a: restart requested" || !strings.HasPrefix(r.v[1], "a: ready after 0.00s (pid 1002)") {
+		t.Fatalf("%q %v", r.v, r.err)
+	}
+	// stop answers once it is down; start once it is ready; start of a
+	// running instance says so at once.
+	lines, err := Control(sock, OpStop, "a", true)
+	if err != nil || !slices.Equal(lines, []string{"a: stop requested", "a: stopped"}) {
+		t.Errorf("%q %v", lines, err)
+	}
+	res = async(func() ([]string, error) { return Control(sock, OpStart, "a", true) })
+	h.ready("a")
+	if r := <-res; r.err != nil || !strings.HasPrefix(r.v[1], "a: ready after") {
+		t.Errorf("%q %v", r.v, r.err)
+	}
+	lines, err = Control(sock, OpStart, "a", true)
+	if err != nil || lines[1] != "a: ready" {
+		t.Errorf("%q %v", lines, err)
+	}
+	// A restart that ends in a crash loop or a failure says so.
+	h.starter.setErr(errBoom)
+	lines, err = Control(sock, OpRestart, "a", true)
+	if err != nil || !strings.Contains(lines[1], "a: failed: a failed: start /x/llama-server: boom") {
+		t.Errorf("%q %v", lines, err)
+	}
+	lines, err = Control(sock, OpStop, "a", false)
+	if err != nil || len(lines) != 1 {
+		t.Errorf("no wait: %q %v", lines, err)
+	}
+}
+
+func TestSocketRefusesBadRequests(t *testing.T) {
+	h := newHarness(t)
+	sock := serve(t, h)
+	h.startReady(h.spec("a", 8001, "on-failure"))
+	h.startReady(h.spec("b", 8002, "on-failure"))
+	for _, c := range []struct {
+		name   string
+		op     Op
+		status int
+		want   string
+	}{
+		{"nope", OpRestart, http.StatusNotFound, `no instance "nope" is supervised (instances: [a b])`},
+		// Path tricks reach nothing: the name is data, checked as such.
+		{"a/../b", OpRestart, http.StatusBadRequest, `invalid instance name "a/../b"`},
+		{"../b", OpStop, http.StatusBadRequest, "invalid instance name"},
+		{"b", "explode", http.StatusBadRequest, `unknown operation "explode"`},
+	} {
+		_, err := Control(sock, c.op, c.name, false)
+		var re *RemoteError
+		if !errors.As(err, &re) || re.Status != c.status || !strings.Contains(re.Msg, c.want) || !re.BadInput() {
+			t.Errorf("%s %s: %v", c.op, c.name, err)
+		}
+	}
+	if s := h.state("b"); s.State != Ready || s.PID != 1002 {
+		t.Errorf("b was touched: %+v", s)
+	}
+	var rep Reply
+	err := post(sock, "/adopt", "not an object", &rep)
+	var re *RemoteError
+	if !errors.As(err, &re) || re.Code != "bad_request" {
+		t.Errorf("malformed: %v", err)
+	}
+	err = post(sock, "/adopt", AdoptRequest{Instances: []config.Instance{{Name: "x/y"}}}, &rep)
+	if !errors.As(err, &re) || re.Status != http.StatusBadRequest {
+		t.Errorf("bad adopt name: %v", err)
+	}
+}
+
+func TestSocketAdopt(t *testing.T) {
+	h := newHarness(t)
+	sock := serve(t, h)
+	a := h.spec("a", 8001, "on-failure")
+	plan := &config.Plan{Instances: []config.Instance{a}}
+	res := async(func() ([]string, error) { return Adopt(sock, plan, true) })
+	h.ready("a")
+	r := <-res
+	if r.err != nil || len(r.v) != 2 || !strings.Contains(r.v[0], "a: handed to the supervisor") || !strings.HasPrefix(r.v[1], "a: ready after") {
+		t.Fatalf("%q %v", r.v, r.err)
+	}
+	if spec, _ := h.sup.Spec("a"); spec.ReadyTimeout != a.ReadyTimeout || spec.StopTimeout != a.StopTimeout {
+		t.Errorf("timeouts lost on the wire: %+v", spec)
+	}
+	lines, err := Adopt(sock, plan, true)
+	if err != nil || !slices.Equal(lines, []string{"a: already supervised with these settings", "a: ready"}) {
+		t.Errorf("%q %v", lines, err)
+	}
+	plan.Instances[0].Cmd = []string{"--changed"}
+	res = async(func() ([]string, error) { return Adopt(sock, plan, true) })
+	h.ready("a")
+	if r := <-res; r.err != nil || !strings.Contains(r.v[0], "a: changed") || !strings.HasPrefix(r.v[1], "a: ready after") {
+		t.Errorf("%q %v", r.v, r.err)
+	}
+}
+
+func TestSocketShuttingDown(t *testing.T) {
+	h := newHarness(t)
+	sock := serve(t, h)
+	h.startReady(h.spec("a", 8001, "on-failure"))
+	h.sup.StopAll(0)
+	_, err := Control(sock, OpRestart, "a", false)
+	var re *RemoteError
+	if !errors.As(err, &re) || re.Status != http.StatusServiceUnavailable || re.BadInput() {
+		t.Errorf("%v", err)
+	}
+	_, err = Adopt(sock, &config.Plan{Instances: []config.Instance{h.spec("b", 1, "")}}, false)
+	if !errors.As(err, &re) || re.Code != "shutting_down" {
+		t.Errorf("%v", err)
+	}
+}
+
+// TestPeerCheck covers the refusal logic; the real other-uid test runs the
+// built binary (cmd/llamaboot).
+func TestPeerCheck(t *testing.T) {
+	s := &Server{UID: 500}
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(299) })
+	for _, c := range []struct {
+		p    peer
+		code int
+		want string
+	}{
+		{peer{cred: &unix.Ucred{Uid: 0, Gid: 0}}, 299, ""},
+		{peer{cred: &unix.Ucred{Uid: 500, Gid: 7}}, 299, ""},
+		{peer{cred: &unix.Ucred{Uid: 1000, Gid: 0}}, 403, "uid 1000 may not use this supervisor (only root and uid 500 may"},
+		{peer{err: errBoom}, 403, "cannot tell who is asking (boom)"},
+	} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequestWithContext(context.WithValue(context.Background(), credKey{}, c.p), "GET", "/status", nil)
+		s.checkPeer(ok).ServeHTTP(rec, req)
+		if rec.Code != c.code || !strings.Contains(rec.Body.String(), c.want) {
+			t.Errorf("%+v: %d %s", c.p, rec.Code, rec.Body)
+		}
+	}
+}
+
+func TestSocketPathTooLong(t *testing.T) {
+	long := "/" + strings.Repeat("x", 120)
+	if p := SocketPath(long); len(p) >= 100 || !strings.HasPrefix(p, os.TempDir()) || p != SocketPath(long) {
+		t.Errorf("%q", p)
+	}
+	if p := SocketPath("/soft/app"); p != "/soft/app/.llamaboot.sock" {
+		t.Errorf("%q", p)
+	}
+}

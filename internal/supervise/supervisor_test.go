@@ -1,0 +1,459 @@
+package supervise
+
+import (
+	"errors"
+	"os"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/launch"
+)
+
+func TestStartThenReady(t *testing.T) {
+	h := newHarness(t)
+	spec := h.spec("a", 8001, "on-failure")
+	if _, err := h.sup.Apply([]config.Instance{spec}); err != nil {
+		t.Fatal(err)
+	}
+	ev := h.expect("a", EvStarted)
+	if s := h.state("a"); s.State != Starting || !s.WantUp || s.PID != ev.PID {
+		t.Fatalf("after start: %+v", s)
+	}
+	h.clock.Advance(1500 * time.Millisecond)
+	h.probe.report(t, ev.PID, ProbeReady)
+	r := h.expect("a", EvReady)
+	if r.Took != 1500*time.Millisecond {
+		t.Errorf("ready took %s, want the 1.5s the clock moved", r.Took)
+	}
+	if s := h.state("a"); s.State != Ready || s.PID != ev.PID {
+		t.Errorf("after ready: %+v", s)
+	}
+	// The child's output went through the pipe into the log file (all
+	// of it once the process is down).
+	h.sup.Control("a", OpStop)
+	h.expect("a", EvStopped)
+	b, _ := os.ReadFile(spec.LogFile)
+	if !strings.Contains(string(b), "output of a") || !strings.Contains(string(b), "[llamaboot] ") {
+		t.Errorf("log file: %q", b)
+	}
+}
+
+func TestStopKeepsItDown(t *testing.T) {
+	h := newHarness(t)
+	p := h.startReady(h.spec("a", 8001, "always"))
+	if err := h.sup.Control("a", OpStop); err != nil {
+		t.Fatal(err)
+	}
+	if e := h.expect("a", EvRequested); e.Op != "stop" {
+		t.Errorf("requested %+v", e)
+	}
+	st := h.expect("a", EvStopped)
+	if st.Exit != "killed by terminated" || st.Reason != ReasonStopRequested {
+		t.Errorf("stopped event %+v", st)
+	}
+	if got := p.got(); !slices.Equal(got, []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL}) {
+		t.Errorf("signals %v: want SIGTERM, then SIGKILL for what is left of its group", got)
+	}
+	s := h.state("a")
+	if s.State != Stopped || s.WantUp || s.PID != 0 || s.Restarts != 0 || s.LastReason != ReasonStopRequested {
+		t.Errorf("after stop: %+v", s)
+	}
+	// Even with restart = always, nothing comes back.
+	h.clock.Advance(time.Hour)
+	if err := h.sup.Control("a", OpStart); err != nil {
+		t.Fatal(err)
+	}
+	if e := h.expect("a", EvRequested); e.Op != "start" {
+		t.Errorf("requested %+v", e)
+	}
+	if e := h.next("a"); e.Kind != EvStarted {
+		t.Errorf("after stop, the first thing after start must be the start, got %+v", e)
+	}
+}
+
+func TestStopKillsAfterGrace(t *testing.T) {
+	h := newHarness(t)
+	h.starter.ignoreTerm = true
+	p := h.startReady(h.spec("a", 8001, "on-failure"))
+	h.sup.Control("a", OpStop)
+	h.clock.expectTimer(t, 5*time.Second)
+	if s := h.state("a"); s.State != Stopping || s.PID == 0 {
+		t.Errorf("while stopping: %+v", s)
+	}
+	h.clock.Advance(5 * time.Second)
+	k := h.expect("a", EvKilled)
+	if k.Grace != 5*time.Second || k.PID != p.pid {
+		t.Errorf("killed event %+v", k)
+	}
+	if line, _ := k.Line(); line != "pid 1001 still running after 5s: SIGKILL" {
+		t.Errorf("line %q", line)
+	}
+	if e := h.expect("a", EvStopped); e.Exit != "killed by killed" {
+		t.Errorf("stopped %+v", e)
+	}
+}
+
+func TestRestartRestartsWhateverThePolicy(t *testing.T) {
+	for _, policy := range []string{"on-failure", "never", "always"} {
+		t.Run(policy, func(t *testing.T) {
+			h := newHarness(t)
+			first := h.startReady(h.spec("a", 8001, policy))
+			if err := h.sup.Control("a", OpRestart); err != nil {
+				t.Fatal(err)
+			}
+			ex := h.expect("a", EvExited)
+			if ex.Reason != ReasonRestartRequested || ex.PID != first.pid {
+				t.Errorf("exit event %+v", ex)
+			}
+			if line, _ := ex.Line(); line != "" {
+				t.Errorf("a requested restart is not reported as an exit: %q", line)
+			}
+			second := h.ready("a")
+			if second.pid == first.pid {
+				t.Fatal("same process")
+			}
+			if s := h.state("a"); s.State != Ready || s.Restarts != 0 || !s.WantUp {
+				t.Errorf("after restart: %+v (a requested restart is not a crash)", s)
+			}
+		})
+	}
+}
+
+func TestCrashBackoffThenCrashLoop(t *testing.T) {
+	h := newHarness(t)
+	spec := h.spec("a", 8001, "on-failure")
+	if _, err := h.sup.Apply([]config.Instance{spec}); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(spec.LogFile, []byte("line 1\nlast words\n"), 0o644)
+	for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second} {
+		ev := h.expect("a", EvStarted)
+		h.clock.Advance(100 * time.Millisecond)
+		h.starter.proc(ev.PID).exit(3)
+		ex := h.expect("a", EvExited)
+		if ex.Exit != "exit code 3" || ex.Reason != ReasonCrash || ex.Ran != 100*time.Millisecond {
+			t.Errorf("exit %d: %+v", i, ex)
+		}
+		r := h.expect("a", EvRestarting)
+		if r.Delay != want {
+			t.Errorf("crash %d: delay %s, want %s", i+1, r.Delay, want)
+		}
+		if s := h.state("a"); s.State != Restarting || s.Restarts != i+1 || s.PID != 0 || s.LastExit != "exit code 3" {
+			t.Errorf("after crash %d: %+v", i+1, s)
+		}
+		h.clock.Advance(want)
+	}
+	ev := h.expect("a", EvStarted)
+	h.starter.proc(ev.PID).exit(3)
+	f := h.expect("a", EvFailed)
+	if f.Quick != 5 || !strings.Contains(f.LogTail, "last words") {
+		t.Errorf("failed event %+v", f)
+	}
+	if line, isErr := f.Line(); !isErr || !strings.Contains(line, "a failed: 5 quick crashes in a row") {
+		t.Errorf("line %q", line)
+	}
+	if s := h.state("a"); s.State != Failed || s.Restarts != 4 {
+		t.Errorf("after the crash loop: %+v", s)
+	}
+	// restart tries again, from a clean count.
+	h.sup.Control("a", OpRestart)
+	h.ready("a")
+}
+
+func TestSlowCrashesDoNotLoop(t *testing.T) {
+	h := newHarness(t)
+	h.sup.Apply([]config.Instance{h.spec("a", 8001, "on-failure")})
+	for range 7 {
+		ev := h.expect("a", EvStarted)
+		h.clock.Advance(time.Minute) // ran long: not a quick crash
+		h.starter.proc(ev.PID).exit(1)
+		if r := h.expect("a", EvRestarting); r.Delay != time.Second {
+			t.Fatalf("delay %s after a long run", r.Delay)
+		}
+		h.clock.Advance(time.Second)
+	}
+}
+
+func TestRestartPolicies(t *testing.T) {
+	for _, c := range []struct {
+		policy string
+		code   int
+		want   State
+	}{
+		{"on-failure", 0, Stopped},
+		{"on-failure", 1, Restarting},
+		{"always", 0, Restarting},
+		{"never", 0, Stopped},
+		{"never", 2, Failed},
+	} {
+		t.Run(c.policy, func(t *testing.T) {
+			h := newHarness(t)
+			p := h.startReady(h.spec("a", 8001, c.policy))
+			p.exit(c.code)
+			ex := h.expect("a", EvExited)
+			if ex.State != c.want {
+				t.Errorf("exit %d under %s: %s, want %s", c.code, c.policy, ex.State, c.want)
+			}
+			if s := h.state("a"); s.State != c.want {
+				t.Errorf("state %s", s.State)
+			}
+		})
+	}
+}
+
+func TestLoadTimeoutRestarts(t *testing.T) {
+	h := newHarness(t)
+	spec := h.spec("a", 8001, "on-failure")
+	h.sup.Apply([]config.Instance{spec})
+	ev := h.expect("a", EvStarted)
+	h.clock.expectTimer(t, time.Minute)
+	h.clock.Advance(time.Minute)
+	nr := h.expect("a", EvNotReady)
+	if line, isErr := nr.Line(); !isErr || line != "a: not ready after 1m0s; restarting it" {
+		t.Errorf("line %q", line)
+	}
+	// It exits 0 on SIGTERM; a load timeout is still a failure.
+	h.starter.proc(ev.PID).exit(0)
+	ex := h.expect("a", EvExited)
+	if ex.Reason != ReasonLoadTimeout || ex.State != Restarting {
+		t.Errorf("exit after the load timeout: %+v", ex)
+	}
+	// A late probe result about the old process changes nothing.
+	h.probe.report(t, ev.PID, ProbeReady)
+	if s := h.state("a"); s.State != Restarting || s.LastReason != ReasonLoadTimeout {
+		t.Errorf("state %+v", s)
+	}
+}
+
+func TestHungIsRestarted(t *testing.T) {
+	h := newHarness(t)
+	p := h.startReady(h.spec("a", 8001, "on-failure"))
+	h.probe.report(t, p.pid, ProbeHung)
+	ex := h.expect("a", EvExited)
+	if ex.Reason != ReasonHung || ex.State != Restarting {
+		t.Errorf("%+v", ex)
+	}
+}
+
+func TestPortTakenFails(t *testing.T) {
+	h := newHarness(t)
+	h.ports[8001] = &launch.PortTakenError{Instance: "a", Addr: "127.0.0.1:8001", Holder: "pid 7 (nginx)"}
+	h.sup.Apply([]config.Instance{h.spec("a", 8001, "always")})
+	f := h.expect("a", EvFailed)
+	if f.Reason != ReasonPortTaken {
+		t.Errorf("%+v", f)
+	}
+	s := h.state("a")
+	if s.State != Failed || !strings.Contains(s.Err, "port 127.0.0.1:8001 is already in use by pid 7 (nginx)") {
+		t.Errorf("%+v", s)
+	}
+	// Once the port is free, start brings it up.
+	h.portsMu.Lock()
+	delete(h.ports, 8001)
+	h.portsMu.Unlock()
+	h.sup.Control("a", OpStart)
+	h.ready("a")
+}
+
+func TestStartFailure(t *testing.T) {
+	h := newHarness(t)
+	h.starter.setErr(errBoom)
+	h.sup.Apply([]config.Instance{h.spec("a", 8001, "always")})
+	f := h.expect("a", EvFailed)
+	if f.Reason != ReasonStartFailed || !errors.Is(f.Err, errBoom) {
+		t.Errorf("%+v", f)
+	}
+	if line, _ := f.Line(); line != "a failed: start /x/llama-server: boom" {
+		t.Errorf("line %q", line)
+	}
+	// A log file that cannot be opened is a start failure too.
+	h.starter.setErr(nil)
+	bad := h.spec("b", 8002, "always")
+	bad.LogFile = "/proc/self/nope/b.log"
+	h.sup.Upsert([]config.Instance{bad})
+	if f := h.expect("b", EvFailed); f.Reason != ReasonStartFailed || !strings.Contains(f.Err.Error(), `instance "b"`) {
+		t.Errorf("%+v", f)
+	}
+}
+
+func TestStopDuringBackoffAndControlFromEveryState(t *testing.T) {
+	h := newHarness(t)
+	p := h.startReady(h.spec("a", 8001, "on-failure"))
+	p.exit(1)
+	h.expect("a", EvRestarting)
+	h.sup.Control("a", OpStop)
+	if e := h.expect("a", EvStopped); e.State != Stopped {
+		t.Errorf("%+v", e)
+	}
+	h.clock.Advance(time.Hour) // the backoff timer is void
+	h.sup.Control("a", OpStop) // ignored when down
+	h.sup.Control("a", OpRestart)
+	p = h.ready("a")
+	p.exit(1)
+	h.expect("a", EvRestarting)
+	h.sup.Control("a", OpStart) // start during backoff: at once
+	p = h.ready("a")
+	if s := h.state("a"); s.Restarts != 2 {
+		t.Errorf("restarts %d, want the two crashes", s.Restarts)
+	}
+	h.sup.Control("a", OpStart) // ignored when up
+	if s := h.state("a"); s.State != Ready || s.PID != p.pid {
+		t.Errorf("%+v", s)
+	}
+}
+
+func TestRequestsWhileStopping(t *testing.T) {
+	h := newHarness(t)
+	h.starter.ignoreTerm = true
+	p := h.startReady(h.spec("a", 8001, "never"))
+	// stop, then start before it has exited: it comes back after the exit.
+	h.sup.Control("a", OpStop)
+	h.sup.Control("a", OpStart)
+	h.expect("a", EvRequested)
+	h.expect("a", EvRequested)
+	p.exit(0)
+	p = h.ready("a")
+	// restart, then stop before it has exited: it stays down.
+	h.sup.Control("a", OpRestart)
+	h.sup.Control("a", OpStop)
+	h.expect("a", EvRequested)
+	h.expect("a", EvRequested)
+	p.exit(0)
+	if e := h.expect("a", EvStopped); e.Reason != ReasonStopRequested {
+		t.Errorf("%+v", e)
+	}
+	if s := h.state("a"); s.State != Stopped || s.WantUp {
+		t.Errorf("%+v", s)
+	}
+}
+
+func TestApplyDiffsByName(t *testing.T) {
+	h := newHarness(t)
+	a, b := h.spec("a", 8001, "on-failure"), h.spec("b", 8002, "on-failure")
+	res, err := h.sup.Apply([]config.Instance{a, b})
+	if err != nil || !slices.Equal(res.Added, []string{"a", "b"}) {
+		t.Fatalf("%+v %v", res, err)
+	}
+	pa, pb := h.ready("a"), h.ready("b")
+
+	// Same a but from another position in the file: unchanged. b gets a
+	// new argument: changed. c is new.
+	a2 := a
+	a2.Pos = config.Pos{File: "other.toml", Line: 9}
+	b2 := b
+	b2.Cmd = append(slices.Clone(b.Cmd), "--ctx-size", "8192")
+	c := h.spec("c", 8003, "on-failure")
+	res, err = h.sup.Apply([]config.Instance{a2, b2, c})
+	if err != nil || !slices.Equal(res.Unchanged, []string{"a"}) || !slices.Equal(res.Changed, []string{"b"}) || !slices.Equal(res.Added, []string{"c"}) {
+		t.Fatalf("%+v %v", res, err)
+	}
+	pb2 := h.ready("b")
+	h.ready("c")
+	if got := h.starter.specs[pb2.pid].Cmd; !slices.Contains(got, "8192") {
+		t.Errorf("b restarted with %q, not the new spec", got)
+	}
+	if !slices.Contains(pb.got(), syscall.SIGTERM) || len(pa.got()) != 0 {
+		t.Errorf("old b signals %v, a signals %v", pb.got(), pa.got())
+	}
+
+	res, _ = h.sup.Apply([]config.Instance{a2})
+	if !slices.Equal(res.Removed, []string{"b", "c"}) {
+		t.Fatalf("%+v", res)
+	}
+	h.expect("b", EvRemoved)
+	h.expect("c", EvRemoved)
+	names := func() []string {
+		var n []string
+		for _, s := range h.sup.Snapshots() {
+			n = append(n, s.Spec.Name)
+		}
+		return n
+	}
+	// A removed name comes back as new, after the old one is down.
+	res, _ = h.sup.Apply([]config.Instance{a2, b})
+	if !slices.Equal(res.Added, []string{"b"}) || !slices.Equal(names(), []string{"a", "b"}) {
+		t.Errorf("%+v %v", res, names())
+	}
+	if err := h.sup.Control("c", OpStop); !errors.Is(err, ErrUnknownInstance) {
+		t.Errorf("control of a removed instance: %v", err)
+	}
+}
+
+func TestUpsertStartsWhatIsDown(t *testing.T) {
+	h := newHarness(t)
+	a := h.spec("a", 8001, "on-failure")
+	h.startReady(a)
+	h.sup.Control("a", OpStop)
+	h.expect("a", EvStopped)
+	// Apply (reload) leaves an operator's stop alone; Upsert (run) starts it.
+	h.sup.Apply([]config.Instance{a})
+	if s := h.state("a"); s.State != Stopped {
+		t.Errorf("%+v", s)
+	}
+	res, _ := h.sup.Upsert([]config.Instance{a})
+	if !slices.Equal(res.Unchanged, []string{"a"}) {
+		t.Errorf("%+v", res)
+	}
+	h.ready("a")
+}
+
+func TestStopAll(t *testing.T) {
+	h := newHarness(t)
+	h.starter.ignoreTerm = true
+	pa := h.startReady(h.spec("a", 8001, "always"))
+	h.startReady(h.spec("b", 8002, "always"))
+	h.sup.Control("b", OpStop)
+	h.clock.expectTimer(t, 5*time.Second)
+	h.clock.Advance(5 * time.Second)
+	h.expect("b", EvStopped)
+	done := make(chan struct{})
+	go func() {
+		h.sup.StopAll(2 * time.Second) // shorter than a's stop_timeout of 5s
+		close(done)
+	}()
+	h.clock.expectTimer(t, 2*time.Second)
+	h.clock.Advance(2 * time.Second)
+	if k := h.expect("a", EvKilled); k.PID != pa.pid || k.Grace != 2*time.Second {
+		t.Errorf("%+v", k)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("StopAll did not return")
+	}
+	if _, err := h.sup.Upsert([]config.Instance{h.spec("c", 8003, "always")}); !errors.Is(err, ErrShuttingDown) {
+		t.Errorf("add after StopAll: %v", err)
+	}
+	if err := h.sup.Control("a", OpStart); !errors.Is(err, ErrShuttingDown) {
+		t.Errorf("start after StopAll: %v", err)
+	}
+}
+
+func TestEventLines(t *testing.T) {
+	for _, c := range []struct {
+		e    Event
+		want string
+	}{
+		{Event{Instance: "a", Kind: EvStarted, PID: 5, URL: "http://h:1", LogFile: "/l"}, "a started: pid 5, http://h:1, log /l"},
+		{Event{Instance: "a", Kind: EvReady, Took: 1234 * time.Millisecond, URL: "http://h:1"}, "a ready after 1.23s at http://h:1"},
+		{Event{Instance: "a", Kind: EvRequested, Op: "stop"}, "a: stop requested"},
+		{Event{Instance: "a", Kind: EvExited, Exit: "exit code 3", Ran: 1500 * time.Millisecond, Reason: ReasonCrash}, "a exited: exit code 3 after 1.5s"},
+		{Event{Instance: "a", Kind: EvRestarting, Delay: 2 * time.Second}, "a restarting in 2.0s"},
+		{Event{Instance: "a", Kind: EvStopped}, "a stopped"},
+		{Event{Instance: "a", Kind: EvStopped, Exit: "exit code 0"}, "a stopped (exit code 0)"},
+		{Event{Instance: "a", Kind: EvFailed, Exit: "exit code 2", Reason: ReasonCrash}, "a failed: exit code 2 (crash); not restarting"},
+		{Event{Instance: "a", Kind: EvRemoved}, "a removed from supervision"},
+	} {
+		if got, _ := c.e.Line(); got != c.want {
+			t.Errorf("%s: %q, want %q", c.e.Kind, got, c.want)
+		}
+	}
+	if Stopping.String() != "stopping" || State(42).String() != "State(42)" || ReasonLoadTimeout.String() != "load timeout" ||
+		Reason(42).String() != "Reason(42)" || RestartNever.String() != "never" || ParsePolicy("always") != RestartAlways {
+		t.Error("names")
+	}
+}

@@ -1,0 +1,122 @@
+package supervise
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/llamaboot/llamaboot/internal/config"
+)
+
+// The control socket's wire types: what travels as JSON between the CLI
+// and a running supervisor. They are kept apart from the domain types so
+// either can change without silently changing the other; `status --json`
+// prints Status as is.
+
+// Status is what `llamaboot status --json` prints.
+type Status struct {
+	Supervisor *SupervisorInfo  `json:"supervisor"`
+	Bundle     any              `json:"bundle"`
+	Instances  []InstanceStatus `json:"instances"`
+	// Unsupervised are instances started by plain `run` (no supervisor),
+	// read from the app dir's run record.
+	Unsupervised []UnsupervisedStatus `json:"unsupervised,omitempty"`
+}
+
+// SupervisorInfo describes the running supervisor.
+type SupervisorInfo struct {
+	PID      int      `json:"pid"`
+	UptimeS  float64  `json:"uptime_s"`
+	Cmd      []string `json:"cmd,omitempty"`
+	CmdPID   int      `json:"cmd_pid,omitempty"`
+	Socket   string   `json:"socket"`
+	AppDir   string   `json:"app_dir"`
+	Instance int      `json:"instance_count"`
+}
+
+// InstanceStatus is one supervised instance.
+type InstanceStatus struct {
+	Name       string  `json:"name"`
+	State      string  `json:"state"`
+	Want       string  `json:"want"` // "up" or "down"
+	PID        int     `json:"pid"`
+	Port       int     `json:"port"`
+	URL        string  `json:"url"`
+	Restarts   int     `json:"restarts"`
+	UptimeS    float64 `json:"uptime_s"`
+	LastExit   *string `json:"last_exit"`
+	LastReason string  `json:"last_reason,omitempty"`
+	Error      string  `json:"error,omitempty"`
+	LogFile    string  `json:"log_file"`
+}
+
+// UnsupervisedStatus is an instance started by plain `run`.
+type UnsupervisedStatus struct {
+	Name    string `json:"name"`
+	PID     int    `json:"pid"`
+	Alive   bool   `json:"alive"`
+	Port    int    `json:"port"`
+	URL     string `json:"url"`
+	LogFile string `json:"log_file"`
+}
+
+// ControlRequest asks for op on one instance. The name travels in the
+// body, never in the URL path, so no path cleaning can turn "a/../b"
+// into "b".
+type ControlRequest struct {
+	Op   string `json:"op"`
+	Name string `json:"name"`
+	Wait bool   `json:"wait"` // answer once it is ready (or down, for stop)
+}
+
+// AdoptRequest hands instances (as `plan --json` prints them) to the
+// supervisor.
+type AdoptRequest struct {
+	Instances []config.Instance `json:"instances"`
+	Wait      bool              `json:"wait"`
+}
+
+// Reply is a successful answer: lines for the operator.
+type Reply struct {
+	Lines []string `json:"lines"`
+}
+
+// ErrorReply is a failed answer.
+type ErrorReply struct {
+	Error string `json:"error"`
+	Code  string `json:"code"` // bad_request, unknown_instance, forbidden, shutting_down
+}
+
+// RemoteError is an ErrorReply as the client sees it.
+type RemoteError struct {
+	Status int
+	Code   string
+	Msg    string
+}
+
+func (e *RemoteError) Error() string { return "supervisor: " + e.Msg }
+
+// BadInput is true for requests refused as malformed or naming an unknown
+// instance: the CLI exits 2.
+func (e *RemoteError) BadInput() bool {
+	return e.Status == http.StatusBadRequest || e.Status == http.StatusNotFound
+}
+
+// wireInstance turns a snapshot into its wire form.
+func wireInstance(s Snapshot, now time.Time) InstanceStatus {
+	st := InstanceStatus{Name: s.Spec.Name, State: s.State.String(), Want: "down", PID: s.PID, Port: s.Spec.Port,
+		URL: s.Spec.URL, Restarts: s.Restarts, LogFile: s.Spec.LogFile, Error: s.Err}
+	if s.WantUp {
+		st.Want = "up"
+	}
+	if s.PID != 0 && !s.StartedAt.IsZero() {
+		st.UptimeS = now.Sub(s.StartedAt).Round(time.Millisecond).Seconds()
+	}
+	if s.LastExit != "" {
+		e := s.LastExit
+		st.LastExit = &e
+	}
+	if s.LastReason != ReasonNone {
+		st.LastReason = s.LastReason.String()
+	}
+	return st
+}
