@@ -18,6 +18,7 @@ import (
 
 	"github.com/llamaboot/llamaboot/internal/archive"
 	"github.com/llamaboot/llamaboot/internal/bundlegen"
+	"github.com/llamaboot/llamaboot/internal/testutil"
 )
 
 // TestInstallUnderUmask077: the dirs non-root users need are 0755 however
@@ -150,7 +151,7 @@ func TestInstallStopsOnSIGTERM(t *testing.T) {
 	part := filepath.Join(app, "cache", "llama-b7005.tar.gz.part")
 	cmd := exec.Command(llamaboot, "install", "--app-dir", app, "--stall-timeout", "1h", srv.URL+"/llama-b7005.tar.gz")
 	cmd.Env = cleanEnv()
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
