@@ -53,7 +53,11 @@ type identity struct {
 
 type entry struct {
 	identity
-	Flags []string `json:"flags"`
+	Flags []string `json:"flags,omitempty"`
+	// Err is why no flags could be read. It is kept too: an executable
+	// that ignores --help (a wrapper that starts a server) would otherwise
+	// cost the whole timeout on every plan and run.
+	Err string `json:"error,omitempty"`
 }
 
 type cacheFile struct {
@@ -74,17 +78,21 @@ func (r *Reader) Flags(exe string) ([]string, error) {
 	cache := r.load()
 	for _, e := range cache.Entries {
 		if e.identity == id {
+			if e.Err != "" {
+				return nil, errors.New(e.Err + " (remembered; changing the executable retries)")
+			}
 			return e.Flags, nil
 		}
 	}
 	flags, err := r.help(path)
+	e := entry{identity: id, Flags: flags}
 	if err != nil {
-		return nil, err
+		e.Err = err.Error()
 	}
 	cache.Entries = slices.DeleteFunc(cache.Entries, func(e entry) bool { return e.Path == id.Path })
-	cache.Entries = append([]entry{{identity: id, Flags: flags}}, cache.Entries...)
+	cache.Entries = append([]entry{e}, cache.Entries...)
 	r.save(cache)
-	return flags, nil
+	return flags, err
 }
 
 func identify(path string) (identity, error) {

@@ -102,9 +102,17 @@ func TestFlagsErrors(t *testing.T) {
 	if _, err := r.Flags("llama-server"); err == nil || !strings.Contains(err.Error(), "printed no --flags") {
 		t.Errorf("no flags (found on PATH %s): %v", exe, err)
 	}
+	// An executable that ignores --help (a wrapper starting a server) is
+	// stopped at the timeout, and that answer is remembered too.
 	hang := filepath.Join(dir, "hang")
-	os.WriteFile(hang, []byte("#!/bin/sh\nsleep 30\n"), 0o755)
-	if _, err := r.Flags(hang); err == nil || !strings.Contains(err.Error(), "did not finish within 500ms") {
-		t.Errorf("hanging --help: %v", err)
+	os.WriteFile(hang, []byte("#!/bin/sh\necho run >> "+filepath.Join(dir, "hang-runs")+"\nsleep 30\n"), 0o755)
+	cached := &Reader{CacheFile: filepath.Join(dir, CacheName), Env: r.Env, Timeout: r.Timeout}
+	for range 2 {
+		if _, err := cached.Flags(hang); err == nil || !strings.Contains(err.Error(), "did not finish within 500ms") {
+			t.Errorf("hanging --help: %v", err)
+		}
+	}
+	if n := runs(filepath.Join(dir, "hang-runs")); n != 1 {
+		t.Errorf("hanging executable ran %d times, want 1 (remembered)", n)
 	}
 }
