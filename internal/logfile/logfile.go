@@ -25,17 +25,23 @@ const (
 // component: log paths such as /tmp/llama-server-<name>.log are predictable,
 // and a link planted there by another user must not make root append server
 // output to a file of its choosing. A new file is 0644 whatever the umask.
+//
+// O_NONBLOCK keeps a FIFO planted at path from hanging the open (it is then
+// refused as not a regular file); on a regular file it changes nothing.
 func Open(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o644)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0o644)
 	if err != nil {
 		if errors.Is(err, syscall.ELOOP) {
 			return nil, &LinkError{Path: path}
+		}
+		if fi, lerr := os.Lstat(path); lerr == nil && !fi.Mode().IsRegular() {
+			return nil, notRegular(path, fi.Mode())
 		}
 		return nil, fmt.Errorf("open log %s: %w", path, err)
 	}
 	fi, err := f.Stat()
 	if err == nil && !fi.Mode().IsRegular() {
-		err = fmt.Errorf("open log %s: not a regular file (%s); point the log at a file", path, fi.Mode().Type())
+		err = notRegular(path, fi.Mode())
 	}
 	if err == nil && fi.Size() == 0 && fi.Mode().Perm() != 0o644 {
 		err = f.Chmod(0o644) // just created under a restrictive umask
@@ -45,6 +51,10 @@ func Open(path string) (*os.File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+func notRegular(path string, m fs.FileMode) error {
+	return fmt.Errorf("log file %s is not a regular file (%s); remove it or set log_file to a regular file", path, m.Type())
 }
 
 // LinkError is a log path that is a symbolic link. It is the user's input

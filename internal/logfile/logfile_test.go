@@ -248,6 +248,21 @@ func TestOpenRefusesAPlantedLink(t *testing.T) {
 	if _, err := Open(dir); err == nil {
 		t.Error("a directory was opened as a log")
 	}
+	// A FIFO with no reader would block a plain open forever.
+	fifo := filepath.Join(dir, "fifo.log")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := Open(fifo); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("FIFO log: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("opening a planted FIFO hung")
+	}
 }
 
 func TestOpenMakes0644UnderUmask077(t *testing.T) {
