@@ -162,8 +162,12 @@ func (j *job) localSource() (source, error) {
 	if err != nil {
 		return source{}, &InputError{Msg: fmt.Sprintf("package %s cannot be read; set AUTO_INFER_LLAMA_CPP_PKG_PATH (or SOURCE) to an existing archive", src), Err: err}
 	}
+	if fi.IsDir() {
+		return source{}, &InputError{Msg: fmt.Sprintf("package %s is a directory, not a regular file (an archive); "+
+			"if it is a Docker -v mount, the host file was missing when the container was created and Docker made an empty directory: check the host path", src)}
+	}
 	if !fi.Mode().IsRegular() {
-		return source{}, &InputError{Msg: fmt.Sprintf("package %s is not a regular file", src)}
+		return source{}, &InputError{Msg: fmt.Sprintf("package %s is not a regular file (%s); point AUTO_INFER_LLAMA_CPP_PKG_PATH (or SOURCE) at the archive itself", src, fi.Mode().Type())}
 	}
 	return source{path: src, info: fi, label: src, name: filepath.Base(src), local: true}, nil
 }

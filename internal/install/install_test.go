@@ -314,7 +314,7 @@ func TestSourceErrors(t *testing.T) {
 	os.WriteFile(bz, []byte("BZh91AY&SY"), 0o644)
 	for _, c := range []struct{ src, want string }{
 		{filepath.Join(dir, "missing.tgz"), "cannot be read"},
-		{dir, "not a regular file"},
+		{dir, "is a directory, not a regular file (an archive); if it is a Docker -v mount"},
 		{notArchive, "not a supported archive"},
 		{bz, "bzip2"},
 	} {
