@@ -149,30 +149,36 @@ func TestEntryForwardsSignals(t *testing.T) {
 func TestEntryReapsOrphans(t *testing.T) {
 	// The command leaves orphans behind (double fork); they are re-parented
 	// to entry (subreaper) and must not stay zombies.
-	e := startEntry(t, t.TempDir(), nil, "--", "sh", "-c", "for i in 1 2 3 4 5; do (sleep 0.1 &) ; done; sleep 2")
-	e.waitOutput(t, `started sh`, 10*time.Second)
-	time.Sleep(700 * time.Millisecond)
-	zombies := 0
-	entries, _ := os.ReadDir("/proc")
-	for _, d := range entries {
-		pid, err := strconv.Atoi(d.Name())
-		if err != nil {
-			continue
+	mark := filepath.Join(t.TempDir(), "orphaned")
+	e := startEntry(t, t.TempDir(), nil, "--", "sh", "-c", "for i in 1 2 3 4 5; do (sleep 0.1 &) ; done; touch "+mark+"; sleep 3")
+	waitFor(t, "the orphans to be made", 10*time.Second, func() bool { _, err := os.Stat(mark); return err == nil })
+	// They end after 0.1 s and come to entry; each must be reaped while
+	// the command still runs: wait for entry to have no child but sh.
+	children := func() (alive, zombies int) {
+		entries, _ := os.ReadDir("/proc")
+		for _, d := range entries {
+			pid, err := strconv.Atoi(d.Name())
+			if err != nil {
+				continue
+			}
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			s := string(b)
+			i := strings.LastIndexByte(s, ')')
+			if i < 0 || i+2 >= len(s) {
+				continue
+			}
+			f := strings.Fields(s[i+2:])
+			if len(f) > 1 && f[1] == strconv.Itoa(e.cmd.Process.Pid) {
+				if f[0] == "Z" {
+					zombies++
+				} else {
+					alive++
+				}
+			}
 		}
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 || i+2 >= len(s) {
-			continue
-		}
-		f := strings.Fields(s[i+2:])
-		if len(f) > 1 && f[0] == "Z" && f[1] == strconv.Itoa(e.cmd.Process.Pid) {
-			zombies++
-		}
+		return
 	}
-	if zombies > 0 {
-		t.Errorf("%d zombie children of entry left unreaped", zombies)
-	}
+	waitFor(t, "the orphans to be reaped", 10*time.Second, func() bool { a, z := children(); return a == 1 && z == 0 })
 	if code := e.wait(t, 10*time.Second); code != 0 {
 		t.Errorf("exit %d\n%s", code, e.out.String())
 	}
@@ -373,9 +379,12 @@ port = %d
 	// Both exit 0 after 200 ms: neither is restarted (never; on-failure with success).
 	env := []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg, "STANDIN_EXIT_AFTER_MS=200", "STANDIN_EXIT_CODE=0"}
 	e := startEntry(t, filepath.Join(dir, "app"), env, "--restart-backoff", "50ms")
+	// The decision after each exit is an event of its own: stopped, not
+	// restarting.
 	e.waitOutput(t, `never exited: exit code 0`, 10*time.Second)
 	e.waitOutput(t, `clean exited: exit code 0`, 10*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	e.waitOutput(t, `never stopped \(exit code 0\)`, 10*time.Second)
+	e.waitOutput(t, `clean stopped \(exit code 0\)`, 10*time.Second)
 	if strings.Contains(e.out.String(), "restarting") {
 		t.Errorf("restarted despite the policy:\n%s", e.out.String())
 	}

@@ -17,6 +17,9 @@ import (
 var (
 	llamaboot string
 	standin   string
+	// defaultApp is the app dir of runs that name none, so no test
+	// writes to /soft/app.
+	defaultApp string
 )
 
 func TestMain(m *testing.M) {
@@ -24,6 +27,11 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	// Other users run the binary too (the control socket's uid check).
+	if err := os.Chmod(dir, 0o755); err != nil {
+		panic(err)
+	}
+	defaultApp = filepath.Join(dir, "default-app")
 	llamaboot = filepath.Join(dir, "llamaboot")
 	standin = filepath.Join(dir, "llama-server")
 	for out, pkg := range map[string]string{llamaboot: ".", standin: "../standin-llama-server"} {
@@ -49,9 +57,10 @@ func (r result) String() string {
 	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 }
 
-// cleanEnv is the environment without any AUTO_INFER_* the machine may set.
+// cleanEnv is the environment without any AUTO_INFER_* the machine may set,
+// with the test app dir unless extra names another.
 func cleanEnv(extra ...string) []string {
-	var env []string
+	env := []string{"AUTO_INFER_APP_DIR=" + defaultApp}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "AUTO_INFER_") && !strings.HasPrefix(kv, "STANDIN_") {
 			env = append(env, kv)

@@ -189,8 +189,9 @@ func newRunCmd(env Env) *cobra.Command {
 			if sock := supervise.SocketPath(appDir(app, env)); supervise.Running(sock) {
 				return handOver(p, sock, plan, wait)
 			}
-			if err := launch.Run(cmd.Context(), p, plan, launch.RunOptions{Wait: wait, Timeout: timeout}); err != nil {
-				return exitError(ExitFailure)
+			ro := launch.RunOptions{Wait: wait, Timeout: timeout, RecordPath: launch.RunRecordPath(appDir(app, env))}
+			if err := launch.Run(cmd.Context(), p, plan, ro); err != nil {
+				return exitError(exitStatus(err))
 			}
 			return nil
 		},

@@ -14,6 +14,7 @@ import (
 
 	"github.com/llamaboot/llamaboot/internal/entry"
 	"github.com/llamaboot/llamaboot/internal/install"
+	"github.com/llamaboot/llamaboot/internal/launch"
 	"github.com/llamaboot/llamaboot/internal/printer"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
@@ -77,7 +78,7 @@ func newStatusCmd(env Env) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "status [--json]",
-		Short: "Show the installed bundle and each supervised instance",
+		Short: "Show the installed bundle, each supervised instance, and instances started by plain run",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dir := appDir(app, env)
@@ -95,6 +96,7 @@ func newStatusCmd(env Env) *cobra.Command {
 			if st.Instances == nil {
 				st.Instances = []supervise.InstanceStatus{}
 			}
+			st.Unsupervised = unsupervised(dir)
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -124,6 +126,7 @@ func printStatus(w io.Writer, app, sock string, st supervise.Status) {
 		fmt.Fprintf(w, "bundle: %s (%s, %s layout) from %s, sha256 %s, installed %s\n", m.ArchiveName, tag, m.Layout,
 			m.SourcePath, m.SHA256, time.Unix(m.InstalledAtUnix, 0).UTC().Format(time.RFC3339))
 	}
+	defer printUnsupervised(w, app, st.Unsupervised)
 	if st.Supervisor == nil {
 		fmt.Fprintf(w, "supervisor: none running (no answer on %s)\n", sock)
 		return
@@ -167,7 +170,11 @@ func newControlCmd(op supervise.Op, env Env) *cobra.Command {
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			lines, err := supervise.Control(supervise.SocketPath(appDir(app, env)), op, args[0], !noWait)
+			dir := appDir(app, env)
+			lines, err := supervise.Control(supervise.SocketPath(dir), op, args[0], !noWait)
+			if errors.Is(err, supervise.ErrNoSupervisor) {
+				return controlUnsupervised(cmd.OutOrStdout(), dir, op, args[0], err)
+			}
 			if err != nil {
 				return err
 			}
@@ -180,4 +187,50 @@ func newControlCmd(op supervise.Op, env Env) *cobra.Command {
 	cmd.Flags().StringVar(&app, "app-dir", "", "app dir (env AUTO_INFER_APP_DIR)")
 	cmd.Flags().BoolVar(&noWait, "no-wait", false, "return once the request is accepted instead of when the instance is ready (or down)")
 	return cmd
+}
+
+// unsupervised lists the live background instances plain `run` recorded.
+func unsupervised(app string) []supervise.UnsupervisedStatus {
+	recs, _ := launch.ReadRunRecords(launch.RunRecordPath(app))
+	var out []supervise.UnsupervisedStatus
+	for _, r := range recs {
+		if r.Alive() {
+			out = append(out, supervise.UnsupervisedStatus{Name: r.Name, PID: r.PID, Alive: true, Port: r.Port, URL: r.URL, LogFile: r.LogFile})
+		}
+	}
+	return out
+}
+
+func printUnsupervised(w io.Writer, app string, list []supervise.UnsupervisedStatus) {
+	if len(list) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "started by plain run, not supervised (recorded in %s; stop with llamaboot stop NAME):\n", launch.RunRecordPath(app))
+	for _, in := range list {
+		fmt.Fprintf(w, "  %-20s pid %-7d port %-6d %s  log %s\n", in.Name, in.PID, in.Port, in.URL, in.LogFile)
+	}
+}
+
+// controlUnsupervised handles op on name when no supervisor answers: a
+// stop of an instance plain `run` started stops it; anything else says
+// where things are.
+func controlUnsupervised(w io.Writer, app string, op supervise.Op, name string, noSup error) error {
+	path := launch.RunRecordPath(app)
+	if op == supervise.OpStop {
+		msg, err := launch.StopRecorded(path, name)
+		if errors.Is(err, launch.ErrNotRecorded) {
+			return fmt.Errorf("%w, and no instance %q started by plain run is running (recorded in %s)", noSup, name, path)
+		}
+		if err != nil {
+			return fmt.Errorf("stop %s: %w", name, err)
+		}
+		fmt.Fprintln(w, launchPrefix, msg)
+		return nil
+	}
+	for _, in := range unsupervised(app) {
+		if in.Name == name {
+			return fmt.Errorf("%s was started by plain run (pid %d, log %s) and is not supervised: llamaboot stop %s, then llamaboot run", name, in.PID, in.LogFile, name)
+		}
+	}
+	return fmt.Errorf("%w: start instances with llamaboot run, or boot with llamaboot entry to supervise them", noSup)
 }

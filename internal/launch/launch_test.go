@@ -3,9 +3,12 @@ package launch
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -168,5 +171,44 @@ func TestOpenLogModeUnderUmask(t *testing.T) {
 	f.Close()
 	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o644 {
 		t.Errorf("created %v under umask 077, want 0644", fi.Mode().Perm())
+	}
+}
+
+// TestPortOwnership: a port held by this test process is named with our
+// pid, and a 200 from it does not make another process ready.
+func TestPortOwnership(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	in := config.Instance{Name: "a", Host: "127.0.0.1", Port: port}
+	err := CheckPort(in)
+	var pt *PortTakenError
+	if !errors.As(err, &pt) || !pt.BadInput() || !strings.Contains(err.Error(), fmt.Sprintf("port 127.0.0.1:%d is already in use by pid %d (", port, os.Getpid())) {
+		t.Fatalf("%v", err)
+	}
+	if !ListensOn(os.Getpid(), port) {
+		t.Error("we hold the listener")
+	}
+	child := exec.Command("sleep", "30")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { child.Process.Kill(); child.Wait() }()
+	if ListensOn(child.Process.Pid, port) {
+		t.Error("the child does not hold it")
+	}
+	_, err = WaitReady(context.Background(), Target{URL: srv.URL, PID: child.Process.Pid, Port: port}, 300*time.Millisecond, nil)
+	if err == nil || !strings.Contains(err.Error(), "200 OK, but from another process on port") {
+		t.Errorf("a foreign 200 counted: %v", err)
+	}
+	if _, err := WaitReady(context.Background(), Target{URL: srv.URL, PID: os.Getpid(), Port: port}, 5*time.Second, nil); err != nil {
+		t.Errorf("our own 200: %v", err)
+	}
+	srv.Close()
+	if err := CheckPort(in); err != nil {
+		t.Errorf("free port: %v", err)
+	}
+	if PortHolder(port) != "" {
+		t.Error("holder of a free port")
 	}
 }

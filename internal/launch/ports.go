@@ -152,7 +152,7 @@ func comm(pid int) string {
 // pgrpOf reads a process's group from /proc/<pid>/stat (after the last
 // ')': state, ppid, pgrp).
 func pgrpOf(pid int) int {
-	f := statFields(pid)
+	f := StatFields(pid)
 	if len(f) < 3 {
 		return -1
 	}
@@ -160,9 +160,9 @@ func pgrpOf(pid int) int {
 	return n
 }
 
-// statFields returns the fields of /proc/<pid>/stat after the command
+// StatFields returns the fields of /proc/<pid>/stat after the command
 // name (which may hold spaces): state, ppid, pgrp, session, …
-func statFields(pid int) []string {
+func StatFields(pid int) []string {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return nil

@@ -17,6 +17,9 @@ import (
 type RunOptions struct {
 	Wait    bool          // wait for every instance's /health to answer 200
 	Timeout time.Duration // readiness timeout; 0 uses each instance's ready_timeout
+	// RecordPath, if set, is where background instances are recorded
+	// for status and stop (RunRecordPath).
+	RecordPath string
 }
 
 // ErrFailed is returned by Run when an instance did not start, did not
@@ -37,7 +40,21 @@ func Run(ctx context.Context, p *printer.Printer, plan *config.Plan, o RunOption
 		exited chan struct{}
 		status error
 	}
+	// A taken port is the operator's to fix, and nothing starts: the
+	// instance would die on bind and --wait would see the other process.
+	var taken []error
+	for _, in := range plan.Instances {
+		if err := CheckPort(in); err != nil {
+			p.Errorf("%v", err)
+			taken = append(taken, err)
+		}
+	}
+	if len(taken) > 0 {
+		p.Errorf("nothing was started")
+		return errors.Join(append([]error{ErrFailed}, taken...)...)
+	}
 	var fg, all []*started
+	var records []RunRecord
 	failed := false
 	for _, in := range plan.Instances {
 		mode := OwnGroup
@@ -63,12 +80,21 @@ func Run(ctx context.Context, p *printer.Printer, plan *config.Plan, o RunOption
 			close(s.exited)
 		}()
 		how := "background"
-		if !in.Background {
+		if in.Background {
+			pid := cmd.Process.Pid
+			records = append(records, RunRecord{Name: in.Name, PID: pid, StartTicks: startTicks(pid), Port: in.Port, URL: in.URL,
+				LogFile: in.LogFile, StopS: in.StopTimeout.Seconds(), StartedAt: time.Now().Unix()})
+		} else {
 			how = "foreground"
 			fg = append(fg, s)
 		}
 		p.Stepf("started %s (%s): pid %d, log %s, url %s", in.Name, how, cmd.Process.Pid, in.LogFile, in.URL)
 		all = append(all, s)
+	}
+	if o.RecordPath != "" && len(records) > 0 {
+		if err := recordRun(o.RecordPath, records); err != nil {
+			p.Warnf("cannot record the background instances in %s (%v): status and stop will not know them; stop them with kill -TERM -PID", o.RecordPath, err)
+		}
 	}
 
 	if o.Wait {

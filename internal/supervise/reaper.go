@@ -1,13 +1,13 @@
 package supervise
 
 import (
-	"bytes"
 	"os"
 	"os/exec"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/llamaboot/llamaboot/internal/launch"
 )
 
 // Reaper is the only code that waits for children. As PID 1 (or a child
@@ -96,17 +96,10 @@ func Children() []int {
 }
 
 func parentOf(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
+	f := launch.StatFields(pid) // state, ppid, …
+	if len(f) < 2 {
 		return -1
 	}
-	// The command name is in parentheses and may hold spaces: read after
-	// the last ')'. Fields then: state, ppid, …
-	_, rest, _ := strings.Cut(string(b[bytes.LastIndexByte(b, ')')+1:]), " ")
-	fields := strings.Fields(rest)
-	if len(fields) < 2 {
-		return -1
-	}
-	n, _ := strconv.Atoi(fields[1])
+	n, _ := strconv.Atoi(f[1])
 	return n
 }
