@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -71,8 +72,18 @@ func cleanEnv(extra ...string) []string {
 
 func runLB(t *testing.T, env []string, args ...string) result {
 	t.Helper()
+	return runAs(t, nil, env, args...)
+}
+
+// runAs runs llamaboot with credentials cred (nil: ours).
+func runAs(t *testing.T, cred *syscall.Credential, env []string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(llamaboot, args...)
 	cmd.Env = cleanEnv(env...)
+	if cred != nil {
+		cmd.Dir = "/"
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
