@@ -317,8 +317,9 @@ func TestEntryRestartsThenFails(t *testing.T) {
 		t.Fatal("entry exited after an instance failed")
 	default:
 	}
+	// It crashes again before it is ready: restart says so, exit 1.
 	r := runLB(t, []string{"AUTO_INFER_APP_DIR=" + e.app}, "restart", "crashy")
-	if r.code != 0 {
+	if r.code != 1 || !strings.Contains(r.stdout, "crashy: exit code 3 (crash) before it was ready; restarting in 0.1s") {
 		t.Fatal(r)
 	}
 	e.waitOutput(t, `(?s)crashy failed.*crashy started`, 10*time.Second)

@@ -206,12 +206,14 @@ func newRunCmd(env Env) *cobra.Command {
 
 func handOver(p *printer.Printer, sock string, plan *config.Plan, wait bool) error {
 	res, err := supervise.Adopt(sock, plan, wait)
-	if err != nil {
-		p.Errorf("hand instances to the supervisor at %s: %v", sock, err)
-		return exitError(ExitFailure)
-	}
 	for _, line := range res {
 		p.Stepf("%s", line)
+	}
+	if err != nil {
+		if !errors.Is(err, supervise.ErrNotReached) {
+			p.Errorf("hand instances to the supervisor at %s: %v", sock, err)
+		}
+		return exitError(exitStatus(err))
 	}
 	return nil
 }

@@ -175,13 +175,13 @@ func newControlCmd(op supervise.Op, env Env) *cobra.Command {
 			if errors.Is(err, supervise.ErrNoSupervisor) {
 				return controlUnsupervised(cmd.OutOrStdout(), dir, op, args[0], err)
 			}
-			if err != nil {
-				return err
-			}
 			for _, l := range lines {
 				fmt.Fprintln(cmd.OutOrStdout(), launchPrefix, l)
 			}
-			return nil
+			if errors.Is(err, supervise.ErrNotReached) {
+				return exitError(ExitFailure) // the lines said what happened
+			}
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&app, "app-dir", "", "app dir (env AUTO_INFER_APP_DIR)")

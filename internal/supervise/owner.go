@@ -379,6 +379,6 @@ func (o *owner) exited(m msg) State {
 	o.setTimer(delay, inBackoffDone)
 	ev.State = Restarting
 	o.emit(ev)
-	o.emit(Event{Kind: EvRestarting, State: Restarting, Delay: delay})
+	o.emit(Event{Kind: EvRestarting, State: Restarting, Delay: delay, Reason: o.reason, Exit: o.lastExit})
 	return Restarting
 }

@@ -162,7 +162,7 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 		s.controlError(w, req.Name, err)
 		return
 	}
-	lines := []string{fmt.Sprintf("%s: %s requested", req.Name, op)}
+	rep := Reply{Lines: []string{fmt.Sprintf("%s: %s requested", req.Name, op)}}
 	if req.Wait {
 		expect := expectStart
 		switch {
@@ -171,9 +171,10 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 		case op == OpStart && before.State.Running():
 			expect = expectNothing
 		}
-		lines = append(lines, s.await(r.Context(), events, map[string]expectation{req.Name: expect})...)
+		more, ok := s.await(r.Context(), events, map[string]expectation{req.Name: expect})
+		rep.Lines, rep.Failed = append(rep.Lines, more...), !ok
 	}
-	writeJSON(w, http.StatusOK, Reply{Lines: lines})
+	writeJSON(w, http.StatusOK, rep)
 }
 
 func (s *Server) controlError(w http.ResponseWriter, name string, err error) {
@@ -238,10 +239,12 @@ func (s *Server) adopt(w http.ResponseWriter, r *http.Request) {
 	for _, n := range res.Unchanged {
 		lines = append(lines, fmt.Sprintf("%s: already supervised with these settings", n))
 	}
+	rep := Reply{Lines: lines}
 	if req.Wait {
-		lines = append(lines, s.await(r.Context(), events, expect)...)
+		more, ok := s.await(r.Context(), events, expect)
+		rep.Lines, rep.Failed = append(rep.Lines, more...), !ok
 	}
-	writeJSON(w, http.StatusOK, Reply{Lines: lines})
+	writeJSON(w, http.StatusOK, rep)
 }
 
 type expectation int
@@ -255,8 +258,9 @@ const (
 // await follows events until each named instance got where it was going
 // (or cannot), and reports one line each. The deadline is the longest
 // stop plus ready timeout among them.
-func (s *Server) await(ctx context.Context, events <-chan Event, want map[string]expectation) []string {
+func (s *Server) await(ctx context.Context, events <-chan Event, want map[string]expectation) ([]string, bool) {
 	result := map[string]string{}
+	ok := true // every instance got where it was going
 	started := map[string]bool{}
 	var limit time.Duration
 	for name, e := range want {
@@ -272,13 +276,14 @@ func (s *Server) await(ctx context.Context, events <-chan Event, want map[string
 		select {
 		case <-ctx.Done():
 			for name := range want {
-				if _, ok := result[name]; !ok {
+				if _, got := result[name]; !got {
 					result[name] = fmt.Sprintf("%s (still not there after %s)", s.snapshot(name).State, limit)
+					ok = false
 				}
 			}
-		case ev, ok := <-events:
-			if !ok {
-				return lines(want, result)
+		case ev, open := <-events:
+			if !open {
+				return lines(want, result), false
 			}
 			e, watched := want[ev.Instance]
 			if _, done := result[ev.Instance]; !watched || done {
@@ -292,14 +297,17 @@ func (s *Server) await(ctx context.Context, events <-chan Event, want map[string
 			case ev.Kind == EvFailed:
 				text, _ := ev.Line()
 				result[ev.Instance] = "failed: " + text
+				ok = false
 			case ev.Kind == EvStopped:
 				result[ev.Instance] = "stopped"
+				ok = ok && e == expectDown
 			case ev.Kind == EvRestarting && e == expectStart:
-				result[ev.Instance] = fmt.Sprintf("exited (%s); restarting in %.1fs", ev.Reason, ev.Delay.Seconds())
+				result[ev.Instance] = fmt.Sprintf("%s (%s) before it was ready; restarting in %.1fs", ev.Exit, ev.Reason, ev.Delay.Seconds())
+				ok = false
 			}
 		}
 	}
-	return lines(want, result)
+	return lines(want, result), ok
 }
 
 func lines(want map[string]expectation, result map[string]string) []string {
@@ -378,19 +386,30 @@ func GetStatus(sock string) (Status, error) {
 	return st, readReply(resp, &st)
 }
 
+// ErrNotReached is returned with the lines when a waited-for instance did
+// not get where it was asked to go (failed, crashed, timed out).
+var ErrNotReached = errors.New("not every instance got there")
+
 // Control asks the supervisor on sock for op on an instance; with wait,
 // the answer comes once the instance is ready again (or down, for stop).
 func Control(sock string, op Op, name string, wait bool) ([]string, error) {
-	var rep Reply
-	err := post(sock, "/control", ControlRequest{Op: string(op), Name: name, Wait: wait}, &rep)
-	return rep.Lines, err
+	return call(sock, "/control", ControlRequest{Op: string(op), Name: name, Wait: wait})
 }
 
 // Adopt hands the plan's instances to the supervisor on sock.
 func Adopt(sock string, plan *config.Plan, wait bool) ([]string, error) {
+	return call(sock, "/adopt", AdoptRequest{Instances: plan.Instances, Wait: wait})
+}
+
+func call(sock, path string, req any) ([]string, error) {
 	var rep Reply
-	err := post(sock, "/adopt", AdoptRequest{Instances: plan.Instances, Wait: wait}, &rep)
-	return rep.Lines, err
+	if err := post(sock, path, req, &rep); err != nil {
+		return nil, err
+	}
+	if rep.Failed {
+		return rep.Lines, ErrNotReached
+	}
+	return rep.Lines, nil
 }
 
 func post(sock, path string, body, out any) error {

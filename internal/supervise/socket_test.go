@@ -99,7 +99,7 @@ func TestSocketRestartWaitsForReady(t *testing.T) {
 	// A restart that ends in a crash loop or a failure says so.
 	h.starter.setErr(errBoom)
 	lines, err = Control(sock, OpRestart, "a", true)
-	if err != nil || !strings.Contains(lines[1], "a: failed: a failed: start /x/llama-server: boom") {
+	if !errors.Is(err, ErrNotReached) || !strings.Contains(lines[1], "a: failed: a failed: start /x/llama-server: boom") {
 		t.Errorf("%q %v", lines, err)
 	}
 	lines, err = Control(sock, OpStop, "a", false)

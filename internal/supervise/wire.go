@@ -77,7 +77,8 @@ type AdoptRequest struct {
 
 // Reply is a successful answer: lines for the operator.
 type Reply struct {
-	Lines []string `json:"lines"`
+	Lines  []string `json:"lines"`
+	Failed bool     `json:"failed,omitempty"` // a waited-for instance did not get there
 }
 
 // ErrorReply is a failed answer.
