@@ -15,7 +15,9 @@
 // STANDIN_HANG_SLOTS_AFTER=N (after N answers, /slots, /props and /metrics
 // never answer again while /health keeps saying ok: a wedged worker loop),
 // STANDIN_HANG_LOG_MS (while hung, print a progress line this often: busy,
-// not dead).
+// not dead), STANDIN_LINES=N (print N numbered lines "STANDIN_LINE 00000001 …",
+// as fast as it can, then "STANDIN_LINES_DONE N in Xms"; -1: forever) and
+// STANDIN_LINE_US (a pause between those lines), for log rotation tests.
 package main
 
 import (
@@ -101,6 +103,10 @@ func main() {
 		})
 	}
 
+	if n := envInt("STANDIN_LINES", 0); n != 0 {
+		go printLines(n, time.Duration(envInt("STANDIN_LINE_US", 0))*time.Microsecond)
+	}
+
 	var ready atomic.Bool
 	time.AfterFunc(time.Duration(envInt("STANDIN_LOAD_MS", 300))*time.Millisecond, func() {
 		ready.Store(true)
@@ -169,4 +175,26 @@ func envInt(k string, def int) int {
 		return v
 	}
 	return def
+}
+
+// printLines prints n numbered lines (forever when n < 0), each padded to
+// about 100 bytes like a server's log line. Writes are whole lines of at
+// most PIPE_BUF bytes, so the pipe never splits a line among the other
+// lines the stand-in prints meanwhile.
+func printLines(n int, pause time.Duration) {
+	start := time.Now()
+	buf := make([]byte, 0, 4096)
+	for i := 1; n < 0 || i <= n; i++ {
+		line := fmt.Appendf(nil, "STANDIN_LINE %08d %s\n", i, strings.Repeat("x", 78))
+		if len(buf)+len(line) > cap(buf) || pause > 0 {
+			os.Stdout.Write(buf)
+			buf = buf[:0]
+		}
+		buf = append(buf, line...)
+		if pause > 0 {
+			time.Sleep(pause)
+		}
+	}
+	buf = fmt.Appendf(buf, "STANDIN_LINES_DONE %d in %dms\n", n, time.Since(start).Milliseconds())
+	os.Stdout.Write(buf)
 }

@@ -98,6 +98,7 @@ func newRoot(stdout, stderr io.Writer, env Env) *cobra.Command {
 		newControlCmd(supervise.OpStart, env),
 		newControlCmd(supervise.OpStop, env),
 		newControlCmd(supervise.OpRestart, env),
+		newLogsCmd(env),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print version, commit and Go version",

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/llamaboot/llamaboot/internal/logfile"
 )
 
 // Defaults for instance control keys.
@@ -26,6 +28,8 @@ const (
 	DefaultRestart      = "on-failure"
 	DefaultReadyTimeout = 10 * time.Minute // big models load slowly
 	DefaultStopTimeout  = 8 * time.Second  // stays under docker stop's 10 s
+	DefaultLogMaxSize   = logfile.DefaultMaxSize
+	DefaultLogMaxFiles  = logfile.DefaultMaxFiles
 )
 
 // Options are what loading needs besides the file.
@@ -80,6 +84,12 @@ type Instance struct {
 	StopTimeout   time.Duration `json:"-"`
 	ReadyTimeoutS float64       `json:"ready_timeout_s"`
 	StopTimeoutS  float64       `json:"stop_timeout_s"`
+
+	// Under the supervisor: rotate the log past LogMaxSize bytes (0: never),
+	// keeping LogMaxFiles files in all; copy its lines to entry's stdout.
+	LogMaxSize  int64 `json:"log_max_size"`
+	LogMaxFiles int   `json:"log_max_files"`
+	LogToStdout bool  `json:"log_to_stdout"`
 
 	Pos      Pos `json:"-"`
 	modelPos Pos
@@ -316,6 +326,7 @@ func build(name string, control, server *Table, exe, libDir string, src *ModelSo
 		Background: true, Restart: DefaultRestart,
 		ReadyTimeout: DefaultReadyTimeout, StopTimeout: DefaultStopTimeout,
 		Host: "127.0.0.1", Port: DefaultPort,
+		LogMaxSize: DefaultLogMaxSize, LogMaxFiles: DefaultLogMaxFiles,
 	}
 	logDir := DefaultLogDir
 	if v, ok := control.val("log_dir").(string); ok {
@@ -324,6 +335,15 @@ func build(name string, control, server *Table, exe, libDir string, src *ModelSo
 	in.LogFile = filepath.Join(logDir, "llama-server-"+name+".log")
 	if v, ok := control.val("log_file").(string); ok {
 		in.LogFile = v
+	}
+	if raw, ok := control.Get("log_max_size"); ok {
+		in.LogMaxSize, _ = size(raw)
+	}
+	if v, ok := control.val("log_max_files").(int64); ok {
+		in.LogMaxFiles = int(v)
+	}
+	if v, ok := control.val("log_to_stdout").(bool); ok {
+		in.LogToStdout = v
 	}
 	if v, ok := control.val("background").(bool); ok {
 		in.Background = v

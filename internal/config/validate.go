@@ -2,12 +2,14 @@ package config
 
 import (
 	"fmt"
-	"github.com/llamaboot/llamaboot/internal/fetch"
 	"regexp"
 	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/llamaboot/llamaboot/internal/bytesize"
+	"github.com/llamaboot/llamaboot/internal/fetch"
 )
 
 // Problem is one thing wrong with the file, at a place.
@@ -49,7 +51,9 @@ var (
 	masterKeys  = []string{"enable", "llama_cpp_path"}
 	controlKeys = []string{"log_dir", "log_file", "background", "enabled", "gpu_ids",
 		// llamaboot extensions: supervision policy.
-		"restart", "ready_timeout", "stop_timeout", "model_sha256"}
+		"restart", "ready_timeout", "stop_timeout", "model_sha256",
+		// llamaboot extensions: instance logs under the supervisor.
+		"log_max_size", "log_max_files", "log_to_stdout"}
 	instanceKeys  = []string{"control", "server"}
 	restartPolicy = []string{"on-failure", "always", "never"}
 )
@@ -149,6 +153,17 @@ func (v *validator) control(c *Table, path string) {
 	v.str(c, path, "log_file", true)
 	v.boolean(c, path, "background")
 	v.boolean(c, path, "enabled")
+	v.boolean(c, path, "log_to_stdout")
+	if raw, ok := c.Get("log_max_size"); ok {
+		if _, err := size(raw); err != nil {
+			v.add(c, path, "log_max_size", "%v", err)
+		}
+	}
+	if raw, ok := c.Get("log_max_files"); ok {
+		if n, ok := raw.(int64); !ok || n < 1 || n > maxLogFiles {
+			v.add(c, path, "log_max_files", "must be an integer from 1 to %d (the live file counts: 1 keeps no older file), not %s", maxLogFiles, describe(raw))
+		}
+	}
 	if raw, ok := c.Get("gpu_ids"); ok {
 		switch x := raw.(type) {
 		case string:
@@ -194,6 +209,25 @@ func duration(raw any) (time.Duration, error) {
 	}
 	return 0, fmt.Errorf(`must be a duration such as "90s" or "10m", or a number of seconds, not %s`, describe(raw))
 }
+
+// size reads a byte count: a number of bytes or a string with a unit
+// ("100MiB", "1GB"). 0 turns rotation off.
+func size(raw any) (int64, error) {
+	switch x := raw.(type) {
+	case int64:
+		if x >= 0 {
+			return x, nil
+		}
+	case string:
+		if n, err := bytesize.Parse(x); err == nil {
+			return n, nil
+		}
+	}
+	return 0, fmt.Errorf(`must be a size such as "100MiB" or "1GB", or a number of bytes (0: never rotate), not %s`, describe(raw))
+}
+
+// maxLogFiles bounds log_max_files: rotation renames every kept file.
+const maxLogFiles = 1000
 
 // intRange names server keys whose integer values have a floor (and ceiling).
 var intRange = map[string][2]int64{

@@ -20,6 +20,7 @@ import (
 
 	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/install"
+	"github.com/llamaboot/llamaboot/internal/logfile"
 	"github.com/llamaboot/llamaboot/internal/printer"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
@@ -87,6 +88,11 @@ type Entry struct {
 func New(o Options) *Entry {
 	if o.Grace == 0 {
 		o.Grace = config.DefaultStopTimeout
+	}
+	// Our lines and the log_to_stdout copies share stdout a line at a time.
+	o.Out = logfile.Locked(o.Out)
+	if o.Deps.Stdout == nil {
+		o.Deps.Stdout = o.Out
 	}
 	return &Entry{o: o, p: printer.New(o.Out, o.Err, "[llamaboot]", false), began: time.Now()}
 }

@@ -137,6 +137,14 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// SetLimits changes the rotation bounds from the next write on (a reload
+// that changed log_max_size or log_max_files).
+func (w *Writer) SetLimits(maxSize int64, maxFiles int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.maxSize, w.maxFiles = maxSize, max(maxFiles, 1)
+}
+
 // Flush writes buffered output to the file. A failure (a full disk) loses
 // the buffer and is counted, so the next write starts clean.
 func (w *Writer) Flush() error {

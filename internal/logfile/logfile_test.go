@@ -151,25 +151,101 @@ func TestTailEdges(t *testing.T) {
 
 func TestFollowersSeeLinesAfterRotation(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "server.log")
-	w, err := NewWriter(path, 8<<10, 2)
+	l, err := OpenLog(path, 8<<10, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewSink("a", w, nil)
-	lines, cancel := s.Follow(1 << 16)
-	defer cancel()
+	fmt.Fprintf(l, "before\n")
+	tail, f, err := l.Follow(5, 1<<16)
+	if err != nil || len(tail) != 1 || string(tail[0]) != "before\n" {
+		t.Fatalf("tail %q %v", tail, err)
+	}
+	s := NewSink("a", l, nil)
 	r, cmd := startWriter(t, 5000) // ~180 KB: many rotations
 	s.Run(r)
 	cmd.Wait()
+	l.Close()
 	var got []string
-	for l := range lines { // closed when the sink ends
-		got = append(got, string(l))
+	for line := range f.C { // closed when the log closes
+		got = append(got, string(line))
 	}
-	if len(got) != 5000 || got[4999] != "line 00004999 of the server's output\n" {
-		t.Errorf("follower saw %d lines, last %q", len(got), got[len(got)-1])
+	if len(got) != 5000 || got[0] != "line 00000000 of the server's output\n" || got[4999] != "line 00004999 of the server's output\n" {
+		t.Errorf("follower saw %d lines, first %q last %q", len(got), got[0], got[len(got)-1])
 	}
 	if _, err := os.Stat(Rotated(path, 1)); err != nil {
 		t.Errorf("no rotation happened: %v", err)
+	}
+	if m := f.Missed(); m != 0 {
+		t.Errorf("follower with room for every line missed %d", m)
+	}
+}
+
+// A follow taken while lines are being written gets each line exactly
+// once: in its tail or on its channel.
+func TestFollowCutsExactly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "server.log")
+	l, err := OpenLog(path, 4<<10, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 100_000
+	half, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range n {
+			fmt.Fprintf(l, "%d\n", i)
+			if i == n/10 {
+				close(half)
+			}
+		}
+	}()
+	<-half
+	tail, f, err := l.Follow(1000, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	f.Stop()
+	var seen []string
+	for _, line := range tail {
+		seen = append(seen, string(line))
+	}
+	for line := range f.C {
+		seen = append(seen, string(line))
+	}
+	first, _ := strconv.Atoi(strings.TrimSpace(seen[0]))
+	if len(tail) != 1000 || first < n/10-1000 {
+		t.Fatalf("tail of %d lines starting at %d", len(tail), first)
+	}
+	for j, s := range seen {
+		if s != fmt.Sprintf("%d\n", first+j) {
+			t.Fatalf("line %d after the cut is %q, want %d (doubled or lost at the cut)", j, s, first+j)
+		}
+	}
+	if last := seen[len(seen)-1]; last != fmt.Sprintf("%d\n", n-1) {
+		t.Fatalf("last line %q", last)
+	}
+}
+
+func TestLogSetLimits(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "server.log")
+	l, err := OpenLog(path, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		fmt.Fprintf(l, "line %d\n", i)
+	}
+	l.SetLimits(64, 3)
+	for i := 100; i < 110; i++ {
+		fmt.Fprintf(l, "line %d\n", i)
+	}
+	l.Close()
+	if _, err := os.Stat(Rotated(path, 2)); err != nil {
+		t.Errorf("no rotation after the limits were lowered: %v", err)
+	}
+	if _, err := os.Stat(Rotated(path, 3)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("more files than log_max_files: %v", err)
 	}
 }
 

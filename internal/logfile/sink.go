@@ -21,8 +21,8 @@ const MaxLine = 64 << 10
 const DefaultQueue = 4 << 20
 
 // Sink copies one server's output, line by line, from the read end of its
-// pipe to a log file, to an optional shared stdout with a "[name] " prefix,
-// and to followers. The reading side never waits for the writing side: it
+// pipe to a log file (a Log, which also feeds followers) and to an optional
+// shared stdout with a "[name] " prefix. The reading side never waits for the writing side: it
 // queues lines (up to DefaultQueue bytes) and the writing side takes them in
 // batches; lines beyond the bound are dropped, counted, and the count is
 // written into the log.
@@ -39,10 +39,6 @@ type Sink struct {
 	eof      bool
 	dropped  atomic.Int64
 
-	mu        sync.Mutex
-	followers map[chan []byte]struct{}
-	closed    bool
-
 	done chan struct{}
 }
 
@@ -56,9 +52,8 @@ type Flusher interface{ Flush() error }
 func NewSink(name string, file, stdout io.Writer) *Sink {
 	s := &Sink{
 		name: name, file: file, stdout: stdout,
-		maxQueue:  DefaultQueue,
-		followers: map[chan []byte]struct{}{},
-		done:      make(chan struct{}),
+		maxQueue: DefaultQueue,
+		done:     make(chan struct{}),
 	}
 	s.qcond = sync.NewCond(&s.qmu)
 	return s
@@ -83,13 +78,6 @@ func (s *Sink) Run(r io.Reader) {
 	s.qcond.Signal()
 	s.qmu.Unlock()
 	<-s.done
-	s.mu.Lock()
-	s.closed = true
-	for f := range s.followers {
-		close(f)
-	}
-	s.followers = nil
-	s.mu.Unlock()
 }
 
 func (s *Sink) enqueue(line []byte) {
@@ -117,8 +105,7 @@ func (s *Sink) next() [][]byte {
 	return batch
 }
 
-// write drains the queue: file first, then stdout, then followers (who are
-// skipped, not waited for, when their buffer is full).
+// write drains the queue: file first, then stdout.
 func (s *Sink) write() {
 	defer close(s.done)
 	var prefix []byte
@@ -150,38 +137,6 @@ func (s *Sink) write() {
 		}
 		if f, ok := s.file.(Flusher); ok {
 			f.Flush()
-		}
-		s.mu.Lock()
-		for f := range s.followers {
-			for _, line := range batch {
-				select {
-				case f <- line:
-				default:
-				}
-			}
-		}
-		s.mu.Unlock()
-	}
-}
-
-// Follow returns the lines written from now on until cancel is called or
-// the sink ends (the channel is closed then). A follower that falls more
-// than buf lines behind misses lines rather than slowing the sink.
-func (s *Sink) Follow(buf int) (lines <-chan []byte, cancel func()) {
-	c := make(chan []byte, buf)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		close(c)
-		return c, func() {}
-	}
-	s.followers[c] = struct{}{}
-	return c, func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if _, ok := s.followers[c]; ok {
-			delete(s.followers, c)
-			close(c)
 		}
 	}
 }

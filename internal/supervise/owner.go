@@ -10,6 +10,7 @@ import (
 
 	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/launch"
+	"github.com/llamaboot/llamaboot/internal/logfile"
 )
 
 // msg is one input to an owner, with what it carries.
@@ -58,6 +59,7 @@ type owner struct {
 	// What status readers see, written by the goroutine under mu.
 	mu   sync.Mutex
 	snap Snapshot
+	log  *logfile.Log // the instance's log, for `logs`; nil when it could not be opened
 }
 
 // Snapshot is an instance as last observed.
@@ -196,21 +198,13 @@ func (o *owner) launchAgain(msg) State { return o.launch() }
 
 func (o *owner) launch() State {
 	o.timer = nil
-	if o.sink == nil || o.sink.path != o.spec.LogFile {
-		if o.sink != nil {
-			o.sink.close()
-		}
-		s, err := openSink(o.spec.Name, o.spec.LogFile, nil)
-		if err != nil {
-			o.sink = nil
-			return o.fail(ReasonStartFailed, fmt.Errorf("instance %q: %w", o.spec.Name, err))
-		}
-		o.sink = s
+	if err := o.openLog(); err != nil {
+		return o.fail(ReasonStartFailed, fmt.Errorf("instance %q: %w", o.spec.Name, err))
 	}
 	if err := o.d.CheckPort(o.spec); err != nil {
 		return o.fail(ReasonPortTaken, err)
 	}
-	w, err := o.sink.attach()
+	w, err := o.sink.attach(o.stdout())
 	if err != nil {
 		return o.fail(ReasonStartFailed, err)
 	}

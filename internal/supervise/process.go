@@ -2,12 +2,14 @@ package supervise
 
 import (
 	"context"
+	"io"
 	"os"
 	"syscall"
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/launch"
+	"github.com/llamaboot/llamaboot/internal/logfile"
 )
 
 // Process is a started server process, as its owner sees it.
@@ -51,6 +53,9 @@ type Deps struct {
 	Clock     Clock
 	Probe     Prober
 	CheckPort func(config.Instance) error // nil error: free
+	// Stdout takes the [name]-prefixed copies of log_to_stdout instances;
+	// one writer shared by all, serialised per line (logfile.Locked).
+	Stdout io.Writer
 }
 
 func (d Deps) withDefaults(r *Reaper, env []string) Deps {
@@ -65,6 +70,9 @@ func (d Deps) withDefaults(r *Reaper, env []string) Deps {
 	}
 	if d.CheckPort == nil {
 		d.CheckPort = launch.CheckPort
+	}
+	if d.Stdout == nil {
+		d.Stdout = logfile.Locked(os.Stdout)
 	}
 	return d
 }

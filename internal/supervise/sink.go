@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/dirs"
 	"github.com/llamaboot/llamaboot/internal/logfile"
 )
@@ -16,44 +17,43 @@ import (
 // sink is an instance's log. Each process writes into a pipe (the child
 // gets the write end as its stdout and stderr: os/exec's own copying would
 // end only in Wait, and the reaper, not Wait, collects these children) and
-// a logfile.Sink copies it line by line to the instance's log file, where
-// rotation happens, and to followers. The file outlives processes; the
-// copier is per process, ending at its pipe's EOF.
+// a logfile.Sink copies it line by line into the instance's logfile.Log,
+// which rotates the file and feeds `logs -f`, and to stdout when
+// log_to_stdout is on. The Log outlives processes; the copier is per
+// process, ending at its pipe's EOF.
 type sink struct {
 	name, path string
-	file       *logfile.Writer
-	stdout     io.Writer // a [name]-prefixed copy, or nil
+	log        *logfile.Log
 
 	mu      sync.Mutex
-	cur     *logfile.Sink
 	copying chan struct{} // closed when the current copier reached EOF
 }
 
-func openSink(name, path string, stdout io.Writer) (*sink, error) {
-	if err := dirs.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create log dir for %s: %w", path, err)
+func openSink(spec config.Instance) (*sink, error) {
+	if err := dirs.MkdirAll(filepath.Dir(spec.LogFile), 0o755); err != nil {
+		return nil, fmt.Errorf("create log dir for %s: %w", spec.LogFile, err)
 	}
-	w, err := logfile.NewWriter(path, 0, 1)
+	l, err := logfile.OpenLog(spec.LogFile, spec.LogMaxSize, spec.LogMaxFiles)
 	if err != nil {
 		return nil, err
 	}
 	done := make(chan struct{})
 	close(done)
-	return &sink{name: name, path: path, file: w, stdout: stdout, copying: done}, nil
+	return &sink{name: spec.Name, path: spec.LogFile, log: l, copying: done}, nil
 }
 
-// attach makes a pipe for the next process and starts copying from it. The
-// caller passes the returned write end to the child and closes its own
-// copy once the child has started.
-func (s *sink) attach() (*os.File, error) {
+// attach makes a pipe for the next process and starts copying from it, to
+// stdout too when it is not nil. The caller passes the returned write end
+// to the child and closes its own copy once the child has started.
+func (s *sink) attach(stdout io.Writer) (*os.File, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("log pipe for %s: %w", s.path, err)
 	}
-	ls := logfile.NewSink(s.name, s.file, s.stdout)
+	ls := logfile.NewSink(s.name, s.log, stdout)
 	done := make(chan struct{})
 	s.mu.Lock()
-	s.cur, s.copying = ls, done
+	s.copying = done
 	s.mu.Unlock()
 	go func() {
 		defer close(done)
@@ -65,8 +65,8 @@ func (s *sink) attach() (*os.File, error) {
 
 // notef writes llamaboot's own line into the log.
 func (s *sink) notef(format string, args ...any) {
-	s.file.Write(fmt.Appendf(nil, "[llamaboot] "+format+"\n", args...))
-	s.file.Flush()
+	s.log.Write(fmt.Appendf(nil, "[llamaboot] "+format+"\n", args...))
+	s.log.Flush()
 }
 
 // drain waits until the last process's output is in the file: EOF on its
@@ -84,7 +84,7 @@ func (s *sink) drain(limit time.Duration) {
 
 func (s *sink) close() {
 	s.drain(time.Second)
-	s.file.Close()
+	s.log.Close()
 }
 
 // tail returns the log's last n lines, across rotations.

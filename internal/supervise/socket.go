@@ -79,6 +79,7 @@ func (s *Server) Listen(path string) error {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.status()) })
 	mux.HandleFunc("POST /control", s.control)
 	mux.HandleFunc("POST /adopt", s.adopt)
+	mux.HandleFunc("POST /logs", s.logs)
 	s.srv = &http.Server{Handler: s.checkPeer(mux), ReadHeaderTimeout: 5 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			cred, err := peerCred(c)

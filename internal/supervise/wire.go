@@ -121,3 +121,13 @@ func wireInstance(s Snapshot, now time.Time) InstanceStatus {
 	}
 	return st
 }
+
+// LogsRequest asks for an instance's log (all instances', prefixed
+// "[name] ", when Name is empty): the last Tail lines, then with Follow
+// every new line until the instance goes away. The answer is the lines
+// as text, streamed.
+type LogsRequest struct {
+	Name   string `json:"name"`
+	Tail   int    `json:"tail"`
+	Follow bool   `json:"follow"`
+}
