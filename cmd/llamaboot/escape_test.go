@@ -3,7 +3,11 @@ package main
 import (
 	"archive/zip"
 	"bytes"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -63,6 +67,15 @@ func TestEscapesThroughLinksAreRefused(t *testing.T) {
 		{"absolute library link", []bundlegen.Entry{server, sym("bin/libggml.so", "/etc/shadow")}, `"bin/libggml.so"`},
 		{"loop of links", []bundlegen.Entry{server, sym("bin/l1", "l2"), sym("bin/l2", "l1"), bundlegen.File("bin/l1/x", 0o644, "x")}, `"bin/l1/x"`},
 		{"self loop", []bundlegen.Entry{server, sym("bin/me", "me")}, `"bin/me"`},
+		// Found by the second review: names llamaboot writes after the audit.
+		{"server linked to a helper name", []bundlegen.Entry{bundlegen.File("check-and-run-llama-cpp.sh", 0o755, "#!/bin/sh"), sym("bin/llama-server", "../check-and-run-llama-cpp.sh")}, `"bin/llama-server"`},
+		{"server linked to the marker", []bundlegen.Entry{bundlegen.File(".installed-from.json", 0o644, "{}"), sym("bin/llama-server", "../.installed-from.json")}, `"bin/llama-server"`},
+		{"helper temp name as a dir", []bundlegen.Entry{server, bundlegen.Dir("check-and-run-llama-cpp.sh.tmp/")}, `check-and-run-llama-cpp.sh.tmp`},
+		{"release link dangling once moved into bin", []bundlegen.Entry{
+			bundlegen.File("llama-b1/srv", 0o755, "x"), sym("llama-b1/llama-server", "../llama-b1/srv"),
+		}, `no longer leads to a file`},
+		{"link target of 20000 levels (CPU bomb)", []bundlegen.Entry{server, sym("bin/deep", strings.Repeat("a/", 20000))}, `longer than 4096 bytes`},
+		{"name of 3000 levels", []bundlegen.Entry{server, bundlegen.Dir(strings.Repeat("a/", 3000))}, `longer than 4096 bytes`},
 	}
 	for _, c := range cases {
 		for _, f := range []archive.Format{archive.Tar, archive.Zip} {
@@ -116,6 +129,36 @@ func must(t *testing.T, err error) {
 	}
 }
 
+// TestUmask077StillGivesAUsableInstall: root's umask must not make the
+// bundle, the versions dir or the cache private again (old defect D3).
+func TestUmask077StillGivesAUsableInstall(t *testing.T) {
+	dir := t.TempDir()
+	app := filepath.Join(dir, "app")
+	pkg := releaseArchive(t, dir, "llama-b7001-bin-ubuntu-x64.tar.gz", "b7001")
+	var buf bytes.Buffer
+	// Parent dirs without entries of their own: created by MkdirAll.
+	must(t, bundlegen.Write(&buf, archive.Gzip, []bundlegen.Entry{
+		bundlegen.File("pkg/bin/llama-server", 0o755, "srv"), bundlegen.File("pkg/share/doc/x/README", 0o644, "r"),
+	}))
+	implicit := writeFile(t, filepath.Join(dir, "implicit.tar.gz"), buf.String())
+	for _, src := range []string{pkg, implicit} {
+		out, err := exec.Command("sh", "-c", `umask 077 && exec "$0" install --app-dir "$1" "$2"`, llamaboot, app, src).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		filepath.WalkDir(app, func(p string, d os.DirEntry, err error) error {
+			if err != nil || d.Type()&os.ModeSymlink != 0 || strings.HasSuffix(p, ".lock") {
+				return nil
+			}
+			fi, _ := d.Info()
+			if d.IsDir() && fi.Mode().Perm() != 0o755 || !d.IsDir() && fi.Mode().Perm()&0o044 != 0o044 {
+				t.Errorf("%s is %v under umask 077", p, fi.Mode().Perm())
+			}
+			return nil
+		})
+	}
+}
+
 // TestZipCRCIsChecked flips a bit in llama-server's data inside a zip: the
 // zip still opens (its directory is intact) but the member's CRC-32 no
 // longer matches, and the install must say so and keep the old bundle.
@@ -147,5 +190,37 @@ func TestZipCRCIsChecked(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(app, "llama-cpp", "bin", "llama-server")); bytes.Equal(b, body) || len(b) == 0 {
 		t.Error("the damaged server was installed")
+	}
+}
+
+// TestSecretsNeverPrinted: a package URL with credentials and a presigned
+// query, in every form an operator might write it, through entry (the
+// container path) and install; no line may show the secrets.
+func TestSecretsNeverPrinted(t *testing.T) {
+	dir := t.TempDir()
+	// A 404 fails at once (no retries), and its error quotes the URL.
+	srv := httptest.NewServer(http.NotFoundHandler())
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	for _, u := range []string{
+		fmt.Sprintf("http://ghp_SECRETUSER@%s/404/llama.tar.gz?X-Amz-Signature=SECRETSIG", host),
+		fmt.Sprintf("HTTP://user:SECRETPW@%s/x.tgz?X-Amz-Signature=SECRETSIG", host),
+		fmt.Sprintf(" http://user:SECRETPW@%s/x.tgz?sig=SECRETSIG\n", host),
+		"ftp://user:SECRETPW@example.invalid/x.tgz?sig=SECRETSIG",
+		fmt.Sprintf("http://%s/x.tgz?sig=a SECRETSIG", host),
+	} {
+		env := []string{"AUTO_INFER_APP_DIR=" + filepath.Join(dir, "app"), "AUTO_INFER_LLAMA_CPP_GET_PKG_ON_BOOT=1",
+			"AUTO_INFER_LLAMA_CPP_PKG_PATH=" + u, "AUTO_INFER_LLAMA_CPP_PKG_TOKEN=SECRETTOKEN"}
+		for _, args := range [][]string{{"entry", "--", "true"}, {"install"}} {
+			r := runLB(t, env, args...)
+			if r.code == 0 && args[0] == "install" {
+				t.Errorf("%q: install of an unreachable URL succeeded", u)
+			}
+			for _, s := range []string{"SECRETUSER", "SECRETPW", "SECRETSIG", "SECRETTOKEN"} {
+				if strings.Contains(r.stdout+r.stderr, s) {
+					t.Errorf("%s with %q printed %s:\n%v", args[0], u, s, r)
+				}
+			}
+		}
 	}
 }

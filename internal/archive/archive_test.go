@@ -79,3 +79,40 @@ func FuzzExtract(f *testing.F) {
 		}
 	})
 }
+
+// TestGzipTrailerCheckedPastPadding: the gzip CRC sits after whatever follows
+// the tar end marker; padding must not be a way to skip checking it, nor a
+// way to make the extractor read without bound.
+func TestGzipTrailerCheckedPastPadding(t *testing.T) {
+	var tarBuf bytes.Buffer
+	if err := bundlegen.Write(&tarBuf, archive.Tar, []bundlegen.Entry{bundlegen.File("bin/llama-server", 0o755, "srv")}); err != nil {
+		t.Fatal(err)
+	}
+	padded := append(tarBuf.Bytes(), make([]byte, 17<<20)...)
+	var gz bytes.Buffer
+	bundlegen.WriteGzip(&gz, padded)
+	data := gz.Bytes()
+	data[len(data)-8] ^= 0xff // CRC-32 of the trailer
+
+	extract := func(data []byte, lim archive.Limits) error {
+		dst := t.TempDir()
+		root, err := os.OpenRoot(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer root.Close()
+		_, err = archive.Extract(bytes.NewReader(data), archive.Gzip, root, lim)
+		return err
+	}
+	var ae *archive.Error
+	if err := extract(data, archive.Limits{}); !errors.As(err, &ae) || !strings.Contains(err.Error(), "corrupt") {
+		t.Errorf("bad CRC after 17 MiB of padding: %v", err)
+	}
+	if err := extract(data, archive.Limits{MaxBytes: 1 << 20}); !errors.As(err, &ae) || !strings.Contains(err.Error(), "expands past") {
+		t.Errorf("padding past --max-bytes: %v", err)
+	}
+	data[len(data)-8] ^= 0xff
+	if err := extract(data, archive.Limits{}); err != nil {
+		t.Errorf("intact archive with padding refused: %v", err)
+	}
+}

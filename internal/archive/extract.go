@@ -52,7 +52,7 @@ type Error struct {
 func (e *Error) Error() string {
 	msg := e.Reason
 	if e.Entry != "" {
-		msg = fmt.Sprintf("entry %q: %s", e.Entry, e.Reason)
+		msg = fmt.Sprintf("entry %q: %s", shorten(e.Entry), e.Reason)
 	}
 	if e.Err != nil {
 		msg += ": " + e.Err.Error()
@@ -114,16 +114,20 @@ func Extract(r io.Reader, f Format, dst *os.Root, lim Limits) (Stats, error) {
 	}
 	// The tar end marker comes before the compressor's own trailer (gzip's
 	// CRC-32, xz's and zstd's checks): read on to the end of the stream so a
-	// damaged trailer is caught. Tar pads with at most a few records; more
-	// than maxTrailer of anything is not read.
-	if _, err := io.CopyN(io.Discard, br, maxTrailer); err != nil && err != io.EOF {
+	// damaged trailer is caught. Whatever follows the tar archive counts
+	// against --max-bytes, so padding cannot hide a trailer nor cost unbounded
+	// time.
+	budget := w.lim.MaxBytes - w.stats.Bytes
+	if n, err := io.CopyN(io.Discard, br, budget+1); err != nil && err != io.EOF {
 		return w.stats, &Error{Reason: fmt.Sprintf("corrupt %s stream after the tar archive", f), Err: err}
+	} else if n > budget {
+		return w.stats, &Error{Reason: fmt.Sprintf("data after the tar archive expands past %d bytes (raise --max-bytes if the bundle is genuine)", w.lim.MaxBytes)}
+	}
+	if err := fixDirModes(w.root); err != nil {
+		return w.stats, err
 	}
 	return w.stats, Audit(w.root)
 }
-
-// maxTrailer bounds what is read after the tar end marker.
-const maxTrailer = 16 << 20
 
 func extractTar(r io.Reader, w *writer) (Stats, error) {
 	tr := tar.NewReader(r)
@@ -186,6 +190,9 @@ func ExtractZip(ra io.ReaderAt, size int64, dst *os.Root, lim Limits) (Stats, er
 			return w.stats, err
 		}
 	}
+	if err := fixDirModes(w.root); err != nil {
+		return w.stats, err
+	}
 	return w.stats, Audit(w.root)
 }
 
@@ -241,7 +248,10 @@ func clean(name string) (string, error) {
 		return "", &Error{Entry: name, Reason: "name contains a NUL byte"}
 	}
 	if strings.HasPrefix(name, "/") {
-		return "", &Error{Entry: name, Reason: "absolute path names are not allowed"}
+		return "", &Error{Entry: shorten(name), Reason: "absolute path names are not allowed"}
+	}
+	if err := checkLength(name, "name"); err != nil {
+		return "", err
 	}
 	for _, part := range strings.Split(name, "/") {
 		if part == ".." {
@@ -253,6 +263,44 @@ func clean(name string) (string, error) {
 		return "", nil
 	}
 	return p, nil
+}
+
+// Bounds on names and link targets. Linux itself stops at 4096 bytes per
+// path; the component bound keeps the per-link resolution cheap (real
+// bundles are a few levels deep) so a tiny archive cannot burn CPU for hours.
+const (
+	maxPathBytes      = 4096
+	maxPathComponents = 256
+)
+
+func checkLength(p, what string) error {
+	if len(p) > maxPathBytes || strings.Count(p, "/") >= maxPathComponents {
+		return &Error{Entry: shorten(p), Reason: fmt.Sprintf("%s is longer than %d bytes or %d levels; no real bundle needs that", what, maxPathBytes, maxPathComponents)}
+	}
+	return nil
+}
+
+// shorten keeps an entry name printable in one line of an error.
+func shorten(s string) string {
+	if len(s) <= 200 {
+		return s
+	}
+	return s[:100] + "…" + s[len(s)-60:]
+}
+
+// fixDirModes makes every directory 0755: MkdirAll (for parents no dir
+// entry named) is subject to the umask, and the bundle must be usable by
+// every user whatever umask root had.
+func fixDirModes(root *os.Root) error {
+	return fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() {
+			return err
+		}
+		if err := root.Chmod(p, 0o755); err != nil {
+			return fmt.Errorf("chmod %s: %w", p, err)
+		}
+		return nil
+	})
 }
 
 func (w *writer) parent(p string) error {
@@ -335,7 +383,10 @@ func (w *writer) symlink(name, target string) error {
 		return &Error{Entry: name, Reason: "a symlink entry names the archive root"}
 	}
 	if target == "" || strings.HasPrefix(target, "/") || strings.ContainsRune(target, 0) {
-		return &Error{Entry: name, Reason: fmt.Sprintf("symlink target %q points outside the bundle", target)}
+		return &Error{Entry: name, Reason: fmt.Sprintf("symlink target %q points outside the bundle", shorten(target))}
+	}
+	if err := checkLength(target, "symlink target of "+shorten(name)+":"); err != nil {
+		return err
 	}
 	if err := w.parent(p); err != nil {
 		return err
@@ -387,6 +438,8 @@ func (w *writer) fsError(name string, err error) error {
 	switch {
 	case errors.Is(err, fs.ErrExist):
 		return &Error{Entry: name, Reason: "duplicate entry or clash with an earlier symlink", Err: err}
+	case errors.Is(err, syscall.ENAMETOOLONG):
+		return &Error{Entry: name, Reason: "a name in its path is longer than the file system allows (255 bytes)", Err: err}
 	case errors.Is(err, syscall.ELOOP):
 		return &Error{Entry: name, Reason: "its path runs through a loop or too long a chain of symlinks", Err: err}
 	case strings.Contains(err.Error(), "escapes from parent"), strings.Contains(err.Error(), "path escapes"):

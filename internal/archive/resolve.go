@@ -27,12 +27,23 @@ var (
 // errEscapes if the walk leaves root (an absolute target or `..` past the
 // top) and errLoop after maxLinkHops links.
 func resolve(root *os.Root, rel string) (string, error) {
+	return resolveFrom(root, rel, nil)
+}
+
+// resolveFrom resolves rel like resolve; reserved names, if any, are
+// top-level names the installer writes after extraction, so resolving to
+// or through one counts as leaving the bundle.
+func resolveFrom(root *os.Root, rel string, reserved map[string]bool) (string, error) {
 	var real []string // components of the resolved path so far, all real directories
+	cur := ""         // path.Join(real...), kept alongside so each step is O(1) more
 	todo := split(rel)
-	hops := 0
+	hops, steps := 0, 0
 	for len(todo) > 0 {
 		c := todo[0]
 		todo = todo[1:]
+		if steps++; steps > maxResolveSteps {
+			return "", errLoop
+		}
 		switch c {
 		case "", ".":
 			continue
@@ -41,15 +52,22 @@ func resolve(root *os.Root, rel string) (string, error) {
 				return "", errEscapes
 			}
 			real = real[:len(real)-1]
+			cur = path.Join(real...)
 			continue
 		}
-		cur := path.Join(append(real, c)...)
-		fi, err := root.Lstat(cur)
+		if len(real) == 0 && reserved[c] {
+			return "", errEscapes
+		}
+		next := c
+		if cur != "" {
+			next = cur + "/" + c
+		}
+		fi, err := root.Lstat(next)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			// Nothing there: what follows is taken as written, so a `..`
 			// after a missing name still cannot climb past the top.
-			real = append(real, c)
+			real, cur = append(real, c), next
 			continue
 		case err != nil:
 			return "", err
@@ -58,7 +76,7 @@ func resolve(root *os.Root, rel string) (string, error) {
 			if hops > maxLinkHops {
 				return "", errLoop
 			}
-			target, err := root.Readlink(cur)
+			target, err := root.Readlink(next)
 			if err != nil {
 				return "", err
 			}
@@ -67,18 +85,22 @@ func resolve(root *os.Root, rel string) (string, error) {
 			}
 			todo = append(split(target), todo...)
 		case fi.IsDir():
-			real = append(real, c)
+			real, cur = append(real, c), next
 		default:
 			// A file: the kernel stops here (ENOTDIR) if more follows, so
 			// nothing below it can lead anywhere.
-			return path.Join(append(real, c)...), nil
+			return next, nil
 		}
 	}
-	if len(real) == 0 {
+	if cur == "" {
 		return ".", nil
 	}
-	return path.Join(real...), nil
+	return cur, nil
 }
+
+// maxResolveSteps bounds the components one resolution walks through, links
+// expanded: 40 links of at most 256 components each.
+const maxResolveSteps = maxLinkHops * maxPathComponents
 
 func split(p string) []string { return strings.Split(p, "/") }
 
@@ -87,7 +109,15 @@ func split(p string) []string { return strings.Split(p, "/") }
 // created, but a link created later can change where an earlier one leads
 // (`a -> q/../..` is harmless until `q -> .` arrives), so only a walk of the
 // finished tree can vouch for all of them together.
-func Audit(root *os.Root) error {
+//
+// reserved are top-level names the caller will write after the audit (the
+// installer's marker and helper links): a link leading to one of them is
+// refused too, since it would lead wherever the caller's file does.
+func Audit(root *os.Root, reserved ...string) error {
+	res := map[string]bool{}
+	for _, r := range reserved {
+		res[r] = true
+	}
 	return fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return &Error{Entry: p, Reason: "cannot be read back from the bundle", Err: err}
@@ -95,7 +125,7 @@ func Audit(root *os.Root) error {
 		if d.Type()&fs.ModeSymlink == 0 {
 			return nil
 		}
-		if _, err := resolve(root, p); err != nil {
+		if _, err := resolveFrom(root, p, res); err != nil {
 			target, _ := root.Readlink(p)
 			return linkError(p, target, err)
 		}
@@ -107,9 +137,9 @@ func Audit(root *os.Root) error {
 func linkError(name, target string, err error) error {
 	switch {
 	case errors.Is(err, errEscapes):
-		return &Error{Entry: name, Reason: fmt.Sprintf("symlink target %q points outside the bundle", target)}
+		return &Error{Entry: shorten(name), Reason: fmt.Sprintf("symlink target %q points outside the bundle (or at a file llamaboot writes itself)", shorten(target))}
 	case errors.Is(err, errLoop):
-		return &Error{Entry: name, Reason: fmt.Sprintf("symlink target %q starts a chain of more than %d links (a loop?)", target, maxLinkHops)}
+		return &Error{Entry: shorten(name), Reason: fmt.Sprintf("symlink target %q starts a chain of more than %d links (a loop?)", shorten(target), maxLinkHops)}
 	}
-	return &Error{Entry: name, Reason: fmt.Sprintf("symlink target %q cannot be resolved", target), Err: err}
+	return &Error{Entry: shorten(name), Reason: fmt.Sprintf("symlink target %q cannot be resolved", shorten(target)), Err: err}
 }

@@ -200,7 +200,7 @@ var errStopped = errors.New("stopped during boot")
 func (e *Entry) installOnBoot() error {
 	switch {
 	case !e.o.GetPkgOnBoot && e.o.PkgPath != "":
-		e.p.Stepf("AUTO_INFER_LLAMA_CPP_PKG_PATH is set but AUTO_INFER_LLAMA_CPP_GET_PKG_ON_BOOT is not: nothing installed at boot (set AUTO_INFER_LLAMA_CPP_GET_PKG_ON_BOOT=1 to install %s)", e.o.PkgPath)
+		e.p.Stepf("AUTO_INFER_LLAMA_CPP_PKG_PATH is set but AUTO_INFER_LLAMA_CPP_GET_PKG_ON_BOOT is not: nothing installed at boot (set AUTO_INFER_LLAMA_CPP_GET_PKG_ON_BOOT=1 to install %s)", install.Shown(e.o.PkgPath))
 		return nil
 	case !e.o.GetPkgOnBoot:
 		return nil
@@ -233,11 +233,11 @@ wait:
 		}
 	}
 	if e.stopAsked {
-		e.p.Errorf("install of %s stopped by %s: %v", e.o.PkgPath, e.stopSig, err)
+		e.p.Errorf("install of %s stopped by %s: %v", install.Shown(e.o.PkgPath), e.stopSig, err)
 		return nil
 	}
 	if err != nil {
-		e.p.Errorf("install of %s FAILED: %v", e.o.PkgPath, err)
+		e.p.Errorf("install of %s FAILED: %v", install.Shown(e.o.PkgPath), err)
 		if e.o.Strict {
 			e.p.Errorf("AUTO_INFER_LLAMA_CPP_STRICT=1: stopping before the command starts")
 			return err

@@ -22,6 +22,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -30,12 +31,38 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/llamaboot/llamaboot/internal/appfile"
 	"github.com/llamaboot/llamaboot/internal/printer"
 )
 
 // IsURL reports whether a source is an http(s) URL.
+//
+// The scheme is matched in any case and around spaces (HTTPS://, or a YAML
+// value with a stray newline): such a value is a URL that must be redacted,
+// never a file name to print whole.
 func IsURL(s string) bool {
+	s = strings.ToLower(strings.TrimSpace(s))
 	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// LooksLikeURL reports whether s has any scheme:// prefix — a URL, even one
+// of a scheme llamaboot does not fetch, so it must be redacted, not shown.
+func LooksLikeURL(s string) bool { return schemePrefix.MatchString(strings.TrimSpace(s)) }
+
+var schemePrefix = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*://`)
+
+// checkURL refuses a URL that cannot be fetched as written, without
+// echoing it: one Go cannot parse, or one holding spaces, quotes or control
+// characters, could not be redacted reliably inside the parser's message.
+func checkURL(raw string) error {
+	if strings.ContainsAny(raw, " \t\r\n\"'<>\\") || strings.ContainsFunc(raw, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return &Error{URL: "(URL not shown: it may hold secrets)", Kind: BadURL, Msg: "contains spaces, quotes or control characters; percent-encode them (or remove a stray newline)"}
+	}
+	u, err := url.ParseRequestURI(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return &Error{URL: Redact(raw), Kind: BadURL, Msg: "not a valid http(s) URL"}
+	}
+	return nil
 }
 
 // Options say what to fetch, where to, and how patiently.
@@ -121,6 +148,9 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 	if via[len(via)-1].URL.Scheme == "https" && req.URL.Scheme != "https" {
 		return errDowngrade
 	}
+	// Go sends the previous URL as Referer, query included: a presigned
+	// signature would reach the next host. Nothing here needs a Referer.
+	req.Header.Del("Referer")
 	for _, r := range append(via[1:], req) {
 		if !sameOrigin(via[0].URL, r.URL) {
 			req.Header.Del("Authorization")
@@ -224,10 +254,11 @@ func Fetch(ctx context.Context, o Options) (Result, error) {
 
 func fetch(ctx context.Context, o Options) (Result, error) {
 	o.defaults()
-	shown := Redact(o.URL)
-	if u, err := url.ParseRequestURI(o.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return Result{}, &Error{URL: shown, Kind: BadURL, Msg: "not a valid http(s) URL"}
+	o.URL = strings.TrimSpace(o.URL)
+	if err := checkURL(o.URL); err != nil {
+		return Result{}, err
 	}
+	shown := Redact(o.URL)
 	if o.Dest == "" {
 		return Result{}, errors.New("fetch: no destination")
 	}
@@ -294,7 +325,7 @@ func readState(p string) (partState, int64) {
 
 func writeState(p string, st partState) error {
 	b, _ := json.Marshal(st)
-	return os.WriteFile(p+".json", b, 0o644)
+	return appfile.WriteFile(p+".json", b, 0o644)
 }
 
 // errRetry marks an attempt failure worth retrying (5xx, cut connection).
@@ -391,14 +422,11 @@ func attemptFetch(ctx context.Context, o *Options, part string) (Result, error) 
 	if err := writeState(part, st); err != nil {
 		return Result{}, err
 	}
-	f, err := os.OpenFile(part, flags, 0o644)
+	f, err := appfile.OpenFile(part, flags&^os.O_CREATE, 0o644)
 	if err != nil {
 		return Result{}, err
 	}
 	defer f.Close()
-	if err := f.Chmod(0o644); err != nil { // readable by non-root users whatever the umask
-		return Result{}, err
-	}
 	if total >= 0 {
 		if err := reserve(f, offset, total-offset); err != nil {
 			return Result{}, &Error{URL: shown, Kind: NoSpace, Msg: err.Error()}
@@ -577,6 +605,10 @@ func SumFromFile(ctx context.Context, o Options, sumsURL, name string) (string, 
 
 func sumFromFile(ctx context.Context, o Options, sumsURL, name string) (string, error) {
 	o.defaults()
+	sumsURL = strings.TrimSpace(sumsURL)
+	if err := checkURL(sumsURL); err != nil {
+		return "", err
+	}
 	shown := Redact(sumsURL)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, sumsURL, nil)
 	if err != nil {

@@ -239,3 +239,70 @@ func TestSumFileTokenOnlyToThePackageOrigin(t *testing.T) {
 		t.Errorf("Authorization per request = %q", got)
 	}
 }
+
+// TestNoRefererAcrossRedirects: Go's client would send the presigned URL,
+// query and all, as Referer to the redirect target.
+func TestNoRefererAcrossRedirects(t *testing.T) {
+	var mu sync.Mutex
+	var referers []string
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		referers = append(referers, r.Header.Get("Referer"))
+		mu.Unlock()
+		w.Write([]byte("object"))
+	}))
+	defer other.Close()
+	home := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, other.URL+"/obj.tgz", http.StatusFound)
+	}))
+	defer home.Close()
+	if _, err := Fetch(context.Background(), opts(t, home.URL+"/pkg.tgz?X-Amz-Signature=SECRETSIG")); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(referers) != 1 || referers[0] != "" {
+		t.Errorf("redirect target got Referer %q", referers)
+	}
+}
+
+// TestURLsThatCannotBeRedactedAreRefusedUnshown: a quote, space or newline
+// inside a URL would cut the redaction of the parser's message short; such
+// URLs are refused without being echoed at all.
+func TestURLsThatCannotBeRedactedAreRefusedUnshown(t *testing.T) {
+	for _, u := range []string{
+		`http://user:"SECRETPW@127.0.0.1:1/x.tgz`,
+		"http://127.0.0.1:1/x.tgz?X-Amz-Signature=a SECRETSIG",
+		"http://127.0.0.1:1/x.tgz?sig=SECRETSIG\nmore",
+	} {
+		_, err := Fetch(context.Background(), opts(t, u))
+		var fe *Error
+		if !errors.As(err, &fe) || fe.Kind != BadURL {
+			t.Errorf("%q: want a BadURL error, got %v", u, err)
+			continue
+		}
+		assertNoSecrets(t, u, err.Error())
+		_, err = SumFromFile(context.Background(), opts(t, "http://127.0.0.1:1/x.tgz"), u, "x.tgz")
+		if err == nil {
+			t.Errorf("--sha256-from %q accepted", u)
+			continue
+		}
+		assertNoSecrets(t, "--sha256-from "+u, err.Error())
+	}
+}
+
+func TestIsURLAnyCaseAndSpaces(t *testing.T) {
+	for _, u := range []string{"HTTPS://h/x", " https://h/x", "Http://h/x\n"} {
+		if !IsURL(u) {
+			t.Errorf("IsURL(%q) = false; it would be printed whole as a file name", u)
+		}
+	}
+	for _, u := range []string{"ftp://u:p@h/x", "S3://b/k"} {
+		if IsURL(u) || !LooksLikeURL(u) {
+			t.Errorf("%q: IsURL %v LooksLikeURL %v", u, IsURL(u), LooksLikeURL(u))
+		}
+	}
+	if LooksLikeURL("/pkg/llama.tar.gz") {
+		t.Error("a path looks like a URL")
+	}
+}

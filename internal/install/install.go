@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/llamaboot/llamaboot/internal/appfile"
 	"github.com/llamaboot/llamaboot/internal/archive"
 	"github.com/llamaboot/llamaboot/internal/dirs"
 	"github.com/llamaboot/llamaboot/internal/fetch"
@@ -127,6 +128,9 @@ func (j *job) run(ctx context.Context) (Result, error) {
 	}
 	if fetch.IsURL(j.Source) {
 		return j.runURL(ctx)
+	}
+	if fetch.LooksLikeURL(j.Source) {
+		return Result{}, &InputError{Msg: fmt.Sprintf("package %s is a URL of a scheme llamaboot does not fetch; use http:// or https://", fetch.Redact(strings.TrimSpace(j.Source)))}
 	}
 	src, err := j.localSource()
 	if err != nil {
@@ -295,7 +299,7 @@ func unpack(ctx context.Context, r io.Reader, srcPath string, format archive.For
 	sinks := []io.Writer{h, prog}
 	var cache *os.File
 	if copyTo != "" {
-		cache, err = os.OpenFile(copyTo, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		cache, err = appfile.OpenFile(copyTo, os.O_WRONLY|os.O_TRUNC, 0o644)
 		if err != nil {
 			return "", stats, fmt.Errorf("create cache file %s: %w", copyTo, err)
 		}
@@ -354,3 +358,12 @@ func unpack(ctx context.Context, r io.Reader, srcPath string, format archive.For
 var errAborted = errors.New("extraction stopped")
 
 func hexSum(h hash.Hash) string { return hex.EncodeToString(h.Sum(nil)) }
+
+// Shown is how a package source may be printed: a URL without its
+// credentials, query or fragment; a path as it is.
+func Shown(src string) string {
+	if fetch.LooksLikeURL(src) {
+		return fetch.Redact(strings.TrimSpace(src))
+	}
+	return src
+}

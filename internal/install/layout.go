@@ -38,6 +38,10 @@ func bundleRoot(staging *os.Root) (root, layout string, err error) {
 			if err := moveIntoBin(staging, dir); err != nil {
 				return "", "", err
 			}
+			// A relative link resolves from one level deeper once moved.
+			if !isFile(staging, path.Join(dir, "bin", "llama-server")) {
+				return "", "", &InputError{Msg: "llama-server is a link that no longer leads to a file once the release is moved into bin/; ship the binary itself"}
+			}
 			return dir, LayoutRelease, nil
 		}
 	}
@@ -94,12 +98,22 @@ func moveIntoBin(root *os.Root, dir string) error {
 // the helper or marker would silently be missing. A file or link there is
 // simply replaced.
 func checkReserved(bundle *os.Root) error {
-	for _, n := range append([]string{MarkerName, MarkerName + ".tmp"}, EntryPointNames...) {
+	for _, n := range reservedNames() {
 		if fi, err := bundle.Lstat(n); err == nil && fi.IsDir() {
 			return &InputError{Msg: fmt.Sprintf("the bundle holds a directory %s, a name llamaboot keeps for its own %s; remove it from the archive", n, reservedUse(n))}
 		}
 	}
 	return nil
+}
+
+// reservedNames are the bundle's top-level names that llamaboot writes
+// itself: the marker, the helper links, and their temp names.
+func reservedNames() []string {
+	names := []string{MarkerName, MarkerName + ".tmp"}
+	for _, n := range EntryPointNames {
+		names = append(names, n, n+".tmp")
+	}
+	return names
 }
 
 func reservedUse(name string) string {

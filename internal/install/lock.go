@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/llamaboot/llamaboot/internal/appfile"
 	"github.com/llamaboot/llamaboot/internal/printer"
 )
 
@@ -18,7 +19,7 @@ import (
 // the kernel, so flock serialises them too. A loser waits up to timeout,
 // saying once who it waits for.
 func lockFile(ctx context.Context, path string, timeout time.Duration, p *printer.Printer) (release func(), err error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := appfile.OpenFile(path, os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("open install lock %s: %w", path, err)
 	}

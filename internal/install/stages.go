@@ -175,14 +175,16 @@ func (j *job) stepLayout(s *staging) error {
 	}
 	// Extraction vouched for the staging tree; the bundle may be one level
 	// down and its layout reshaped, so vouch again for what will be kept.
-	if err := archive.Audit(s.bundle); err != nil {
+	// The marker and helper links are written after this: a link leading to
+	// one of them would lead wherever they do (the llamaboot binary).
+	if err := archive.Audit(s.bundle, reservedNames()...); err != nil {
 		return fmt.Errorf("%s: %w", s.src.shown(), err)
 	}
 	if err := checkReserved(s.bundle); err != nil {
 		return fmt.Errorf("%s: %w", s.src.shown(), err)
 	}
 	if err := s.bundle.Chmod(path.Join("bin", "llama-server"), 0o755); err != nil {
-		return err
+		return fmt.Errorf("%s: %w", s.src.shown(), &InputError{Msg: "bin/llama-server cannot be made executable (a link that leads nowhere once the release is moved into bin/?)", Err: err})
 	}
 	return EnsureEntryPoints(filepath.Join(s.dir, s.bundleDir), j.Self, j.EntryPoints)
 }

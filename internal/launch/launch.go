@@ -149,12 +149,17 @@ func OpenLog(path string) (*os.File, error) {
 
 // Environ returns env with the instance's changes: CUDA_VISIBLE_DEVICES per
 // gpu_ids, and the executable's dir first in LD_LIBRARY_PATH (the bundle's
-// libraries sit next to llama-server).
+// libraries sit next to llama-server). llamaboot's own download tokens are
+// not passed on: a server has no use for them, and its /props or a crash
+// report should not be able to show them.
 func Environ(env []string, in config.Instance, exeDir string) []string {
 	out := make([]string, 0, len(env)+2)
 	ld := exeDir
 	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")
+		if slices.Contains(SecretEnv, k) {
+			continue
+		}
 		if k == "LD_LIBRARY_PATH" {
 			if v != "" {
 				ld += ":" + v
@@ -170,6 +175,9 @@ func Environ(env []string, in config.Instance, exeDir string) []string {
 	}
 	return append(out, "LD_LIBRARY_PATH="+ld)
 }
+
+// SecretEnv are the variables holding llamaboot's download credentials.
+var SecretEnv = []string{"AUTO_INFER_LLAMA_CPP_PKG_TOKEN", "AUTO_INFER_MODEL_TOKEN"}
 
 // ErrExited is returned by WaitReady when the process ended first.
 var ErrExited = errors.New("exited before it was ready")

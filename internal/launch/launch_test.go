@@ -212,3 +212,15 @@ func TestPortOwnership(t *testing.T) {
 		t.Error("holder of a free port")
 	}
 }
+
+func TestEnvironDropsDownloadTokens(t *testing.T) {
+	env := Environ([]string{"PATH=/bin", "AUTO_INFER_LLAMA_CPP_PKG_TOKEN=t1", "AUTO_INFER_MODEL_TOKEN=t2", "HOME=/root"}, config.Instance{}, "/b")
+	for _, kv := range env {
+		if strings.Contains(kv, "TOKEN") {
+			t.Errorf("child environment keeps %s", kv)
+		}
+	}
+	if !slices.Contains(env, "HOME=/root") || !slices.Contains(env, "PATH=/bin") {
+		t.Errorf("other variables lost: %v", env)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/llamaboot/llamaboot/internal/appfile"
 	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/dirs"
 	"github.com/llamaboot/llamaboot/internal/fetch"
@@ -377,11 +378,8 @@ func writeMarker(path string, m marker) error {
 	b, _ := json.MarshalIndent(m, "", "  ")
 	dst := MarkerPath(path)
 	tmp := dst + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+	if err := appfile.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", dst, err)
-	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		return err
 	}
 	if err := os.Rename(tmp, dst); err != nil {
 		return fmt.Errorf("write %s: %w", dst, err)
