@@ -157,7 +157,7 @@ func TestServeOnBootThenStop(t *testing.T) {
 		t.Errorf("exit %d\n%s", code, b.out)
 	}
 	out := b.out.String()
-	for _, want := range []string{"a stopped (killed by terminated)", "b stopped (killed by terminated)", "stopped; exit status 0"} {
+	for _, want := range []string{"a stopped (killed by SIGTERM)", "b stopped (killed by SIGTERM)", "stopped; exit status 0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in:\n%s", want, out)
 		}

@@ -36,7 +36,7 @@ type Event struct {
 	Time     time.Time
 	Instance string
 	Kind     EventKind
-	State    State  // the instance's state after the event
+	State    State  // the instance's state after the event (EvRequested: when asked)
 	Reason   Reason // why the process ended, for EvExited/EvStopped/EvFailed
 	PID      int
 	URL      string

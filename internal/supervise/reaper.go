@@ -7,6 +7,8 @@ import (
 	"sync"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/llamaboot/llamaboot/internal/launch"
 )
 
@@ -75,7 +77,7 @@ func ExitCode(ws syscall.WaitStatus) int {
 // describeExit says how a process ended, for events and status.
 func describeExit(ws syscall.WaitStatus) string {
 	if ws.Signaled() {
-		return "killed by " + ws.Signal().String()
+		return "killed by " + unix.SignalName(ws.Signal())
 	}
 	return "exit code " + strconv.Itoa(ws.ExitStatus())
 }

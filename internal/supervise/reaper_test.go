@@ -1,42 +1,18 @@
 package supervise
 
 import (
-	"os"
 	"os/exec"
-	"os/signal"
 	"syscall"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // TestReaperDispatches: one reaper reaps everything, yet each starter gets
 // its own child's status, and orphans are reported separately.
 func TestReaperDispatches(t *testing.T) {
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, syscall.SIGCHLD)
-	defer signal.Stop(sigs)
-
-	r := NewReaper()
+	r := reapInTest(t)
 	orphans := make(chan int, 8)
 	r.Orphan = func(pid int, _ syscall.WaitStatus) { orphans <- pid }
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		for {
-			select {
-			case <-sigs:
-				r.Reap()
-			case <-stop:
-				return
-			}
-		}
-	}()
 
 	a, err := r.Start(exec.Command("sh", "-c", "exit 3"))
 	if err != nil {

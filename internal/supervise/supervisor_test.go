@@ -52,7 +52,7 @@ func TestStopKeepsItDown(t *testing.T) {
 		t.Errorf("requested %+v", e)
 	}
 	st := h.expect("a", EvStopped)
-	if st.Exit != "killed by terminated" || st.Reason != ReasonStopRequested {
+	if st.Exit != "killed by SIGTERM" || st.Reason != ReasonStopRequested {
 		t.Errorf("stopped event %+v", st)
 	}
 	if got := p.got(); !slices.Equal(got, []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL}) {
@@ -81,6 +81,7 @@ func TestStopKillsAfterGrace(t *testing.T) {
 	p := h.startReady(h.spec("a", 8001, "on-failure"))
 	h.sup.Control("a", OpStop)
 	h.clock.expectTimer(t, 5*time.Second)
+	h.expect("a", EvRequested) // events go out after the status is updated
 	if s := h.state("a"); s.State != Stopping || s.PID == 0 {
 		t.Errorf("while stopping: %+v", s)
 	}
@@ -92,7 +93,7 @@ func TestStopKillsAfterGrace(t *testing.T) {
 	if line, _ := k.Line(); line != "pid 1001 still running after 5s: SIGKILL" {
 		t.Errorf("line %q", line)
 	}
-	if e := h.expect("a", EvStopped); e.Exit != "killed by killed" {
+	if e := h.expect("a", EvStopped); e.Exit != "killed by SIGKILL" {
 		t.Errorf("stopped %+v", e)
 	}
 }
