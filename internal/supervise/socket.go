@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"net"
 	"net/http"
@@ -26,13 +27,43 @@ import (
 
 // SocketPath is where the supervisor of app listens: <app>/.llamaboot.sock,
 // or a name in the temp dir when that path is too long for a unix socket.
+//
+// Where the app dir path is too long for a socket address, the socket goes
+// in a directory of the user's own under the temp dir (0700, checked before
+// use), so no other user can bind the name first and collect what `run`
+// hands over.
 func SocketPath(app string) string {
 	p := filepath.Join(app, ".llamaboot.sock")
 	if len(p) < 100 {
 		return p
 	}
 	sum := sha256.Sum256([]byte(app))
-	return filepath.Join(os.TempDir(), "llamaboot-"+hex.EncodeToString(sum[:6])+".sock")
+	return filepath.Join(privateDir(), hex.EncodeToString(sum[:6])+".sock")
+}
+
+func privateDir() string {
+	return filepath.Join(os.TempDir(), fmt.Sprintf("llamaboot-%d", os.Getuid()))
+}
+
+// ensurePrivateDir makes the socket's dir if it is our private dir, and
+// refuses one that someone else made or opened up.
+func ensurePrivateDir(sock string) error {
+	dir := filepath.Dir(sock)
+	if dir != privateDir() {
+		return nil
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return err
+	}
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || st == nil || int(st.Uid) != os.Getuid() || fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("%s is not a private directory of uid %d (someone else made it, or it is a link or open to others); remove it", dir, os.Getuid())
+	}
+	return nil
 }
 
 // validName is what config accepts as an instance name; anything else in
@@ -64,6 +95,9 @@ type peer struct {
 func (s *Server) Listen(path string) error {
 	if s.UID == 0 {
 		s.UID = os.Getuid()
+	}
+	if err := ensurePrivateDir(path); err != nil {
+		return fmt.Errorf("listen on %s: %w", path, err)
 	}
 	_ = os.Remove(path) // a socket left by a killed supervisor
 	ln, err := net.Listen("unix", path)
@@ -346,7 +380,23 @@ func client(sock string) *http.Client {
 		Timeout: 30 * time.Minute,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
+			c, err := d.DialContext(ctx, "unix", sock)
+			if err != nil {
+				return nil, err
+			}
+			// Requests carry plans and commands: talk only to a supervisor
+			// run by root or by us, never to whoever bound the name first.
+			cred, err := peerCred(c)
+			if err != nil || (cred.Uid != 0 && int(cred.Uid) != os.Getuid()) {
+				c.Close()
+				who := "an unknown user"
+				if cred != nil {
+					who = fmt.Sprintf("uid %d (pid %d)", cred.Uid, cred.Pid)
+				}
+				return nil, &RemoteError{Status: http.StatusForbidden, Code: "forbidden", Msg: fmt.Sprintf(
+					"the socket %s is served by %s, neither root nor you: not talking to it (remove it if it is not llamaboot's)", sock, who)}
+			}
+			return c, nil
 		}},
 	}
 }
@@ -356,6 +406,10 @@ var ErrNoSupervisor = errors.New("no supervisor is running")
 
 // dialError explains why the socket could not be reached.
 func dialError(sock string, err error) error {
+	var re *RemoteError
+	if errors.As(err, &re) {
+		return re
+	}
 	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
 		return &RemoteError{Status: http.StatusForbidden, Code: "forbidden", Msg: fmt.Sprintf(
 			"permission denied on %s: only root and the supervisor's own user may use it (you are uid %d)", sock, os.Getuid())}
