@@ -95,6 +95,7 @@ func newRoot(stdout, stderr io.Writer, env Env) *cobra.Command {
 		newRunCmd(env),
 		newEntryCmd(env),
 		newStatusCmd(env),
+		newHealthcheckCmd(env),
 		newControlCmd(supervise.OpStart, env),
 		newControlCmd(supervise.OpStop, env),
 		newControlCmd(supervise.OpRestart, env),

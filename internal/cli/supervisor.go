@@ -22,6 +22,7 @@ import (
 func newEntryCmd(env Env) *cobra.Command {
 	var f installFlags
 	var grace time.Duration
+	var listen string
 	var policy supervise.Policy
 	cmd := &cobra.Command{
 		Use:   "entry [-- CMD ARGS…]",
@@ -31,7 +32,8 @@ func newEntryCmd(env Env) *cobra.Command {
   2. put check-and-run-llama-cpp.sh, install-llama-cpp-pkg.sh, get-llama-cpp-pkg.sh in <app-dir>/llama-cpp
   3. AUTO_INFER_LLAMA_CPP_ON_BOOT=1 and AUTO_INFER_LLAMA_CPP_CONFIG set: start and supervise every enabled instance
   4. run CMD (if given) and supervise until it exits or the container is stopped
-AUTO_INFER_LLAMA_CPP_STRICT=1 makes a failed install or an invalid config fatal (exit 2).`,
+AUTO_INFER_LLAMA_CPP_STRICT=1 makes a failed install or an invalid config fatal (exit 2).
+--listen ADDR (or AUTO_INFER_LLAMA_CPP_METRICS_ADDR) serves /livez, /readyz and /metrics over HTTP; off by default.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p := printer.New(cmd.OutOrStdout(), cmd.ErrOrStderr(), launchPrefix, false)
 			pkgPrinter := printer.New(cmd.OutOrStdout(), cmd.ErrOrStderr(), pkgPrefix, f.quiet)
@@ -47,6 +49,7 @@ AUTO_INFER_LLAMA_CPP_STRICT=1 makes a failed install or an invalid config fatal 
 				Grace:        grace,
 				Policy:       policy,
 				Strict:       strict,
+				Listen:       listenAddr(listen, env),
 				GetPkgOnBoot: Switch(env, "AUTO_INFER_LLAMA_CPP_GET_PKG_ON_BOOT", p),
 				PkgPath:      env("AUTO_INFER_LLAMA_CPP_PKG_PATH"),
 				Install: func(ctx context.Context, source string) error {
@@ -66,11 +69,20 @@ AUTO_INFER_LLAMA_CPP_STRICT=1 makes a failed install or an invalid config fatal 
 	f.register(cmd)
 	// CMD's own flags are not ours: stop parsing at the first argument.
 	cmd.Flags().SetInterspersed(false)
+	cmd.Flags().StringVar(&listen, "listen", "", "serve /livez, /readyz and /metrics on this address, e.g. :9100 (env AUTO_INFER_LLAMA_CPP_METRICS_ADDR; default: nothing listens)")
 	cmd.Flags().DurationVar(&grace, "grace", 8*time.Second, "on stop, time between SIGTERM and SIGKILL (keep under docker stop's 10 s)")
 	cmd.Flags().DurationVar(&policy.BackoffMin, "restart-backoff", time.Second, "first delay before restarting a crashed instance (doubles per crash)")
 	cmd.Flags().DurationVar(&policy.BackoffMax, "restart-backoff-max", 30*time.Second, "longest delay between restarts")
 	cmd.Flags().IntVar(&policy.CrashLoop, "crash-loop", 5, "quick crashes in a row (each under 10 s) before an instance is marked failed")
 	return cmd
+}
+
+// listenAddr is --listen, else AUTO_INFER_LLAMA_CPP_METRICS_ADDR.
+func listenAddr(flag string, env Env) string {
+	if flag != "" {
+		return flag
+	}
+	return env("AUTO_INFER_LLAMA_CPP_METRICS_ADDR")
 }
 
 func newStatusCmd(env Env) *cobra.Command {

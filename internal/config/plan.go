@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,6 +31,12 @@ const (
 	DefaultStopTimeout  = 8 * time.Second  // stays under docker stop's 10 s
 	DefaultLogMaxSize   = logfile.DefaultMaxSize
 	DefaultLogMaxFiles  = logfile.DefaultMaxFiles
+
+	// The hang watchdog and the drain on stop (0 disables each).
+	DefaultLivenessInterval = 15 * time.Second
+	DefaultLivenessTimeout  = 10 * time.Second
+	DefaultLivenessFailures = 4
+	DefaultDrainTimeout     = 5 * time.Second
 )
 
 // Options are what loading needs besides the file.
@@ -90,6 +97,16 @@ type Instance struct {
 	LogMaxSize  int64 `json:"log_max_size"`
 	LogMaxFiles int   `json:"log_max_files"`
 	LogToStdout bool  `json:"log_to_stdout"`
+	// The hang watchdog, the drain on stop and the metrics proxy
+	// (llamaboot extensions). A zero duration or count disables.
+	LivenessInterval  time.Duration `json:"-"`
+	LivenessTimeout   time.Duration `json:"-"`
+	DrainTimeout      time.Duration `json:"-"`
+	LivenessIntervalS float64       `json:"liveness_interval_s"`
+	LivenessTimeoutS  float64       `json:"liveness_timeout_s"`
+	DrainTimeoutS     float64       `json:"drain_timeout_s"`
+	LivenessFailures  int           `json:"liveness_failures"`
+	MetricsProxy      bool          `json:"metrics_proxy"`
 
 	Pos      Pos `json:"-"`
 	modelPos Pos
@@ -97,6 +114,39 @@ type Instance struct {
 	// master.llama_cpp_path names the executable, at ExecutablePos).
 	Searched      []string `json:"-"`
 	ExecutablePos Pos      `json:"-"`
+}
+
+// Watched says whether the hang watchdog probes the instance.
+func (in Instance) Watched() bool {
+	return in.LivenessInterval > 0 && in.LivenessTimeout > 0 && in.LivenessFailures > 0
+}
+
+// DurationsFromJSON sets the durations from their *_s fields, which are
+// what JSON carries (plan --json, instances handed to a supervisor).
+func (in *Instance) DurationsFromJSON() {
+	for _, d := range in.durations() {
+		*d.dur = time.Duration(*d.secs * float64(time.Second))
+	}
+}
+
+func (in *Instance) secondsFromDurations() {
+	for _, d := range in.durations() {
+		*d.secs = d.dur.Seconds()
+	}
+}
+
+func (in *Instance) durations() []struct {
+	dur  *time.Duration
+	secs *float64
+} {
+	return []struct {
+		dur  *time.Duration
+		secs *float64
+	}{
+		{&in.ReadyTimeout, &in.ReadyTimeoutS}, {&in.StopTimeout, &in.StopTimeoutS},
+		{&in.LivenessInterval, &in.LivenessIntervalS}, {&in.LivenessTimeout, &in.LivenessTimeoutS},
+		{&in.DrainTimeout, &in.DrainTimeoutS},
+	}
 }
 
 // ProbeURL is where readiness is checked: wildcard hosts are probed on
@@ -214,6 +264,10 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 		src := v.modelSource(name, control, server, models, v.haveModels, o.ModelsDir)
 		in := build(name, control, server, exe, libDir, src)
 		in.Pos, in.Searched, in.ExecutablePos = it.Pos, searched, plan.ExecutablePos
+		if in.MetricsProxy && !slices.Contains(in.Cmd, "--metrics") {
+			v.warnings = append(v.warnings, Problem{Pos: control.PosOf("metrics_proxy"), Key: path + ".control.metrics_proxy",
+				Msg: "llama-server serves /metrics only with metrics = true in its server table; until then there is nothing to proxy"})
+		}
 		if prev, dup := ports[in.Port]; dup && plan.Enabled {
 			// Point at the line that set the port, or at the instance's own
 			// table when the port is the default.
@@ -325,6 +379,8 @@ func build(name string, control, server *Table, exe, libDir string, src *ModelSo
 		Name: name, Executable: exe, LibDir: libDir, Env: map[string]string{},
 		Background: true, Restart: DefaultRestart,
 		ReadyTimeout: DefaultReadyTimeout, StopTimeout: DefaultStopTimeout,
+		LivenessInterval: DefaultLivenessInterval, LivenessTimeout: DefaultLivenessTimeout,
+		LivenessFailures: DefaultLivenessFailures, DrainTimeout: DefaultDrainTimeout,
 		Host: "127.0.0.1", Port: DefaultPort,
 		LogMaxSize: DefaultLogMaxSize, LogMaxFiles: DefaultLogMaxFiles,
 	}
@@ -361,13 +417,19 @@ func build(name string, control, server *Table, exe, libDir string, src *ModelSo
 	if v, ok := control.val("restart").(string); ok {
 		in.Restart = v
 	}
-	if raw, ok := control.Get("ready_timeout"); ok {
-		in.ReadyTimeout, _ = duration(raw)
+	for k, d := range map[string]*time.Duration{"ready_timeout": &in.ReadyTimeout, "stop_timeout": &in.StopTimeout,
+		"liveness_interval": &in.LivenessInterval, "liveness_timeout": &in.LivenessTimeout, "drain_timeout": &in.DrainTimeout} {
+		if raw, ok := control.Get(k); ok {
+			*d, _ = duration(raw)
+		}
 	}
-	if raw, ok := control.Get("stop_timeout"); ok {
-		in.StopTimeout, _ = duration(raw)
+	if n, ok := control.val("liveness_failures").(int64); ok {
+		in.LivenessFailures = int(n)
 	}
-	in.ReadyTimeoutS, in.StopTimeoutS = in.ReadyTimeout.Seconds(), in.StopTimeout.Seconds()
+	if v, ok := control.val("metrics_proxy").(bool); ok {
+		in.MetricsProxy = v
+	}
+	in.secondsFromDurations()
 
 	// extra_args come first, verbatim; then every key in merged order.
 	if extra, ok := server.val("extra_args").([]any); ok {

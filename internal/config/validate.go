@@ -53,7 +53,9 @@ var (
 		// llamaboot extensions: supervision policy.
 		"restart", "ready_timeout", "stop_timeout", "model_sha256",
 		// llamaboot extensions: instance logs under the supervisor.
-		"log_max_size", "log_max_files", "log_to_stdout"}
+		"log_max_size", "log_max_files", "log_to_stdout",
+		// llamaboot extensions: the hang watchdog, the drain on stop, metrics.
+		"liveness_interval", "liveness_timeout", "liveness_failures", "drain_timeout", "metrics_proxy"}
 	instanceKeys  = []string{"control", "server"}
 	restartPolicy = []string{"on-failure", "always", "never"}
 )
@@ -181,7 +183,13 @@ func (v *validator) control(c *Table, path string) {
 			v.add(c, path, "restart", "must be one of %q, not %s", restartPolicy, describe(raw))
 		}
 	}
-	for _, k := range []string{"ready_timeout", "stop_timeout"} {
+	v.boolean(c, path, "metrics_proxy")
+	if raw, ok := c.Get("liveness_failures"); ok {
+		if n, ok := raw.(int64); !ok || n < 0 {
+			v.add(c, path, "liveness_failures", "must be an integer ≥ 0 (0 turns the hang watchdog off), not %s", describe(raw))
+		}
+	}
+	for _, k := range []string{"ready_timeout", "stop_timeout", "liveness_interval", "liveness_timeout", "drain_timeout"} {
 		if raw, ok := c.Get(k); ok {
 			if _, err := duration(raw); err != nil {
 				v.add(c, path, k, "%v", err)

@@ -1,9 +1,11 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 // validationCases has one case per rule. The JSON Schema must reject those
@@ -57,6 +59,13 @@ var validationCases = []struct {
 	{"instance not a table", "[instance]\nfoo = 3\n", "", []string{"cfg.toml:2: instance.foo: must be a table"}},
 	{"restart policy", "[instance.a.control]\nrestart = \"sometimes\"\n[instance.a.server]\nport=1\n", "", []string{`cfg.toml:2: instance.a.control.restart: must be one of`}},
 	{"ready_timeout", "[instance.a.control]\nready_timeout = \"soon\"\n[instance.a.server]\nport=1\n", "", []string{`cfg.toml:2: instance.a.control.ready_timeout: must be a duration`}},
+	{"liveness_interval", "[instance.control]\nliveness_interval = \"-1s\"\n[instance.a.server]\nport=1\n", "", []string{`cfg.toml:2: instance.control.liveness_interval: must be a duration`}},
+	{"liveness_timeout", "[instance.a.control]\nliveness_timeout = true\n[instance.a.server]\nport=1\n", "", []string{`cfg.toml:2: instance.a.control.liveness_timeout: must be a duration such as "90s" or "10m", or a number of seconds, not a boolean true`}},
+	{"liveness_failures", "[instance.a.control]\nliveness_failures = -1\n[instance.a.server]\nport=1\n", "", []string{`cfg.toml:2: instance.a.control.liveness_failures: must be an integer ≥ 0 (0 turns the hang watchdog off), not an integer -1`}},
+	{"liveness_failures float", "[instance.a.control]\nliveness_failures = 2.5\n[instance.a.server]\nport=1\n", "", []string{`cfg.toml:2: instance.a.control.liveness_failures: must be an integer ≥ 0`}},
+	{"drain_timeout", "[instance.a.control]\ndrain_timeout = \"5 s\"\n[instance.a.server]\nport=1\n", "", []string{`cfg.toml:2: instance.a.control.drain_timeout: must be a duration`}},
+	{"metrics_proxy", "[instance.a.control]\nmetrics_proxy = \"yes\"\n[instance.a.server]\nport=1\n", "", []string{`cfg.toml:2: instance.a.control.metrics_proxy: must be true or false, not the string "yes"`}},
+	{"watchdog key typo", "[instance.a.control]\nliveness_failure = 3\n[instance.a.server]\nport=1\n", "", []string{`cfg.toml:2: instance.a.control.liveness_failure: unknown key in [instance.a.control] (did you mean "liveness_failures"?)`}},
 	{"list of bools", "[instance.a.server]\nport=1\nlora = [true]\n", "", []string{"cfg.toml:3: instance.a.server.lora: item 1 must be a string or a number"}},
 	{"date value", "[instance.a.server]\nport=1\nwhen = 2024-01-01\n", "", []string{"cfg.toml:3: instance.a.server.when:", "cannot be passed to llama-server"}},
 	{"missing instance", "[master]\nenable = true\n", "", []string{"instance: missing"}},
@@ -190,4 +199,37 @@ func FuzzParse(f *testing.F) {
 			seen[in.Port] = true
 		}
 	})
+}
+
+func TestWatchdogKeys(t *testing.T) {
+	cfg := "[instance.control]\nliveness_interval = \"2s\"\ndrain_timeout = 0\n" +
+		"[instance.a.server]\nport = 1\nmetrics = true\n" +
+		"[instance.b.control]\nliveness_failures = 0\nliveness_timeout = 1.5\nmetrics_proxy = true\n[instance.b.server]\nport = 2\n"
+	plan, err := Parse("cfg.toml", []byte(cfg), Options{AppDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := plan.Instances[0], plan.Instances[1]
+	if a.LivenessInterval != 2*time.Second || a.LivenessTimeout != DefaultLivenessTimeout || a.LivenessFailures != DefaultLivenessFailures ||
+		a.DrainTimeout != 0 || a.MetricsProxy || !a.Watched() {
+		t.Errorf("a: %+v", a)
+	}
+	if b.LivenessFailures != 0 || b.LivenessTimeout != 1500*time.Millisecond || !b.MetricsProxy || b.Watched() {
+		t.Errorf("b: %+v (liveness_failures = 0 turns the watchdog off)", b)
+	}
+	// metrics_proxy without llama-server's --metrics has nothing to proxy.
+	if len(plan.Warnings) != 1 || !strings.Contains(plan.Warnings[0].String(), "cfg.toml:10: instance.b.control.metrics_proxy: llama-server serves /metrics only with metrics = true") {
+		t.Errorf("warnings = %v", plan.Warnings)
+	}
+	// JSON (plan --json, instances handed to a supervisor) carries seconds.
+	raw, _ := json.Marshal(a)
+	var back Instance
+	if err := json.Unmarshal(raw, &back); err != nil {
+		t.Fatal(err)
+	}
+	back.DurationsFromJSON()
+	if back.LivenessInterval != a.LivenessInterval || back.LivenessTimeout != a.LivenessTimeout || back.DrainTimeout != 0 ||
+		back.ReadyTimeout != a.ReadyTimeout || back.StopTimeout != a.StopTimeout || back.LivenessFailures != a.LivenessFailures {
+		t.Errorf("through JSON: %+v, want %+v", back, a)
+	}
 }

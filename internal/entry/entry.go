@@ -21,6 +21,7 @@ import (
 	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/install"
 	"github.com/llamaboot/llamaboot/internal/logfile"
+	"github.com/llamaboot/llamaboot/internal/metrics"
 	"github.com/llamaboot/llamaboot/internal/printer"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
@@ -38,6 +39,9 @@ type Options struct {
 	Policy  supervise.Policy
 	Deps    supervise.Deps // zero: real processes (tests pass fakes)
 	Strict  bool           // AUTO_INFER_LLAMA_CPP_STRICT: a failed install or bad config is fatal
+	// Listen is where to serve /livez, /readyz and /metrics (entry
+	// --listen, AUTO_INFER_LLAMA_CPP_METRICS_ADDR); "" serves nothing.
+	Listen string
 
 	// Boot install: AUTO_INFER_LLAMA_CPP_GET_PKG_ON_BOOT and …_PKG_PATH.
 	GetPkgOnBoot bool
@@ -73,8 +77,11 @@ type Entry struct {
 	reaper  *supervise.Reaper
 	sup     *supervise.Supervisor
 	srv     *supervise.Server
+	metrics *metrics.Server
 	printed chan struct{} // closed when the event printer has printed everything
 	began   time.Time
+
+	installTook time.Duration // the boot install's, when one ran
 
 	cmdProc *os.Process
 	cmdExit <-chan syscall.WaitStatus
@@ -166,6 +173,10 @@ func (e *Entry) Start() (int, error) {
 	if err := e.srv.Listen(sock); err != nil {
 		e.p.Warnf("status socket unavailable: %v", err)
 	}
+	if err := e.serveMetrics(dir); err != nil && e.o.Strict {
+		e.p.Errorf("AUTO_INFER_LLAMA_CPP_STRICT=1: stopping before the command starts")
+		return ExitFailure, err
+	}
 
 	// 4. Serve on boot.
 	if err := e.serveOnBoot(); err != nil && e.o.Strict {
@@ -211,6 +222,7 @@ func (e *Entry) installOnBoot() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
+	began := time.Now()
 	go func() { done <- e.o.Install(ctx, e.o.PkgPath) }()
 	var abandon <-chan time.Time
 	var err error
@@ -218,6 +230,7 @@ wait:
 	for {
 		select {
 		case err = <-done:
+			e.installTook = time.Since(began)
 			break wait
 		case sig := <-e.sigs:
 			if (sig == syscall.SIGTERM || sig == syscall.SIGINT) && !e.stopAsked {
@@ -364,6 +377,9 @@ func (e *Entry) flushEvents() {
 func (e *Entry) Close() {
 	if e.srv != nil {
 		e.srv.Close()
+	}
+	if e.metrics != nil {
+		e.metrics.Close()
 	}
 	e.flushEvents()
 	if e.sigs != nil {

@@ -43,6 +43,7 @@ type Event struct {
 	LogFile  string
 	Op       string        // EvRequested: start, stop, restart
 	Exit     string        // "exit code 3", "killed by SIGKILL"
+	Code     int           // EvExited: the exit status as a shell gives it (128+signal)
 	Ran      time.Duration // how long the process ran
 	Took     time.Duration // EvReady: start to ready
 	Delay    time.Duration // EvRestarting

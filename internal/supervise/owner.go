@@ -73,6 +73,10 @@ type Snapshot struct {
 	LastExit   string // "" until a process has ended
 	LastReason Reason
 	Err        string // why it could not start, if so
+	// The watchdog: liveness probes failed in a row, and what the last
+	// failed one said.
+	ProbeFailures int
+	ProbeErr      string
 }
 
 var errEnded = errors.New("instance is no longer supervised")
@@ -328,7 +332,7 @@ func (o *owner) exited(m msg) State {
 	if o.reason == ReasonNone {
 		o.reason = ReasonCrash
 	}
-	ev := Event{Kind: EvExited, PID: pid, Exit: o.lastExit, Ran: ran, Reason: o.reason}
+	ev := Event{Kind: EvExited, PID: pid, Exit: o.lastExit, Code: ExitCode(m.ws), Ran: ran, Reason: o.reason}
 	stopped := func() State {
 		ev.State = Stopped
 		o.emit(ev)

@@ -114,6 +114,7 @@ func (s *Server) Listen(path string) error {
 	mux.HandleFunc("POST /control", s.control)
 	mux.HandleFunc("POST /adopt", s.adopt)
 	mux.HandleFunc("POST /logs", s.logs)
+	mux.HandleFunc("GET /health", s.health)
 	s.srv = &http.Server{Handler: s.checkPeer(mux), ReadHeaderTimeout: 5 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			cred, err := peerCred(c)
@@ -248,8 +249,7 @@ func (s *Server) adopt(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("invalid instance name %q", in.Name))
 			return
 		}
-		in.ReadyTimeout = time.Duration(in.ReadyTimeoutS * float64(time.Second))
-		in.StopTimeout = time.Duration(in.StopTimeoutS * float64(time.Second))
+		in.DurationsFromJSON()
 		expect[in.Name] = expectStart
 		if s.snapshot(in.Name).State.Running() {
 			expect[in.Name] = expectNothing

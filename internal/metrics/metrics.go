@@ -1,0 +1,119 @@
+// Package metrics is llamaboot's opt-in HTTP endpoint (entry --listen,
+// AUTO_INFER_LLAMA_CPP_METRICS_ADDR): /livez and /readyz judge the
+// supervised instances by the rules of `llamaboot healthcheck`, and
+// /metrics serves, in the Prometheus text format, the supervisor's own
+// metrics (per instance state, readiness, restarts by reason, uptime, time
+// to ready, last exit code; the boot install; the bundle; the supervisor)
+// and, for instances with metrics_proxy, each llama-server's own /metrics
+// with an instance label. Nothing listens unless asked.
+package metrics
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/llamaboot/llamaboot/internal/buildinfo"
+	"github.com/llamaboot/llamaboot/internal/supervise"
+)
+
+// Bundle is the installed llama.cpp bundle, as its marker records it.
+type Bundle struct {
+	BuildTag, SHA256, Archive string
+}
+
+// Options are what the endpoint reports on.
+type Options struct {
+	Sup     *supervise.Supervisor
+	Started time.Time // when the supervisor started
+	// Bundle reads the installed bundle (false: none installed).
+	Bundle func() (Bundle, bool)
+	// InstallTook is how long the boot install took (false: none ran).
+	InstallTook func() (time.Duration, bool)
+	// ProxyTimeout bounds each scrape of a llama-server's /metrics
+	// (default 5s): a wedged server must not wedge the scrape.
+	ProxyTimeout time.Duration
+}
+
+// Server is the endpoint, listening.
+type Server struct {
+	srv    *http.Server
+	ln     net.Listener
+	cancel func()
+}
+
+// Listen serves the endpoint on addr (such as ":9100") until Close.
+func Listen(addr string, o Options) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s for /livez, /readyz and /metrics: %w", addr, err)
+	}
+	h, cancel := Handler(o)
+	s := &Server{ln: ln, cancel: cancel, srv: &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}}
+	go s.srv.Serve(ln)
+	return s, nil
+}
+
+// Addr is where it listens.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Close stops serving.
+func (s *Server) Close() {
+	_ = s.srv.Close()
+	s.cancel()
+}
+
+// Handler serves /livez, /readyz and /metrics; call stop when done with it
+// (it follows the supervisor's events).
+func Handler(o Options) (h http.Handler, stop func()) {
+	if o.ProxyTimeout == 0 {
+		o.ProxyTimeout = 5 * time.Second
+	}
+	c := newCollector(o)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c,
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llamaboot_supervisor_uptime_seconds", Help: "Seconds since the supervisor (llamaboot entry) started."},
+			func() float64 { return time.Since(o.Started).Seconds() }),
+	)
+	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "llamaboot_build_info", Help: "llamaboot's version and commit (always 1).",
+		ConstLabels: prometheus.Labels{"version": buildinfo.Version, "commit": buildinfo.Commit()}})
+	info.Set(1)
+	reg.MustRegister(info)
+	gather := prometheus.Gatherers{reg, &proxy{sup: o.Sup, timeout: o.ProxyTimeout}}
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{
+		// A llama-server that cannot be scraped is reported (its
+		// llamaboot_metrics_proxy_up is 0), not a reason to fail the scrape.
+		ErrorHandling: promhttp.ContinueOnError,
+	}))
+	judge := func(live bool) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			h, err := supervise.Judge(o.Sup.Snapshots(), time.Now(), live, r.URL.Query().Get("instance"))
+			code := http.StatusOK
+			switch {
+			case errors.Is(err, supervise.ErrUnknownInstance):
+				code = http.StatusNotFound
+				h.OK, h.Summary = false, err.Error()
+			case !h.OK:
+				code = http.StatusServiceUnavailable
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(code)
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(h)
+		}
+	}
+	mux.Handle("GET /livez", judge(true))
+	mux.Handle("GET /readyz", judge(false))
+	return mux, c.stop
+}

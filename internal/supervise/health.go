@@ -1,0 +1,158 @@
+package supervise
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Health is the verdict of `llamaboot healthcheck` and of the HTTP
+// endpoint's /readyz and /livez: one rule set, judged here from snapshots.
+//
+// Ready: every supervised instance is ready and its last liveness probe
+// answered. Live: the supervisor answers and no instance is failed or
+// being killed as hung (the watchdog restarts hung instances itself; what
+// it cannot mend is a failed one).
+type Health struct {
+	OK        bool             `json:"ok"`
+	Check     string           `json:"check"`   // "ready" or "live"
+	Summary   string           `json:"summary"` // one line: what is wrong, or that nothing is
+	Instances []InstanceHealth `json:"instances"`
+}
+
+// InstanceHealth is one instance's part of the verdict.
+type InstanceHealth struct {
+	Name  string `json:"name"`
+	State string `json:"state"`
+	Ready bool   `json:"ready"`
+	Live  bool   `json:"live"`
+	Why   string `json:"why,omitempty"` // why it is not ready
+}
+
+// Judge returns the health of snaps (only the instance named only, when
+// set): readiness, or liveness when live is set.
+func Judge(snaps []Snapshot, now time.Time, live bool, only string) (Health, error) {
+	h := Health{Check: "ready", OK: true, Instances: []InstanceHealth{}}
+	if live {
+		h.Check = "live"
+	}
+	var bad []string
+	found := false
+	for _, s := range snaps {
+		if only != "" && s.Spec.Name != only {
+			continue
+		}
+		found = true
+		ih := judgeOne(s, now)
+		h.Instances = append(h.Instances, ih)
+		if ok := ih.Ready || (live && ih.Live); !ok {
+			h.OK = false
+			bad = append(bad, ih.Name+": "+ih.Why)
+		}
+	}
+	if only != "" && !found {
+		var names []string
+		for _, s := range snaps {
+			names = append(names, s.Spec.Name)
+		}
+		return h, fmt.Errorf("%w: %q (supervised: %s)", ErrUnknownInstance, only, strings.Join(names, ", "))
+	}
+	switch {
+	case !h.OK:
+		h.Summary = "not " + h.Check + ": " + strings.Join(bad, "; ")
+	case len(h.Instances) == 0:
+		h.Summary = h.Check + ": the supervisor answers; no instance is supervised"
+	case live:
+		h.Summary = fmt.Sprintf("live: the supervisor answers; none of %d instance(s) is failed or hung", len(h.Instances))
+	default:
+		names := make([]string, len(h.Instances))
+		for i, ih := range h.Instances {
+			names[i] = ih.Name
+		}
+		h.Summary = fmt.Sprintf("ready: %s", strings.Join(names, ", "))
+	}
+	return h, nil
+}
+
+func judgeOne(s Snapshot, now time.Time) InstanceHealth {
+	ih := InstanceHealth{Name: s.Spec.Name, State: s.State.String(), Live: true}
+	since := func(t time.Time) string { return now.Sub(t).Round(time.Second).String() }
+	exit := ""
+	if s.LastExit != "" {
+		exit = " (" + s.LastExit + ")"
+	}
+	switch s.State {
+	case Ready:
+		if s.ProbeFailures == 0 {
+			ih.Ready = true
+			return ih
+		}
+		ih.Why = fmt.Sprintf("not answering: %d liveness probe(s) in a row failed (%s)", s.ProbeFailures, s.ProbeErr)
+	case Starting:
+		ih.Why = fmt.Sprintf("starting for %s (loading; ready_timeout %s)", since(s.StartedAt), s.Spec.ReadyTimeout)
+	case Stopping:
+		ih.Why = "stopping: " + s.LastReason.String()
+		if s.LastReason == ReasonHung {
+			ih.Live, ih.Why = false, "hung: being killed and restarted by the watchdog"
+		}
+	case Restarting:
+		ih.Why = "restarting after " + s.LastReason.String() + exit
+	case Stopped:
+		ih.Why = "stopped" + exit
+		if !s.WantUp {
+			ih.Why = fmt.Sprintf("stopped on request (llamaboot start %s brings it back)", s.Spec.Name)
+		}
+	case Failed:
+		ih.Live = false
+		ih.Why = "failed: " + s.LastReason.String() + exit + "; not restarting"
+		if s.Err != "" {
+			ih.Why = "failed: " + s.Err
+		}
+	}
+	return ih
+}
+
+// health answers GET /health?live=1&instance=NAME on the control socket.
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	name := q.Get("instance")
+	if name != "" && !validName.MatchString(name) {
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("invalid instance name %q: names are letters, digits, '.', '_' and '-'", name))
+		return
+	}
+	h, err := Judge(s.Sup.Snapshots(), time.Now(), q.Get("live") == "1", name)
+	if errors.Is(err, ErrUnknownInstance) {
+		writeError(w, http.StatusNotFound, "unknown_instance", err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, h)
+}
+
+// GetHealth asks the supervisor on sock for its verdict, giving up after
+// timeout (a supervisor that does not answer is not healthy).
+func GetHealth(sock, instance string, live bool, timeout time.Duration) (Health, error) {
+	var h Health
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	q := url.Values{}
+	if instance != "" {
+		q.Set("instance", instance)
+	}
+	if live {
+		q.Set("live", "1")
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://llamaboot/health?"+q.Encode(), nil)
+	resp, err := client(sock).Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return h, fmt.Errorf("the supervisor did not answer on %s within %s", sock, timeout)
+		}
+		return h, dialError(sock, err)
+	}
+	defer resp.Body.Close()
+	return h, readReply(resp, &h)
+}
