@@ -115,12 +115,19 @@ func TestHealthcheckAndHTTPEndpoint(t *testing.T) {
 		t.Errorf("/livez with b stopped: %d", code)
 	}
 
-	code, body = get("/metrics")
-	parser := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := parser.TextToMetricFamilies(strings.NewReader(body))
-	if err != nil || code != 200 {
-		t.Fatalf("/metrics: %d %v\n%s", code, err, body)
-	}
+	// The metrics follow the supervisor's events on their own
+	// subscription: scrape until b's exit is there.
+	var fams map[string]*dto.MetricFamily
+	waitFor(t, "b's exit in /metrics", 10*time.Second, func() bool {
+		code, body := get("/metrics")
+		parser := expfmt.NewTextParser(model.LegacyValidation)
+		var err error
+		if fams, err = parser.TextToMetricFamilies(strings.NewReader(body)); err != nil || code != 200 {
+			t.Fatalf("/metrics: %d %v\n%s", code, err, body)
+		}
+		_, ok := sample(fams, "llamaboot_instance_last_exit_code", map[string]string{"instance": "b"})
+		return ok
+	})
 	for _, c := range []struct {
 		name   string
 		labels map[string]string

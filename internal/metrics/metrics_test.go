@@ -123,12 +123,20 @@ func scrape(t *testing.T, h http.Handler) map[string]*dto.MetricFamily {
 	return fams
 }
 
-// value finds the sample of family name whose labels include want.
+// value is the sample of family name whose labels include want.
 func value(t *testing.T, fams map[string]*dto.MetricFamily, name string, want ...string) float64 {
 	t.Helper()
+	v, ok := find(fams, name, want...)
+	if !ok {
+		t.Fatalf("no %s%v in /metrics", name, want)
+	}
+	return v
+}
+
+func find(fams map[string]*dto.MetricFamily, name string, want ...string) (float64, bool) {
 	f := fams[name]
 	if f == nil {
-		t.Fatalf("no %s in /metrics", name)
+		return 0, false
 	}
 next:
 	for _, m := range f.Metric {
@@ -143,15 +151,13 @@ next:
 		}
 		switch {
 		case m.Gauge != nil:
-			return m.Gauge.GetValue()
+			return m.Gauge.GetValue(), true
 		case m.Counter != nil:
-			return m.Counter.GetValue()
-		case m.Untyped != nil:
-			return m.Untyped.GetValue()
+			return m.Counter.GetValue(), true
 		}
+		return m.GetUntyped().GetValue(), true
 	}
-	t.Fatalf("no %s%v in /metrics", name, want)
-	return 0
+	return 0, false
 }
 
 func TestMetricsAndProbes(t *testing.T) {
@@ -207,7 +213,17 @@ func TestMetricsAndProbes(t *testing.T) {
 	}
 	w.await(t, "slow", supervise.EvStopped)
 
-	fams := scrape(t, h)
+	// The collector follows the events on its own subscription: scrape
+	// until it has seen the last of them.
+	var fams map[string]*dto.MetricFamily
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fams = scrape(t, h)
+		if v, _ := find(fams, "llamaboot_instance_last_exit_code", "instance", "slow"); v == 143 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	for _, c := range []struct {
 		name   string
 		labels []string
@@ -283,12 +299,20 @@ func TestMetricsAndProbes(t *testing.T) {
 	}
 	w.await(t, "a", supervise.EvRemoved)
 	w.await(t, "slow", supervise.EvRemoved)
-	fams = scrape(t, h)
-	for _, m := range fams["llamaboot_instance_restarts_total"].Metric {
-		for _, l := range m.Label {
-			if l.GetName() == "instance" && l.GetValue() != "b" {
-				t.Errorf("removed instance %s still in /metrics", l.GetValue())
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var left []string
+		for _, m := range scrape(t, h)["llamaboot_instance_restarts_total"].Metric {
+			for _, l := range m.Label {
+				if l.GetName() == "instance" && l.GetValue() != "b" {
+					left = append(left, l.GetValue())
+				}
 			}
+		}
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("removed instances %v still in /metrics", left)
 		}
 	}
 }
