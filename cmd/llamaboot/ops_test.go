@@ -130,6 +130,12 @@ func TestMisspeltServerKey(t *testing.T) {
 		t.Errorf("strict run: want exit 2, nothing started, and %q:\n%v", want, r)
 	}
 
+	// entry (the container path) says it too, and STRICT stops the boot.
+	entryEnv := append(env, "AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG="+cfg)
+	if r := runLB(t, append(entryEnv, "AUTO_INFER_LLAMA_CPP_STRICT=1"), "entry", "--", "true"); r.code != 2 || !strings.Contains(r.stdout+r.stderr, want) {
+		t.Errorf("strict entry: want exit 2 and %q:\n%v", want, r)
+	}
+
 	missing := writeFile(t, filepath.Join(dir, "missing.toml"), "[master]\nllama_cpp_path = \"/nonexistent/llama-server\"\n[instance.a.server]\nport = 1\nctx_sise = 1\n")
 	r = runLB(t, env, "plan", "--config", missing)
 	if r.code != 0 || !strings.Contains(r.stderr, missing+":2: server keys: not checked against llama-server's flags (/nonexistent/llama-server does not exist here)") {
