@@ -100,6 +100,7 @@ func newRoot(stdout, stderr io.Writer, env Env) *cobra.Command {
 		newControlCmd(supervise.OpStop, env),
 		newControlCmd(supervise.OpRestart, env),
 		newLogsCmd(env),
+		newReloadCmd(env),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print version, commit and Go version",

@@ -87,6 +87,8 @@ type Entry struct {
 	cmdExit <-chan syscall.WaitStatus
 	cmdPID  atomic.Int64 // read by the status socket
 
+	reloader *supervise.Reloader // nil unless a config is served
+
 	stopAsked bool           // SIGTERM/SIGINT came during the install
 	stopSig   syscall.Signal // which
 }
@@ -169,6 +171,10 @@ func (e *Entry) Start() (int, error) {
 			}
 			return m
 		},
+	}
+	if e.serving() {
+		e.reloader = &supervise.Reloader{Sup: e.sup, Load: e.loadDesired, P: e.p}
+		e.srv.Reloader = e.reloader
 	}
 	if err := e.srv.Listen(sock); err != nil {
 		e.p.Warnf("status socket unavailable: %v", err)
@@ -271,16 +277,13 @@ func (e *Entry) serveOnBoot() error {
 		e.p.Stepf("AUTO_INFER_LLAMA_CPP_ON_BOOT is on but AUTO_INFER_LLAMA_CPP_CONFIG is not set: no server started")
 		return nil
 	}
-	plan, err := config.Load(e.o.ConfigPath, e.o.Config)
+	plan, err := e.load()
+	if plan != nil {
+		for _, w := range plan.Warnings {
+			e.p.Warnf("%s", w)
+		}
+	}
 	if err != nil {
-		e.p.Errorf("%v", err)
-		e.p.Errorf("no server was started")
-		return err
-	}
-	for _, w := range plan.Warnings {
-		e.p.Warnf("%s", w)
-	}
-	if err := plan.Runnable(); err != nil {
 		e.p.Errorf("%v", err)
 		e.p.Errorf("no server was started")
 		return err
@@ -340,6 +343,14 @@ func (e *Entry) Wait() int {
 				e.reaper.Reap()
 			case syscall.SIGTERM, syscall.SIGINT:
 				stop("got " + sig.String())
+			case syscall.SIGHUP:
+				// Still the command's too, as before.
+				if cmdExit != nil {
+					_ = e.cmdProc.Signal(sig)
+				}
+				if !stopping {
+					e.reloadInBackground("SIGHUP")
+				}
 			default:
 				if cmdExit != nil {
 					_ = e.cmdProc.Signal(sig)

@@ -78,6 +78,8 @@ type Server struct {
 	Sup    *Supervisor
 	Info   func() SupervisorInfo
 	Bundle func() any
+	// Reloader reloads the config served; nil when none is.
+	Reloader *Reloader
 	// UID is the uid allowed besides root (default: ours).
 	UID  int
 	srv  *http.Server
@@ -115,6 +117,7 @@ func (s *Server) Listen(path string) error {
 	mux.HandleFunc("POST /adopt", s.adopt)
 	mux.HandleFunc("POST /logs", s.logs)
 	mux.HandleFunc("GET /health", s.health)
+	mux.HandleFunc("POST /reload", s.reload)
 	s.srv = &http.Server{Handler: s.checkPeer(mux), ReadHeaderTimeout: 5 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			cred, err := peerCred(c)

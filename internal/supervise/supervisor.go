@@ -91,6 +91,9 @@ type member struct {
 	o        *owner
 	spec     config.Instance
 	removing bool
+	// adopted: handed over by `run` (Upsert), not read from the config;
+	// Apply leaves it alone unless the config names it.
+	adopted bool
 }
 
 // New returns a supervisor that starts children through reaper with env
@@ -114,8 +117,9 @@ type ApplyResult struct {
 
 // Apply makes desired the whole set of supervised instances: new names are
 // started, missing ones stopped and removed, changed ones restarted with
-// their new spec, unchanged ones left alone. Boot is the Apply of the
-// first plan; reload is the Apply of the next.
+// their new spec, unchanged ones left alone. Instances handed over by `run`
+// (Upsert) are not the config's: they stay unless desired names them. Boot
+// is the Apply of the first plan; reload (Reload) is the Apply of the next.
 func (s *Supervisor) Apply(desired []config.Instance) (ApplyResult, error) {
 	res, err := s.upsert(desired, false)
 	if err != nil {
@@ -129,7 +133,7 @@ func (s *Supervisor) Apply(desired []config.Instance) (ApplyResult, error) {
 	defer s.mu.Unlock()
 	for _, name := range s.order {
 		m := s.owners[name]
-		if want[name] || m.removing {
+		if want[name] || m.removing || m.adopted {
 			continue
 		}
 		m.removing = true
@@ -154,9 +158,14 @@ func (s *Supervisor) upsert(specs []config.Instance, startDown bool) (ApplyResul
 		if err != nil {
 			return res, err
 		}
+		if m != nil && !startDown {
+			s.mu.Lock()
+			m.adopted = false // the config names it now
+			s.mu.Unlock()
+		}
 		switch {
 		case m == nil:
-			if err := s.add(spec); err != nil {
+			if err := s.add(spec, startDown); err != nil {
 				return res, err
 			}
 			res.Added = append(res.Added, spec.Name)
@@ -204,14 +213,14 @@ func (s *Supervisor) member(name string) (*member, error) {
 	return m, nil
 }
 
-func (s *Supervisor) add(spec config.Instance) error {
+func (s *Supervisor) add(spec config.Instance, adopted bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shutting {
 		return ErrShuttingDown
 	}
 	o := newOwner(spec, s.deps, s.policy, s.events.publish)
-	s.owners[spec.Name] = &member{o: o, spec: spec}
+	s.owners[spec.Name] = &member{o: o, spec: spec, adopted: adopted}
 	s.order = append(s.order, spec.Name)
 	return o.send(msg{in: inStart})
 }

@@ -131,3 +131,21 @@ type LogsRequest struct {
 	Tail   int    `json:"tail"`
 	Follow bool   `json:"follow"`
 }
+
+// ReloadRequest asks the supervisor to re-read its config and apply the
+// difference (DryRun: only say what it would do).
+type ReloadRequest struct {
+	DryRun bool `json:"dry_run"`
+	Wait   bool `json:"wait"` // answer once started and restarted instances are ready
+}
+
+// ReloadReply says what a reload did, by instance name.
+type ReloadReply struct {
+	Lines     []string `json:"lines"`
+	Warnings  []string `json:"warnings,omitempty"`
+	Added     []string `json:"added"`
+	Changed   []string `json:"changed"`
+	Removed   []string `json:"removed"`
+	Unchanged []string `json:"unchanged"`
+	NotReady  bool     `json:"not_ready,omitempty"` // with wait: one did not get ready
+}

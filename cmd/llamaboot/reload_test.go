@@ -1,0 +1,171 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/llamaboot/llamaboot/internal/supervise"
+)
+
+// server is one instance of a reload test's config.
+type server struct {
+	name    string
+	port    int
+	control string // extra control lines
+	server  string // extra server lines
+}
+
+func writeServers(t *testing.T, path, logDir string, servers ...server) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "[master]\nllama_cpp_path = %q\n[instance.control]\nlog_dir = %q\n[instance.server]\nhost = \"127.0.0.1\"\n", standin, logDir)
+	for _, s := range servers {
+		fmt.Fprintf(&b, "[instance.%s.control]\n%s\n[instance.%s.server]\nport = %d\n%s\n", s.name, s.control, s.name, s.port, s.server)
+	}
+	writeFile(t, path, b.String())
+}
+
+// byName is the status of each supervised instance.
+func byName(st supervise.Status) map[string]supervise.InstanceStatus {
+	m := map[string]supervise.InstanceStatus{}
+	for _, in := range st.Instances {
+		m[in.Name] = in
+	}
+	return m
+}
+
+// waitReady waits until every named instance is ready and returns the
+// status then.
+func (e *entryProc) waitReady(t *testing.T, names ...string) map[string]supervise.InstanceStatus {
+	t.Helper()
+	var m map[string]supervise.InstanceStatus
+	waitFor(t, fmt.Sprintf("%v ready", names), 30*time.Second, func() bool {
+		m = byName(e.status(t))
+		for _, n := range names {
+			if m[n].State != "ready" {
+				return false
+			}
+		}
+		return true
+	})
+	return m
+}
+
+// TestReloadMatrix changes a running config in every way a reload must
+// handle, through the built binary: add (on the port of a removed one),
+// remove, change args, change gpu_ids, leave one alone (same pid), an
+// invalid file (old plan kept, every problem with file:line), a dry run,
+// and the SIGHUP path (also still forwarded to the command).
+func TestReloadMatrix(t *testing.T) {
+	dir := t.TempDir()
+	app := filepath.Join(dir, "app")
+	cfg, logs := filepath.Join(dir, "cfg.toml"), filepath.Join(dir, "logs")
+	p := freePorts(t, 4)
+	writeServers(t, cfg, logs,
+		server{name: "args", port: p[0], server: "ctx_size = 1024"},
+		server{name: "gpu", port: p[1], control: `gpu_ids = "0"`},
+		server{name: "gone", port: p[2]},
+		server{name: "same", port: p[3]})
+	mark := filepath.Join(dir, "hup")
+	script := fmt.Sprintf(`trap "echo HUP >> %s" HUP; while :; do sleep 0.05; done`, mark)
+	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg, "STANDIN_LOAD_MS=50"},
+		"--", "sh", "-c", script)
+	before := e.waitReady(t, "args", "gpu", "gone", "same")
+	env := []string{"AUTO_INFER_APP_DIR=" + app}
+
+	// The next config: "new" takes the port of "gone".
+	writeServers(t, cfg, logs,
+		server{name: "args", port: p[0], server: "ctx_size = 4096"},
+		server{name: "gpu", port: p[1], control: `gpu_ids = "1"`},
+		server{name: "same", port: p[3]},
+		server{name: "new", port: p[2]})
+
+	r := runLB(t, env, "reload", "--dry-run")
+	for _, want := range []string{"(dry run: nothing done)", "+ new: would start", "- gone: would stop and remove",
+		`~ args: would restart: args "--host 127.0.0.1 --port ` + fmt.Sprint(p[0]) + ` --ctx-size 1024" → "--host 127.0.0.1 --port ` + fmt.Sprint(p[0]) + ` --ctx-size 4096"`,
+		"~ gpu: would restart: gpu_ids 0 → 1", fmt.Sprintf("= same: unchanged (pid %d)", before["same"].PID)} {
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Errorf("dry run does not say %q: %v", want, r)
+		}
+	}
+	if now := byName(e.status(t)); len(now) != 4 || now["args"].PID != before["args"].PID || now["gone"].State != "ready" {
+		t.Fatalf("the dry run changed something: %+v", now)
+	}
+
+	r = runLB(t, env, "reload")
+	if r.code != 0 || !strings.Contains(r.stdout, "+ new: started") || !regexp.MustCompile(`new: ready after`).MatchString(r.stdout) {
+		t.Fatalf("reload: %v", r)
+	}
+	after := e.waitReady(t, "args", "gpu", "same", "new")
+	if _, ok := after["gone"]; ok || processAlive(before["gone"].PID) {
+		t.Errorf("removed instance still there (status %+v, alive %v)", after["gone"], processAlive(before["gone"].PID))
+	}
+	if after["same"].PID != before["same"].PID {
+		t.Errorf("unchanged instance restarted: pid %d → %d", before["same"].PID, after["same"].PID)
+	}
+	for _, n := range []string{"args", "gpu"} {
+		if after[n].PID == before[n].PID || processAlive(before[n].PID) {
+			t.Errorf("changed instance %s not restarted: pid %d → %d", n, before[n].PID, after[n].PID)
+		}
+	}
+	if l := readStandinLog(t, after["args"].LogFile); !slices.Contains(l.argv, "4096") || l.pid != after["args"].PID {
+		t.Errorf("args runs %v (pid %d)", l.argv, l.pid)
+	}
+	if l := readStandinLog(t, after["gpu"].LogFile); l.env["CUDA_VISIBLE_DEVICES"] != "1" {
+		t.Errorf("gpu runs with %v", l.env)
+	}
+
+	// An invalid file: refused with every problem and its line; nothing
+	// changes.
+	good, _ := os.ReadFile(cfg)
+	writeFile(t, cfg, string(good)+"[instance.bad.control]\ngpu_id = \"0\"\n[instance.bad.server]\nport = 0\n")
+	r = runLB(t, env, "reload")
+	if r.code != 2 || !strings.Contains(r.stderr, "cfg.toml:") || !strings.Contains(r.stderr, "2 problem(s); nothing changed: the previous plan keeps running") ||
+		!regexp.MustCompile(`cfg\.toml:\d+: instance\.bad\.control\.gpu_id: unknown key`).MatchString(r.stderr) ||
+		!regexp.MustCompile(`cfg\.toml:\d+: instance\.bad\.server\.port: must be an integer from 1 to 65535`).MatchString(r.stderr) {
+		t.Errorf("invalid config: %v", r)
+	}
+	e.waitOutput(t, `ERROR: reload \(llamaboot reload\): .*cfg\.toml: 2 problem\(s\)`, 10*time.Second)
+	if now := byName(e.status(t)); len(now) != 4 || now["args"].PID != after["args"].PID || now["new"].PID != after["new"].PID {
+		t.Errorf("the invalid config changed something: %+v", now)
+	}
+
+	// SIGHUP: reloads (here: "new" removed) and still reaches the command.
+	writeServers(t, cfg, logs,
+		server{name: "args", port: p[0], server: "ctx_size = 4096"},
+		server{name: "gpu", port: p[1], control: `gpu_ids = "1"`},
+		server{name: "same", port: p[3]})
+	e.cmd.Process.Signal(syscall.SIGHUP)
+	e.waitOutput(t, `reload \(SIGHUP\) of .*cfg\.toml: 0 added, 0 changed, 1 removed, 3 unchanged`, 10*time.Second)
+	e.waitOutput(t, `new removed from supervision`, 10*time.Second)
+	waitFor(t, "SIGHUP to reach the command", 10*time.Second, func() bool { b, _ := os.ReadFile(mark); return strings.Contains(string(b), "HUP") })
+	if now := byName(e.status(t)); len(now) != 3 || now["same"].PID != before["same"].PID {
+		t.Errorf("after SIGHUP: %+v", now)
+	}
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	e.wait(t, 15*time.Second)
+}
+
+// TestReloadWithoutConfig: a supervisor that serves no config refuses a
+// reload as bad input, and SIGHUP only reaches the command.
+func TestReloadWithoutConfig(t *testing.T) {
+	app := t.TempDir()
+	e := startEntry(t, app, nil)
+	e.waitOutput(t, `no command given`, 10*time.Second)
+	r := runLB(t, []string{"AUTO_INFER_APP_DIR=" + app}, "reload")
+	if r.code != 2 || !strings.Contains(r.stderr, "serves no config") {
+		t.Errorf("%v", r)
+	}
+	e.cmd.Process.Signal(syscall.SIGHUP)
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	if code := e.wait(t, 10*time.Second); code != 0 || strings.Contains(e.out.String(), "reload") {
+		t.Errorf("exit %d\n%s", code, e.out.String())
+	}
+}

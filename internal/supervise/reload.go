@@ -1,0 +1,287 @@
+package supervise
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/llamaboot/llamaboot/internal/bytesize"
+	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/printer"
+)
+
+// Diff says what Apply(desired) would do, doing nothing.
+func (s *Supervisor) Diff(desired []config.Instance) ApplyResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var res ApplyResult
+	want := map[string]bool{}
+	for _, in := range desired {
+		want[in.Name] = true
+		switch m := s.owners[in.Name]; {
+		case m == nil || m.removing:
+			res.Added = append(res.Added, in.Name)
+		case sameSpec(m.spec, in):
+			res.Unchanged = append(res.Unchanged, in.Name)
+		default:
+			res.Changed = append(res.Changed, in.Name)
+		}
+	}
+	for _, name := range s.order {
+		if m := s.owners[name]; !want[name] && !m.removing && !m.adopted {
+			res.Removed = append(res.Removed, name)
+		}
+	}
+	return res
+}
+
+// Reload applies desired as Apply does, but in two steps: removed
+// instances are stopped (and changed ones restarted) first, and new ones
+// start once the removed are down, so an instance renamed in the config
+// finds its port free.
+func (s *Supervisor) Reload(desired []config.Instance) (ApplyResult, error) {
+	diff := s.Diff(desired)
+	var gone []<-chan struct{}
+	var longest time.Duration
+	s.mu.Lock()
+	for _, n := range diff.Removed {
+		m := s.owners[n]
+		gone = append(gone, m.o.done)
+		longest = max(longest, m.spec.StopTimeout)
+	}
+	s.mu.Unlock()
+	first := slices.DeleteFunc(slices.Clone(desired), func(in config.Instance) bool { return slices.Contains(diff.Added, in.Name) })
+	res, err := s.Apply(first)
+	if err != nil || len(diff.Added) == 0 {
+		return res, err
+	}
+	// Bounded: a process the kernel cannot kill must not hold up the rest.
+	deadline := s.deps.Clock.After(2*longest + 10*time.Second)
+wait:
+	for _, done := range gone {
+		select {
+		case <-done:
+		case <-deadline:
+			break wait
+		}
+	}
+	rest, err := s.Apply(desired)
+	res.Added = rest.Added
+	return res, err
+}
+
+// specChanges says what differs between an instance's old and new spec,
+// in the config's words.
+func specChanges(a, b config.Instance) []string {
+	var out []string
+	diff := func(key, x, y string) {
+		if x != y {
+			out = append(out, fmt.Sprintf("%s %s → %s", key, x, y))
+		}
+	}
+	diff("executable", a.Executable, b.Executable)
+	if !slices.Equal(a.Cmd, b.Cmd) {
+		out = append(out, fmt.Sprintf("args %q → %q", strings.Join(a.Cmd, " "), strings.Join(b.Cmd, " ")))
+	}
+	diff("gpu_ids", gpuIDs(a), gpuIDs(b))
+	if !maps.Equal(a.Env, b.Env) && gpuIDs(a) == gpuIDs(b) || a.LibDir != b.LibDir {
+		out = append(out, "environment")
+	}
+	diff("log_file", a.LogFile, b.LogFile)
+	diff("log_max_size", bytesize.Format(a.LogMaxSize), bytesize.Format(b.LogMaxSize))
+	diff("log_max_files", fmt.Sprint(a.LogMaxFiles), fmt.Sprint(b.LogMaxFiles))
+	diff("log_to_stdout", fmt.Sprint(a.LogToStdout), fmt.Sprint(b.LogToStdout))
+	diff("restart", a.Restart, b.Restart)
+	diff("ready_timeout", a.ReadyTimeout.String(), b.ReadyTimeout.String())
+	diff("stop_timeout", a.StopTimeout.String(), b.StopTimeout.String())
+	diff("background", fmt.Sprint(a.Background), fmt.Sprint(b.Background))
+	if len(out) == 0 {
+		out = append(out, "settings") // e.g. where a model is fetched from
+	}
+	return out
+}
+
+func gpuIDs(in config.Instance) string {
+	if in.GPUIDs == nil {
+		return "(unset)"
+	}
+	return *in.GPUIDs
+}
+
+// Reloader re-reads the config the supervisor serves and applies the
+// difference, one reload at a time, for `llamaboot reload`, SIGHUP and
+// the config watch.
+type Reloader struct {
+	Sup *Supervisor
+	// Load reads and fully validates the config: the file, the instances
+	// it wants running (none when master.enable is false), and warnings.
+	Load func() (file string, desired []config.Instance, warnings []string, err error)
+	// P logs each reload and each refused one.
+	P *printer.Printer
+
+	mu sync.Mutex
+}
+
+// ReloadReport is what a reload found and did (or, dry, would do).
+type ReloadReport struct {
+	File     string
+	DryRun   bool
+	Warnings []string
+	Result   ApplyResult
+	lines    []string
+}
+
+// Lines are the report for the operator: one line per instance.
+func (r ReloadReport) Lines() []string { return r.lines }
+
+// Run reloads; why says what asked ("llamaboot reload", "SIGHUP"). On a
+// config error nothing changes and the error (from Load) lists every
+// problem with its file:line.
+func (r *Reloader) Run(dryRun bool, why string) (ReloadReport, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	file, desired, warnings, err := r.Load()
+	rep := ReloadReport{File: file, DryRun: dryRun, Warnings: warnings}
+	if err != nil {
+		err = &RefusedError{Err: err}
+		if !dryRun {
+			r.P.Errorf("reload (%s): %v", why, err)
+		}
+		return rep, err
+	}
+	before := map[string]Snapshot{}
+	for _, sn := range r.Sup.Snapshots() {
+		before[sn.Spec.Name] = sn
+	}
+	specs := map[string]config.Instance{}
+	for _, in := range desired {
+		specs[in.Name] = in
+	}
+	if dryRun {
+		rep.Result = r.Sup.Diff(desired)
+	} else {
+		for _, w := range warnings {
+			r.P.Warnf("%s", w)
+		}
+		if rep.Result, err = r.Sup.Reload(desired); err != nil {
+			r.P.Errorf("reload (%s) of %s: %v", why, file, err)
+			return rep, err
+		}
+	}
+	res, verb := rep.Result, func(did, would string) string {
+		if dryRun {
+			return would
+		}
+		return did
+	}
+	for _, n := range res.Added {
+		rep.lines = append(rep.lines, fmt.Sprintf("+ %s: %s (%s)", n, verb("started", "would start"), specs[n].URL))
+	}
+	for _, n := range res.Changed {
+		rep.lines = append(rep.lines, fmt.Sprintf("~ %s: %s: %s", n, verb("restarted", "would restart"), strings.Join(specChanges(before[n].Spec, specs[n]), "; ")))
+	}
+	for _, n := range res.Removed {
+		rep.lines = append(rep.lines, fmt.Sprintf("- %s: %s", n, verb("stopped and removed", "would stop and remove")))
+	}
+	for _, n := range res.Unchanged {
+		state := before[n].State.String()
+		if pid := before[n].PID; pid != 0 {
+			state = fmt.Sprintf("pid %d", pid)
+		}
+		rep.lines = append(rep.lines, fmt.Sprintf("= %s: unchanged (%s)", n, state))
+	}
+	if !dryRun {
+		r.P.Stepf("reload (%s) of %s: %d added, %d changed, %d removed, %d unchanged", why, file,
+			len(res.Added), len(res.Changed), len(res.Removed), len(res.Unchanged))
+		for _, l := range rep.lines {
+			r.P.Stepf("  %s", l)
+		}
+	}
+	return rep, nil
+}
+
+// RefusedError is a config that could not be reloaded; nothing changed.
+// It lists every problem with its file:line, and is bad input when the
+// config is at fault (see Unwrap).
+type RefusedError struct{ Err error }
+
+const keptPlan = "nothing changed: the previous plan keeps running"
+
+func (e *RefusedError) Error() string {
+	var ve *config.ValidationError
+	var se *config.SyntaxError
+	switch {
+	case errors.As(e.Err, &ve):
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s: %d problem(s); %s:", ve.File, len(ve.Problems), keptPlan)
+		for _, p := range ve.Problems {
+			b.WriteString("\n  " + p.String())
+		}
+		return b.String()
+	case errors.As(e.Err, &se) && se.Context != "":
+		return fmt.Sprintf("%v\n%s\n%s", se, se.Context, keptPlan)
+	}
+	return fmt.Sprintf("%v; %s", e.Err, keptPlan)
+}
+
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// ErrNoConfig refuses a reload when the supervisor serves no config.
+var ErrNoConfig = errors.New("this supervisor serves no config: set AUTO_INFER_LLAMA_CPP_ON_BOOT=1 and AUTO_INFER_LLAMA_CPP_CONFIG for entry to serve (and reload) one")
+
+func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
+	var req ReloadRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if s.Reloader == nil {
+		writeError(w, http.StatusBadRequest, "no_config", ErrNoConfig.Error())
+		return
+	}
+	events, cancel := s.Sup.Subscribe()
+	defer cancel()
+	rep, err := s.Reloader.Run(req.DryRun, "llamaboot reload")
+	var bad interface{ BadInput() bool }
+	switch {
+	case err != nil && errors.As(err, &bad) && bad.BadInput():
+		writeError(w, http.StatusBadRequest, "invalid_config", err.Error())
+		return
+	case errors.Is(err, ErrShuttingDown):
+		writeError(w, http.StatusServiceUnavailable, "shutting_down", err.Error())
+		return
+	case err != nil:
+		writeError(w, http.StatusInternalServerError, "internal", err.Error())
+		return
+	}
+	head := fmt.Sprintf("reload of %s", rep.File)
+	if req.DryRun {
+		head += " (dry run: nothing done)"
+	}
+	reply := ReloadReply{Lines: append([]string{head}, rep.Lines()...), Warnings: rep.Warnings,
+		Added: rep.Result.Added, Changed: rep.Result.Changed, Removed: rep.Result.Removed, Unchanged: rep.Result.Unchanged}
+	if req.Wait && !req.DryRun {
+		want := map[string]expectation{}
+		for _, n := range append(slices.Clone(rep.Result.Added), rep.Result.Changed...) {
+			want[n] = expectStart
+		}
+		if len(want) > 0 {
+			lines, ok := s.await(r.Context(), events, want)
+			reply.Lines = append(reply.Lines, lines...)
+			reply.NotReady = !ok
+		}
+	}
+	writeJSON(w, http.StatusOK, reply)
+}
+
+// Reload asks the supervisor on sock to reload its config; with wait, the
+// answer comes once started and restarted instances are ready.
+func Reload(sock string, dryRun, wait bool) (ReloadReply, error) {
+	var rep ReloadReply
+	err := post(sock, "/reload", ReloadRequest{DryRun: dryRun, Wait: wait}, &rep)
+	return rep, err
+}
