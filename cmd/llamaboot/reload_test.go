@@ -169,3 +169,66 @@ func TestReloadWithoutConfig(t *testing.T) {
 		t.Errorf("exit %d\n%s", code, e.out.String())
 	}
 }
+
+// configMap lays out dir as Kubernetes mounts a ConfigMap: cfg.toml links
+// to ..data/cfg.toml and ..data links to a timestamped directory; an update
+// writes a new directory and renames a fresh link over ..data.
+type configMap struct {
+	dir string
+	gen int
+}
+
+func (c *configMap) publish(t *testing.T, content string) {
+	t.Helper()
+	c.gen++
+	ts := fmt.Sprintf("..2026_01_01_00_00_%02d.%d", c.gen, c.gen)
+	writeFile(t, filepath.Join(c.dir, ts, "cfg.toml"), content)
+	tmp := filepath.Join(c.dir, "..data_tmp")
+	must(t, os.Symlink(ts, tmp))
+	must(t, os.Rename(tmp, filepath.Join(c.dir, "..data")))
+	if c.gen == 1 {
+		must(t, os.Symlink("..data/cfg.toml", filepath.Join(c.dir, "cfg.toml")))
+	} else {
+		must(t, os.RemoveAll(filepath.Join(c.dir, fmt.Sprintf("..2026_01_01_00_00_%02d.%d", c.gen-1, c.gen-1))))
+	}
+}
+
+// TestReloadWatchesConfigMapSwap: with AUTO_INFER_LLAMA_CPP_WATCH=1 a
+// ConfigMap-style ..data swap is picked up and applied; a bad version is
+// refused (old plan kept) and the next good one applied.
+func TestReloadWatchesConfigMapSwap(t *testing.T) {
+	dir := t.TempDir()
+	app, logs := filepath.Join(dir, "app"), filepath.Join(dir, "logs")
+	cm := &configMap{dir: filepath.Join(dir, "config")}
+	p := freePorts(t, 2)
+	render := func(servers ...server) string {
+		f := filepath.Join(dir, "render.toml")
+		writeServers(t, f, logs, servers...)
+		b, _ := os.ReadFile(f)
+		return string(b)
+	}
+	cm.publish(t, render(server{name: "a", port: p[0]}))
+	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + filepath.Join(cm.dir, "cfg.toml"),
+		"AUTO_INFER_LLAMA_CPP_WATCH=1", "STANDIN_LOAD_MS=50"}, "--watch-interval", "100ms")
+	e.waitOutput(t, `watching .*cfg\.toml for changes \(every 100ms\)`, 10*time.Second)
+	before := e.waitReady(t, "a")
+
+	cm.publish(t, render(server{name: "a", port: p[0]}, server{name: "b", port: p[1]}))
+	e.waitOutput(t, `reload \(the config changed\) of .*: 1 added, 0 changed, 0 removed, 1 unchanged`, 20*time.Second)
+	after := e.waitReady(t, "a", "b")
+	if after["a"].PID != before["a"].PID {
+		t.Errorf("a restarted by a reload that did not change it: pid %d → %d", before["a"].PID, after["a"].PID)
+	}
+
+	cm.publish(t, render(server{name: "a", port: p[0]})+"[instance.b.server]\nport = \"x\"\n")
+	e.waitOutput(t, `reload \(the config changed\): .*cfg\.toml: 1 problem\(s\); nothing changed`, 20*time.Second)
+	if now := byName(e.status(t)); len(now) != 2 || now["b"].PID != after["b"].PID {
+		t.Errorf("a refused config changed something: %+v", now)
+	}
+
+	cm.publish(t, render(server{name: "a", port: p[0]}))
+	e.waitOutput(t, `reload \(the config changed\) of .*: 0 added, 0 changed, 1 removed, 1 unchanged`, 20*time.Second)
+	e.waitOutput(t, `b removed from supervision`, 20*time.Second)
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	e.wait(t, 15*time.Second)
+}

@@ -24,6 +24,8 @@ func newEntryCmd(env Env) *cobra.Command {
 	var grace time.Duration
 	var listen string
 	var policy supervise.Policy
+	var watchConfig bool
+	var watchEvery time.Duration
 	cmd := &cobra.Command{
 		Use:   "entry [-- CMD ARGS…]",
 		Short: "Container entrypoint: install if asked, serve if asked, run CMD, supervise as PID 1",
@@ -33,6 +35,8 @@ func newEntryCmd(env Env) *cobra.Command {
   3. AUTO_INFER_LLAMA_CPP_ON_BOOT=1 and AUTO_INFER_LLAMA_CPP_CONFIG set: start and supervise every enabled instance
   4. run CMD (if given) and supervise until it exits or the container is stopped
 AUTO_INFER_LLAMA_CPP_STRICT=1 makes a failed install or an invalid config fatal (exit 2).
+SIGHUP (and llamaboot reload) reloads the config served; --watch (or AUTO_INFER_LLAMA_CPP_WATCH=1) also
+reloads it when its content changes.
 --listen ADDR (or AUTO_INFER_LLAMA_CPP_METRICS_ADDR) serves /livez, /readyz and /metrics over HTTP; off by default.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			p := printer.New(cmd.OutOrStdout(), cmd.ErrOrStderr(), launchPrefix, false)
@@ -59,6 +63,8 @@ AUTO_INFER_LLAMA_CPP_STRICT=1 makes a failed install or an invalid config fatal 
 				ServeOnBoot: Switch(env, "AUTO_INFER_LLAMA_CPP_ON_BOOT", p),
 				ConfigPath:  env("AUTO_INFER_LLAMA_CPP_CONFIG"),
 				Config:      configOptions(app, env, strict),
+				Watch:       watchConfig || Switch(env, "AUTO_INFER_LLAMA_CPP_WATCH", p),
+				WatchEvery:  watchEvery,
 			})
 			if code != 0 {
 				return exitError(code)
@@ -73,6 +79,8 @@ AUTO_INFER_LLAMA_CPP_STRICT=1 makes a failed install or an invalid config fatal 
 	cmd.Flags().DurationVar(&grace, "grace", 8*time.Second, "on stop, time between SIGTERM and SIGKILL (keep under docker stop's 10 s)")
 	cmd.Flags().DurationVar(&policy.BackoffMin, "restart-backoff", time.Second, "first delay before restarting a crashed instance (doubles per crash)")
 	cmd.Flags().DurationVar(&policy.BackoffMax, "restart-backoff-max", 30*time.Second, "longest delay between restarts")
+	cmd.Flags().BoolVar(&watchConfig, "watch", false, "reload the config when its content changes (env AUTO_INFER_LLAMA_CPP_WATCH=1); follows editors' rename-into-place and ConfigMap ..data swaps")
+	cmd.Flags().DurationVar(&watchEvery, "watch-interval", 2*time.Second, "with --watch, how often the config's content is checked")
 	cmd.Flags().IntVar(&policy.CrashLoop, "crash-loop", 5, "quick crashes in a row (each under 10 s) before an instance is marked failed")
 	return cmd
 }

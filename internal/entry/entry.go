@@ -56,6 +56,10 @@ type Options struct {
 	ServeOnBoot bool
 	ConfigPath  string
 	Config      config.Options
+	// Watch (entry --watch, AUTO_INFER_LLAMA_CPP_WATCH) reloads the config
+	// served when its content changes, polled every WatchEvery.
+	Watch      bool
+	WatchEvery time.Duration
 }
 
 // Exit statuses, mapped here and nowhere else.
@@ -88,6 +92,7 @@ type Entry struct {
 	cmdPID  atomic.Int64 // read by the status socket
 
 	reloader *supervise.Reloader // nil unless a config is served
+	unwatch  func()              // stops the config watch
 
 	stopAsked bool           // SIGTERM/SIGINT came during the install
 	stopSig   syscall.Signal // which
@@ -184,12 +189,14 @@ func (e *Entry) Start() (int, error) {
 		return ExitFailure, err
 	}
 
-	// 4. Serve on boot.
+	// 4. Serve on boot (and watch for changes from what is loaded now).
+	loaded := e.configSum()
 	if err := e.serveOnBoot(); err != nil && e.o.Strict {
 		e.p.Errorf("AUTO_INFER_LLAMA_CPP_STRICT=1: stopping before the command starts")
 		e.sup.StopAll(e.o.Grace)
 		return statusOf(err), err
 	}
+	e.startWatch(loaded)
 
 	// 5. The container's command.
 	if len(e.o.Cmd) > 0 {
@@ -386,6 +393,9 @@ func (e *Entry) flushEvents() {
 
 // Close releases what Start took: the socket, signal delivery.
 func (e *Entry) Close() {
+	if e.unwatch != nil {
+		e.unwatch()
+	}
 	if e.srv != nil {
 		e.srv.Close()
 	}

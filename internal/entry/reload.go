@@ -1,7 +1,11 @@
 package entry
 
 import (
+	"context"
+	"time"
+
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/watch"
 )
 
 // serving says whether entry serves a config, and so can reload it: only
@@ -45,4 +49,38 @@ func (e *Entry) reloadInBackground(why string) {
 		return
 	}
 	go e.reloader.Run(false, why)
+}
+
+// configSum is the content hash of the config served, read before it is
+// loaded: a change made after this is seen by the watch.
+func (e *Entry) configSum() watch.Sum {
+	if !e.o.Watch || !e.serving() {
+		return watch.Sum{}
+	}
+	sum, _ := watch.Read(e.o.ConfigPath)
+	return sum
+}
+
+// startWatch reloads whenever the config's content settles on something
+// other than what was loaded. The content of what the path resolves to is
+// polled, because inotify misses bind-mount updates and a Kubernetes
+// ConfigMap changes by flipping a ..data link beside the file.
+func (e *Entry) startWatch(loaded watch.Sum) {
+	if !e.o.Watch {
+		return
+	}
+	if !e.serving() {
+		e.p.Warnf("--watch / AUTO_INFER_LLAMA_CPP_WATCH: no config is served (needs AUTO_INFER_LLAMA_CPP_ON_BOOT=1 and AUTO_INFER_LLAMA_CPP_CONFIG): nothing to watch")
+		return
+	}
+	every := e.o.WatchEvery
+	if every <= 0 {
+		every = 2 * time.Second
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e.unwatch = cancel
+	e.p.Stepf("watching %s for changes (every %s)", e.o.ConfigPath, every)
+	go watch.Poll(ctx, e.o.ConfigPath, every, loaded, func(watch.Sum) {
+		e.reloader.Run(false, "the config changed")
+	})
 }

@@ -169,7 +169,9 @@ func (r *Reloader) Run(dryRun bool, why string) (ReloadReport, error) {
 			r.P.Warnf("%s", w)
 		}
 		if rep.Result, err = r.Sup.Reload(desired); err != nil {
-			r.P.Errorf("reload (%s) of %s: %v", why, file, err)
+			if !errors.Is(err, ErrShuttingDown) {
+				r.P.Errorf("reload (%s) of %s: %v", why, file, err)
+			}
 			return rep, err
 		}
 	}
