@@ -37,6 +37,14 @@ func (f *modelFlags) options(env Env, p *printer.Printer) models.Options {
 	}
 }
 
+// entryOptions are the model settings of entry, which shares its download
+// flags with the bundle install.
+func (f *modelFlags) entryOptions(env Env, d *downloadFlags) models.Options {
+	o := f.options(env, nil)
+	o.Download = d.options("")
+	return o
+}
+
 func newFetchModelsCmd(env Env) *cobra.Command {
 	var f modelFlags
 	var cfg, app string

@@ -15,12 +15,14 @@ import (
 	"github.com/llamaboot/llamaboot/internal/entry"
 	"github.com/llamaboot/llamaboot/internal/install"
 	"github.com/llamaboot/llamaboot/internal/launch"
+	"github.com/llamaboot/llamaboot/internal/models"
 	"github.com/llamaboot/llamaboot/internal/printer"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
 func newEntryCmd(env Env) *cobra.Command {
 	var f installFlags
+	var mf modelFlags
 	var grace time.Duration
 	var listen string
 	var policy supervise.Policy
@@ -32,9 +34,12 @@ func newEntryCmd(env Env) *cobra.Command {
 		Long: `Boot sequence (all driven by the AUTO_INFER_* variables):
   1. AUTO_INFER_LLAMA_CPP_GET_PKG_ON_BOOT=1 and AUTO_INFER_LLAMA_CPP_PKG_PATH set: install the bundle
   2. put check-and-run-llama-cpp.sh, install-llama-cpp-pkg.sh, get-llama-cpp-pkg.sh in <app-dir>/llama-cpp
-  3. AUTO_INFER_LLAMA_CPP_ON_BOOT=1 and AUTO_INFER_LLAMA_CPP_CONFIG set: start and supervise every enabled instance
+  3. AUTO_INFER_LLAMA_CPP_ON_BOOT=1 and AUTO_INFER_LLAMA_CPP_CONFIG set: start and supervise every enabled
+     instance; one whose model is a URL starts once its download is done (state "downloading" until
+     then, "failed" with the reason if it cannot be fetched; the others are not held up)
   4. run CMD (if given) and supervise until it exits or the container is stopped
-AUTO_INFER_LLAMA_CPP_STRICT=1 makes a failed install or an invalid config fatal (exit 2).
+AUTO_INFER_LLAMA_CPP_STRICT=1 makes a failed install, an invalid config or a failed model download fatal
+(exit 2; models are then all fetched before anything starts).
 SIGHUP (and llamaboot reload) reloads the config served; --watch (or AUTO_INFER_LLAMA_CPP_WATCH=1) also
 reloads it when its content changes.
 --listen ADDR (or AUTO_INFER_LLAMA_CPP_METRICS_ADDR) serves /livez, /readyz and /metrics over HTTP; off by default.`,
@@ -65,6 +70,7 @@ reloads it when its content changes.
 				Config:      configOptions(app, env, strict),
 				Watch:       watchConfig || Switch(env, "AUTO_INFER_LLAMA_CPP_WATCH", p),
 				WatchEvery:  watchEvery,
+				Models:      mf.entryOptions(env, &f.download),
 			})
 			if code != 0 {
 				return exitError(code)
@@ -73,6 +79,7 @@ reloads it when its content changes.
 		},
 	}
 	f.register(cmd)
+	mf.register(cmd)
 	// CMD's own flags are not ours: stop parsing at the first argument.
 	cmd.Flags().SetInterspersed(false)
 	cmd.Flags().StringVar(&listen, "listen", "", "serve /livez, /readyz and /metrics on this address, e.g. :9100 (env AUTO_INFER_LLAMA_CPP_METRICS_ADDR; default: nothing listens)")
@@ -167,7 +174,36 @@ func printStatus(w io.Writer, app, sock string, st supervise.Status) {
 		if in.LastExit != nil {
 			last = *in.LastExit
 		}
+		if in.LastExit == nil && in.Error != "" {
+			last = in.Error // never started: a model that could not be fetched
+		}
 		fmt.Fprintf(w, "%-20s %-10s %7d %6d %8d %8.0fs  %-24s %s\n", in.Name, in.State, in.PID, in.Port, in.Restarts, in.UptimeS, last, in.LogFile)
+	}
+	printDownloads(w, st.Downloads)
+}
+
+// printDownloads shows the boot's model downloads, one line each.
+func printDownloads(w io.Writer, raw any) {
+	if raw == nil {
+		return
+	}
+	var ds []models.Download
+	b, _ := json.Marshal(raw)
+	if json.Unmarshal(b, &ds) != nil || len(ds) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "model downloads:")
+	for _, d := range ds {
+		line := fmt.Sprintf("  %-11s %s", d.State, d.File)
+		switch {
+		case d.State == models.Downloading && d.Total > 0:
+			line += fmt.Sprintf(": %d%% (%s of %s, %s/s, %.0fs left)", d.DoneBytes*100/d.Total, printer.Bytes(d.DoneBytes), printer.Bytes(d.Total), printer.Bytes(int64(d.Rate)), d.ETA)
+		case d.State == models.Downloading:
+			line += fmt.Sprintf(": %s so far", printer.Bytes(d.DoneBytes))
+		case d.Error != "":
+			line += ": " + d.Error
+		}
+		fmt.Fprintf(w, "%s (for %s)\n", line, strings.Join(d.Instances, ", "))
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/llamaboot/llamaboot/internal/install"
 	"github.com/llamaboot/llamaboot/internal/logfile"
 	"github.com/llamaboot/llamaboot/internal/metrics"
+	"github.com/llamaboot/llamaboot/internal/models"
 	"github.com/llamaboot/llamaboot/internal/printer"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
@@ -60,6 +61,8 @@ type Options struct {
 	// served when its content changes, polled every WatchEvery.
 	Watch      bool
 	WatchEvery time.Duration
+	// Models are the settings of model downloads (the printer is entry's).
+	Models models.Options
 }
 
 // Exit statuses, mapped here and nowhere else.
@@ -96,6 +99,8 @@ type Entry struct {
 
 	stopAsked bool           // SIGTERM/SIGINT came during the install
 	stopSig   syscall.Signal // which
+
+	boot atomic.Pointer[modelBoot] // instances waiting for model downloads
 }
 
 // New prepares a boot; nothing happens until Start.
@@ -176,6 +181,13 @@ func (e *Entry) Start() (int, error) {
 			}
 			return m
 		},
+		Pending: e.pending,
+		Downloads: func() any {
+			if b := e.boot.Load(); b != nil && b.fetcher.Needs() {
+				return b.downloads()
+			}
+			return nil
+		},
 	}
 	if e.serving() {
 		e.reloader = &supervise.Reloader{Sup: e.sup, Load: e.loadDesired, P: e.p}
@@ -191,7 +203,10 @@ func (e *Entry) Start() (int, error) {
 
 	// 4. Serve on boot (and watch for changes from what is loaded now).
 	loaded := e.configSum()
-	if err := e.serveOnBoot(); err != nil && e.o.Strict {
+	if err := e.serveOnBoot(); errors.Is(err, errStopped) {
+		e.sup.StopAll(e.o.Grace)
+		return 128 + int(e.stopSig), err
+	} else if err != nil && e.o.Strict {
 		e.p.Errorf("AUTO_INFER_LLAMA_CPP_STRICT=1: stopping before the command starts")
 		e.sup.StopAll(e.o.Grace)
 		return statusOf(err), err
@@ -232,32 +247,13 @@ func (e *Entry) installOnBoot() error {
 		e.p.Stepf("AUTO_INFER_LLAMA_CPP_GET_PKG_ON_BOOT is on but AUTO_INFER_LLAMA_CPP_PKG_PATH is not set: no install")
 		return nil
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
 	began := time.Now()
-	go func() { done <- e.o.Install(ctx, e.o.PkgPath) }()
-	var abandon <-chan time.Time
-	var err error
-wait:
-	for {
-		select {
-		case err = <-done:
-			e.installTook = time.Since(began)
-			break wait
-		case sig := <-e.sigs:
-			if (sig == syscall.SIGTERM || sig == syscall.SIGINT) && !e.stopAsked {
-				e.stopAsked, e.stopSig = true, sig.(syscall.Signal)
-				e.p.Stepf("got %s during the install: cancelling it; nothing else starts", sig)
-				cancel()
-				abandon = time.After(e.o.Grace)
-			}
-			// SIGCHLD: nothing of ours runs yet; the reaper collects later.
-		case <-abandon:
-			e.p.Warnf("the install did not stop within %s; leaving it unfinished (the previous bundle stays active)", e.o.Grace)
-			return nil
-		}
+	abandoned, err := e.cancellable("the install", func(ctx context.Context) error { return e.o.Install(ctx, e.o.PkgPath) })
+	if abandoned {
+		e.p.Warnf("the install did not stop within %s; leaving it unfinished (the previous bundle stays active)", e.o.Grace)
+		return nil
 	}
+	e.installTook = time.Since(began)
 	if e.stopAsked {
 		e.p.Errorf("install of %s stopped by %s: %v", install.Shown(e.o.PkgPath), e.stopSig, err)
 		return nil
@@ -271,6 +267,34 @@ wait:
 		e.p.Errorf("booting on with the previously installed bundle, if any")
 	}
 	return nil
+}
+
+// cancellable runs a long boot step (the install, STRICT's model
+// downloads) while still answering signals: SIGTERM or SIGINT cancels it
+// and marks the boot as stopping; if it does not stop within the grace
+// period it is abandoned (both steps are crash-safe).
+func (e *Entry) cancellable(what string, step func(context.Context) error) (abandoned bool, err error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- step(ctx) }()
+	var abandon <-chan time.Time
+	for {
+		select {
+		case err = <-done:
+			return false, err
+		case sig := <-e.sigs:
+			if (sig == syscall.SIGTERM || sig == syscall.SIGINT) && !e.stopAsked {
+				e.stopAsked, e.stopSig = true, sig.(syscall.Signal)
+				e.p.Stepf("got %s during %s: cancelling it; nothing else starts", sig, what)
+				cancel()
+				abandon = time.After(e.o.Grace)
+			}
+			// SIGCHLD: the reaper collects later.
+		case <-abandon:
+			return true, nil
+		}
+	}
 }
 
 func (e *Entry) serveOnBoot() error {
@@ -295,13 +319,54 @@ func (e *Entry) serveOnBoot() error {
 		e.p.Errorf("no server was started")
 		return err
 	}
+	mo := e.o.Models
+	mo.Printer = printer.New(e.o.Out, e.o.Err, "[models]", false)
+	b := newModelBoot(plan, e.sup, e.p, mo)
+	now := withoutDownloads(plan) // the others start when their files are there
 	if !plan.Enabled {
 		e.p.Stepf("%s: master.enable = false: no server started", e.o.ConfigPath)
 		return nil
 	}
-	_, err = e.sup.Apply(plan.Instances)
-	return err
+	e.boot.Store(b)
+	if e.o.Strict && b.fetcher.Needs() {
+		// STRICT: every model is fetched before anything starts, and a
+		// failure is fatal.
+		abandoned, err := e.cancellable("the model downloads", func(ctx context.Context) error {
+			if failed := b.runNow(ctx); len(failed) > 0 {
+				return modelsFailed(failed)
+			}
+			return nil
+		})
+		if e.stopAsked || abandoned {
+			e.p.Errorf("stopped by %s while downloading models", e.stopSig)
+			return errStopped
+		}
+		if err != nil {
+			e.p.Errorf("%v", err)
+			e.p.Errorf("no server was started")
+			return err
+		}
+	}
+	if _, err := e.sup.Apply(now.Instances); err != nil {
+		return err
+	}
+	if e.o.Strict {
+		b.handOver()
+	} else if b.fetcher.Needs() {
+		b.start()
+	}
+	return nil
 }
+
+// modelsFailed is the failure of a boot's model downloads, one line per
+// instance; bad input when any is.
+type modelsFailed map[string]error
+
+func (m modelsFailed) Error() string {
+	return "model downloads failed:\n" + strings.TrimRight(models.Summary(m), "\n")
+}
+
+func (m modelsFailed) BadInput() bool { return models.BadInput(m) }
 
 // Wait supervises until the command exits or a stop signal comes, stops
 // everything within the grace period and returns the exit status: the
@@ -327,6 +392,9 @@ func (e *Entry) Wait() int {
 			defer deadline.Stop()
 			if e.cmdExit != nil {
 				_ = e.cmdProc.Signal(syscall.SIGTERM)
+			}
+			if b := e.boot.Load(); b != nil {
+				b.stop() // downloads end; their .part files stay for the next boot
 			}
 			e.sup.StopAll(e.o.Grace)
 			if e.cmdExit == nil {

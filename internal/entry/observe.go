@@ -22,6 +22,7 @@ func (e *Entry) serveMetrics(bundleDir string) error {
 			return metrics.Bundle{BuildTag: mk.BuildTag, SHA256: mk.SHA256, Archive: mk.ArchiveName}, err == nil
 		},
 		InstallTook: func() (time.Duration, bool) { return e.installTook, e.installTook > 0 },
+		Pending:     e.pending,
 	})
 	if err != nil {
 		e.p.Errorf("%v", err)

@@ -14,14 +14,15 @@ import (
 func (e *Entry) serving() bool { return e.o.ServeOnBoot && e.o.ConfigPath != "" }
 
 // load reads and fully validates the config served, as at boot: syntax,
-// keys, values, ports, server flags (strict mode), model files present.
+// keys, values, ports, server flags (strict mode), model files present
+// (models given by URL excepted: they are downloaded).
 // The plan comes back with its warnings even when a model is missing.
 func (e *Entry) load() (*config.Plan, error) {
 	plan, err := config.Load(e.o.ConfigPath, e.o.Config)
 	if err != nil {
 		return nil, err
 	}
-	return plan, plan.Runnable()
+	return plan, withoutDownloads(plan).Runnable()
 }
 
 // loadDesired is load for the Reloader: the instances wanted running.
@@ -39,7 +40,15 @@ func (e *Entry) loadDesired() (string, []config.Instance, []string, error) {
 	if !plan.Enabled {
 		return e.o.ConfigPath, nil, warnings, nil // master.enable = false: none
 	}
-	return e.o.ConfigPath, plan.Instances, warnings, nil
+	// Instances still waiting for their boot downloads are not started by
+	// a reload: they start when their files are there.
+	var desired []config.Instance
+	for _, in := range plan.Instances {
+		if b := e.boot.Load(); b == nil || !b.isWaiting(in.Name) {
+			desired = append(desired, in)
+		}
+	}
+	return e.o.ConfigPath, desired, warnings, nil
 }
 
 // reloadInBackground reloads without holding up the signal loop; the

@@ -37,6 +37,9 @@ type Options struct {
 	Bundle func() (Bundle, bool)
 	// InstallTook is how long the boot install took (false: none ran).
 	InstallTook func() (time.Duration, bool)
+	// Pending reports instances not handed to the supervisor yet (waiting
+	// for their model downloads); /readyz counts them as not ready.
+	Pending func() []supervise.InstanceStatus
 	// ProxyTimeout bounds each scrape of a llama-server's /metrics
 	// (default 5s): a wedged server must not wedge the scrape.
 	ProxyTimeout time.Duration
@@ -97,7 +100,11 @@ func Handler(o Options) (h http.Handler, stop func()) {
 	}))
 	judge := func(live bool) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
-			h, err := supervise.Judge(o.Sup.Snapshots(), time.Now(), live, r.URL.Query().Get("instance"))
+			var pending []supervise.InstanceHealth
+			if o.Pending != nil {
+				pending = supervise.PendingHealth(o.Pending())
+			}
+			h, err := supervise.JudgeWith(o.Sup.Snapshots(), pending, time.Now(), live, r.URL.Query().Get("instance"))
 			code := http.StatusOK
 			switch {
 			case errors.Is(err, supervise.ErrUnknownInstance):

@@ -36,18 +36,28 @@ type InstanceHealth struct {
 // Judge returns the health of snaps (only the instance named only, when
 // set): readiness, or liveness when live is set.
 func Judge(snaps []Snapshot, now time.Time, live bool, only string) (Health, error) {
+	return JudgeWith(snaps, nil, now, live, only)
+}
+
+// JudgeWith is Judge with instances not handed to the supervisor yet
+// (entry's model downloads; see PendingHealth) judged beside snaps.
+func JudgeWith(snaps []Snapshot, pending []InstanceHealth, now time.Time, live bool, only string) (Health, error) {
+	all := make([]InstanceHealth, 0, len(snaps)+len(pending))
+	for _, s := range snaps {
+		all = append(all, judgeOne(s, now))
+	}
+	all = append(all, pending...)
 	h := Health{Check: "ready", OK: true, Instances: []InstanceHealth{}}
 	if live {
 		h.Check = "live"
 	}
 	var bad []string
 	found := false
-	for _, s := range snaps {
-		if only != "" && s.Spec.Name != only {
+	for _, ih := range all {
+		if only != "" && ih.Name != only {
 			continue
 		}
 		found = true
-		ih := judgeOne(s, now)
 		h.Instances = append(h.Instances, ih)
 		if ok := ih.Ready || (live && ih.Live); !ok {
 			h.OK = false
@@ -56,8 +66,8 @@ func Judge(snaps []Snapshot, now time.Time, live bool, only string) (Health, err
 	}
 	if only != "" && !found {
 		var names []string
-		for _, s := range snaps {
-			names = append(names, s.Spec.Name)
+		for _, ih := range all {
+			names = append(names, ih.Name)
 		}
 		return h, fmt.Errorf("%w: %q (supervised: %s)", ErrUnknownInstance, only, strings.Join(names, ", "))
 	}
@@ -116,6 +126,28 @@ func judgeOne(s Snapshot, now time.Time) InstanceHealth {
 	return ih
 }
 
+// PendingHealth judges instances waiting outside the supervisor (as
+// Server.Pending reports them): one still downloading its model is alive
+// but not ready; one whose download failed is neither.
+func PendingHealth(st []InstanceStatus) []InstanceHealth {
+	out := make([]InstanceHealth, 0, len(st))
+	for _, s := range st {
+		ih := InstanceHealth{Name: s.Name, State: s.State, Live: true, Why: "downloading its model (progress in llamaboot status)"}
+		if s.Error != "" {
+			ih.Live, ih.Why = false, "failed: "+s.Error
+		}
+		out = append(out, ih)
+	}
+	return out
+}
+
+func (s *Server) pendingHealth() []InstanceHealth {
+	if s.Pending == nil {
+		return nil
+	}
+	return PendingHealth(s.Pending())
+}
+
 // health answers GET /health?live=1&instance=NAME on the control socket.
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
@@ -124,7 +156,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("invalid instance name %q: names are letters, digits, '.', '_' and '-'", name))
 		return
 	}
-	h, err := Judge(s.Sup.Snapshots(), time.Now(), q.Get("live") == "1", name)
+	h, err := JudgeWith(s.Sup.Snapshots(), s.pendingHealth(), time.Now(), q.Get("live") == "1", name)
 	if errors.Is(err, ErrUnknownInstance) {
 		writeError(w, http.StatusNotFound, "unknown_instance", err.Error())
 		return

@@ -80,6 +80,11 @@ type Server struct {
 	Bundle func() any
 	// Reloader reloads the config served; nil when none is.
 	Reloader *Reloader
+	// Pending, when set, reports instances not handed to the supervisor
+	// yet (waiting for their model downloads, or failed there); Downloads
+	// reports the downloads themselves.
+	Pending   func() []InstanceStatus
+	Downloads func() any
 	// UID is the uid allowed besides root (default: ours).
 	UID  int
 	srv  *http.Server
@@ -168,6 +173,12 @@ func (s *Server) status() Status {
 	now := time.Now()
 	for _, sn := range snaps {
 		st.Instances = append(st.Instances, wireInstance(sn, now))
+	}
+	if s.Pending != nil {
+		st.Instances = append(st.Instances, s.Pending()...)
+	}
+	if s.Downloads != nil {
+		st.Downloads = s.Downloads()
 	}
 	return st
 }

@@ -20,6 +20,9 @@ type Status struct {
 	// Unsupervised are instances started by plain `run` (no supervisor),
 	// read from the app dir's run record.
 	Unsupervised []UnsupervisedStatus `json:"unsupervised,omitempty"`
+	// Downloads are the boot's model files with their progress (absent
+	// when the config gives no model by URL).
+	Downloads any `json:"downloads,omitempty"`
 }
 
 // SupervisorInfo describes the running supervisor.
