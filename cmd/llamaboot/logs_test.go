@@ -146,6 +146,20 @@ func (f *follower) next(t *testing.T, timeout time.Duration) (string, bool) {
 	return "", false
 }
 
+// until reads lines until one starts with prefix.
+func (f *follower) until(t *testing.T, prefix string) {
+	t.Helper()
+	for {
+		l, ok := f.next(t, 20*time.Second)
+		if !ok {
+			t.Fatalf("logs -f ended before a line starting %q", prefix)
+		}
+		if strings.HasPrefix(l, prefix) {
+			return
+		}
+	}
+}
+
 // TestLogsFollowAcrossRotations: `logs -f` keeps printing, with no line
 // lost or doubled, while the log rotates many times under it.
 func TestLogsFollowAcrossRotations(t *testing.T) {
@@ -228,16 +242,62 @@ func TestLogsAllAndStdout(t *testing.T) {
 	}
 
 	// `logs -f` with no name follows both, prefixed.
-	f := startFollow(t, app, "--tail", "0")
+	f := startFollow(t, app, "--tail", "1")
+	f.next(t, 20*time.Second) // connected: a last line came
 	runLB(t, env, "restart", "beta")
-	for {
-		l, ok := f.next(t, 20*time.Second)
+	f.until(t, "[beta] STANDIN_ARGV")
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	e.wait(t, 15*time.Second)
+}
+
+// TestLogsFollowSeesReloads: `logs -f` picks up an instance a reload
+// adds, and follows an instance onto its new log file; a follow of one
+// instance ends (exit 0) when a reload removes it.
+func TestLogsFollowSeesReloads(t *testing.T) {
+	dir := t.TempDir()
+	app, cfg, logs := filepath.Join(dir, "app"), filepath.Join(dir, "cfg.toml"), filepath.Join(dir, "logs")
+	p := freePorts(t, 2)
+	writeServers(t, cfg, logs, server{name: "a", port: p[0]})
+	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg, "STANDIN_LOAD_MS=50"})
+	e.waitReady(t, "a")
+	// Each prints a's last line once it is connected, and follows from there.
+	all := startFollow(t, app, "--tail", "1")
+	one := startFollow(t, app, "a", "--tail", "1")
+	if l, _ := all.next(t, 20*time.Second); !strings.HasPrefix(l, "[a] ") {
+		t.Fatalf("logs -f first printed %q", l)
+	}
+	one.next(t, 20*time.Second)
+	moved := filepath.Join(dir, "moved", "a.log")
+	writeServers(t, cfg, logs, server{name: "a", port: p[0], control: fmt.Sprintf("log_file = %q", moved)}, server{name: "b", port: p[1]})
+	if r := runLB(t, []string{"AUTO_INFER_APP_DIR=" + app}, "reload"); r.code != 0 {
+		t.Fatal(r)
+	}
+	seen := map[string]bool{}
+	for !seen["[b] [llamaboot]"] || !seen["[b] STANDIN_ARGV"] || !seen["[a] STANDIN_ARGV"] {
+		l, ok := all.next(t, 20*time.Second)
 		if !ok {
-			t.Fatal("logs -f ended")
+			t.Fatalf("logs -f ended; saw %v", seen)
 		}
-		if strings.HasPrefix(l, "[beta] STANDIN_ARGV") {
-			break
+		for _, k := range []string{"[b] [llamaboot]", "[b] STANDIN_ARGV", "[a] STANDIN_ARGV"} {
+			seen[k] = seen[k] || strings.HasPrefix(l, k)
 		}
+	}
+	one.until(t, "STANDIN_ARGV") // a's new process
+	b, _ := os.ReadFile(moved)
+	if !strings.Contains(string(b), "STANDIN_ARGV") {
+		t.Errorf("a's new log file %s: %q", moved, b)
+	}
+	writeServers(t, cfg, logs, server{name: "b", port: p[1]})
+	if r := runLB(t, []string{"AUTO_INFER_APP_DIR=" + app}, "reload"); r.code != 0 {
+		t.Fatal(r)
+	}
+	select {
+	case <-one.done:
+		if code := one.cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("logs -f a exited %d when a was removed", code)
+		}
+	case <-time.After(20 * time.Second):
+		t.Error("logs -f a still running after a was removed")
 	}
 	e.cmd.Process.Signal(syscall.SIGTERM)
 	e.wait(t, 15*time.Second)

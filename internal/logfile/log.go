@@ -17,6 +17,7 @@ type Log struct {
 	path string
 
 	mu        sync.Mutex
+	writes    int // since the log was opened (a line each, as a Sink writes)
 	followers map[*Follower]struct{}
 	closed    bool
 }
@@ -42,6 +43,7 @@ func (l *Log) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	l.w.Write(p)
+	l.writes++
 	if len(l.followers) > 0 {
 		line := append([]byte(nil), p...) // p is the caller's to reuse
 		for f := range l.followers {
@@ -69,12 +71,17 @@ func (l *Log) Lost() int64 { return l.w.Lost() }
 // than buf lines behind misses lines (see Follower.Missed) rather than
 // slowing the log. After Close it returns the tail and a closed follower.
 func (l *Log) Follow(tail, buf int) ([][]byte, *Follower, error) {
+	return l.follow(func() int { return tail }, buf)
+}
+
+// follow is Follow with the tail's length read under the lock.
+func (l *Log) follow(tail func() int, buf int) ([][]byte, *Follower, error) {
 	f := &Follower{c: make(chan []byte, buf), l: l}
 	f.C = f.c
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.w.Flush()
-	lines, err := Tail(l.path, tail)
+	lines, err := Tail(l.path, tail())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -84,6 +91,13 @@ func (l *Log) Follow(tail, buf int) ([][]byte, *Follower, error) {
 		l.followers[f] = struct{}{}
 	}
 	return lines, f, nil
+}
+
+// FollowFromOpen is Follow with every line written since the log was
+// opened as the tail (as far back as the kept files go): for a reader
+// that finds a log opened after it began.
+func (l *Log) FollowFromOpen(buf int) ([][]byte, *Follower, error) {
+	return l.follow(func() int { return l.writes }, buf)
 }
 
 // Tail returns up to n of the last lines, across rotated files, with

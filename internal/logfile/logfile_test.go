@@ -386,3 +386,27 @@ func TestDiskFullIsCountedAndSaid(t *testing.T) {
 		t.Errorf("log does not say what was lost: %.200q", b)
 	}
 }
+
+func TestFollowFromOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "server.log")
+	os.WriteFile(path, []byte("from an earlier run\n"), 0o644)
+	l, err := OpenLog(path, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	fmt.Fprintf(l, "one\n")
+	fmt.Fprintf(l, "two\n")
+	tail, f, err := l.FollowFromOpen(10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop()
+	if len(tail) != 2 || string(tail[0]) != "one\n" || string(tail[1]) != "two\n" {
+		t.Errorf("tail %q: want the lines since the log was opened", tail)
+	}
+	fmt.Fprintf(l, "three\n")
+	if got := string(<-f.C); got != "three\n" {
+		t.Errorf("followed %q", got)
+	}
+}

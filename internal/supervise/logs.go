@@ -81,24 +81,28 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("tail must be 0 or more lines, not %d", req.Tail))
 		return
 	}
+	if req.Name != "" && !validName.MatchString(req.Name) {
+		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("invalid instance name %q: names are letters, digits, '.', '_' and '-'", req.Name))
+		return
+	}
+	// Subscribed before anything is read: an instance started meanwhile
+	// (by a reload, or with a log file that moved) is followed too.
+	var events <-chan Event
+	if req.Follow {
+		ev, cancel := s.Sup.Subscribe()
+		defer cancel()
+		events = ev
+	}
 	names := []string{req.Name}
 	if req.Name == "" {
 		names = names[:0]
 		for _, sn := range s.Sup.Snapshots() {
 			names = append(names, sn.Spec.Name)
 		}
-	} else if !validName.MatchString(req.Name) {
-		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("invalid instance name %q: names are letters, digits, '.', '_' and '-'", req.Name))
-		return
 	}
-	out := &lineWriter{w: w, prefixed: req.Name == ""}
-	out.f, _ = w.(http.Flusher)
-	var followers []*logfile.Follower
-	defer func() {
-		for _, f := range followers {
-			f.Stop()
-		}
-	}()
+	fw := &followers{out: &lineWriter{w: w, prefixed: req.Name == ""}, logs: map[string]*logfile.Log{}}
+	fw.out.f, _ = w.(http.Flusher)
+	defer fw.stop()
 	type tail struct {
 		name  string
 		lines [][]byte
@@ -119,10 +123,8 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 			lines, err = logfile.Tail(path, req.Tail)
 		case req.Follow:
 			var f *logfile.Follower
-			lines, f, err = l.Follow(req.Tail, followBuffer)
-			if f != nil {
-				followers = append(followers, f)
-				out.names = append(out.names, name)
+			if lines, f, err = l.Follow(req.Tail, followBuffer); err == nil {
+				fw.add(name, l, f)
 			}
 		default:
 			lines, err = l.Tail(req.Tail)
@@ -137,19 +139,88 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	for _, t := range tails {
 		for _, line := range t.lines {
-			out.line(t.name, line)
+			fw.out.line(t.name, line)
 		}
 	}
-	out.flush()
-	var wg sync.WaitGroup
-	for i, f := range followers {
-		wg.Add(1)
+	fw.out.flush()
+	if !req.Follow {
+		return
+	}
+	fw.run(r.Context())
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case ev, open := <-events:
+			if !open {
+				return // the supervisor has stopped
+			}
+			if req.Name != "" && ev.Instance != req.Name {
+				continue
+			}
+			switch ev.Kind {
+			case EvRemoved:
+				if req.Name != "" {
+					return
+				}
+			case EvStarted:
+				// A new instance, or one whose log file changed: follow
+				// its log from its first line.
+				l, _, err := s.Sup.Log(ev.Instance)
+				if err != nil || l == nil || fw.logs[ev.Instance] == l {
+					continue
+				}
+				if lines, f, err := l.FollowFromOpen(followBuffer); err == nil {
+					for _, line := range lines {
+						fw.out.line(ev.Instance, line)
+					}
+					fw.add(ev.Instance, l, f)
+					fw.run(r.Context())
+				}
+			}
+		}
+	}
+}
+
+// followers are the logs a `logs -f` request follows, and their copiers.
+type followers struct {
+	out     *lineWriter
+	logs    map[string]*logfile.Log // followed, by instance
+	pending []following             // added, not yet copying
+	all     []*logfile.Follower
+	wg      sync.WaitGroup
+}
+
+type following struct {
+	name string
+	f    *logfile.Follower
+}
+
+func (fw *followers) add(name string, l *logfile.Log, f *logfile.Follower) {
+	fw.logs[name] = l
+	fw.pending = append(fw.pending, following{name, f})
+	fw.all = append(fw.all, f)
+}
+
+// run starts copying what was added.
+func (fw *followers) run(ctx context.Context) {
+	for _, p := range fw.pending {
+		fw.wg.Add(1)
 		go func() {
-			defer wg.Done()
-			out.follow(r.Context(), out.names[i], f)
+			defer fw.wg.Done()
+			fw.out.follow(ctx, p.name, p.f)
 		}()
 	}
-	wg.Wait()
+	fw.pending = nil
+}
+
+// stop ends every follower and waits for the copiers: nothing writes to
+// the response once the handler has returned.
+func (fw *followers) stop() {
+	for _, f := range fw.all {
+		f.Stop()
+	}
+	fw.wg.Wait()
 }
 
 // lineWriter streams log lines to a `logs` reader, one whole line at a
@@ -159,7 +230,6 @@ type lineWriter struct {
 	w        io.Writer
 	f        http.Flusher
 	prefixed bool
-	names    []string // of the followers, in order
 }
 
 func (o *lineWriter) line(name string, line []byte) {
