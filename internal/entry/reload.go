@@ -48,6 +48,14 @@ func (e *Entry) loadDesired() (string, []config.Instance, []string, error) {
 			desired = append(desired, in)
 		}
 	}
+	// A model by URL that a reload brings in is not fetched by it: refuse
+	// the reload (with the key's line) rather than start a server without
+	// its model.
+	started := *plan
+	started.Instances = desired
+	if err := started.Runnable(); err != nil {
+		return e.o.ConfigPath, nil, warnings, err
+	}
 	return e.o.ConfigPath, desired, warnings, nil
 }
 
