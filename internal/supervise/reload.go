@@ -52,7 +52,7 @@ func (s *Supervisor) Reload(desired []config.Instance) (ApplyResult, error) {
 	for _, n := range diff.Removed {
 		m := s.owners[n]
 		gone = append(gone, m.o.done)
-		longest = max(longest, m.spec.StopTimeout)
+		longest = max(longest, m.spec.DrainTimeout+m.spec.StopTimeout)
 	}
 	s.mu.Unlock()
 	first := slices.DeleteFunc(slices.Clone(desired), func(in config.Instance) bool { return slices.Contains(diff.Added, in.Name) })
