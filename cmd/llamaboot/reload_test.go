@@ -232,3 +232,22 @@ func TestReloadWatchesConfigMapSwap(t *testing.T) {
 	e.cmd.Process.Signal(syscall.SIGTERM)
 	e.wait(t, 15*time.Second)
 }
+
+// TestReloadNotReadyExits1: a reload whose restarted instance cannot
+// start says so and exits 1.
+func TestReloadNotReadyExits1(t *testing.T) {
+	dir := t.TempDir()
+	app, cfg := filepath.Join(dir, "app"), filepath.Join(dir, "cfg.toml")
+	p := freePorts(t, 1)
+	writeServers(t, cfg, filepath.Join(dir, "logs"), server{name: "a", port: p[0]})
+	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg, "STANDIN_LOAD_MS=50"})
+	e.waitReady(t, "a")
+	b, _ := os.ReadFile(cfg)
+	writeFile(t, cfg, strings.Replace(string(b), standin, filepath.Join(dir, "no-such-llama-server"), 1))
+	r := runLB(t, []string{"AUTO_INFER_APP_DIR=" + app}, "reload")
+	if r.code != 1 || !strings.Contains(r.stdout, "~ a: restarted: executable") || !strings.Contains(r.stdout, "a: failed") {
+		t.Errorf("%v", r)
+	}
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	e.wait(t, 15*time.Second)
+}
