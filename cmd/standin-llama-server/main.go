@@ -17,7 +17,11 @@
 // STANDIN_HANG_LOG_MS (while hung, print a progress line this often: busy,
 // not dead), STANDIN_LINES=N (print N numbered lines "STANDIN_LINE 00000001 …",
 // as fast as it can, then "STANDIN_LINES_DONE N in Xms"; -1: forever) and
-// STANDIN_LINE_US (a pause between those lines), for log rotation tests.
+// STANDIN_LINE_US (a pause between those lines), for log rotation tests;
+// STANDIN_HANG_FILE=PATH (the worker loop wedges once PATH exists, as
+// after STANDIN_HANG_SLOTS_AFTER), STANDIN_CHILD=1 (start a helper process
+// in its process group that sleeps until killed and prints
+// "STANDIN_CHILD_PID n"), for the hang watchdog.
 package main
 
 import (
@@ -27,6 +31,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
@@ -38,6 +43,9 @@ import (
 )
 
 func main() {
+	if os.Getenv("STANDIN_ROLE") == "child" {
+		select {} // a helper that lives as long as its group does
+	}
 	args := os.Args[1:]
 	// Like llama-server: --help and --version answer and exit 0, wherever
 	// they are on the line.
@@ -103,6 +111,9 @@ func main() {
 		})
 	}
 
+	if os.Getenv("STANDIN_CHILD") == "1" {
+		startChild()
+	}
 	if n := envInt("STANDIN_LINES", 0); n != 0 {
 		go printLines(n, time.Duration(envInt("STANDIN_LINE_US", 0))*time.Microsecond)
 	}
@@ -122,7 +133,7 @@ func main() {
 		}
 		fmt.Fprint(w, `{"status":"ok"}`)
 	})
-	w := newWorker(envInt("STANDIN_HANG_SLOTS_AFTER", -1), time.Duration(envInt("STANDIN_HANG_LOG_MS", 0))*time.Millisecond,
+	w := newWorker(os.Getenv("STANDIN_HANG_FILE"), envInt("STANDIN_HANG_SLOTS_AFTER", -1), time.Duration(envInt("STANDIN_HANG_LOG_MS", 0))*time.Millisecond,
 		time.Duration(envInt("STANDIN_GEN_MS", 1000))*time.Millisecond)
 	mux.HandleFunc("/slots", func(rw http.ResponseWriter, r *http.Request) {
 		if !slotsOn {
@@ -197,4 +208,22 @@ func printLines(n int, pause time.Duration) {
 	}
 	buf = fmt.Appendf(buf, "STANDIN_LINES_DONE %d in %dms\n", n, time.Since(start).Milliseconds())
 	os.Stdout.Write(buf)
+}
+
+// startChild starts a copy of itself as a helper in its process group, as
+// llama-server's own helpers would be.
+func startChild() {
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "standin-llama-server: %v\n", err)
+		os.Exit(1)
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), "STANDIN_ROLE=child")
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "standin-llama-server: start helper: %v\n", err)
+		os.Exit(1)
+	}
+	fmt.Printf("STANDIN_CHILD_PID %d\n", cmd.Process.Pid)
 }

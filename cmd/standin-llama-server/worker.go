@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +14,7 @@ import (
 // busy, token counters, and the endpoints that need the loop to answer
 // (/slots, /props, /metrics) — which stop answering when the loop wedges.
 type worker struct {
+	hangFile  string        // the loop wedges once this file exists; "" never
 	hangAfter int64         // answers before the loop wedges; <0 never
 	hangLog   time.Duration // progress lines while wedged; 0 none
 	gen       time.Duration // how long a completion keeps the slot
@@ -24,13 +26,22 @@ type worker struct {
 	hangOnce  sync.Once
 }
 
-func newWorker(hangAfter int, hangLog, gen time.Duration) *worker {
-	return &worker{hangAfter: int64(hangAfter), hangLog: hangLog, gen: gen}
+func newWorker(hangFile string, hangAfter int, hangLog, gen time.Duration) *worker {
+	return &worker{hangFile: hangFile, hangAfter: int64(hangAfter), hangLog: hangLog, gen: gen}
+}
+
+func (w *worker) wedged() bool {
+	if w.hangFile != "" {
+		if _, err := os.Stat(w.hangFile); err == nil {
+			return true
+		}
+	}
+	return w.hangAfter >= 0 && w.answered.Add(1) > w.hangAfter
 }
 
 // serve answers through the worker loop, or never once it is wedged.
 func (w *worker) serve(rw http.ResponseWriter, r *http.Request, answer func(http.ResponseWriter)) {
-	if w.hangAfter >= 0 && w.answered.Add(1) > w.hangAfter {
+	if w.wedged() {
 		w.hangOnce.Do(func() {
 			fmt.Println("standin-llama-server: worker loop wedged (on purpose)")
 			if w.hangLog > 0 {

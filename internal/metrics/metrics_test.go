@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -162,6 +164,8 @@ next:
 
 func TestMetricsAndProbes(t *testing.T) {
 	st := &fakeStarter{procs: map[string]*fakeProc{}}
+	var hangs atomic.Bool
+	hangs.Store(true)
 	sup := supervise.New(supervise.NewReaper(), supervise.Policy{BackoffMin: time.Millisecond, BackoffMax: time.Millisecond}, nil, supervise.Deps{
 		Starter:   st,
 		CheckPort: func(config.Instance) error { return nil },
@@ -170,6 +174,13 @@ func TestMetricsAndProbes(t *testing.T) {
 			if spec.Name != "slow" {
 				report(supervise.ProbeReady)
 			}
+		},
+		// Only the first process of "wedged" stops answering.
+		Liveness: func(ctx context.Context, spec config.Instance) supervise.LiveProbe {
+			if spec.Name == "wedged" && hangs.CompareAndSwap(true, false) {
+				return supervise.LiveProbe{Err: errors.New("GET /slots: no answer within 1s")}
+			}
+			return supervise.LiveProbe{}
 		},
 	})
 	events, cancel := sup.Subscribe()
@@ -186,6 +197,8 @@ func TestMetricsAndProbes(t *testing.T) {
 	bHost, bPort := llamaMetrics(t, 501)
 	slow := spec("slow", "127.0.0.1", 1, false)
 	slow.ReadyTimeout = 200 * time.Millisecond
+	wedged := spec("wedged", "127.0.0.1", 2, false)
+	wedged.LivenessInterval, wedged.LivenessTimeout, wedged.LivenessFailures = time.Millisecond, time.Second, 1
 
 	h, stop := Handler(Options{Sup: sup, Started: time.Now().Add(-time.Minute),
 		Bundle:      func() (Bundle, bool) { return Bundle{BuildTag: "b7123", SHA256: "abc", Archive: "llama.tar.gz"}, true },
@@ -193,7 +206,7 @@ func TestMetricsAndProbes(t *testing.T) {
 	})
 	defer stop()
 
-	if _, err := sup.Apply([]config.Instance{spec("a", aHost, aPort, true), spec("b", bHost, bPort, true), slow}); err != nil {
+	if _, err := sup.Apply([]config.Instance{spec("a", aHost, aPort, true), spec("b", bHost, bPort, true), slow, wedged}); err != nil {
 		t.Fatal(err)
 	}
 	w.await(t, "a", supervise.EvReady)
@@ -212,6 +225,9 @@ func TestMetricsAndProbes(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.await(t, "slow", supervise.EvStopped)
+	// wedged is found hung once and restarted.
+	w.await(t, "wedged", supervise.EvHung)
+	w.await(t, "wedged", supervise.EvReady)
 
 	// The collector follows the events on its own subscription: scrape
 	// until it has seen the last of them.
@@ -219,7 +235,9 @@ func TestMetricsAndProbes(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		fams = scrape(t, h)
-		if v, _ := find(fams, "llamaboot_instance_last_exit_code", "instance", "slow"); v == 143 || time.Now().After(deadline) {
+		v1, _ := find(fams, "llamaboot_instance_last_exit_code", "instance", "slow")
+		v2, _ := find(fams, "llamaboot_instance_restarts_total", "instance", "wedged", "reason", "hung")
+		if (v1 == 143 && v2 == 1) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -232,6 +250,8 @@ func TestMetricsAndProbes(t *testing.T) {
 		{"llamaboot_instance_restarts_total", []string{"instance", "a", "reason", "crash"}, 1},
 		{"llamaboot_instance_restarts_total", []string{"instance", "a", "reason", "manual"}, 1},
 		{"llamaboot_instance_restarts_total", []string{"instance", "a", "reason", "hung"}, 0},
+		{"llamaboot_instance_restarts_total", []string{"instance", "wedged", "reason", "hung"}, 1},
+		{"llamaboot_instance_last_exit_code", []string{"instance", "wedged"}, 137}, // SIGKILL
 		{"llamaboot_instance_restarts_total", []string{"instance", "slow", "reason", "load_timeout"}, 1},
 		{"llamaboot_instance_restarts_total", []string{"instance", "b", "reason", "crash"}, 0},
 		{"llamaboot_instance_state", []string{"instance", "a", "state", "ready"}, 1},
@@ -279,8 +299,8 @@ func TestMetricsAndProbes(t *testing.T) {
 	}{
 		{"/readyz", 503, "not ready: slow: stopped on request"},
 		{"/readyz?instance=a", 200, "ready: a"},
-		{"/livez", 200, "live: the supervisor answers; none of 3 instance(s) is failed or hung"},
-		{"/readyz?instance=zz", 404, `"zz" (supervised: a, b, slow)`},
+		{"/livez", 200, "live: the supervisor answers; none of 4 instance(s) is failed or hung"},
+		{"/readyz?instance=zz", 404, `"zz" (supervised: a, b, slow, wedged)`},
 	} {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", c.path, nil))
@@ -288,7 +308,7 @@ func TestMetricsAndProbes(t *testing.T) {
 		if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || rec.Code != c.code || !strings.Contains(got.Summary, c.want) {
 			t.Errorf("%s: %d %s (%v); want %d with %q", c.path, rec.Code, rec.Body, err, c.code, c.want)
 		}
-		if c.path == "/readyz" && (len(got.Instances) != 3 || !got.Instances[0].Ready || got.Instances[2].Ready) {
+		if c.path == "/readyz" && (len(got.Instances) != 4 || !got.Instances[0].Ready || got.Instances[2].Ready) {
 			t.Errorf("/readyz instances: %+v", got.Instances)
 		}
 	}

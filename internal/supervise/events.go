@@ -23,9 +23,13 @@ const (
 	EvFailed                      // gave up: crash loop (Quick, LogTail) or could not start (Err)
 	EvKilled                      // SIGKILL after Grace
 	EvRemoved                     // no longer supervised
+	EvHung                        // the watchdog found it hung (Err says how); SIGKILL to its group
+	EvBusy                        // its liveness probes fail but it shows progress (Err): left alone
+	EvDrained                     // on stop: its busy slots finished after Took, or Busy were still busy at the drain's end
 )
 
-var kindNames = [...]string{"started", "ready", "not-ready", "requested", "exited", "restarting", "stopped", "failed", "killed", "removed"}
+var kindNames = [...]string{"started", "ready", "not-ready", "requested", "exited", "restarting", "stopped", "failed", "killed", "removed",
+	"hung", "busy", "drained"}
 
 func (k EventKind) String() string { return kindNames[k] }
 
@@ -45,7 +49,8 @@ type Event struct {
 	Exit     string        // "exit code 3", "killed by SIGKILL"
 	Code     int           // EvExited: the exit status as a shell gives it (128+signal)
 	Ran      time.Duration // how long the process ran
-	Took     time.Duration // EvReady: start to ready
+	Took     time.Duration // EvReady: start to ready; EvDrained: time waited
+	Busy     int           // EvDrained: slots still busy when the drain ended
 	Delay    time.Duration // EvRestarting
 	Grace    time.Duration // EvKilled
 	Quick    int           // EvFailed after a crash loop
@@ -89,6 +94,15 @@ func (e Event) Line() (text string, isError bool) {
 		return fmt.Sprintf("pid %d still running after %s: SIGKILL", e.PID, e.Grace), false
 	case EvRemoved:
 		return fmt.Sprintf("%s removed from supervision", n), false
+	case EvHung:
+		return fmt.Sprintf("%s hung: %v; SIGKILL to its process group", n, e.Err), true
+	case EvBusy:
+		return fmt.Sprintf("%s busy, left alone: %v", n, e.Err), false
+	case EvDrained:
+		if e.Busy > 0 {
+			return fmt.Sprintf("%s: %d slot(s) still busy after %.1fs of drain_timeout; stopping it anyway", n, e.Busy, e.Took.Seconds()), false
+		}
+		return fmt.Sprintf("%s: waited %.2fs for its busy slot(s) to finish", n, e.Took.Seconds()), false
 	}
 	return fmt.Sprintf("%s: %s", n, e.Kind), false
 }

@@ -86,6 +86,7 @@ type fakeProc struct {
 	pid        int
 	exited     chan syscall.WaitStatus
 	ignoreTerm bool
+	out        *os.File // its stdout (the log pipe)
 
 	mu      sync.Mutex
 	signals []syscall.Signal
@@ -114,6 +115,7 @@ func (p *fakeProc) end(ws syscall.WaitStatus) {
 	defer p.mu.Unlock()
 	if !p.ended {
 		p.ended = true
+		p.out.Close() // its end of the log pipe goes with it
 		p.exited <- ws
 	}
 }
@@ -147,6 +149,12 @@ func (s *fakeStarter) Start(spec config.Instance, out *os.File) (Process, error)
 	}
 	s.procs[p.pid], s.specs[p.pid] = p, spec
 	out.WriteString("output of " + spec.Name + "\n")
+	// Its own copy of stdout, as a real child has, for say.
+	fd, err := syscall.Dup(int(out.Fd()))
+	if err != nil {
+		return nil, err
+	}
+	p.out = os.NewFile(uintptr(fd), "stdout")
 	return p, nil
 }
 
@@ -202,6 +210,7 @@ type harness struct {
 	clock   *fakeClock
 	starter *fakeStarter
 	probe   *fakeProbe
+	live    *fakeLive
 	events  <-chan Event
 	pending []Event // read, not yet asked for
 	ports   map[int]error
@@ -211,8 +220,9 @@ type harness struct {
 var testPolicy = Policy{BackoffMin: time.Second, BackoffMax: 8 * time.Second, QuickCrash: 10 * time.Second, CrashLoop: 5}
 
 func newHarness(t *testing.T) *harness {
-	h := &harness{t: t, clock: newFakeClock(), starter: &fakeStarter{}, probe: &fakeProbe{}, ports: map[int]error{}}
+	h := &harness{t: t, clock: newFakeClock(), starter: &fakeStarter{}, probe: &fakeProbe{}, live: &fakeLive{}, ports: map[int]error{}}
 	h.sup = New(NewReaper(), testPolicy, nil, Deps{Starter: h.starter, Clock: h.clock, Probe: h.probe.probe,
+		Liveness: h.live.probe, Slots: h.live.slots,
 		CheckPort: func(in config.Instance) error {
 			h.portsMu.Lock()
 			defer h.portsMu.Unlock()

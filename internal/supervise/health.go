@@ -104,6 +104,9 @@ func judgeOne(s Snapshot, now time.Time) InstanceHealth {
 		ih.Why = fmt.Sprintf("not answering: %d liveness probe(s) in a row failed (%s)", s.ProbeFailures, s.ProbeErr)
 	case Starting:
 		ih.Why = fmt.Sprintf("starting for %s (loading; ready_timeout %s)", since(s.StartedAt), s.Spec.ReadyTimeout)
+		if s.Spec.ReadyTimeout == 0 {
+			ih.Why = fmt.Sprintf("starting for %s (loading; no ready_timeout)", since(s.StartedAt))
+		}
 	case Stopping:
 		ih.Why = "stopping: " + s.LastReason.String()
 		if s.LastReason == ReasonHung {

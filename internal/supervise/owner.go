@@ -23,6 +23,8 @@ type msg struct {
 	end    bool               // inStop: end the owner once down (removal, shutdown)
 	remove bool               // inStop with end: removed by Apply (published as EvRemoved)
 	spec   *config.Instance   // inRestart: run this spec from now on (Apply changed it)
+	live   *LiveProbe         // inLiveness
+	drain  *drainResult       // inDrained
 }
 
 // owner is the one goroutine that owns an instance: it alone starts,
@@ -46,6 +48,10 @@ type owner struct {
 	proc      Process
 	startedAt time.Time
 	stopProbe context.CancelFunc
+	probeCtx  context.Context    // of the current process's probes; ends with stopProbe
+	stopWatch context.CancelFunc // ends the watchdog alone
+	live      liveState
+	draining  bool // stopping: waiting for busy slots before SIGTERM
 	timer     <-chan time.Time
 	timerIn   input
 	killAt    time.Time
@@ -131,8 +137,11 @@ func (o *owner) run() {
 
 // handle runs the transition table for one input.
 func (o *owner) handle(m msg) {
-	if (m.in == inReady || m.in == inHung) && (o.proc == nil || m.pid != o.proc.PID()) {
-		return // about a process that is gone
+	switch m.in {
+	case inReady, inHung, inLiveness, inDrained:
+		if o.proc == nil || m.pid != o.proc.PID() {
+			return // about a process that is gone
+		}
 	}
 	if m.spec != nil {
 		o.spec, o.restart = *m.spec, ParsePolicy(m.spec.Restart)
@@ -158,7 +167,10 @@ func (o *owner) handle(m msg) {
 
 func (o *owner) publishSnapshot() {
 	s := Snapshot{Spec: o.spec, State: o.state, WantUp: o.wantUp, Restarts: o.restarts,
-		LastExit: o.lastExit, LastReason: o.reason}
+		LastExit: o.lastExit, LastReason: o.reason, ProbeFailures: o.live.fails}
+	if o.live.err != nil {
+		s.ProbeErr = o.live.err.Error()
+	}
 	if o.proc != nil {
 		s.PID, s.StartedAt = o.proc.PID(), o.startedAt
 	}
@@ -224,7 +236,8 @@ func (o *owner) launch() State {
 	}
 	o.proc, o.startedAt, o.reason, o.lastErr = p, o.d.Clock.Now(), ReasonNone, nil
 	ctx, cancel := context.WithCancel(context.Background())
-	o.stopProbe = cancel
+	o.stopProbe, o.probeCtx, o.stopWatch = cancel, ctx, func() {}
+	o.live, o.draining = liveState{}, false
 	pid := p.PID()
 	go o.d.Probe(ctx, o.spec, pid, func(pr Probe) {
 		in := inReady
@@ -233,7 +246,9 @@ func (o *owner) launch() State {
 		}
 		_ = o.send(msg{in: in, pid: pid})
 	})
-	o.setTimer(o.spec.ReadyTimeout, inReadyDeadline)
+	if o.spec.ReadyTimeout > 0 { // 0: no deadline
+		o.setTimer(o.spec.ReadyTimeout, inReadyDeadline)
+	}
 	o.emit(Event{Kind: EvStarted, State: Starting, PID: pid})
 	return Starting
 }
@@ -247,20 +262,21 @@ func (o *owner) fail(r Reason, err error) State {
 func (o *owner) ready(msg) State {
 	o.timer = nil
 	o.emit(Event{Kind: EvReady, State: Ready, PID: o.proc.PID(), Took: o.d.Clock.Now().Sub(o.startedAt)})
+	o.startWatch()
 	return Ready
 }
 
 func (o *owner) stopRequested(m msg) State {
 	o.wantUp = false
-	return o.terminate(ReasonStopRequested, m.grace)
+	return o.stopOrDrain(ReasonStopRequested, m.grace)
 }
 
 func (o *owner) restartRequested(m msg) State {
 	o.wantUp, o.quick = true, 0
-	return o.terminate(ReasonRestartRequested, 0)
+	return o.stopOrDrain(ReasonRestartRequested, 0)
 }
 
-func (o *owner) hung(m msg) State { return o.terminate(ReasonHung, 0) }
+func (o *owner) hung(m msg) State { return o.killHung(errors.New("its prober found it unresponsive")) }
 
 func (o *owner) loadTimeout(m msg) State {
 	o.emit(Event{Kind: EvNotReady, State: Stopping, PID: o.proc.PID(), Err: fmt.Errorf("not ready after %s", o.spec.ReadyTimeout)})

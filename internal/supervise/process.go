@@ -52,6 +52,8 @@ type Deps struct {
 	Starter   Starter
 	Clock     Clock
 	Probe     Prober
+	Liveness  Liveness                    // the watchdog's probe
+	Slots     BusySlots                   // the drain's question
 	CheckPort func(config.Instance) error // nil error: free
 	// Stdout takes the [name]-prefixed copies of log_to_stdout instances;
 	// one writer shared by all, serialised per line (logfile.Locked).
@@ -67,6 +69,12 @@ func (d Deps) withDefaults(r *Reaper, env []string) Deps {
 	}
 	if d.Probe == nil {
 		d.Probe = HTTPProbe
+	}
+	if d.Liveness == nil {
+		d.Liveness = HTTPLiveness
+	}
+	if d.Slots == nil {
+		d.Slots = HTTPBusySlots
 	}
 	if d.CheckPort == nil {
 		d.CheckPort = launch.CheckPort

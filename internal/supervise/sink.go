@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/config"
@@ -24,6 +25,8 @@ import (
 type sink struct {
 	name, path string
 	log        *logfile.Log
+
+	seen atomic.Int64 // bytes its processes wrote: the watchdog's progress signal
 
 	mu      sync.Mutex
 	copying chan struct{} // closed when the current copier reached EOF
@@ -57,7 +60,7 @@ func (s *sink) attach(stdout io.Writer) (*os.File, error) {
 	s.mu.Unlock()
 	go func() {
 		defer close(done)
-		ls.Run(r)
+		ls.Run(countingReader{r, &s.seen})
 		r.Close()
 	}()
 	return w, nil

@@ -314,7 +314,11 @@ func (s *Server) await(ctx context.Context, events <-chan Event, want map[string
 	var limit time.Duration
 	for name, e := range want {
 		spec, _ := s.Sup.Spec(name)
-		limit = max(limit, spec.ReadyTimeout+spec.StopTimeout)
+		ready := spec.ReadyTimeout
+		if ready == 0 { // no load deadline: wait as long as the client does
+			ready = 24 * time.Hour
+		}
+		limit = max(limit, ready+spec.StopTimeout)
 		if e == expectNothing {
 			result[name] = s.snapshot(name).State.String()
 		}

@@ -87,7 +87,9 @@ const (
 	inRestart                    // operator: stop it if running, start again now
 	inExited                     // its process exited
 	inReady                      // probe: /health is 200 from our process
-	inHung                       // probe: no longer answering (watchdog; reserved)
+	inHung                       // probe: no longer answering
+	inLiveness                   // watchdog: one liveness probe's result
+	inDrained                    // drain: no busy slot left, or the drain's time is up
 	inReadyDeadline              // timer: ready_timeout passed while starting
 	inKillDeadline               // timer: grace after SIGTERM passed
 	inBackoffDone                // timer: restart delay passed
@@ -117,6 +119,12 @@ type action func(o *owner, m msg) State
 //
 // In Stopping, start/stop/restart only record what is wanted; the exit
 // decides.
+//
+// The watchdog (watchdog.go): in Ready, each liveness result is counted;
+// liveness_failures failed in a row with no progress → hung: SIGKILL to the
+// group, Stopping. A stop or restart of a Ready instance first drains
+// (Stopping, no signal yet) until its slots are idle or drain_timeout is
+// up; drained → SIGTERM.
 var transitions = [...][numInputs]action{
 	Stopped: {
 		inStart:   (*owner).launchFresh,
@@ -131,10 +139,11 @@ var transitions = [...][numInputs]action{
 		inReadyDeadline: (*owner).loadTimeout,
 	},
 	Ready: {
-		inStop:    (*owner).stopRequested,
-		inRestart: (*owner).restartRequested,
-		inExited:  (*owner).exited,
-		inHung:    (*owner).hung,
+		inStop:     (*owner).stopRequested,
+		inRestart:  (*owner).restartRequested,
+		inExited:   (*owner).exited,
+		inHung:     (*owner).hung,
+		inLiveness: (*owner).liveness,
 	},
 	Stopping: {
 		inStart:        (*owner).wantWhileStopping,
@@ -142,6 +151,7 @@ var transitions = [...][numInputs]action{
 		inRestart:      (*owner).wantWhileStopping,
 		inExited:       (*owner).exited,
 		inKillDeadline: (*owner).kill,
+		inDrained:      (*owner).drained,
 	},
 	Restarting: {
 		inStart:       (*owner).launchFresh,
