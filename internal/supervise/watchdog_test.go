@@ -421,10 +421,13 @@ func TestHTTPProbes(t *testing.T) {
 	if n, err := HTTPBusySlots(context.Background(), spec); n != 1 || err != nil {
 		t.Errorf("busy from metrics: %d %v", n, err)
 	}
-	// Nothing listening.
+	// Nothing listening: not live, and nothing to drain.
 	spec.Port = freePort(t)
 	if r := HTTPLiveness(ctx(spec), spec); r.Err == nil || !strings.HasPrefix(r.Err.Error(), "GET /health: ") {
 		t.Errorf("nothing there: %+v", r)
+	}
+	if n, err := HTTPBusySlots(context.Background(), spec); n != 0 || err != nil {
+		t.Errorf("busy slots with nothing listening: %d %v", n, err)
 	}
 }
 
