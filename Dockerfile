@@ -17,6 +17,11 @@ WORKDIR /
 ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     AUTO_INFER_APP_DIR=/soft/app
 EXPOSE 8080
+# Health asks llamaboot over its control socket (no curl, no port): healthy
+# when every configured instance is ready. Failures in the start period do
+# not count, so a big model has 10 minutes (the default ready_timeout) to load.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=10m --retries=3 \
+    CMD ["/usr/local/bin/llamaboot", "healthcheck"]
 # llamaboot runs as PID 1: it reaps, forwards signals, supervises the
 # servers and stops everything within docker stop's 10 s.
 ENTRYPOINT ["/usr/local/bin/llamaboot", "entry", "--"]

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/llamaboot/llamaboot/internal/testutil"
 )
 
 // The tests run the real binaries: llamaboot and the stand-in llama-server,
@@ -99,13 +101,7 @@ func runAs(t *testing.T, cred *syscall.Credential, env []string, args ...string)
 // waitFor polls cond until it holds or the timeout passes.
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.WaitFor(t, what, timeout, cond)
 }
 
 func writeFile(t *testing.T, path, content string) string {
