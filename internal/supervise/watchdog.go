@@ -348,6 +348,8 @@ func metricValue(fams map[string]*dto.MetricFamily, name string) (float64, bool)
 	return m.GetUntyped().GetValue(), true
 }
 
+// probeClient opens a connection per request: an idle keep-alive
+// connection would hold one of llama-server's HTTP threads between probes.
 var probeClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
 // get fetches url within ctx and hands a 200 body to read (if not nil).
