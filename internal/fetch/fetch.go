@@ -270,6 +270,17 @@ func fetch(ctx context.Context, o Options) (Result, error) {
 		return Result{}, err
 	}
 	part := o.Dest + ".part"
+	// One download per destination at a time, across processes (fetch-models
+	// beside entry, replicas on a shared volume): two writers appending to
+	// one .part would make a file no single response produced.
+	unlock, err := lockDest(ctx, o.Dest+".lock", o.Printer, shown)
+	if err != nil {
+		return Result{}, err
+	}
+	defer unlock()
+	if done, ok := completedMeanwhile(o); ok {
+		return done, nil
+	}
 	var last error
 	for attempt := 0; attempt <= o.Retries; attempt++ {
 		if attempt > 0 {
@@ -295,6 +306,58 @@ func fetch(ctx context.Context, o Options) (Result, error) {
 		last = r.error
 	}
 	return Result{}, fmt.Errorf("download %s: giving up after %d attempts: %w%s", shown, o.Retries+1, last, kept(part))
+}
+
+// lockDest takes an exclusive flock on path, waiting (and saying so once)
+// while another process downloads the same file, until ctx ends.
+func lockDest(ctx context.Context, path string, p *printer.Printer, shown string) (func(), error) {
+	f, err := appfile.OpenFile(path, os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	said := false
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if !said {
+			p.Stepf("another process is downloading %s; waiting for it", shown)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("download of %s stopped while waiting for another download of it: %w", shown, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// completedMeanwhile reports a download that another process finished
+// while we waited for the lock: the destination is there and, when a pin is
+// given, hashes to it. Without a pin the caller's own marker logic decides,
+// so this only short-cuts the pinned case.
+func completedMeanwhile(o Options) (Result, bool) {
+	if o.SHA256 == "" {
+		return Result{}, false
+	}
+	if _, err := os.Stat(o.Dest + ".part"); err == nil {
+		return Result{}, false // a resumable part: the download is not finished
+	}
+	sum, err := SumFile(o.Dest)
+	if err != nil || sum != o.SHA256 {
+		return Result{}, false
+	}
+	fi, err := os.Stat(o.Dest)
+	if err != nil {
+		return Result{}, false
+	}
+	return Result{Path: o.Dest, Name: filepath.Base(o.Dest), SHA256: sum, Size: fi.Size()}, true
 }
 
 // kept says what of a failed download the next run resumes from, and
@@ -402,6 +465,11 @@ func attemptFetch(ctx context.Context, o *Options, part string) (Result, error) 
 
 	flags := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
 	offset := int64(0)
+	if resp.StatusCode == http.StatusPartialContent && !resuming {
+		// A part of a file we did not ask for part of: taking it whole would
+		// store a file cut short (or shifted) with nothing to say so.
+		return Result{}, errRetry{fmt.Errorf("server answered 206 Partial Content (%s) to a request for the whole file", resp.Header.Get("Content-Range"))}
+	}
 	if resp.StatusCode == http.StatusPartialContent && resuming {
 		if start := rangeStart(resp.Header.Get("Content-Range")); start != have {
 			return Result{}, errRetry{fmt.Errorf("server resumed at byte %d, not %d", start, have)}
@@ -498,12 +566,18 @@ func attemptFetch(ctx context.Context, o *Options, part string) (Result, error) 
 }
 
 // SumFile returns the SHA-256 (hex) of the file at path.
+//
+// Only a regular file is read: a FIFO planted at path would otherwise
+// block the read forever (O_NONBLOCK keeps even the open from waiting).
 func SumFile(path string) (string, error) {
-	f, err := os.Open(path)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file", path)
+	}
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		return "", err

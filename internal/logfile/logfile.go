@@ -179,6 +179,9 @@ func (w *Writer) Lost() int64 {
 
 // rotate shifts path -> path.1 -> path.2 ... and opens a fresh path.
 // Renames do not follow links, and the fresh file is opened through Open.
+// If the shift cannot be done (something planted at a rotated name that
+// cannot be cleared), the live file is truncated instead, with a note, so
+// log_max_size still bounds the disk used.
 func (w *Writer) rotate() error {
 	w.flush()
 	if err := w.f.Close(); err != nil {
@@ -186,16 +189,14 @@ func (w *Writer) rotate() error {
 		return err
 	}
 	w.f = nil
+	var shiftErr error
 	if w.maxFiles == 1 {
 		if err := os.Remove(w.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
+			shiftErr = err
 		}
 	} else {
-		for i := w.maxFiles - 1; i >= 1; i-- {
-			from := Rotated(w.path, i-1)
-			if err := os.Rename(from, Rotated(w.path, i)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return err
-			}
+		for i := w.maxFiles - 1; i >= 1 && shiftErr == nil; i-- {
+			shiftErr = shift(Rotated(w.path, i-1), Rotated(w.path, i))
 		}
 	}
 	f, err := Open(w.path)
@@ -204,7 +205,30 @@ func (w *Writer) rotate() error {
 	}
 	w.f, w.size = f, 0
 	w.buf.Reset(f)
+	if shiftErr != nil {
+		if err := f.Truncate(0); err != nil {
+			return err
+		}
+		n, _ := fmt.Fprintf(w.buf, "[llamaboot] could not rotate %s (%v); truncated it to stay within log_max_size\n", w.path, shiftErr)
+		w.size = int64(n)
+	}
 	return nil
+}
+
+// shift renames from to to. Something other than a regular file at to (a
+// dir or FIFO planted in a shared log dir) is not ours to keep: it is
+// removed, without following links, and the rename tried again.
+func shift(from, to string) error {
+	err := os.Rename(from, to)
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if fi, lerr := os.Lstat(to); lerr == nil && !fi.Mode().IsRegular() {
+		if rerr := os.RemoveAll(to); rerr == nil {
+			return os.Rename(from, to)
+		}
+	}
+	return err
 }
 
 // Close closes the current file.

@@ -410,3 +410,82 @@ func TestFollowFromOpen(t *testing.T) {
 		t.Errorf("followed %q", got)
 	}
 }
+
+// TestPlantedRotatedNames: in a shared log dir such as /tmp another user can
+// plant a FIFO, a link or a dir at path.1. Tail must not block on or read
+// through them, and rotation must keep its bound.
+func TestPlantedRotatedNames(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "llama-server-a.log")
+	os.WriteFile(path, []byte("live 1\nlive 2\n"), 0o644)
+	if err := syscall.Mkfifo(Rotated(path, 1), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan [][]byte, 1)
+	go func() { lines, _ := Tail(path, 10); done <- lines }()
+	select {
+	case lines := <-done:
+		if len(lines) != 2 {
+			t.Errorf("Tail = %q, want the live file's 2 lines", lines)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Tail blocked on a FIFO planted at a rotated name")
+	}
+
+	secret := filepath.Join(dir, "secret")
+	os.WriteFile(secret, []byte("root's secret\n"), 0o600)
+	os.Remove(Rotated(path, 1))
+	os.Symlink(secret, Rotated(path, 1))
+	if lines, _ := Tail(path, 10); strings.Contains(fmt.Sprint(lines), "secret") {
+		t.Errorf("Tail read through a planted link: %q", lines)
+	}
+
+	// A planted dir at path.1 is cleared so rotation goes on.
+	os.Remove(Rotated(path, 1))
+	os.MkdirAll(filepath.Join(Rotated(path, 1), "sub"), 0o777)
+	w, err := NewWriter(path, 4<<10, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 1000; i++ {
+		fmt.Fprintf(w, "line %d\n", i)
+	}
+	w.Close()
+	for i := 0; i < 2; i++ {
+		fi, err := os.Lstat(Rotated(path, i))
+		if err != nil || !fi.Mode().IsRegular() || fi.Size() > 4<<10 {
+			t.Errorf("%s: %v %v", Rotated(path, i), fi, err)
+		}
+	}
+	if b, _ := os.ReadFile(secret); string(b) != "root's secret\n" {
+		t.Errorf("secret changed: %q", b)
+	}
+}
+
+// TestUnrotatableLogIsTruncated: when path.1 cannot be cleared (here a
+// mount point), the live file is truncated with a note rather than growing
+// past log_max_size.
+func TestUnrotatableLogIsTruncated(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "a.log")
+	os.Mkdir(Rotated(path, 1), 0o755)
+	if err := syscall.Mount("tmpfs", Rotated(path, 1), "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatalf("mount tmpfs (the tests run as root): %v", err)
+	}
+	defer syscall.Unmount(Rotated(path, 1), syscall.MNT_DETACH)
+	w, err := NewWriter(path, 4<<10, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2000; i++ {
+		fmt.Fprintf(w, "line %d\n", i)
+	}
+	w.Close()
+	b, _ := os.ReadFile(path)
+	if len(b) > 4<<10 || !strings.Contains(string(b), "could not rotate") || !strings.HasSuffix(string(b), "line 1999\n") {
+		t.Errorf("%d bytes: %.120q", len(b), b)
+	}
+	if w.Lost() != 0 {
+		t.Errorf("%d writes lost; a failed rotation should cost old lines, not new ones", w.Lost())
+	}
+}

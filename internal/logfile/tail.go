@@ -6,11 +6,17 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"syscall"
 )
+
+// errNotOurs is a log name holding something llamaboot did not write there.
+var errNotOurs = errors.New("not a regular file")
 
 // Tail returns up to n of the last lines written to path, reading back
 // through its rotated files (path.1, path.2, ...) as far as needed, oldest
-// line first. Lines keep their trailing newline. Missing files are skipped.
+// line first. Lines keep their trailing newline. It stops at the first
+// rotated name that is missing or not a regular file: a FIFO, link or dir
+// planted at a rotated name in a shared log dir is never opened through.
 func Tail(path string, n int) ([][]byte, error) {
 	if n <= 0 {
 		return nil, nil
@@ -18,7 +24,7 @@ func Tail(path string, n int) ([][]byte, error) {
 	var lines [][]byte // newest first while collecting
 	for i := 0; len(lines) < n; i++ {
 		got, err := tailFile(Rotated(path, i), n-len(lines))
-		if errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, errNotOurs) {
 			if i == 0 {
 				continue // the live file may be between rotations
 			}
@@ -38,7 +44,11 @@ func Tail(path string, n int) ([][]byte, error) {
 // tailFile reads f backwards in chunks until it has n lines, newest first.
 // A last line without a newline (output still being written) counts.
 func tailFile(path string, n int) ([][]byte, error) {
-	f, err := os.Open(path)
+	// O_NONBLOCK: opening a FIFO must not wait for a writer.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, errNotOurs
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -46,6 +56,9 @@ func tailFile(path string, n int) ([][]byte, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, errNotOurs
 	}
 	const chunk = 64 << 10
 	var (
