@@ -39,7 +39,7 @@ type LiveProbe struct {
 	Tokens    int64 // prompt + predicted tokens, from /metrics
 	HasTokens bool  // Tokens was read this time
 
-	// Taken by the watchdog when the probe ended, so the owner judges the
+	// Taken by the watchdog as the probe began, so the owner judges the
 	// probe by then, not by when it got to the result.
 	at       time.Time
 	logBytes int64
@@ -96,10 +96,11 @@ func watch(ctx context.Context, spec config.Instance, clock Clock, probe Livenes
 		case <-ctx.Done():
 			return
 		}
+		at, seen := clock.Now(), logBytes.Load()
 		pctx, cancel := context.WithTimeout(ctx, spec.LivenessTimeout)
 		r := probe(pctx, spec)
 		cancel()
-		r.at, r.logBytes = clock.Now(), logBytes.Load()
+		r.at, r.logBytes = at, seen
 		if ctx.Err() != nil || send(msg{in: inLiveness, pid: pid, live: &r}) != nil {
 			return
 		}
