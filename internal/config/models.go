@@ -36,6 +36,10 @@ var (
 
 const modelRefPrefix = "models."
 
+// MaxParts bounds the parts of a split model: llama.cpp's gguf-split makes
+// tens of them, and a name claiming more would fetch that many files.
+const MaxParts = 512
+
 // models validates the [models] tables and returns them by name.
 func (v *validator) models(t *Table, dir string) map[string]*ModelSource {
 	out := map[string]*ModelSource{}
@@ -63,8 +67,12 @@ func (v *validator) models(t *Table, dir string) map[string]*ModelSource {
 			switch {
 			case !isStr || s == "":
 				v.add(m, path, "path", "must be the local file name for the model (absolute, or relative to the models dir), not %s", describe(p))
-			case src.Parts > 1 && !firstShardRE.MatchString(s):
+			case src.Parts > 1 && !strings.HasSuffix(s, fmt.Sprintf("-00001-of-%05d.gguf", src.Parts)):
 				v.add(m, path, "path", "%q must end in -00001-of-%05d.gguf like the URL: llama-server finds the other parts by that name", s, src.Parts)
+			case !filepath.IsAbs(s) && !filepath.IsLocal(s):
+				// A relative path is under the models dir, and only there;
+				// a file elsewhere is named by its absolute path.
+				v.add(m, path, "path", "%q leaves the models dir: give a path under it, or an absolute path to put the model elsewhere", s)
 			default:
 				if !filepath.IsAbs(s) {
 					s = filepath.Join(dir, s)
@@ -98,6 +106,10 @@ func (v *validator) modelURL(t *Table, path, key, raw, dir string) *ModelSource 
 			return nil
 		}
 		src.Parts, _ = strconv.Atoi(m[2])
+		if src.Parts < 1 || src.Parts > MaxParts {
+			v.add(t, path, key, "%s says it is one of %d parts; a split model has 1 to %d parts", src.Shown, src.Parts, MaxParts)
+			return nil
+		}
 	} else if !strings.HasSuffix(strings.ToLower(name), ".gguf") {
 		v.warn(t, path, key, "%s does not end in .gguf", src.Shown)
 	}

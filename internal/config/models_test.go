@@ -86,3 +86,29 @@ model = "models.local.gguf"
 		}
 	}
 }
+
+// TestModelSourceBounds: a relative path stays under the models dir, and a
+// split's part count is 1..MaxParts, each refused at its line.
+func TestModelSourceBounds(t *testing.T) {
+	for _, c := range []struct{ table, want string }{
+		{`url = "http://h/m.gguf"` + "\n" + `path = "../../outside/evil.gguf"`, `cfg.toml:3: models.m.path: "../../outside/evil.gguf" leaves the models dir`},
+		{`url = "http://h/m.gguf"` + "\n" + `path = "sub/../../evil.gguf"`, `cfg.toml:3: models.m.path: "sub/../../evil.gguf" leaves the models dir`},
+		{`url = "http://h/m-00001-of-00000.gguf"`, `cfg.toml:2: models.m.url: http://h/m-00001-of-00000.gguf says it is one of 0 parts; a split model has 1 to 512 parts`},
+		{`url = "http://h/m-00001-of-99999.gguf"`, `cfg.toml:2: models.m.url: http://h/m-00001-of-99999.gguf says it is one of 99999 parts`},
+		{`url = "http://h/m-00001-of-00003.gguf"` + "\n" + `path = "m-00001-of-00002.gguf"`, `cfg.toml:3: models.m.path: "m-00001-of-00002.gguf" must end in -00001-of-00003.gguf`},
+	} {
+		cfg := "[models.m]\n" + c.table + "\n[instance.a.server]\nport = 1\nmodel = \"models.m\"\n"
+		if _, err := Parse("cfg.toml", []byte(cfg), Options{AppDir: "/app"}); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s:\n got %v\nwant %s", c.table, err, c.want)
+		}
+	}
+	cfg := "[models.m]\nurl = \"http://h/m-00001-of-00512.gguf\"\npath = \"/abs/elsewhere/m-00001-of-00512.gguf\"\n[models.n]\nurl = \"http://h/n.gguf\"\npath = \"sub/./n.gguf\"\n" +
+		"[instance.a.server]\nport = 1\nmodel = \"models.m\"\n[instance.b.server]\nport = 2\nmodel = \"models.n\"\n"
+	plan, err := Parse("cfg.toml", []byte(cfg), Options{AppDir: "/app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, b := plan.Instances[0], plan.Instances[1]; a.Model != "/abs/elsewhere/m-00001-of-00512.gguf" || a.ModelSource.Parts != 512 || b.Model != "/app/models/sub/n.gguf" {
+		t.Errorf("models at %s (%d parts) and %s", a.Model, a.ModelSource.Parts, b.Model)
+	}
+}
