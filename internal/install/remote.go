@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 
 	"github.com/llamaboot/llamaboot/internal/fetch"
 )
@@ -111,6 +112,9 @@ func urlFileName(source string) (string, error) {
 		return "", &InputError{Msg: fmt.Sprintf("%s is not a valid URL", fetch.Redact(source))}
 	}
 	name := path.Base(u.Path)
+	if strings.HasSuffix(u.Path, "/") {
+		name = "/" // a directory listing, not an archive, whatever comes before the slash
+	}
 	if !validFileName(name) {
 		return "", &InputError{Msg: fmt.Sprintf("%s names no file (its path ends in %q); give the archive's own URL, such as https://host/llama-b7300-bin-ubuntu-x64.tar.gz", fetch.Redact(source), name)}
 	}

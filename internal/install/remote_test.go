@@ -145,7 +145,7 @@ func TestURL404IsBadInput(t *testing.T) {
 	if !errors.As(err, &bad) {
 		t.Errorf("a URL naming no file: %v", err)
 	}
-	for _, u := range []string{srv.URL + "/", srv.URL + "/releases/.."} {
+	for _, u := range []string{srv.URL + "/", srv.URL + "/releases/..", srv.URL + "/releases/llama.tar.gz/"} {
 		_, err = Install(context.Background(), urlOpts(t.TempDir(), u))
 		if !errors.As(err, &bad) || !strings.Contains(err.Error(), "names no file") {
 			t.Errorf("%s: %v", u, err)
