@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/llamaboot/llamaboot/internal/bytesize"
+
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -121,7 +123,7 @@ func Extract(r io.Reader, f Format, dst *os.Root, lim Limits) (Stats, error) {
 	if n, err := io.CopyN(io.Discard, br, budget+1); err != nil && err != io.EOF {
 		return w.stats, &Error{Reason: fmt.Sprintf("corrupt %s stream after the tar archive", f), Err: err}
 	} else if n > budget {
-		return w.stats, &Error{Reason: fmt.Sprintf("data after the tar archive expands past %d bytes (raise --max-bytes if the bundle is genuine)", w.lim.MaxBytes)}
+		return w.stats, &Error{Reason: fmt.Sprintf("data after the tar archive expands past %s (raise --max-bytes if the bundle is genuine)", bytesize.Format(w.lim.MaxBytes))}
 	}
 	if err := fixDirModes(w.root); err != nil {
 		return w.stats, err
@@ -338,7 +340,7 @@ func (w *writer) file(name string, mode fs.FileMode, size int64, r io.Reader) er
 		return &Error{Entry: name, Reason: "a file entry names the archive root"}
 	}
 	if size < 0 || w.stats.Bytes+size > w.lim.MaxBytes {
-		return &Error{Entry: name, Reason: fmt.Sprintf("expands past %d bytes (raise --max-bytes if the bundle is genuine)", w.lim.MaxBytes)}
+		return &Error{Entry: name, Reason: fmt.Sprintf("expands past %s (raise --max-bytes if the bundle is genuine)", bytesize.Format(w.lim.MaxBytes))}
 	}
 	if err := w.parent(p); err != nil {
 		return err
