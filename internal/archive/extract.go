@@ -13,11 +13,11 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/llamaboot/llamaboot/internal/bytesize"
-
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
+
+	"github.com/llamaboot/llamaboot/internal/bytesize"
 )
 
 // Limits bound what one archive may expand to. Zero fields take defaults.
