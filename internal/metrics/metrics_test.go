@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/launch"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
@@ -195,6 +196,11 @@ func TestMetricsAndProbes(t *testing.T) {
 	}
 	aHost, aPort := llamaMetrics(t, 200)
 	bHost, bPort := llamaMetrics(t, 501)
+	// The fake processes hold no sockets: stand in for /proc, where a's and
+	// b's processes hold their ports.
+	held := func(_, port int) bool { return port == aPort || port == bPort }
+	listensOn = held
+	t.Cleanup(func() { listensOn = launch.ListensOn })
 	slow := spec("slow", "127.0.0.1", 1, false)
 	slow.ReadyTimeout = 200 * time.Millisecond
 	wedged := spec("wedged", "127.0.0.1", 2, false)

@@ -18,10 +18,11 @@ import (
 	"github.com/prometheus/common/model"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/llamaboot/llamaboot/internal/launch"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
-// proxy gathers, at each scrape, the /metrics of every running instance
+// proxy gathers, at each scrape, the /metrics of every ready instance
 // with metrics_proxy = true, adds an instance label to each series and
 // merges them, so one scrape target covers every server in the container.
 type proxy struct {
@@ -47,8 +48,14 @@ func (p *proxy) Gather() ([]*dto.MetricFamily, error) {
 		}
 		r := &scraped{name: s.Spec.Name}
 		results = append(results, r)
-		if !s.State.Running() {
-			r.err = fmt.Errorf("instance %s: not running (%s)", r.name, s.State)
+		// Only a ready instance whose own process holds the port is
+		// scraped: whatever else answers there is not its metrics.
+		if s.State != supervise.Ready {
+			r.err = fmt.Errorf("instance %s: not ready (%s)", r.name, s.State)
+			continue
+		}
+		if !listensOn(s.PID, s.Spec.Port) {
+			r.err = fmt.Errorf("instance %s: port %d is not held by its process (pid %d)", r.name, s.Spec.Port, s.PID)
 			continue
 		}
 		wg.Add(1)
@@ -98,12 +105,23 @@ func (p *proxy) Gather() ([]*dto.MetricFamily, error) {
 	return out, errs.MaybeUnwrap()
 }
 
+// scrapeClient talks to the instance itself: no proxy from the
+// environment, no redirect followed elsewhere.
+var scrapeClient = &http.Client{
+	Transport:     &http.Transport{Proxy: nil, DisableKeepAlives: true},
+	CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+}
+
+// listensOn is launch.ListensOn; a variable so tests on fake processes can
+// stand in for /proc.
+var listensOn = launch.ListensOn
+
 func (p *proxy) scrape(url string) (map[string]*dto.MetricFamily, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	req.Header.Set("Accept", "text/plain")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := scrapeClient.Do(req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
 			return nil, fmt.Errorf("GET %s: no answer within %s", url, p.timeout)
