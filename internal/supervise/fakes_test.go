@@ -206,6 +206,7 @@ func (f *fakeProbe) report(t *testing.T, pid int, pr Probe) {
 // harness is a supervisor on fakes, with its event stream.
 type harness struct {
 	t       *testing.T
+	logDir  string
 	sup     *Supervisor
 	clock   *fakeClock
 	starter *fakeStarter
@@ -220,7 +221,10 @@ type harness struct {
 var testPolicy = Policy{BackoffMin: time.Second, BackoffMax: 8 * time.Second, QuickCrash: 10 * time.Second, CrashLoop: 5}
 
 func newHarness(t *testing.T) *harness {
-	h := &harness{t: t, clock: newFakeClock(), starter: &fakeStarter{}, probe: &fakeProbe{}, live: &fakeLive{}, ports: map[int]error{}}
+	// Made before the StopAll cleanup below is registered, so it is removed
+	// after it (cleanups run last first): no sink writes into it as it goes.
+	logDir := t.TempDir()
+	h := &harness{t: t, logDir: logDir, clock: newFakeClock(), starter: &fakeStarter{}, probe: &fakeProbe{}, live: &fakeLive{}, ports: map[int]error{}}
 	h.sup = New(NewReaper(), testPolicy, nil, Deps{Starter: h.starter, Clock: h.clock, Probe: h.probe.probe,
 		Liveness: h.live.probe, Slots: h.live.slots,
 		CheckPort: func(in config.Instance) error {
@@ -252,7 +256,7 @@ func newHarness(t *testing.T) *harness {
 
 func (h *harness) spec(name string, port int, restart string) config.Instance {
 	return config.Instance{Name: name, Executable: "/x/llama-server", Cmd: []string{"--port", "1"}, Port: port,
-		URL: "http://127.0.0.1:1", LogFile: filepath.Join(h.t.TempDir(), name+".log"), Restart: restart,
+		URL: "http://127.0.0.1:1", LogFile: filepath.Join(h.logDir, name+".log"), Restart: restart,
 		ReadyTimeout: time.Minute, StopTimeout: 5 * time.Second, ReadyTimeoutS: 60, StopTimeoutS: 5}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,6 +36,7 @@ type owner struct {
 	pub    func(Event)
 	inbox  chan msg
 	done   chan struct{} // closed when the owner has ended
+	gone   atomic.Bool   // removed: set before EvRemoved is published, so no snapshot lists it after
 
 	// Owned by the goroutine.
 	spec      config.Instance
@@ -198,6 +200,7 @@ func (o *owner) finish() {
 		o.sink.close()
 	}
 	if o.removed {
+		o.gone.Store(true)
 		o.emit(Event{Kind: EvRemoved, State: Stopped})
 		o.pub(o.pending[0])
 	}

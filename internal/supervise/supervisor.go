@@ -275,7 +275,9 @@ func (s *Supervisor) Snapshots() []Snapshot {
 	defer s.mu.Unlock()
 	out := make([]Snapshot, 0, len(s.order))
 	for _, n := range s.order {
-		out = append(out, s.owners[n].o.snapshot())
+		if o := s.owners[n].o; !o.gone.Load() {
+			out = append(out, o.snapshot())
+		}
 	}
 	return out
 }
