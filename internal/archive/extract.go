@@ -252,7 +252,7 @@ func clean(name string) (string, error) {
 	if strings.HasPrefix(name, "/") {
 		return "", &Error{Entry: shorten(name), Reason: "absolute path names are not allowed"}
 	}
-	if err := checkLength(name, "name"); err != nil {
+	if err := checkLength(name, name, "its name"); err != nil {
 		return "", err
 	}
 	for _, part := range strings.Split(name, "/") {
@@ -275,9 +275,9 @@ const (
 	maxPathComponents = 256
 )
 
-func checkLength(p, what string) error {
+func checkLength(entry, p, what string) error {
 	if len(p) > maxPathBytes || strings.Count(p, "/") >= maxPathComponents {
-		return &Error{Entry: shorten(p), Reason: fmt.Sprintf("%s is longer than %d bytes or %d levels; no real bundle needs that", what, maxPathBytes, maxPathComponents)}
+		return &Error{Entry: entry, Reason: fmt.Sprintf("%s is longer than %d bytes or %d levels; no real bundle needs that", what, maxPathBytes, maxPathComponents)}
 	}
 	return nil
 }
@@ -387,7 +387,7 @@ func (w *writer) symlink(name, target string) error {
 	if target == "" || strings.HasPrefix(target, "/") || strings.ContainsRune(target, 0) {
 		return &Error{Entry: name, Reason: fmt.Sprintf("symlink target %q points outside the bundle", shorten(target))}
 	}
-	if err := checkLength(target, "symlink target of "+shorten(name)+":"); err != nil {
+	if err := checkLength(name, target, "its symlink target"); err != nil {
 		return err
 	}
 	if err := w.parent(p); err != nil {
