@@ -406,3 +406,23 @@ func TestRunWaitReportsFailureWithLogTail(t *testing.T) {
 		t.Errorf("want a failure with the log's last lines: %v", r)
 	}
 }
+
+// A CMD that cannot start ends entry with 127 at once even with instances
+// started: they are stopped and reaped first, none left behind.
+func TestEntryCmdNotFoundWithInstances(t *testing.T) {
+	dir := t.TempDir()
+	cfg, ports := instanceConfig(t, dir, "a")
+	e := startEntry(t, filepath.Join(dir, "app"), []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg},
+		"--grace", "2s", "--", "/nonexistent/cmd")
+	if code := e.wait(t, 30*time.Second); code != 127 {
+		t.Fatalf("exit %d, want 127\n%s", code, e.out)
+	}
+	if !strings.Contains(e.out.String(), "a stopped") {
+		t.Errorf("instance not reported stopped:\n%s", e.out)
+	}
+	// Nothing listens on its port any more: the server was stopped.
+	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/health", ports[0])); err == nil {
+		resp.Body.Close()
+		t.Errorf("instance still answering after entry exited")
+	}
+}

@@ -204,11 +204,11 @@ func (e *Entry) Start() (int, error) {
 	// 4. Serve on boot (and watch for changes from what is loaded now).
 	loaded := e.configSum()
 	if err := e.serveOnBoot(); errors.Is(err, errStopped) {
-		e.sup.StopAll(e.o.Grace)
+		e.stopAllNow()
 		return 128 + int(e.stopSig), err
 	} else if err != nil && e.o.Strict {
 		e.p.Errorf("AUTO_INFER_LLAMA_CPP_STRICT=1: stopping before the command starts")
-		e.sup.StopAll(e.o.Grace)
+		e.stopAllNow()
 		return statusOf(err), err
 	}
 	e.startWatch(loaded)
@@ -218,7 +218,7 @@ func (e *Entry) Start() (int, error) {
 		cmd, ch, err := e.sup.StartCmd(e.o.Cmd)
 		if err != nil {
 			e.p.Errorf("cannot start %s: %v", e.o.Cmd[0], err)
-			e.sup.StopAll(e.o.Grace)
+			e.stopAllNow()
 			return ExitCmdNotFound, err
 		}
 		e.cmdExit, e.cmdProc = ch, cmd.Process
@@ -231,6 +231,30 @@ func (e *Entry) Start() (int, error) {
 }
 
 var errStopped = errors.New("stopped during boot")
+
+// stopAllNow stops every instance when the boot ends inside Start. Only a
+// loop answering SIGCHLD reaps, and the owners wait for their processes'
+// statuses, so this one reaps until the stop is over (Wait's loop does the
+// same for a normal stop).
+func (e *Entry) stopAllNow() {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.sup.StopAll(e.o.Grace)
+	}()
+	for {
+		select {
+		case <-done:
+			e.killStragglers()
+			e.flushEvents()
+			return
+		case sig := <-e.sigs:
+			if sig == syscall.SIGCHLD {
+				e.reaper.Reap()
+			}
+		}
+	}
+}
 
 // installOnBoot runs the boot install while still answering signals: a
 // SIGTERM cancels it, and if it does not stop within the grace period it

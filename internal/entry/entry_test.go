@@ -283,3 +283,40 @@ func TestStopDuringInstall(t *testing.T) {
 		})
 	}
 }
+
+// A command that cannot start ends the boot with 127 at once, and the
+// instances already started (real processes, which only a reaping loop
+// collects) are stopped and reaped first: Start has no Wait loop behind it.
+func TestCommandNotFoundStopsRealInstances(t *testing.T) {
+	for _, strict := range []bool{false, true} {
+		t.Run(fmt.Sprintf("strict=%v", strict), func(t *testing.T) {
+			dir := t.TempDir()
+			server := filepath.Join(dir, "server")
+			// A real child: only a reap ends its owner's wait.
+			if err := os.WriteFile(server, []byte("#!/bin/sh\nexec sleep 1000\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			cfg := writeConfig(t, fmt.Sprintf("[master]\nllama_cpp_path = %q\n[instance.control]\nlog_dir = %q\nready_timeout = \"1h\"\n[instance.a.server]\nport = %d\n", server, dir, testutil.FreePort(t)))
+			out := &testutil.SyncBuffer{}
+			done := make(chan int, 1)
+			go func() {
+				done <- Run(Options{AppDir: t.TempDir(), Out: out, Err: out, ServeOnBoot: true, ConfigPath: cfg, Strict: strict,
+					Cmd: []string{"/nonexistent/cmd"}, Grace: 200 * time.Millisecond})
+			}()
+			select {
+			case code := <-done:
+				if code != ExitCmdNotFound {
+					t.Errorf("exit %d, want 127\n%s", code, out)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatalf("entry did not return:\n%s", out)
+			}
+			if !strings.Contains(out.String(), "a stopped (killed by SIG") {
+				t.Errorf("instance not reported stopped:\n%s", out)
+			}
+			if kids := supervise.Children(); len(kids) > 0 {
+				t.Errorf("children left unreaped: %v", kids)
+			}
+		})
+	}
+}
