@@ -46,6 +46,11 @@ func TestRestartStopStart(t *testing.T) {
 	if in := e.status(t).Instances[0]; in.State != "stopped" || in.Want != "down" || in.PID != 0 || in.LastReason != "stop requested" {
 		t.Errorf("after stop: %+v", in)
 	}
+	// Stopping what is stopped changes nothing and says so at once.
+	r = runLB(t, appEnv, "stop", "a")
+	if r.code != 0 || !strings.Contains(r.stdout, "a: already stopped") {
+		t.Fatal(r)
+	}
 	r = runLB(t, appEnv, "start", "a")
 	if r.code != 0 || !strings.Contains(r.stdout, "a: ready after") {
 		t.Fatal(r)

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -214,17 +215,31 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 	}
 	rep := Reply{Lines: []string{fmt.Sprintf("%s: %s requested", req.Name, op)}}
 	if req.Wait {
-		expect := expectStart
-		switch {
-		case op == OpStop:
-			expect = expectDown
-		case op == OpStart && before.State.Running():
-			expect = expectNothing
+		if expect := expectFor(op, before.State); expect == expectNothing {
+			rep.Lines = append(rep.Lines, fmt.Sprintf("%s: already %s", req.Name, before.State))
+		} else {
+			more, ok := s.await(r.Context(), events, map[string]expectation{req.Name: expect})
+			rep.Lines, rep.Failed = append(rep.Lines, more...), !ok
 		}
-		more, ok := s.await(r.Context(), events, map[string]expectation{req.Name: expect})
-		rep.Lines, rep.Failed = append(rep.Lines, more...), !ok
 	}
 	writeJSON(w, http.StatusOK, rep)
+}
+
+// expectFor says what op leads to from state, following the transition
+// table: what a waiting caller waits for, or expectNothing when op changes
+// nothing (stop of a stopped instance, start of a ready one).
+func expectFor(op Op, state State) expectation {
+	switch {
+	case op == OpStop && state == Stopped:
+		return expectNothing
+	case op == OpStop:
+		return expectDown
+	case op == OpStart && state == Ready:
+		return expectNothing
+	case op == OpStart && state == Starting:
+		return expectReady // its current process, not a new one
+	}
+	return expectStart
 }
 
 func (s *Server) controlError(w http.ResponseWriter, name string, err error) {
@@ -264,10 +279,7 @@ func (s *Server) adopt(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		in.DurationsFromJSON()
-		expect[in.Name] = expectStart
-		if s.snapshot(in.Name).State.Running() {
-			expect[in.Name] = expectNothing
-		}
+		expect[in.Name] = expectFor(OpStart, s.snapshot(in.Name).State)
 	}
 	events, cancel := s.Sup.Subscribe()
 	defer cancel()
@@ -301,6 +313,7 @@ type expectation int
 const (
 	expectNothing expectation = iota // report the state as it is
 	expectStart                      // a process will start: wait for ready or failure
+	expectReady                      // starting already: wait for ready or failure
 	expectDown                       // wait until it is down
 )
 
@@ -345,16 +358,16 @@ func (s *Server) await(ctx context.Context, events <-chan Event, want map[string
 			switch {
 			case ev.Kind == EvStarted:
 				started[ev.Instance] = true
-			case ev.Kind == EvReady && started[ev.Instance] && e == expectStart:
+			case ev.Kind == EvReady && (started[ev.Instance] && e == expectStart || e == expectReady):
 				result[ev.Instance] = fmt.Sprintf("ready after %.2fs (pid %d)", ev.Took.Seconds(), ev.PID)
 			case ev.Kind == EvFailed:
-				text, _ := ev.Line()
-				result[ev.Instance] = "failed: " + text
+				text, _ := ev.Line() // "<name> failed: why"; the line names it already
+				result[ev.Instance] = strings.TrimPrefix(text, ev.Instance+" ")
 				ok = false
 			case ev.Kind == EvStopped:
 				result[ev.Instance] = "stopped"
 				ok = ok && e == expectDown
-			case ev.Kind == EvRestarting && e == expectStart:
+			case ev.Kind == EvRestarting && e != expectDown:
 				result[ev.Instance] = fmt.Sprintf("%s (%s) before it was ready; restarting in %.1fs", ev.Exit, ev.Reason, ev.Delay.Seconds())
 				ok = false
 			}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -93,13 +94,13 @@ func TestSocketRestartWaitsForReady(t *testing.T) {
 		t.Errorf("%q %v", r.v, r.err)
 	}
 	lines, err = Control(sock, OpStart, "a", true)
-	if err != nil || lines[1] != "a: ready" {
+	if err != nil || lines[1] != "a: already ready" {
 		t.Errorf("%q %v", lines, err)
 	}
 	// A restart that ends in a crash loop or a failure says so.
 	h.starter.setErr(errBoom)
 	lines, err = Control(sock, OpRestart, "a", true)
-	if !errors.Is(err, ErrNotReached) || !strings.Contains(lines[1], "a: failed: a failed: start /x/llama-server: boom") {
+	if !errors.Is(err, ErrNotReached) || !strings.Contains(lines[1], "a: failed: start /x/llama-server: boom") {
 		t.Errorf("%q %v", lines, err)
 	}
 	lines, err = Control(sock, OpStop, "a", false)
@@ -220,4 +221,73 @@ func TestSocketPathTooLong(t *testing.T) {
 	if p := SocketPath("/soft/app"); p != "/soft/app/.llamaboot.sock" {
 		t.Errorf("%q", p)
 	}
+}
+
+// Every operation from every resting state answers with what it led to,
+// at once when it changes nothing, never waiting for an event that cannot
+// come (a stop of a stopped instance waited ready_timeout+stop_timeout).
+func TestSocketWaitFromEveryState(t *testing.T) {
+	h := newHarness(t)
+	sock := serve(t, h)
+	answer := func(res chan result[[]string]) ([]string, error) {
+		t.Helper()
+		select {
+		case r := <-res:
+			return r.v, r.err
+		case <-time.After(10 * time.Second):
+			t.Fatal("no answer")
+		}
+		return nil, nil
+	}
+	call := func(op Op) ([]string, error) {
+		t.Helper()
+		return answer(async(func() ([]string, error) { return Control(sock, op, "a", true) }))
+	}
+	check := func(what string, lines []string, err error, want string, wantErr error) {
+		t.Helper()
+		if len(lines) != 2 || !strings.HasPrefix(lines[1], want) || !errors.Is(err, wantErr) {
+			t.Errorf("%s: %q %v, want %q %v", what, lines, err, want, wantErr)
+		}
+	}
+	p := h.startReady(h.spec("a", 8001, "on-failure"))
+
+	// Stopped after a clean exit, then stopped on request: stop is a no-op.
+	p.exit(0)
+	h.expect("a", EvStopped)
+	lines, err := call(OpStop)
+	check("stop after a clean exit", lines, err, "a: already stopped", nil)
+	lines, err = call(OpStop)
+	check("stop of stopped", lines, err, "a: already stopped", nil)
+
+	// Starting: start waits for its readiness.
+	res := async(func() ([]string, error) { return Control(sock, OpStart, "a", true) })
+	started := h.expect("a", EvStarted) // after its EvRequested
+	res2 := async(func() ([]string, error) { return Control(sock, OpStart, "a", true) })
+	h.expect("a", EvRequested) // the second start, while starting
+	h.probe.report(t, started.PID, ProbeReady)
+	lines, err = answer(res)
+	check("start of stopped", lines, err, "a: ready after", nil)
+	lines, err = answer(res2)
+	check("start of starting", lines, err, "a: ready after", nil)
+	lines, err = call(OpStart)
+	check("start of ready", lines, err, "a: already ready", nil)
+
+	// Restarting (after a crash): stop takes it down, start brings it up.
+	h.starter.proc(started.PID).exit(1)
+	h.expect("a", EvRestarting)
+	lines, err = call(OpStop)
+	check("stop of restarting", lines, err, "a: stopped", nil)
+
+	// Failed: restart and start launch it, stop leaves it stopped.
+	h.starter.setErr(errBoom)
+	lines, err = call(OpStart)
+	check("start that fails", lines, err, "a: failed: start /x/llama-server: boom", ErrNotReached)
+	lines, err = call(OpStop)
+	check("stop of failed", lines, err, "a: stopped", nil)
+	_, _ = call(OpStart) // failed again
+	h.starter.setErr(nil)
+	res = async(func() ([]string, error) { return Control(sock, OpRestart, "a", true) })
+	h.ready("a")
+	lines, err = answer(res)
+	check("restart of failed", lines, err, "a: ready after", nil)
 }
