@@ -1,11 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/llamaboot/llamaboot/internal/testutil"
 )
 
 // TestFetchModelsRefusesBadPlaces: a relative path that leaves the models
@@ -28,4 +37,212 @@ func TestFetchModelsRefusesBadPlaces(t *testing.T) {
 	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
 		t.Errorf("files written beside the config: %v", ents)
 	}
+}
+
+// gatedServer serves files by path (ETag, Range): each path's first
+// request is cut after half; later ones wait for open. It counts requests.
+type gatedServer struct {
+	*httptest.Server
+	open  chan struct{}
+	mu    sync.Mutex
+	hits  map[string]int
+	held  int
+	files map[string][]byte
+}
+
+func newGatedServer(t *testing.T, files map[string][]byte) *gatedServer {
+	s := &gatedServer{open: make(chan struct{}), hits: map[string]int{}, files: files}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, ok := s.files[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		s.mu.Lock()
+		s.hits[r.URL.String()]++
+		first := s.hits[r.URL.String()] == 1
+		if !first {
+			s.held++
+		}
+		s.mu.Unlock()
+		w.Header().Set("ETag", `"`+sha(body)[:12]+`"`)
+		if first {
+			cutAfterHalf(w, body)
+			return
+		}
+		select {
+		case <-s.open:
+		case <-r.Context().Done():
+			return
+		}
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *gatedServer) count(f func() int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return f()
+}
+
+// TestConcurrentFetchModels: two fetch-models resuming the same .part
+// files (one model pinned, one not) take turns: one downloads while the
+// other waits, then finds the files in place; both exit 0, each file was
+// fetched once (the cut and one resume) and is whole.
+func TestConcurrentFetchModels(t *testing.T) {
+	dir := t.TempDir()
+	models := filepath.Join(dir, "models")
+	pinned, loose := ggufBody(300_000, 7), ggufBody(200_000, 8)
+	srv := newGatedServer(t, map[string][]byte{"/p.gguf": pinned, "/l.gguf": loose})
+	cfg := writeFile(t, filepath.Join(dir, "cfg.toml"), fmt.Sprintf(`
+[models.p]
+url = "%s/p.gguf"
+sha256 = "%s"
+[models.l]
+url = "%s/l.gguf"
+[instance.a.server]
+port = 1
+model = "models.p"
+[instance.b.server]
+port = 2
+model = "models.l"
+`, srv.URL, sha(pinned), srv.URL))
+	env := []string{"AUTO_INFER_MODELS_DIR=" + models}
+	if r := runLB(t, env, "fetch-models", "--config", cfg, "--retries", "0"); r.code != 1 {
+		t.Fatalf("the cut run should fail and keep its parts: %v", r)
+	}
+	for _, p := range []string{"p.gguf.part", "l.gguf.part"} {
+		if _, err := os.Stat(filepath.Join(models, p)); err != nil {
+			t.Fatalf("no part to resume: %v", err)
+		}
+	}
+	type run struct {
+		cmd *exec.Cmd
+		out *testutil.SyncBuffer
+	}
+	var runs []run
+	for range 2 {
+		r := run{cmd: exec.Command(llamaboot, "fetch-models", "--config", cfg, "--retries", "0"), out: &testutil.SyncBuffer{}}
+		r.cmd.Env = cleanEnv(env...)
+		r.cmd.Stdout, r.cmd.Stderr = r.out, r.out
+		if err := r.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.cmd.Process.Kill() })
+		runs = append(runs, r)
+	}
+	all := func() string { return runs[0].out.String() + runs[1].out.String() }
+	waitFor(t, "one fetcher resuming both files while the other waits", 30*time.Second, func() bool {
+		return srv.count(func() int { return srv.held }) == 2 && strings.Count(all(), "another process is fetching model") == 2
+	})
+	close(srv.open)
+	for i, r := range runs {
+		if err := r.cmd.Wait(); err != nil {
+			t.Errorf("fetcher %d: %v\n%s", i, err, r.out.String())
+		}
+	}
+	for name, body := range map[string][]byte{"p.gguf": pinned, "l.gguf": loose} {
+		got, _ := os.ReadFile(filepath.Join(models, name))
+		if !bytes.Equal(got, body) {
+			t.Errorf("%s: %d bytes, sha256 %s, want %s", name, len(got), sha(got), sha(body))
+		}
+	}
+	if n := srv.count(func() int { return srv.hits["/p.gguf"] + srv.hits["/l.gguf"] }); n != 4 {
+		t.Errorf("%d requests, want a cut and a resume per file:\n%s", n, all())
+	}
+	if strings.Count(all(), "server not contacted") != 2 {
+		t.Errorf("the waiter should find both files in place:\n%s", all())
+	}
+}
+
+// TestModelPathNotARegularFile: a FIFO (or a link, or a FIFO at the
+// marker) where a model goes is refused with what to do, without blocking:
+// fetch-models exits 2, and under entry the instance fails with the reason
+// while SIGTERM still ends entry.
+func TestModelPathNotARegularFile(t *testing.T) {
+	dir := t.TempDir()
+	models := filepath.Join(dir, "models")
+	body := ggufBody(10_000, 9)
+	srv := newGatedServer(t, map[string][]byte{"/m.gguf": body})
+	close(srv.open)
+	cfg := writeFile(t, filepath.Join(dir, "cfg.toml"), fmt.Sprintf("[master]\nllama_cpp_path = %q\n[instance.a.server]\nport = %d\nmodel = %q\nmodel_sha256 = %q\n",
+		standin, freePorts(t, 1)[0], srv.URL+"/m.gguf", sha(body)))
+	env := []string{"AUTO_INFER_MODELS_DIR=" + models}
+	os.MkdirAll(models, 0o755)
+	for _, c := range []struct {
+		plant func() error
+		want  string
+	}{
+		{func() error { return syscall.Mkfifo(filepath.Join(models, "m.gguf"), 0o666) }, filepath.Join(models, "m.gguf") + " is a FIFO, not a model file; remove it"},
+		{func() error { return os.Symlink("/etc/passwd", filepath.Join(models, "m.gguf")) }, filepath.Join(models, "m.gguf") + " is a symbolic link"},
+		{func() error {
+			os.WriteFile(filepath.Join(models, "m.gguf"), body, 0o644)
+			return syscall.Mkfifo(filepath.Join(models, ".m.gguf.llamaboot.json"), 0o666)
+		}, filepath.Join(models, ".m.gguf.llamaboot.json") + " is a FIFO, not a model file; remove it"},
+	} {
+		os.RemoveAll(models)
+		os.MkdirAll(models, 0o755)
+		if err := c.plant(); err != nil {
+			t.Fatal(err)
+		}
+		r := runLB(t, env, "fetch-models", "--config", cfg)
+		if r.code != 2 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("want exit 2 and %q: %v", c.want, r)
+		}
+	}
+
+	os.RemoveAll(models)
+	os.MkdirAll(models, 0o755)
+	syscall.Mkfifo(filepath.Join(models, "m.gguf"), 0o666)
+	app := filepath.Join(dir, "app")
+	e := startEntry(t, app, append(env, "AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG="+cfg))
+	waitFor(t, "a failed on the FIFO", 30*time.Second, func() bool {
+		a := stateOf(downloadStatus(t, app), "a")
+		return a.State == "failed" && strings.Contains(a.Error, "is a FIFO, not a model file; remove it")
+	})
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	if code := e.wait(t, 15*time.Second); code != 0 {
+		t.Errorf("exit %d\n%s", code, e.out.String())
+	}
+}
+
+// TestModelURLQueryIsPartOfTheFile: an unpinned model whose URL changes
+// only in its query (?v=1 → ?v=2) is downloaded again; the marker keeps a
+// hash of the URL, never the URL's secrets.
+func TestModelURLQueryIsPartOfTheFile(t *testing.T) {
+	dir := t.TempDir()
+	models := filepath.Join(dir, "models")
+	body := ggufBody(10_000, 10)
+	srv := newGatedServer(t, map[string][]byte{"/m.gguf": body})
+	close(srv.open)
+	env := []string{"AUTO_INFER_MODELS_DIR=" + models}
+	for i, q := range []string{"v=1&sig=SIGSECRET", "v=1&sig=SIGSECRET", "v=2&sig=SIGSECRET"} {
+		cfg := writeFile(t, filepath.Join(dir, "cfg.toml"), fmt.Sprintf("[instance.a.server]\nport = 1\nmodel = %q\n", srv.URL+"/m.gguf?"+q))
+		r := runLB(t, env, "fetch-models", "--config", cfg, "--retry-delay", "10ms")
+		want := "downloaded model"
+		if i == 1 {
+			want = "server not contacted"
+		}
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Errorf("run %d (?%s): want %q: %v", i, q, want, r)
+		}
+	}
+	if n := srv.count(func() int { return srv.hits["/m.gguf?v=2&sig=SIGSECRET"] }); n == 0 {
+		t.Error("?v=2 was never requested")
+	}
+	marker, _ := os.ReadFile(filepath.Join(models, ".m.gguf.llamaboot.json"))
+	if strings.Contains(string(marker), "SIGSECRET") || !strings.Contains(string(marker), `"url_sha256"`) {
+		t.Errorf("marker: %s", marker)
+	}
+}
+
+// cutAfterHalf announces body whole, sends half and drops the connection.
+func cutAfterHalf(w http.ResponseWriter, body []byte) {
+	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+	w.Write(body[:len(body)/2])
+	w.(http.Flusher).Flush()
+	conn, _, _ := w.(http.Hijacker).Hijack()
+	conn.Close()
 }

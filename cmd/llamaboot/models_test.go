@@ -51,11 +51,7 @@ func newCutOnceServer(t *testing.T, bodyF func(string) []byte) *cutOnceServer {
 		}
 		w.Header().Set("ETag", `"`+sha(body)[:12]+`"`)
 		if first {
-			w.Header().Set("Content-Length", fmt.Sprint(len(body)))
-			w.Write(body[:len(body)/2])
-			w.(http.Flusher).Flush()
-			conn, _, _ := w.(http.Hijacker).Hijack()
-			conn.Close()
+			cutAfterHalf(w, body)
 			return
 		}
 		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))

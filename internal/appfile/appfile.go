@@ -5,11 +5,15 @@
 package appfile
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // OpenFile is os.OpenFile that does not follow a symlink at path: one found
@@ -57,4 +61,33 @@ func WriteFile(path string, data []byte, perm fs.FileMode) error {
 		err = cerr
 	}
 	return err
+}
+
+// Lock takes an exclusive flock on the lock file at path (created through
+// OpenFile), polling until it is free or ctx ends; waiting, when set, is
+// called once if another process holds it. unlock releases it.
+func Lock(ctx context.Context, path string, waiting func()) (unlock func(), err error) {
+	f, err := OpenFile(path, os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	for said := false; ; said = true {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if !said && waiting != nil {
+			waiting()
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }

@@ -9,9 +9,13 @@ package models
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -246,56 +250,180 @@ func (fl *file) progress(done, total int64) {
 }
 
 // get makes fl.path hold the file: from the marker alone when it vouches
-// for it, else by download.
+// for it, else by download. Another process fetching the same file
+// (fetch-models beside entry, replicas on one volume) is waited for, and
+// what it left is checked again before downloading anything.
 func (f *Fetcher) get(ctx context.Context, fl *file) error {
-	p := f.o.Printer
-	shown := fetch.Redact(fl.url)
-	m, haveMarker := readMarker(fl.path)
-	fi, statErr := os.Stat(fl.path)
-	current := haveMarker && statErr == nil && m.URL == shown && m.Stamp == stampOf(fi) && (fl.pin == "" || fl.pin == m.SHA256)
-	if current && !f.o.Refresh {
-		p.Stepf("model %s is present (sha256 %s…, from %s); server not contacted", fl.path, short(m.SHA256), shown)
-		fl.progress(fi.Size(), fi.Size())
-		return nil
-	}
-	if !haveMarker && statErr == nil && !f.o.Refresh {
-		// A file put there by someone else (baked into the image, copied
-		// by hand): a pin decides; without one it is taken as it is.
-		if fl.pin == "" {
-			p.Stepf("model %s exists but was not downloaded by llamaboot; using it as it is (remove it to download %s, or pin it with sha256)", fl.path, shown)
-			return nil
+	if !f.o.Refresh {
+		if ok, err := f.inPlace(fl, false); ok || err != nil {
+			return err
 		}
-		if sum, err := fetch.SumFile(fl.path); err == nil && sum == fl.pin {
-			p.Stepf("model %s matches its pinned sha256; using it", fl.path)
-			return writeMarker(fl.path, marker{URL: shown, SHA256: sum, Stamp: stampOf(fi), FetchedAt: time.Now().Unix()})
-		}
-		p.Stepf("model %s does not match its pinned sha256; downloading %s", fl.path, shown)
 	}
 	if err := dirs.MkdirAll(filepath.Dir(fl.path), 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", filepath.Dir(fl.path), err)
 	}
-	d := f.o.Download
-	d.URL, d.Dest, d.SHA256, d.Token, d.Printer = fl.url, fl.path, fl.pin, f.o.Token, p
-	d.Label, d.OnProgress = filepath.Base(fl.path), fl.progress
-	if current && f.o.Refresh {
-		d.Refresh, d.ETag, d.LastModified = true, m.ETag, m.LastModified
+	shown := fetch.Redact(fl.url)
+	waited := false
+	unlock, err := appfile.Lock(ctx, lockPath(fl.path), func() {
+		waited = true
+		f.o.Printer.Stepf("another process is fetching model %s; waiting for it", fl.path)
+	})
+	if err != nil {
+		return fmt.Errorf("model %s: %w", fl.path, err)
 	}
-	p.Stepf("downloading model %s to %s", shown, fl.path)
+	defer unlock()
+	if !f.o.Refresh || waited {
+		if ok, err := f.inPlace(fl, true); ok || err != nil {
+			return err
+		}
+	}
+	seen, err := look(fl)
+	if err != nil {
+		return err
+	}
+	d := f.o.Download
+	d.URL, d.Dest, d.SHA256, d.Token, d.Printer = fl.url, fl.path, fl.pin, f.o.Token, f.o.Printer
+	d.Label, d.OnProgress = filepath.Base(fl.path), fl.progress
+	if seen.current && f.o.Refresh {
+		d.Refresh, d.ETag, d.LastModified = true, seen.m.ETag, seen.m.LastModified
+	}
+	f.o.Printer.Stepf("downloading model %s to %s", shown, fl.path)
 	start := time.Now()
 	res, err := fetch.Fetch(ctx, d)
 	if err != nil {
 		return hints(err)
 	}
 	if res.NotModified {
-		p.Stepf("model %s is unchanged on the server (HTTP 304)", fl.path)
+		f.o.Printer.Stepf("model %s is unchanged on the server (HTTP 304)", fl.path)
 		return nil
 	}
-	fi, err = os.Stat(res.Path)
+	fi, err := regular(res.Path)
 	if err != nil {
 		return err
 	}
-	p.Stepf("downloaded model %s (%s in %.1fs, sha256 %s)", fl.path, printer.Bytes(res.Size), time.Since(start).Seconds(), res.SHA256)
-	return writeMarker(fl.path, marker{URL: shown, SHA256: res.SHA256, Stamp: stampOf(fi), ETag: res.ETag, LastModified: res.LastModified, FetchedAt: time.Now().Unix()})
+	f.o.Printer.Stepf("downloaded model %s (%s in %.1fs, sha256 %s)", fl.path, printer.Bytes(res.Size), time.Since(start).Seconds(), res.SHA256)
+	return writeMarker(fl.path, newMarker(fl.url, res.SHA256, fi, res.ETag, res.LastModified))
+}
+
+// inPlace reports whether fl.path already holds fl's file, as a boot would
+// use it without a download: its marker vouches for it; or, without a
+// marker, nothing says otherwise (a file baked into the image: no pin, or
+// one it hashes to: checked only with hash, under the lock, as it reads
+// the whole file).
+func (f *Fetcher) inPlace(fl *file, hash bool) (bool, error) {
+	p, shown := f.o.Printer, fetch.Redact(fl.url)
+	seen, err := look(fl)
+	switch {
+	case err != nil || seen.fi == nil:
+		return false, err
+	case seen.current:
+		p.Stepf("model %s is present (sha256 %s…, from %s); server not contacted", fl.path, short(seen.m.SHA256), shown)
+		fl.progress(seen.fi.Size(), seen.fi.Size())
+		return true, nil
+	case fl.pin == "" && !seen.haveMarker:
+		// Put there by someone else (baked into the image, copied by
+		// hand): without a pin it is taken as it is.
+		p.Stepf("model %s exists but was not downloaded by llamaboot; using it as it is (remove it to download %s, or pin it with sha256)", fl.path, shown)
+		return true, nil
+	case fl.pin != "" && hash:
+		// A file from elsewhere, or from another URL: the pin decides.
+		if sum, err := fetch.SumFile(fl.path); err == nil && sum == fl.pin {
+			p.Stepf("model %s matches its pinned sha256; using it", fl.path)
+			return true, writeMarker(fl.path, newMarker(fl.url, sum, seen.fi, "", ""))
+		}
+		p.Stepf("model %s does not match its pinned sha256; downloading %s", fl.path, shown)
+	}
+	return false, nil
+}
+
+// found is what is at a model's path.
+type found struct {
+	fi         os.FileInfo // nil: nothing there
+	m          marker
+	haveMarker bool
+	// current: the marker vouches for this very file (stamp) as the
+	// download of this URL, with the digest pinned if there is a pin.
+	current bool
+}
+
+// look examines fl.path and its marker without following links or
+// blocking: anything there but a regular file is refused.
+func look(fl *file) (found, error) {
+	fi, err := regular(fl.path)
+	if err != nil || fi == nil {
+		return found{}, err
+	}
+	m, have, err := readMarker(fl.path)
+	if err != nil {
+		return found{}, err
+	}
+	current := have && m.URLSHA256 == urlSum(fl.url) && m.Stamp == stampOf(fi) && (fl.pin == "" || fl.pin == m.SHA256)
+	return found{fi: fi, m: m, haveMarker: have, current: current}, nil
+}
+
+// regular stats path without following a link there: nil when nothing is
+// there, an error naming what is there when it is not a regular file.
+func regular(path string) (os.FileInfo, error) {
+	fi, err := os.Lstat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	case !fi.Mode().IsRegular():
+		return nil, &notRegularError{path: path, mode: fi.Mode()}
+	}
+	return fi, nil
+}
+
+type notRegularError struct {
+	path string
+	mode fs.FileMode
+}
+
+func (e *notRegularError) Error() string {
+	what := "not a regular file"
+	switch t := e.mode.Type(); {
+	case t&fs.ModeSymlink != 0:
+		what = "a symbolic link (llamaboot does not follow links at model paths: put the file itself there, or give its real path)"
+	case t&fs.ModeNamedPipe != 0:
+		what = "a FIFO"
+	case t&fs.ModeDir != 0:
+		what = "a directory"
+	}
+	return fmt.Sprintf("%s is %s, not a model file; remove it", e.path, what)
+}
+
+// BadInput: the operator put something at a model path that must go.
+func (e *notRegularError) BadInput() bool { return true }
+
+// Check reports, without contacting any server, why src is not in place
+// as a boot would use it without a download ("" when it is): every part
+// there and vouched for by its marker for src's URL and pin, or (no marker,
+// no pin) a file put there by hand. A reload starts nothing on less.
+func Check(src *config.ModelSource) string {
+	for i := 1; i <= src.Parts; i++ {
+		fl := &file{url: partName(src.URL, i, src.Parts), path: partName(src.Path, i, src.Parts)}
+		if i <= len(src.SHA256) {
+			fl.pin = src.SHA256[i-1]
+		}
+		seen, err := look(fl)
+		switch {
+		case err != nil:
+			return err.Error()
+		case seen.fi == nil:
+			return fmt.Sprintf("model %s is not downloaded yet to %s", fetch.Redact(fl.url), fl.path)
+		case seen.current || fl.pin == "" && !seen.haveMarker:
+			continue
+		case seen.haveMarker && seen.m.URLSHA256 != urlSum(fl.url):
+			return fmt.Sprintf("%s was downloaded from another URL than %s", fl.path, fetch.Redact(fl.url))
+		case fl.pin != "" && (!seen.haveMarker || seen.m.SHA256 != fl.pin):
+			return fmt.Sprintf("%s is not known to match the pinned sha256 %s…", fl.path, short(fl.pin))
+		default:
+			return fmt.Sprintf("%s changed since it was downloaded", fl.path)
+		}
+	}
+	return ""
 }
 
 // hints adds to a download error what a model's user can change.
@@ -352,7 +480,11 @@ func stampOf(fi os.FileInfo) stamp {
 
 // marker sits beside each downloaded file as .<name>.llamaboot.json.
 type marker struct {
-	URL          string `json:"url"` // redacted
+	URL string `json:"url"` // redacted, for people
+	// URLSHA256 is the SHA-256 of the whole URL, query included, which is
+	// what is compared (a new ?v=2 is a new file); the URL itself may carry
+	// secrets and is never stored.
+	URLSHA256    string `json:"url_sha256"`
 	SHA256       string `json:"sha256"`
 	Stamp        stamp  `json:"stamp"`
 	ETag         string `json:"etag,omitempty"`
@@ -365,13 +497,51 @@ func MarkerPath(path string) string {
 	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".llamaboot.json")
 }
 
-func readMarker(path string) (marker, bool) {
-	var m marker
-	b, err := os.ReadFile(MarkerPath(path))
-	if err != nil || json.Unmarshal(b, &m) != nil {
-		return marker{}, false
+func newMarker(rawURL, sum string, fi os.FileInfo, etag, lastModified string) marker {
+	return marker{URL: fetch.Redact(rawURL), URLSHA256: urlSum(rawURL), SHA256: sum, Stamp: stampOf(fi),
+		ETag: etag, LastModified: lastModified, FetchedAt: time.Now().Unix()}
+}
+
+func urlSum(rawURL string) string {
+	h := sha256.Sum256([]byte(rawURL))
+	return hex.EncodeToString(h[:])
+}
+
+// lockPath is the lock file models take while fetching the file at path
+// (package fetch locks the download itself under another name).
+func lockPath(path string) string {
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".llamaboot.lock")
+}
+
+// readMarker reads a marker without following a link or blocking on a
+// FIFO; an unreadable or garbled one is no marker, anything but a regular
+// file there is an error.
+func readMarker(path string) (marker, bool, error) {
+	mp := MarkerPath(path)
+	f, err := os.OpenFile(mp, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return marker{}, false, nil
 	}
-	return m, true
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return marker{}, false, &notRegularError{path: mp, mode: fs.ModeSymlink}
+		}
+		return marker{}, false, fmt.Errorf("read %s: %w", mp, err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		mode := fs.ModeIrregular
+		if fi != nil {
+			mode = fi.Mode()
+		}
+		return marker{}, false, &notRegularError{path: mp, mode: mode}
+	}
+	var m marker
+	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	if err != nil || json.Unmarshal(b, &m) != nil {
+		return marker{}, false, nil
+	}
+	return m, true, nil
 }
 
 func writeMarker(path string, m marker) error {
