@@ -38,6 +38,13 @@ func TestRestartStopStart(t *testing.T) {
 	if processAlive(first) {
 		t.Error("the old process is still alive")
 	}
+	// Running again, status still says how and why the last one ended.
+	if in.LastExit == nil || in.LastReason != "restart requested" {
+		t.Errorf("after restart: last exit %v, reason %q", in.LastExit, in.LastReason)
+	}
+	if r := runLB(t, appEnv, "status"); r.code != 0 || !strings.Contains(r.stdout, "LAST EXIT (WHY)") || !strings.Contains(r.stdout, " (restart requested)") {
+		t.Errorf("status text says no reason:\n%s", r)
+	}
 
 	r = runLB(t, appEnv, "stop", "a")
 	if r.code != 0 || !strings.Contains(r.stdout, "a: stopped") {

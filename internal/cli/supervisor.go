@@ -168,18 +168,28 @@ func printStatus(w io.Writer, app, sock string, st supervise.Status) {
 		fmt.Fprintln(w, "instances: none")
 		return
 	}
-	fmt.Fprintf(w, "%-20s %-10s %7s %6s %8s %9s  %-24s %s\n", "INSTANCE", "STATE", "PID", "PORT", "RESTARTS", "UPTIME", "LAST EXIT", "LOG")
+	fmt.Fprintf(w, "%-20s %-10s %7s %6s %8s %9s  %-40s %s\n", "INSTANCE", "STATE", "PID", "PORT", "RESTARTS", "UPTIME", "LAST EXIT (WHY)", "LOG")
 	for _, in := range st.Instances {
-		last := "-"
-		if in.LastExit != nil {
-			last = *in.LastExit
-		}
-		if in.LastExit == nil && in.Error != "" {
-			last = in.Error // never started: a model that could not be fetched
-		}
-		fmt.Fprintf(w, "%-20s %-10s %7d %6d %8d %8.0fs  %-24s %s\n", in.Name, in.State, in.PID, in.Port, in.Restarts, in.UptimeS, last, in.LogFile)
+		fmt.Fprintf(w, "%-20s %-10s %7d %6d %8d %8.0fs  %-40s %s\n", in.Name, in.State, in.PID, in.Port, in.Restarts, in.UptimeS, lastExit(in), in.LogFile)
 	}
 	printDownloads(w, st.Downloads)
+}
+
+// lastExit is how an instance's last process ended and why: "exit code
+// 1 (crash)", "killed by SIGTERM (restart requested)", or why it could not
+// start.
+func lastExit(in supervise.InstanceStatus) string {
+	switch {
+	case in.Error != "" && in.LastReason != "":
+		return in.LastReason + ": " + in.Error // could not start: port taken, executable missing
+	case in.Error != "":
+		return in.Error // waiting for its model, or the download failed
+	case in.LastExit == nil:
+		return "-"
+	case in.LastReason != "":
+		return *in.LastExit + " (" + in.LastReason + ")"
+	}
+	return *in.LastExit
 }
 
 // printDownloads shows the boot's model downloads, one line each.

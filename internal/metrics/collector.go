@@ -12,7 +12,7 @@ import (
 // restartReasons are the values of the reason label of
 // llamaboot_instance_restarts_total, each exported from the start (at 0)
 // so rate() and increase() work from the first scrape.
-var restartReasons = []string{"crash", "hung", "load_timeout", "manual"}
+var restartReasons = []string{"crash", "exited", "hung", "load_timeout", "manual"}
 
 // reasonLabel names why a running process was replaced by a new one; ""
 // for ends that are not followed by a restart.
@@ -20,6 +20,8 @@ func reasonLabel(r supervise.Reason) string {
 	switch r {
 	case supervise.ReasonCrash:
 		return "crash"
+	case supervise.ReasonExited: // a clean exit restarted under restart = "always"
+		return "exited"
 	case supervise.ReasonHung:
 		return "hung"
 	case supervise.ReasonLoadTimeout:
@@ -36,7 +38,7 @@ var (
 	descReady = prometheus.NewDesc("llamaboot_instance_ready",
 		"1 when the instance is ready and answers its liveness probes (as /readyz and llamaboot healthcheck judge it).", []string{"instance"}, nil)
 	descRestarts = prometheus.NewDesc("llamaboot_instance_restarts_total",
-		"Times a running process of the instance was replaced by a new one, by why it ended: crash, hung (the watchdog killed it), load_timeout (not ready within ready_timeout), manual (restart requested, or its settings changed).",
+		"Times a running process of the instance was replaced by a new one, by why it ended: crash, exited (a clean exit 0, restarted under restart = \"always\"), hung (the watchdog killed it), load_timeout (not ready within ready_timeout), manual (restart requested, or its settings changed).",
 		[]string{"instance", "reason"}, nil)
 	descUptime = prometheus.NewDesc("llamaboot_instance_uptime_seconds",
 		"Seconds since the instance's current process started (0 when none runs).", []string{"instance"}, nil)

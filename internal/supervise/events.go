@@ -54,6 +54,7 @@ type Event struct {
 	Delay    time.Duration // EvRestarting
 	Grace    time.Duration // EvKilled
 	Quick    int           // EvFailed after a crash loop
+	Loop     string        // EvFailed after a crash loop: what the quick ends were ("3 load timeouts in a row")
 	LogTail  string        // EvFailed after a crash loop
 	Err      error
 }
@@ -84,7 +85,7 @@ func (e Event) Line() (text string, isError bool) {
 		return fmt.Sprintf("%s stopped (%s)", n, e.Exit), false
 	case EvFailed:
 		if e.Quick > 0 {
-			return fmt.Sprintf("%s failed: %d quick crashes in a row; not restarting. Last lines of %s:\n%s", n, e.Quick, e.LogFile, e.LogTail), true
+			return fmt.Sprintf("%s failed: %s; not restarting. Last lines of %s:\n%s", n, e.Loop, e.LogFile, e.LogTail), true
 		}
 		if e.Err != nil {
 			return fmt.Sprintf("%s failed: %v", n, e.Err), true

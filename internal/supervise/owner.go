@@ -46,7 +46,8 @@ type owner struct {
 	wantUp    bool
 	ending    bool
 	removed   bool
-	reason    Reason
+	reason    Reason // why the current process is ending (None while it runs unasked)
+	lastWhy   Reason // why the last process ended, or the last start failed: what status shows
 	proc      Process
 	startedAt time.Time
 	stopProbe context.CancelFunc
@@ -58,7 +59,7 @@ type owner struct {
 	timerIn   input
 	killAt    time.Time
 	killGrace time.Duration
-	quick     int
+	streak    []Reason // why each of the last quick ends in a row ended (crash-loop count)
 	restarts  int
 	lastExit  string
 	lastErr   error
@@ -170,6 +171,9 @@ func (o *owner) handle(m msg) {
 func (o *owner) publishSnapshot() {
 	s := Snapshot{Spec: o.spec, State: o.state, WantUp: o.wantUp, Restarts: o.restarts,
 		LastExit: o.lastExit, LastReason: o.reason, ProbeFailures: o.live.fails}
+	if s.LastReason == ReasonNone { // running again: still say why the last one ended
+		s.LastReason = o.lastWhy
+	}
 	if o.live.err != nil {
 		s.ProbeErr = o.live.err.Error()
 	}
@@ -209,7 +213,7 @@ func (o *owner) finish() {
 // The actions of the transition table.
 
 func (o *owner) launchFresh(msg) State {
-	o.wantUp, o.quick = true, 0
+	o.wantUp, o.streak = true, nil
 	return o.launch()
 }
 
@@ -257,7 +261,7 @@ func (o *owner) launch() State {
 }
 
 func (o *owner) fail(r Reason, err error) State {
-	o.reason, o.lastErr = r, err
+	o.reason, o.lastWhy, o.lastErr = r, r, err
 	o.emit(Event{Kind: EvFailed, State: Failed, Reason: r, Err: err})
 	return Failed
 }
@@ -275,7 +279,7 @@ func (o *owner) stopRequested(m msg) State {
 }
 
 func (o *owner) restartRequested(m msg) State {
-	o.wantUp, o.quick = true, 0
+	o.wantUp, o.streak = true, nil
 	return o.stopOrDrain(ReasonRestartRequested, 0)
 }
 
@@ -330,8 +334,11 @@ func (o *owner) kill(msg) State {
 	return Stopping
 }
 
-func (o *owner) stopIdle(msg) State {
+func (o *owner) stopIdle(m msg) State {
 	o.wantUp, o.timer = false, nil
+	if m.end && o.state == Failed {
+		return Failed // shutdown or removal: it stays failed, and nothing was stopped
+	}
 	o.emit(Event{Kind: EvStopped, State: Stopped})
 	return Stopped
 }
@@ -348,9 +355,13 @@ func (o *owner) exited(m msg) State {
 	o.stopProbe()
 	o.sink.drain(500 * time.Millisecond)
 	o.lastExit = describeExit(m.ws)
-	if o.reason == ReasonNone {
+	if o.reason == ReasonNone { // unasked: a clean exit is not a crash
 		o.reason = ReasonCrash
+		if m.ws.Exited() && m.ws.ExitStatus() == 0 {
+			o.reason = ReasonExited
+		}
 	}
+	o.lastWhy = o.reason
 	ev := Event{Kind: EvExited, PID: pid, Exit: o.lastExit, Code: ExitCode(m.ws), Ran: ran, Reason: o.reason}
 	stopped := func() State {
 		ev.State = Stopped
@@ -366,8 +377,7 @@ func (o *owner) exited(m msg) State {
 		o.emit(ev)
 		return o.launch()
 	}
-	clean := o.reason == ReasonCrash && m.ws.Exited() && m.ws.ExitStatus() == 0
-	if clean && o.restart != RestartAlways {
+	if o.reason == ReasonExited && o.restart != RestartAlways {
 		return stopped()
 	}
 	if o.restart == RestartNever {
@@ -376,21 +386,21 @@ func (o *owner) exited(m msg) State {
 		o.emit(Event{Kind: EvFailed, State: Failed, Reason: o.reason, Exit: o.lastExit})
 		return Failed
 	}
-	if ran < o.policy.QuickCrash {
-		o.quick++
-	} else {
-		o.quick = 1
+	if ran >= o.policy.QuickCrash {
+		o.streak = o.streak[:0]
 	}
-	if o.quick >= o.policy.CrashLoop {
+	o.streak = append(o.streak, o.reason)
+	quick := len(o.streak)
+	if quick >= o.policy.CrashLoop {
 		ev.State = Failed
 		o.emit(ev)
-		o.emit(Event{Kind: EvFailed, State: Failed, Reason: o.reason, Exit: o.lastExit, Quick: o.quick,
-			LogTail: o.sink.tail(o.policy.LogTailLines)})
+		o.emit(Event{Kind: EvFailed, State: Failed, Reason: o.reason, Exit: o.lastExit, Quick: quick,
+			Loop: describeLoop(o.streak), LogTail: o.sink.tail(o.policy.LogTailLines)})
 		return Failed
 	}
 	delay := o.policy.BackoffMax
-	if o.quick <= 30 {
-		delay = min(o.policy.BackoffMin<<(o.quick-1), o.policy.BackoffMax)
+	if quick <= 30 {
+		delay = min(o.policy.BackoffMin<<(quick-1), o.policy.BackoffMax)
 	}
 	o.restarts++
 	o.setTimer(delay, inBackoffDone)

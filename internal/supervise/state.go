@@ -2,6 +2,7 @@ package supervise
 
 import (
 	"fmt"
+	"strings"
 )
 
 // State is what an instance is observed to be doing.
@@ -59,16 +60,55 @@ type Reason int
 
 const (
 	ReasonNone             Reason = iota
-	ReasonCrash                   // it ended on its own
+	ReasonCrash                   // it ended on its own, by a signal or a non-zero status
 	ReasonStopRequested           // stop NAME, removal, or supervisor shutdown
 	ReasonRestartRequested        // restart NAME or a changed spec
 	ReasonHung                    // the watchdog found it unresponsive
 	ReasonLoadTimeout             // not ready within ready_timeout
 	ReasonPortTaken               // another process holds its port: not started
 	ReasonStartFailed             // executable missing, log not writable, …
+	ReasonExited                  // it ended on its own with status 0: not a crash
 )
 
-var reasonNames = [...]string{"", "crash", "stop requested", "restart requested", "hung", "load timeout", "port taken", "start failed"}
+var reasonNames = [...]string{"", "crash", "stop requested", "restart requested", "hung", "load timeout", "port taken", "start failed", "exited"}
+
+// loopNames name a run of quick ends of one reason, for the crash-loop
+// failure ("3 load timeouts in a row", not "3 quick crashes").
+var loopNames = map[Reason]string{ReasonCrash: "quick crashes", ReasonExited: "quick clean exits",
+	ReasonLoadTimeout: "load timeouts", ReasonHung: "hangs"}
+
+// describeLoop says what a run of quick ends was: "3 quick crashes in a
+// row", or with mixed reasons "5 quick ends in a row (3 crashes, 2 load
+// timeouts)".
+func describeLoop(streak []Reason) string {
+	counts := map[Reason]int{}
+	var order []Reason
+	for _, r := range streak {
+		if counts[r] == 0 {
+			order = append(order, r)
+		}
+		counts[r]++
+	}
+	if len(order) == 1 {
+		name := loopNames[order[0]]
+		if name == "" {
+			name = "quick ends (" + order[0].String() + ")"
+		}
+		return fmt.Sprintf("%d %s in a row", len(streak), name)
+	}
+	parts := make([]string, len(order))
+	for i, r := range order {
+		name := strings.TrimPrefix(loopNames[r], "quick ")
+		switch {
+		case name == "":
+			name = r.String()
+		case counts[r] == 1:
+			name = strings.TrimSuffix(strings.TrimSuffix(name, "es"), "s") // crashes → crash, load timeouts → load timeout
+		}
+		parts[i] = fmt.Sprintf("%d %s", counts[r], name)
+	}
+	return fmt.Sprintf("%d quick ends in a row (%s)", len(streak), strings.Join(parts, ", "))
+}
 
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {

@@ -202,6 +202,58 @@ func TestRestartPolicies(t *testing.T) {
 			if s := h.state("a"); s.State != c.want {
 				t.Errorf("state %s", s.State)
 			}
+			// A clean exit is not a crash.
+			want := map[bool]Reason{true: ReasonExited, false: ReasonCrash}[c.code == 0]
+			if s := h.state("a"); ex.Reason != want || s.LastReason != want {
+				t.Errorf("exit %d: reason %s / %s, want %s", c.code, ex.Reason, s.LastReason, want)
+			}
+		})
+	}
+}
+
+// A loop of quick ends is named for what they were: clean exits under
+// "always", load timeouts, crashes, or a mix.
+func TestLoopIsNamedForItsEnds(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		policy string
+		ends   []string // "exit0", "crash", "timeout"
+		want   string
+	}{
+		{"clean exits", "always", []string{"exit0", "exit0", "exit0"}, "a failed: 3 quick clean exits in a row"},
+		{"load timeouts", "on-failure", []string{"timeout", "timeout", "timeout"}, "a failed: 3 load timeouts in a row"},
+		{"crashes", "on-failure", []string{"crash", "crash", "crash"}, "a failed: 3 quick crashes in a row"},
+		{"mixed", "on-failure", []string{"crash", "timeout", "crash"}, "a failed: 3 quick ends in a row (2 crashes, 1 load timeout)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t)
+			pol := testPolicy
+			pol.CrashLoop = 3
+			h.sup.policy = pol.withDefaults()
+			spec := h.spec("a", 8001, c.policy)
+			spec.ReadyTimeout = time.Second // shorter than QuickCrash: a timeout is a quick end
+			h.sup.Apply([]config.Instance{spec})
+			for i, end := range c.ends {
+				ev := h.expect("a", EvStarted)
+				switch end {
+				case "exit0", "crash":
+					h.clock.Advance(100 * time.Millisecond)
+					h.starter.proc(ev.PID).exit(map[string]int{"exit0": 0, "crash": 1}[end])
+				case "timeout":
+					h.clock.expectTimer(t, time.Second)
+					h.clock.Advance(time.Second)
+					h.expect("a", EvNotReady)
+				}
+				if i == len(c.ends)-1 {
+					break
+				}
+				r := h.expect("a", EvRestarting)
+				h.clock.Advance(r.Delay)
+			}
+			f := h.expect("a", EvFailed)
+			if line, _ := f.Line(); !strings.HasPrefix(line, c.want+"; not restarting") {
+				t.Errorf("line %q, want %q", line, c.want)
+			}
 		})
 	}
 }
@@ -227,6 +279,12 @@ func TestLoadTimeoutRestarts(t *testing.T) {
 	h.probe.report(t, ev.PID, ProbeReady)
 	if s := h.state("a"); s.State != Restarting || s.LastReason != ReasonLoadTimeout {
 		t.Errorf("state %+v", s)
+	}
+	// Running again, it still says why the last process ended.
+	h.clock.Advance(time.Second)
+	h.ready("a")
+	if s := h.state("a"); s.State != Ready || s.LastReason != ReasonLoadTimeout || s.LastExit == "" {
+		t.Errorf("running again: %+v", s)
 	}
 }
 
@@ -456,5 +514,32 @@ func TestEventLines(t *testing.T) {
 	if Stopping.String() != "stopping" || State(42).String() != "State(42)" || ReasonLoadTimeout.String() != "load timeout" ||
 		Reason(42).String() != "Reason(42)" || RestartNever.String() != "never" || ParsePolicy("always") != RestartAlways {
 		t.Error("names")
+	}
+}
+
+// At shutdown a failed instance stays failed and is not said "stopped":
+// nothing of it ran.
+func TestShutdownLeavesFailedAlone(t *testing.T) {
+	h := newHarness(t)
+	h.ports[8002] = errors.New("port 8002 is taken")
+	h.sup.Apply([]config.Instance{h.spec("a", 8001, "on-failure"), h.spec("b", 8002, "on-failure")})
+	h.ready("a")
+	h.expect("b", EvFailed)
+	h.sup.StopAll(time.Second)
+	h.expect("a", EvStopped)
+	for _, e := range h.pending {
+		if e.Instance == "b" {
+			t.Errorf("event for the failed instance at shutdown: %+v", e)
+		}
+	}
+	select {
+	case e := <-h.events:
+		if e.Instance == "b" {
+			t.Errorf("event for the failed instance at shutdown: %+v", e)
+		}
+	default:
+	}
+	if s := h.state("b"); s.State != Failed || s.LastReason != ReasonPortTaken {
+		t.Errorf("b after shutdown: %+v", s)
 	}
 }
