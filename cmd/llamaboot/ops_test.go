@@ -92,8 +92,9 @@ func TestConfigDirectoryAndMissingExecutable(t *testing.T) {
 	cfg := writeFile(t, filepath.Join(dir, "ok.toml"), fmt.Sprintf("[instance.control]\nlog_dir = %q\n[instance.a.server]\nport = %d\n", dir, freePorts(t, 1)[0]))
 	r = runLB(t, []string{"PATH=/nonexistent-bin"}, "run", "--app-dir", app, "--config", cfg)
 	want := `executable llama-server not found: looked in ` + app + `/llama-cpp/bin, /hard/volume/workspace/llama-cpp/build/bin and PATH (/nonexistent-bin)`
-	if r.code == 0 || !strings.Contains(r.stderr, want) {
-		t.Errorf("want %q:\n%v", want, r)
+	// The config's (or the install's) fault: bad input, exit 2, nothing started.
+	if r.code != 2 || !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, "nothing was started") {
+		t.Errorf("want exit 2 and %q:\n%v", want, r)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/install"
+	"github.com/llamaboot/llamaboot/internal/launch"
 	"github.com/llamaboot/llamaboot/internal/logfile"
 	"github.com/llamaboot/llamaboot/internal/metrics"
 	"github.com/llamaboot/llamaboot/internal/models"
@@ -350,6 +351,14 @@ func (e *Entry) serveOnBoot() error {
 	if !plan.Enabled {
 		e.p.Stepf("%s: master.enable = false: no server started", e.o.ConfigPath)
 		return nil
+	}
+	if e.o.Strict {
+		// An executable that is not there is as fatal as a bad config.
+		if err := launch.MissingExecutables(plan.Instances, e.o.Environ); err != nil {
+			e.p.Errorf("%v", err)
+			e.p.Errorf("no server was started")
+			return err
+		}
 	}
 	e.boot.Store(b)
 	if e.o.Strict && b.fetcher.Needs() {

@@ -320,3 +320,20 @@ func TestCommandNotFoundStopsRealInstances(t *testing.T) {
 		})
 	}
 }
+
+// Under STRICT a missing llama-server is fatal before the command starts
+// (exit 2, the config's line named); without STRICT the instance fails and
+// the command runs.
+func TestStrictMissingExecutable(t *testing.T) {
+	cfg := writeConfig(t, fmt.Sprintf("[master]\nllama_cpp_path = \"/nonexistent/llama-server\"\n[instance.control]\nlog_dir = %q\n[instance.a.server]\nport = 18004\n", t.TempDir()))
+	out := &testutil.SyncBuffer{}
+	code := Run(Options{AppDir: t.TempDir(), Out: out, Err: out, ServeOnBoot: true, ConfigPath: cfg, Strict: true, Cmd: []string{"true"}})
+	if code != ExitBadInput || strings.Contains(out.String(), "started true") || !strings.Contains(out.String(), "cfg.toml:2") {
+		t.Errorf("strict: exit %d\n%s", code, out)
+	}
+	out = &testutil.SyncBuffer{}
+	code = Run(Options{AppDir: t.TempDir(), Out: out, Err: out, ServeOnBoot: true, ConfigPath: cfg, Cmd: []string{"true"}})
+	if code != 0 || !strings.Contains(out.String(), "started true") || !strings.Contains(out.String(), "a failed") {
+		t.Errorf("not strict: exit %d\n%s", code, out)
+	}
+}

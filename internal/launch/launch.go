@@ -127,6 +127,19 @@ func Resolve(in config.Instance, env []string) (string, error) {
 	return exe, nil
 }
 
+// MissingExecutables resolves every instance's executable and returns
+// the NotFoundErrors of those that do not exist (bad input: the config's
+// llama_cpp_path, or nothing installed), joined; nil when all are there.
+func MissingExecutables(instances []config.Instance, env []string) error {
+	var missing []error
+	for _, in := range instances {
+		if _, err := Resolve(in, env); err != nil {
+			missing = append(missing, err)
+		}
+	}
+	return errors.Join(missing...)
+}
+
 func lookupEnv(env []string, key string) string {
 	v := ""
 	for _, kv := range env {

@@ -49,6 +49,14 @@ func Run(ctx context.Context, p *printer.Printer, plan *config.Plan, o RunOption
 			taken = append(taken, err)
 		}
 	}
+	// So is a missing executable (exit 2, as any bad input): the message
+	// names where it is set or where it was looked for.
+	if err := MissingExecutables(plan.Instances, os.Environ()); err != nil {
+		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+			p.Errorf("%v", e)
+		}
+		taken = append(taken, err)
+	}
 	if len(taken) > 0 {
 		p.Errorf("nothing was started")
 		return errors.Join(append([]error{ErrFailed}, taken...)...)
