@@ -191,7 +191,7 @@ func TestEntryStopsDuringBootInstall(t *testing.T) {
 		"--stall-timeout", "1h", "--", "sleep", "1000")
 	waitFor(t, "half the download in "+part, 30*time.Second, func() bool { return partSize(part) == int64(len(body)/2) })
 	e.cmd.Process.Signal(syscall.SIGTERM)
-	if code := e.wait(t, 30*time.Second); code != 143 || !strings.Contains(e.out.String(), "stopped by terminated") {
+	if code := e.wait(t, 30*time.Second); code != 143 || !strings.Contains(e.out.String(), "stopped by SIGTERM") {
 		t.Errorf("exit %d\n%s", code, e.out.String())
 	}
 	if strings.Contains(e.out.String(), "started sleep") {

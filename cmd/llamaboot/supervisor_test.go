@@ -175,6 +175,16 @@ func TestPlainRunInstancesStatusAndStop(t *testing.T) {
 	if !strings.Contains(r.stdout, "started by plain run, not supervised") || !strings.Contains(r.stdout, fmt.Sprintf("pid %d", bg.PID)) {
 		t.Errorf("%v", r)
 	}
+	// logs has no supervisor to read through: it says where the log is.
+	r = runLB(t, appEnv, "logs", "bg")
+	if r.code == 0 || !strings.Contains(r.stderr, "bg was started by plain run (pid") || !strings.Contains(r.stderr, "its log is "+bg.LogFile) {
+		t.Errorf("logs of a plain run instance: %v", r)
+	}
+	// Running it again names the recorded instance holding the port.
+	r = runLB(t, appEnv, "run", "--config", cfg)
+	if r.code != 2 || !strings.Contains(r.stderr, fmt.Sprintf(`by pid %d, instance "bg" started by an earlier plain run (llamaboot stop bg)`, bg.PID)) {
+		t.Errorf("run again: %v", r)
+	}
 	r = runLB(t, appEnv, "restart", "bg")
 	if r.code != 1 || !strings.Contains(r.stderr, "bg was started by plain run") || !strings.Contains(r.stderr, "llamaboot stop bg, then llamaboot run") {
 		t.Errorf("%v", r)

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -33,7 +34,17 @@ interleaved, each prefixed [NAME].`,
 			if len(args) == 1 {
 				req.Name = args[0]
 			}
-			return supervise.Logs(supervise.SocketPath(appDir(app, env)), req, cmd.OutOrStdout())
+			dir := appDir(app, env)
+			err := supervise.Logs(supervise.SocketPath(dir), req, cmd.OutOrStdout())
+			if errors.Is(err, supervise.ErrNoSupervisor) {
+				// No supervisor to read through; say where a plain run's log is.
+				for _, in := range unsupervised(dir) {
+					if in.Name == req.Name || req.Name == "" {
+						return fmt.Errorf("%w; %s was started by plain run (pid %d): its log is %s (tail -f it)", err, in.Name, in.PID, in.LogFile)
+					}
+				}
+			}
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&app, "app-dir", "", "app dir (env AUTO_INFER_APP_DIR)")

@@ -172,7 +172,7 @@ func (e *Entry) Start() (int, error) {
 	sock := supervise.SocketPath(e.o.AppDir)
 	e.srv = &supervise.Server{Sup: e.sup,
 		Info: func() supervise.SupervisorInfo {
-			return supervise.SupervisorInfo{PID: os.Getpid(), UptimeS: time.Since(e.began).Round(time.Millisecond).Seconds(),
+			return supervise.SupervisorInfo{PID: os.Getpid(), UptimeS: supervise.Seconds(time.Since(e.began)),
 				Cmd: e.o.Cmd, CmdPID: int(e.cmdPID.Load()), Socket: sock, AppDir: e.o.AppDir, Instance: len(e.sup.Snapshots())}
 		},
 		Bundle: func() any {
@@ -280,7 +280,7 @@ func (e *Entry) installOnBoot() error {
 	}
 	e.installTook = time.Since(began)
 	if e.stopAsked {
-		e.p.Errorf("install of %s stopped by %s: %v", install.Shown(e.o.PkgPath), e.stopSig, err)
+		e.p.Errorf("install of %s stopped by %s: %v", install.Shown(e.o.PkgPath), unix.SignalName(e.stopSig), err)
 		return nil
 	}
 	if err != nil {
@@ -311,7 +311,7 @@ func (e *Entry) cancellable(what string, step func(context.Context) error) (aban
 		case sig := <-e.sigs:
 			if (sig == syscall.SIGTERM || sig == syscall.SIGINT) && !e.stopAsked {
 				e.stopAsked, e.stopSig = true, sig.(syscall.Signal)
-				e.p.Stepf("got %s during %s: cancelling it; nothing else starts", sig, what)
+				e.p.Stepf("got %s during %s: cancelling it; nothing else starts", unix.SignalName(e.stopSig), what)
 				cancel()
 				abandon = time.After(e.o.Grace)
 			}
@@ -371,7 +371,7 @@ func (e *Entry) serveOnBoot() error {
 			return nil
 		})
 		if e.stopAsked || abandoned {
-			e.p.Errorf("stopped by %s while downloading models", e.stopSig)
+			e.p.Errorf("stopped by %s while downloading models", unix.SignalName(e.stopSig))
 			return errStopped
 		}
 		if err != nil {
@@ -450,7 +450,7 @@ func (e *Entry) Wait() int {
 			case syscall.SIGCHLD:
 				e.reaper.Reap()
 			case syscall.SIGTERM, syscall.SIGINT:
-				stop("got " + sig.String())
+				stop("got " + unix.SignalName(sig.(syscall.Signal)))
 			case syscall.SIGHUP:
 				// Still the command's too, as before.
 				if cmdExit != nil {

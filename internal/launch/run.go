@@ -3,6 +3,7 @@ package launch
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"sync"
@@ -43,8 +44,13 @@ func Run(ctx context.Context, p *printer.Printer, plan *config.Plan, o RunOption
 	// A taken port is the operator's to fix, and nothing starts: the
 	// instance would die on bind and --wait would see the other process.
 	var taken []error
+	var recorded []RunRecord
+	if o.RecordPath != "" {
+		recorded, _ = ReadRunRecords(o.RecordPath)
+	}
 	for _, in := range plan.Instances {
 		if err := CheckPort(in); err != nil {
+			nameRecordedHolder(err, in.Port, recorded)
 			p.Errorf("%v", err)
 			taken = append(taken, err)
 		}
@@ -159,4 +165,20 @@ func Run(ctx context.Context, p *printer.Printer, plan *config.Plan, o RunOption
 		return ErrFailed
 	}
 	return nil
+}
+
+// nameRecordedHolder names the holder of a taken port as the instance an
+// earlier plain run started, when one of its records is alive on that
+// port: "standin-llama-s" says less than `instance "a"`.
+func nameRecordedHolder(err error, port int, recorded []RunRecord) {
+	var pt *PortTakenError
+	if !errors.As(err, &pt) {
+		return
+	}
+	for _, r := range recorded {
+		if r.Port == port && r.Alive() {
+			pt.Holder = fmt.Sprintf("pid %d, instance %q started by an earlier plain run (llamaboot stop %s)", r.PID, r.Name, r.Name)
+			return
+		}
+	}
 }

@@ -3,6 +3,7 @@ package supervise
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -118,5 +119,14 @@ func TestStartCmdAndChildren(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("no status")
+	}
+}
+
+// Durations in status JSON are seconds to the millisecond, without float
+// noise.
+func TestSecondsHaveNoFloatNoise(t *testing.T) {
+	b, _ := json.Marshal(Seconds(1117*time.Millisecond + 678*time.Microsecond))
+	if string(b) != "1.118" {
+		t.Errorf("%s", b)
 	}
 }

@@ -222,7 +222,7 @@ func (o *owner) launchAgain(msg) State { return o.launch() }
 func (o *owner) launch() State {
 	o.timer = nil
 	if err := o.openLog(); err != nil {
-		return o.fail(ReasonStartFailed, fmt.Errorf("instance %q: %w", o.spec.Name, err))
+		return o.fail(ReasonStartFailed, err) // the event and the status row name the instance
 	}
 	if err := o.d.CheckPort(o.spec); err != nil {
 		return o.fail(ReasonPortTaken, err)

@@ -1,6 +1,7 @@
 package supervise
 
 import (
+	"math"
 	"net/http"
 	"time"
 
@@ -105,6 +106,12 @@ func (e *RemoteError) BadInput() bool {
 	return e.Status == http.StatusBadRequest || e.Status == http.StatusNotFound
 }
 
+// Seconds is d in seconds to the millisecond, without float noise in
+// JSON (1.118, not 1.1179999999999999).
+func Seconds(d time.Duration) float64 {
+	return math.Round(d.Seconds()*1000) / 1000
+}
+
 // wireInstance turns a snapshot into its wire form.
 func wireInstance(s Snapshot, now time.Time) InstanceStatus {
 	st := InstanceStatus{Name: s.Spec.Name, State: s.State.String(), Want: "down", PID: s.PID, Port: s.Spec.Port,
@@ -113,7 +120,7 @@ func wireInstance(s Snapshot, now time.Time) InstanceStatus {
 		st.Want = "up"
 	}
 	if s.PID != 0 && !s.StartedAt.IsZero() {
-		st.UptimeS = now.Sub(s.StartedAt).Round(time.Millisecond).Seconds()
+		st.UptimeS = Seconds(now.Sub(s.StartedAt))
 	}
 	if s.LastExit != "" {
 		e := s.LastExit
