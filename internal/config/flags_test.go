@@ -58,3 +58,35 @@ func TestServerFlagCheckSkipped(t *testing.T) {
 		}
 	}
 }
+
+// Every problem at once, sorted by line: a misspelt server key is listed
+// with a duplicate port (an error under STRICT, a warning without), and
+// the problems come in file order.
+func TestFlagProblemsWithOtherProblems(t *testing.T) {
+	data := []byte("[instance.a.server]\nport = 8080\n[instance.b.server]\nctx_sise = 1\nport = 8080\n")
+	flags := func(string) ([]string, error) { return []string{"--ctx-size", "--port"}, nil }
+	for _, strict := range []bool{true, false} {
+		_, err := Parse("cfg.toml", data, Options{ServerFlags: flags, Strict: strict, AppDir: "/nonexistent"})
+		var ve *ValidationError
+		if !errors.As(err, &ve) {
+			t.Fatalf("strict=%v: %v", strict, err)
+		}
+		text := err.Error()
+		misspelt := strings.Index(text, `cfg.toml:4: instance.b.server.ctx_sise: llama-server has no flag --ctx-sise (did you mean "ctx_size"?)`)
+		dup := strings.Index(text, "cfg.toml:5: instance.b.server.port: port 8080 is also used")
+		if misspelt < 0 || dup < 0 || (strict && misspelt > dup) {
+			t.Errorf("strict=%v: want both, by line:\n%s", strict, text)
+		}
+		if !strict && !strings.Contains(text, "warning: cfg.toml:4") {
+			t.Errorf("without STRICT the misspelling is a warning:\n%s", text)
+		}
+	}
+}
+
+func TestProblemsSortedByLine(t *testing.T) {
+	ps := []Problem{{Pos: Pos{File: "c", Line: 18}}, {Pos: Pos{File: "c", Line: 17}}, {Pos: Pos{File: "b", Line: 30}}}
+	sortProblems(ps)
+	if ps[0].Pos.File != "b" || ps[1].Pos.Line != 17 || ps[2].Pos.Line != 18 {
+		t.Errorf("%v", ps)
+	}
+}

@@ -282,15 +282,19 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 		plan.Instances = append(plan.Instances, in)
 	}
 	v.checkModelPaths(plan)
-	if len(v.problems) > 0 {
-		return nil, &ValidationError{File: file, Problems: v.problems}
-	}
+	// Server keys are checked whatever else is wrong: every problem at once.
 	if o.ServerFlags != nil && plan.Enabled && len(plan.Instances) > 0 {
 		unknown := checkFlags(v, plan, serverTables, o.ServerFlags)
-		if o.Strict && len(unknown) > 0 {
-			return nil, &ValidationError{File: file, Problems: unknown}
+		if o.Strict {
+			v.problems = append(v.problems, unknown...)
+		} else {
+			v.warnings = append(v.warnings, unknown...)
 		}
-		v.warnings = append(v.warnings, unknown...)
+	}
+	sortProblems(v.problems)
+	sortProblems(v.warnings)
+	if len(v.problems) > 0 {
+		return nil, &ValidationError{File: file, Problems: v.problems, Warnings: v.warnings}
 	}
 	plan.Warnings = v.warnings
 	if !plan.Enabled {

@@ -26,6 +26,9 @@ func (p Problem) String() string { return fmt.Sprintf("%s: %s: %s", p.Pos, p.Key
 type ValidationError struct {
 	File     string
 	Problems []Problem
+	// Warnings found alongside (a misspelt server key without STRICT):
+	// said with the problems, so nothing waits for a second round.
+	Warnings []Problem
 }
 
 func (e *ValidationError) Error() string {
@@ -35,7 +38,21 @@ func (e *ValidationError) Error() string {
 		b.WriteString("\n  ")
 		b.WriteString(p.String())
 	}
+	for _, p := range e.Warnings {
+		b.WriteString("\n  warning: ")
+		b.WriteString(p.String())
+	}
 	return b.String()
+}
+
+// sortProblems orders problems by file and line, as a reader goes.
+func sortProblems(ps []Problem) {
+	sort.SliceStable(ps, func(i, j int) bool {
+		if ps[i].Pos.File != ps[j].Pos.File {
+			return ps[i].Pos.File < ps[j].Pos.File
+		}
+		return ps[i].Pos.Line < ps[j].Pos.Line
+	})
 }
 
 // BadInput marks the error as the user's input at fault.
