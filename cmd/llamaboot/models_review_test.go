@@ -246,3 +246,135 @@ func cutAfterHalf(w http.ResponseWriter, body []byte) {
 	conn, _, _ := w.(http.Hijacker).Hijack()
 	conn.Close()
 }
+
+// lineOf is the 1-based line of the first line of text holding s.
+func lineOf(t *testing.T, text, s string) int {
+	t.Helper()
+	for i, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, s) {
+			return i + 1
+		}
+	}
+	t.Fatalf("%q not in\n%s", s, text)
+	return 0
+}
+
+// TestReloadWhileDownloading: a reload while instances wait for their
+// models says what it does to them and does it: a changed one starts with
+// the new settings once its model is there, a removed one never starts
+// (its download cancelled).
+func TestReloadWhileDownloading(t *testing.T) {
+	dir := t.TempDir()
+	app, modelsDir, logs := filepath.Join(dir, "app"), filepath.Join(dir, "models"), filepath.Join(dir, "logs")
+	ma, mr := ggufBody(100_000, 11), ggufBody(100_000, 12)
+	srv := newGatedServer(t, map[string][]byte{"/a.gguf": ma, "/r.gguf": mr})
+	ports := freePorts(t, 2)
+	head := fmt.Sprintf("[master]\nllama_cpp_path = %q\n[instance.control]\nlog_dir = %q\n[instance.a.server]\nhost = \"127.0.0.1\"\nport = %d\nmodel = %q\n",
+		standin, logs, ports[0], srv.URL+"/a.gguf")
+	cfg := writeFile(t, filepath.Join(dir, "cfg.toml"), head+fmt.Sprintf("[instance.r.server]\nport = %d\nmodel = %q\n", ports[1], srv.URL+"/r.gguf"))
+	env := []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg, "AUTO_INFER_MODELS_DIR=" + modelsDir, "AUTO_INFER_APP_DIR=" + app, "STANDIN_LOAD_MS=50"}
+	e := startEntry(t, app, env, "--retry-delay", "10ms")
+	waitFor(t, "a and r downloading, both resumes held", 30*time.Second, func() bool {
+		st := downloadStatus(t, app)
+		return stateOf(st, "a").State == "downloading" && stateOf(st, "r").State == "downloading" && srv.count(func() int { return srv.held }) == 2
+	})
+
+	writeFile(t, cfg, strings.Replace(head, "host = \"127.0.0.1\"\n", "host = \"127.0.0.1\"\napi_key = \"k3y\"\n", 1))
+	r := runLB(t, env, "reload", "--dry-run")
+	if r.code != 0 || !strings.Contains(r.stdout, "~ a: still downloading its model: would start with the new settings once it is there: args") ||
+		!strings.Contains(r.stdout, "- r: was waiting for its model: would be removed, never started") {
+		t.Errorf("dry run: %v", r)
+	}
+	r = runLB(t, env, "reload")
+	if r.code != 0 || !strings.Contains(r.stdout, "~ a: still downloading its model: starts with the new settings once it is there: args") ||
+		!strings.Contains(r.stdout, "- r: was waiting for its model: removed, never started") {
+		t.Errorf("reload: %v", r)
+	}
+	if r := runLB(t, env, "reload", "--dry-run"); !strings.Contains(r.stdout, "= a: unchanged (downloading its model)") || strings.Contains(r.stdout, " r:") {
+		t.Errorf("dry run after the reload: %v", r)
+	}
+	var st statusWithDownloads
+	waitFor(t, "r's download cancelled and r gone", 30*time.Second, func() bool {
+		st = downloadStatus(t, app)
+		for _, d := range st.Downloads {
+			if d.File == filepath.Join(modelsDir, "r.gguf") {
+				return d.State == "cancelled" && stateOf(st, "r").Name == ""
+			}
+		}
+		return false
+	})
+	close(srv.open)
+	e.waitOutput(t, `a ready after`, 30*time.Second)
+	if argv := strings.Join(readStandinLog(t, filepath.Join(logs, "llama-server-a.log")).argv, " "); !strings.Contains(argv, "--api-key k3y") {
+		t.Errorf("a started without the reloaded settings: %s", argv)
+	}
+	// A later reload owns a: removing it from the config stops it.
+	writeFile(t, cfg, fmt.Sprintf("[master]\nllama_cpp_path = %q\n[instance.z.server]\nhost = \"127.0.0.1\"\nport = %d\n", standin, ports[1]))
+	if r := runLB(t, env, "reload"); r.code != 0 || !strings.Contains(r.stdout, "- a: stopped and removed") {
+		t.Errorf("removing a after its download: %v", r)
+	}
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	e.wait(t, 15*time.Second)
+	if _, err := os.Stat(filepath.Join(logs, "llama-server-r.log")); err == nil || strings.Contains(e.out.String(), "r ready") {
+		t.Errorf("the removed r started:\n%s", e.out.String())
+	}
+}
+
+// TestReloadNeverStartsOnAnUnvouchedModel: a reload that changes a model's
+// URL and pin, or adds an instance whose model is not downloaded, is
+// refused at the model keys' lines (exit 2, nothing changes); once
+// fetch-models has fetched them the same reload applies, on the new file.
+func TestReloadNeverStartsOnAnUnvouchedModel(t *testing.T) {
+	dir := t.TempDir()
+	app, modelsDir, logs := filepath.Join(dir, "app"), filepath.Join(dir, "models"), filepath.Join(dir, "logs")
+	v1, v2, mc := ggufBody(50_000, 13), ggufBody(60_000, 14), ggufBody(40_000, 15)
+	srv := newGatedServer(t, map[string][]byte{"/v1/m.gguf": v1, "/v2/m.gguf": v2, "/c.gguf": mc})
+	close(srv.open)
+	ports := freePorts(t, 2)
+	base := fmt.Sprintf("[master]\nllama_cpp_path = %q\n[instance.control]\nlog_dir = %q\n[instance.server]\nhost = \"127.0.0.1\"\n[models.m]\nurl = %q\nsha256 = %q\n[instance.a.server]\nport = %d\nmodel = \"models.m\"\n",
+		standin, logs, srv.URL+"/v1/m.gguf", sha(v1), ports[0])
+	cfg := writeFile(t, filepath.Join(dir, "cfg.toml"), base)
+	env := []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg, "AUTO_INFER_MODELS_DIR=" + modelsDir, "AUTO_INFER_APP_DIR=" + app, "STANDIN_LOAD_MS=50"}
+	e := startEntry(t, app, env, "--retry-delay", "10ms")
+	pid := e.waitReady(t, "a")["a"].PID
+
+	next := strings.Replace(strings.Replace(base, "/v1/m.gguf", "/v2/m.gguf", 1), sha(v1), sha(v2), 1) +
+		fmt.Sprintf("[instance.c.server]\nport = %d\nmodel = %q\nmodel_sha256 = %q\n", ports[1], srv.URL+"/c.gguf", sha(mc))
+	writeFile(t, cfg, next)
+	r := runLB(t, env, "reload")
+	for _, want := range []string{
+		fmt.Sprintf("cfg.toml:%d: instance.a.server.model: %s was downloaded from another URL than %s (instance \"a\"): a reload does not download models; run llamaboot fetch-models, then reload again",
+			lineOf(t, next, `model = "models.m"`), filepath.Join(modelsDir, "m.gguf"), srv.URL+"/v2/m.gguf"),
+		fmt.Sprintf("cfg.toml:%d: instance.c.server.model: model %s is not downloaded yet to %s (instance \"c\")",
+			lineOf(t, next, "/c.gguf"), srv.URL+"/c.gguf", filepath.Join(modelsDir, "c.gguf")),
+		"nothing changed",
+	} {
+		if r.code != 2 || !strings.Contains(r.stderr, want) {
+			t.Errorf("want exit 2 and %q: %v", want, r)
+		}
+	}
+	if st := byName(e.status(t)); st["a"].PID != pid || st["c"].Name != "" {
+		t.Errorf("the refused reload changed something: %+v", st)
+	}
+
+	// Only the pin changed (same URL): refused too.
+	pinOnly := strings.Replace(base, sha(v1), sha(v2), 1)
+	writeFile(t, cfg, pinOnly)
+	if r := runLB(t, env, "reload"); r.code != 2 || !strings.Contains(r.stderr, "is not known to match the pinned sha256 "+sha(v2)[:12]) {
+		t.Errorf("a new pin on the old file: %v", r)
+	}
+
+	writeFile(t, cfg, next)
+	if r := runLB(t, env, "fetch-models"); r.code != 0 {
+		t.Fatal(r)
+	}
+	if r := runLB(t, env, "reload"); r.code != 0 || !strings.Contains(r.stdout, "~ a: restarted") || !strings.Contains(r.stdout, "+ c: started") {
+		t.Errorf("reload after fetch-models: %v", r)
+	}
+	e.waitReady(t, "a", "c")
+	if got, _ := os.ReadFile(filepath.Join(modelsDir, "m.gguf")); sha(got) != sha(v2) {
+		t.Errorf("a runs on %s, want the new pin %s", sha(got), sha(v2))
+	}
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	e.wait(t, 15*time.Second)
+}

@@ -318,16 +318,25 @@ func (p *Plan) MissingModels(exists func(string) bool) []Problem {
 	if exists == nil {
 		exists = func(p string) bool { _, err := os.Stat(p); return err == nil }
 	}
+	return p.ModelProblems(func(in Instance) string {
+		switch {
+		case in.Model == "" || exists(in.Model):
+			return ""
+		case in.ModelSource != nil:
+			return fmt.Sprintf("model %s is not downloaded yet to %s (instance %q); run llamaboot fetch-models, or let entry fetch it on boot", in.ModelSource.Shown, in.Model, in.Name)
+		}
+		return fmt.Sprintf("model file %s does not exist (instance %q)", in.Model, in.Name)
+	})
+}
+
+// ModelProblems lists, at each instance's model key, what check says is
+// wrong with its model ("" for nothing).
+func (p *Plan) ModelProblems(check func(Instance) string) []Problem {
 	var out []Problem
 	for _, in := range p.Instances {
-		if in.Model == "" || exists(in.Model) {
-			continue
+		if msg := check(in); msg != "" {
+			out = append(out, Problem{Pos: in.modelPos, Key: "instance." + in.Name + ".server.model", Msg: msg})
 		}
-		msg := fmt.Sprintf("model file %s does not exist (instance %q)", in.Model, in.Name)
-		if in.ModelSource != nil {
-			msg = fmt.Sprintf("model %s is not downloaded yet to %s (instance %q); run llamaboot fetch-models, or let entry fetch it on boot", in.ModelSource.Shown, in.Model, in.Name)
-		}
-		out = append(out, Problem{Pos: in.modelPos, Key: "instance." + in.Name + ".server.model", Msg: msg})
 	}
 	return out
 }

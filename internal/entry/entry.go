@@ -102,6 +102,7 @@ type Entry struct {
 	stopSig   syscall.Signal // which
 
 	boot atomic.Pointer[modelBoot] // instances waiting for model downloads
+	held *heldReload               // between a reload's Load and After (the Reloader runs one at a time)
 }
 
 // New prepares a boot; nothing happens until Start.
@@ -191,7 +192,7 @@ func (e *Entry) Start() (int, error) {
 		},
 	}
 	if e.serving() {
-		e.reloader = &supervise.Reloader{Sup: e.sup, Load: e.loadDesired, P: e.p}
+		e.reloader = &supervise.Reloader{Sup: e.sup, Load: e.loadDesired, After: e.afterReload, P: e.p}
 		e.srv.Reloader = e.reloader
 	}
 	if err := e.srv.Listen(sock); err != nil {

@@ -2,6 +2,10 @@ package entry
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
 	"sync"
 
 	"github.com/llamaboot/llamaboot/internal/config"
@@ -18,6 +22,11 @@ type modelBoot struct {
 	fetcher *models.Fetcher
 	sup     *supervise.Supervisor
 	p       *printer.Printer
+
+	// hand is held while an instance is handed to the supervisor, and by a
+	// reload from its Load to its After, so that a download ending
+	// meanwhile starts the instance with the spec the reload settles on.
+	hand sync.Mutex
 
 	mu      sync.Mutex
 	waiting []config.Instance // in config order
@@ -61,6 +70,8 @@ func (b *modelBoot) runNow(ctx context.Context) map[string]error {
 
 // handOver starts the instances whose downloads all succeeded.
 func (b *modelBoot) handOver() {
+	b.hand.Lock()
+	defer b.hand.Unlock()
 	b.mu.Lock()
 	var list []config.Instance
 	for _, in := range b.waiting {
@@ -76,13 +87,21 @@ func (b *modelBoot) handOver() {
 }
 
 func (b *modelBoot) ready(name string, err error) {
+	b.hand.Lock()
+	defer b.hand.Unlock()
 	b.mu.Lock()
 	var in config.Instance
+	found := false
 	for i, w := range b.waiting {
 		if w.Name == name {
-			in = w
+			in, found = w, true
 			b.waiting = append(b.waiting[:i:i], b.waiting[i+1:]...)
+			break
 		}
+	}
+	if !found {
+		b.mu.Unlock()
+		return // a reload removed it, or started it on a file already there
 	}
 	if err != nil {
 		b.failed[name] = err.Error()
@@ -97,7 +116,7 @@ func (b *modelBoot) ready(name string, err error) {
 }
 
 func (b *modelBoot) add(in config.Instance) {
-	if _, err := b.sup.Upsert([]config.Instance{in}); err != nil {
+	if _, err := b.sup.AddConfigured([]config.Instance{in}); err != nil {
 		b.p.Errorf("%s: %v", in.Name, err)
 	}
 }
@@ -137,17 +156,100 @@ func (e *Entry) pending() []supervise.InstanceStatus {
 
 func (b *modelBoot) downloads() any { return b.fetcher.Status() }
 
-// isWaiting reports whether name still waits for its downloads (or failed
-// there).
-func (b *modelBoot) isWaiting(name string) bool {
+// waitingSpec returns the spec name waits with for its downloads, and
+// whether they failed; ok is false when name waits for nothing.
+func (b *modelBoot) waitingSpec(name string) (in config.Instance, failed, ok bool) {
+	if b == nil {
+		return in, false, false
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for _, in := range b.waiting {
-		if in.Name == name {
-			return true
+	for _, w := range b.waiting {
+		if w.Name == name {
+			_, failed = b.failed[name]
+			return w, failed, true
 		}
 	}
-	return false
+	return in, false, false
+}
+
+// heldReload is what a reload means for instances waiting for their
+// model downloads, decided by its Load and settled by its After (b.hand
+// held in between).
+type heldReload struct {
+	b      *modelBoot        // whose hand the reload holds; nil: no downloads
+	update []config.Instance // same model: start with this spec once it is there
+	failed []string          // same model, whose download failed: left as they are
+	start  []string          // started by the reload on a file already in place
+	drop   []string          // no longer in the config
+}
+
+// settle applies h (unless !apply: a dry run or a refused reload) and
+// reports it, one line per instance; b.hand is held.
+func (b *modelBoot) settle(h *heldReload, apply bool) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	verb := func(did, would string) string {
+		if apply {
+			return did
+		}
+		return would
+	}
+	var lines []string
+	for _, in := range h.update {
+		for i, old := range b.waiting {
+			if old.Name != in.Name {
+				continue
+			}
+			if sameSpec(old, in) {
+				lines = append(lines, fmt.Sprintf("= %s: unchanged (downloading its model)", in.Name))
+				break
+			}
+			lines = append(lines, fmt.Sprintf("~ %s: still downloading its model: %s with the new settings once it is there: %s",
+				in.Name, verb("starts", "would start"), strings.Join(supervise.SpecChanges(old, in), "; ")))
+			if apply {
+				b.waiting[i] = in
+			}
+		}
+	}
+	for _, name := range h.failed {
+		lines = append(lines, fmt.Sprintf("= %s: unchanged (failed: %s)", name, b.failed[name]))
+	}
+	for _, name := range h.drop {
+		lines = append(lines, fmt.Sprintf("- %s: was waiting for its model: %s (its download ends unless another instance needs the file)", name, verb("removed, never started", "would be removed, never started")))
+	}
+	if apply {
+		for _, name := range append(slices.Clone(h.drop), h.start...) {
+			b.waiting = slices.DeleteFunc(b.waiting, func(in config.Instance) bool { return in.Name == name })
+			delete(b.failed, name)
+			b.fetcher.Drop(name)
+		}
+	}
+	return lines
+}
+
+// waitingNames lists the instances waiting for downloads, failed or not.
+func (b *modelBoot) waitingNames() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, in := range b.waiting {
+		out = append(out, in.Name)
+	}
+	return out
+}
+
+// sameSpec compares what two specs run, ignoring positions in the file
+// (as the supervisor compares them).
+func sameSpec(a, b config.Instance) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
+
+// sameModel says whether two specs wait for the same download.
+func sameModel(a, b *config.ModelSource) bool {
+	return a != nil && b != nil && a.URL == b.URL && a.Path == b.Path && a.Parts == b.Parts && slices.Equal(a.SHA256, b.SHA256)
 }
 
 // withoutDownloads is the plan minus the instances whose model is given by

@@ -2,9 +2,11 @@ package entry
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/models"
 	"github.com/llamaboot/llamaboot/internal/watch"
 )
 
@@ -26,6 +28,12 @@ func (e *Entry) load() (*config.Plan, error) {
 }
 
 // loadDesired is load for the Reloader: the instances wanted running.
+// Instances still waiting for their boot downloads are not started by a
+// reload: they keep waiting (with the new spec, started once their files
+// are there), or are dropped when the config no longer has them — unless
+// their model changed to one already in place. A reload does not download:
+// an instance it would start on a model whose marker does not vouch for the
+// (new) URL and pin refuses the reload, with the key's line.
 func (e *Entry) loadDesired() (string, []config.Instance, []string, error) {
 	plan, err := e.load()
 	var warnings []string
@@ -37,26 +45,71 @@ func (e *Entry) loadDesired() (string, []config.Instance, []string, error) {
 	if err != nil {
 		return e.o.ConfigPath, nil, warnings, err
 	}
-	if !plan.Enabled {
-		return e.o.ConfigPath, nil, warnings, nil // master.enable = false: none
+	b := e.boot.Load()
+	if b != nil {
+		b.hand.Lock() // until afterReload: no download hands over an instance meanwhile
 	}
-	// Instances still waiting for their boot downloads are not started by
-	// a reload: they start when their files are there.
+	h := &heldReload{b: b}
+	wanted := map[string]bool{}
 	var desired []config.Instance
-	for _, in := range plan.Instances {
-		if b := e.boot.Load(); b == nil || !b.isWaiting(in.Name) {
-			desired = append(desired, in)
+	if plan.Enabled { // master.enable = false: none
+		for _, in := range plan.Instances {
+			wanted[in.Name] = true
+			old, failed, waiting := b.waitingSpec(in.Name)
+			switch {
+			case waiting && sameModel(old.ModelSource, in.ModelSource) && failed:
+				h.failed = append(h.failed, in.Name)
+			case waiting && sameModel(old.ModelSource, in.ModelSource):
+				h.update = append(h.update, in)
+			default:
+				if waiting {
+					h.start = append(h.start, in.Name)
+				}
+				desired = append(desired, in)
+			}
 		}
 	}
-	// A model by URL that a reload brings in is not fetched by it: refuse
-	// the reload (with the key's line) rather than start a server without
-	// its model.
+	if b != nil {
+		for _, name := range b.waitingNames() {
+			if !wanted[name] {
+				h.drop = append(h.drop, name)
+			}
+		}
+	}
 	started := *plan
 	started.Instances = desired
-	if err := started.Runnable(); err != nil {
-		return e.o.ConfigPath, nil, warnings, err
+	if problems := started.ModelProblems(notInPlace); len(problems) > 0 {
+		if b != nil {
+			b.hand.Unlock()
+		}
+		return e.o.ConfigPath, nil, warnings, &config.ValidationError{File: plan.File, Problems: problems}
 	}
+	e.held = h
 	return e.o.ConfigPath, desired, warnings, nil
+}
+
+// notInPlace says why an instance's model by URL cannot be started on as
+// it is ("" when it can).
+func notInPlace(in config.Instance) string {
+	if in.ModelSource == nil {
+		return ""
+	}
+	if msg := models.Check(in.ModelSource); msg != "" {
+		return fmt.Sprintf("%s (instance %q): a reload does not download models; run llamaboot fetch-models, then reload again", msg, in.Name)
+	}
+	return ""
+}
+
+// afterReload settles what the reload that loadDesired loaded means for
+// the instances waiting for downloads, and reports it.
+func (e *Entry) afterReload(apply bool) []string {
+	h := e.held
+	e.held = nil
+	if h == nil || h.b == nil {
+		return nil
+	}
+	defer h.b.hand.Unlock()
+	return h.b.settle(h, apply)
 }
 
 // reloadInBackground reloads without holding up the signal loop; the

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -52,6 +53,7 @@ const (
 	Downloading = "downloading"
 	Done        = "done"
 	Failed      = "failed"
+	Cancelled   = "cancelled" // no instance wants it any more (a reload removed them)
 )
 
 // Download is one file's state, as status shows it.
@@ -78,6 +80,7 @@ type file struct {
 	base        int64 // bytes already there when this run's download began
 	started     time.Time
 	err         error
+	cancel      context.CancelFunc // ends this file's download; nil before it starts
 }
 
 // Fetcher fetches the models of a set of instances and reports progress.
@@ -191,11 +194,20 @@ func (f *Fetcher) Run(ctx context.Context, ready func(name string, err error)) m
 		go func() {
 			defer wg.Done()
 			for fl := range queue {
-				if ctx.Err() != nil {
+				fctx, cancel := context.WithCancel(ctx)
+				fl.mu.Lock()
+				fl.cancel, fl.users = cancel, slices.Clone(fl.users)
+				unwanted := len(fl.users) == 0
+				fl.mu.Unlock()
+				switch {
+				case unwanted:
+					fl.finish(nil)
+				case ctx.Err() != nil:
 					fl.finish(fmt.Errorf("not downloaded: %w", ctx.Err()))
-				} else {
-					fl.finish(f.get(ctx, fl))
+				default:
+					fl.finish(f.get(fctx, fl))
 				}
+				cancel()
 				f.settle(fl, &mu, pending, failed, ready)
 			}
 		}()
@@ -207,11 +219,14 @@ func (f *Fetcher) Run(ctx context.Context, ready func(name string, err error)) m
 // settle records a finished file against its instances and reports those
 // with nothing left to wait for.
 func (f *Fetcher) settle(fl *file, mu *sync.Mutex, pending map[string]int, failed map[string]error, ready func(string, error)) {
+	fl.mu.Lock()
+	users, ferr := slices.Clone(fl.users), fl.err
+	fl.mu.Unlock()
 	mu.Lock()
 	var done []string
-	for _, name := range fl.users {
-		if fl.err != nil && failed[name] == nil {
-			failed[name] = fmt.Errorf("model %s: %w", fetch.Redact(fl.url), fl.err)
+	for _, name := range users {
+		if ferr != nil && failed[name] == nil {
+			failed[name] = fmt.Errorf("model %s: %w", fetch.Redact(fl.url), ferr)
 		}
 		if pending[name]--; pending[name] == 0 {
 			done = append(done, name)
@@ -229,10 +244,28 @@ func (f *Fetcher) settle(fl *file, mu *sync.Mutex, pending map[string]int, faile
 	}
 }
 
+// Drop stops waiting on name's behalf (a reload removed the instance, or
+// starts it on a file already there): a file nobody waits for any more is
+// not fetched, or its download is cancelled (the .part stays).
+func (f *Fetcher) Drop(name string) {
+	for _, fl := range f.need[name] {
+		fl.mu.Lock()
+		fl.users = slices.DeleteFunc(fl.users, func(u string) bool { return u == name })
+		if len(fl.users) == 0 && fl.cancel != nil {
+			fl.cancel()
+		}
+		fl.mu.Unlock()
+	}
+}
+
 func (fl *file) finish(err error) {
 	fl.mu.Lock()
 	defer fl.mu.Unlock()
 	fl.err = err
+	if len(fl.users) == 0 {
+		fl.state, fl.err = Cancelled, nil
+		return
+	}
 	if err != nil {
 		fl.state = Failed
 	} else {

@@ -75,9 +75,9 @@ wait:
 	return res, err
 }
 
-// specChanges says what differs between an instance's old and new spec,
+// SpecChanges says what differs between an instance's old and new spec,
 // in the config's words.
-func specChanges(a, b config.Instance) []string {
+func SpecChanges(a, b config.Instance) []string {
 	var out []string
 	diff := func(key, x, y string) {
 		if x != y {
@@ -123,6 +123,12 @@ type Reloader struct {
 	Load func() (file string, desired []config.Instance, warnings []string, err error)
 	// P logs each reload and each refused one.
 	P *printer.Printer
+	// After, when set, is called once after every Load that succeeded:
+	// apply says whether the reload was applied (false: dry run, or the
+	// supervisor refused). It settles what the reload means for instances
+	// the supervisor does not run yet (waiting for their model downloads)
+	// and returns one report line for each.
+	After func(apply bool) []string
 
 	mu sync.Mutex
 }
@@ -154,6 +160,15 @@ func (r *Reloader) Run(dryRun bool, why string) (ReloadReport, error) {
 		}
 		return rep, err
 	}
+	afterCalled := false
+	after := func(apply bool) []string {
+		if afterCalled || r.After == nil {
+			return nil
+		}
+		afterCalled = true
+		return r.After(apply)
+	}
+	defer after(false)
 	before := map[string]Snapshot{}
 	for _, sn := range r.Sup.Snapshots() {
 		before[sn.Spec.Name] = sn
@@ -185,7 +200,7 @@ func (r *Reloader) Run(dryRun bool, why string) (ReloadReport, error) {
 		rep.lines = append(rep.lines, fmt.Sprintf("+ %s: %s (%s)", n, verb("started", "would start"), specs[n].URL))
 	}
 	for _, n := range res.Changed {
-		rep.lines = append(rep.lines, fmt.Sprintf("~ %s: %s: %s", n, verb("restarted", "would restart"), strings.Join(specChanges(before[n].Spec, specs[n]), "; ")))
+		rep.lines = append(rep.lines, fmt.Sprintf("~ %s: %s: %s", n, verb("restarted", "would restart"), strings.Join(SpecChanges(before[n].Spec, specs[n]), "; ")))
 	}
 	for _, n := range res.Removed {
 		rep.lines = append(rep.lines, fmt.Sprintf("- %s: %s", n, verb("stopped and removed", "would stop and remove")))
@@ -197,6 +212,7 @@ func (r *Reloader) Run(dryRun bool, why string) (ReloadReport, error) {
 		}
 		rep.lines = append(rep.lines, fmt.Sprintf("= %s: unchanged (%s)", n, state))
 	}
+	rep.lines = append(rep.lines, after(!dryRun)...)
 	if !dryRun {
 		r.P.Stepf("reload (%s) of %s: %d added, %d changed, %d removed, %d unchanged", why, file,
 			len(res.Added), len(res.Changed), len(res.Removed), len(res.Unchanged))

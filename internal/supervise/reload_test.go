@@ -104,12 +104,12 @@ func TestSpecChanges(t *testing.T) {
 	a := config.Instance{Executable: "/s", Cmd: []string{"--port", "1"}, GPUIDs: &zero, Env: map[string]string{"CUDA_VISIBLE_DEVICES": "0"}, LogFile: "/l", LogMaxSize: 100 << 20}
 	b := a
 	b.GPUIDs, b.Env, b.LogMaxSize = &one, map[string]string{"CUDA_VISIBLE_DEVICES": "1"}, 1<<20
-	if got := specChanges(a, b); !slices.Equal(got, []string{"gpu_ids 0 → 1", "log_max_size 100MiB → 1MiB"}) {
+	if got := SpecChanges(a, b); !slices.Equal(got, []string{"gpu_ids 0 → 1", "log_max_size 100MiB → 1MiB"}) {
 		t.Errorf("%q", got)
 	}
 	c := a
 	c.Cmd, c.LogFile = []string{"--port", "2"}, "/m"
-	if got := specChanges(a, c); !slices.Equal(got, []string{`args "--port 1" → "--port 2"`, "log_file /l → /m"}) {
+	if got := SpecChanges(a, c); !slices.Equal(got, []string{`args "--port 1" → "--port 2"`, "log_file /l → /m"}) {
 		t.Errorf("%q", got)
 	}
 }

@@ -151,6 +151,13 @@ func (s *Supervisor) Upsert(specs []config.Instance) (ApplyResult, error) {
 	return s.upsert(specs, true)
 }
 
+// AddConfigured starts instances of the served config that were held back
+// (waiting for their models): the config's, as Apply's are, so a reload
+// that drops them removes them.
+func (s *Supervisor) AddConfigured(specs []config.Instance) (ApplyResult, error) {
+	return s.upsert(specs, false)
+}
+
 func (s *Supervisor) upsert(specs []config.Instance, startDown bool) (ApplyResult, error) {
 	var res ApplyResult
 	for _, spec := range specs {

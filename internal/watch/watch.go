@@ -28,7 +28,8 @@ func Read(path string) (Sum, error) {
 // a content seen on two polls in a row that differs from the last one
 // reported (or from initial, the content the caller is already running).
 // Requiring two polls skips the half-written file of an editor that writes
-// in place. An unreadable path (deleted, mid-swap) is not a change; its
+// in place within a poll (one pausing longer can still be caught halfway:
+// the README tells writers to rename a complete file into place). An unreadable path (deleted, mid-swap) is not a change; its
 // return is. Poll returns when ctx ends.
 func Poll(ctx context.Context, path string, every time.Duration, initial Sum, changed func(Sum)) {
 	current := initial
