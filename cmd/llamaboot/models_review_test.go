@@ -290,6 +290,7 @@ func TestReloadWhileDownloading(t *testing.T) {
 		!strings.Contains(r.stdout, "- r: was waiting for its model: removed, never started") {
 		t.Errorf("reload: %v", r)
 	}
+	e.waitOutput(t, `reload \(llamaboot reload\) of .*: 0 added, 0 changed, 0 removed, 0 unchanged, 2 waiting for their models`, 10*time.Second)
 	if r := runLB(t, env, "reload", "--dry-run"); !strings.Contains(r.stdout, "= a: unchanged (downloading its model)") || strings.Contains(r.stdout, " r:") {
 		t.Errorf("dry run after the reload: %v", r)
 	}

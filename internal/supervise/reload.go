@@ -212,10 +212,15 @@ func (r *Reloader) Run(dryRun bool, why string) (ReloadReport, error) {
 		}
 		rep.lines = append(rep.lines, fmt.Sprintf("= %s: unchanged (%s)", n, state))
 	}
-	rep.lines = append(rep.lines, after(!dryRun)...)
+	held := after(!dryRun)
+	rep.lines = append(rep.lines, held...)
 	if !dryRun {
-		r.P.Stepf("reload (%s) of %s: %d added, %d changed, %d removed, %d unchanged", why, file,
-			len(res.Added), len(res.Changed), len(res.Removed), len(res.Unchanged))
+		waiting := ""
+		if len(held) > 0 {
+			waiting = fmt.Sprintf(", %d waiting for their models", len(held))
+		}
+		r.P.Stepf("reload (%s) of %s: %d added, %d changed, %d removed, %d unchanged%s", why, file,
+			len(res.Added), len(res.Changed), len(res.Removed), len(res.Unchanged), waiting)
 		for _, l := range rep.lines {
 			r.P.Stepf("  %s", l)
 		}
