@@ -308,34 +308,14 @@ func fetch(ctx context.Context, o Options) (Result, error) {
 	return Result{}, fmt.Errorf("download %s: giving up after %d attempts: %w%s", shown, o.Retries+1, last, kept(part))
 }
 
-// lockDest takes an exclusive flock on path, waiting (and saying so once)
+// lockDest takes an exclusive lock on path, waiting (and saying so once)
 // while another process downloads the same file, until ctx ends.
 func lockDest(ctx context.Context, path string, p *printer.Printer, shown string) (func(), error) {
-	f, err := appfile.OpenFile(path, os.O_RDWR, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+	unlock, err := appfile.Lock(ctx, path, func() { p.Stepf("another process is downloading %s; waiting for it", shown) })
+	if err != nil && ctx.Err() != nil {
+		return nil, fmt.Errorf("download of %s stopped while waiting for another download of it: %w", shown, ctx.Err())
 	}
-	said := false
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		if !said {
-			p.Stepf("another process is downloading %s; waiting for it", shown)
-			said = true
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("download of %s stopped while waiting for another download of it: %w", shown, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	return unlock, err
 }
 
 // completedMeanwhile reports a download that another process finished
