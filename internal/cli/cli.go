@@ -90,6 +90,7 @@ func newRoot(stdout, stderr io.Writer, env Env) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
 		newInstallCmd(env),
+		newRollbackCmd(env),
 		newPlanCmd(env),
 		newFetchModelsCmd(env),
 		newRunCmd(env),

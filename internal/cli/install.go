@@ -25,6 +25,7 @@ type installFlags struct {
 	maxEntries  int
 	maxBytes    sizeFlag
 	lockTimeout time.Duration
+	keep        int
 
 	refresh    bool
 	sha256From string
@@ -73,6 +74,7 @@ func (f *installFlags) register(cmd *cobra.Command) {
 	f.maxBytes = archive.DefaultMaxBytes
 	fl.Var(&f.maxBytes, "max-bytes", "refuse archives expanding past this size (bytes, or with a unit: 64GiB, 500MB)")
 	fl.DurationVar(&f.lockTimeout, "lock-timeout", 10*time.Minute, "how long to wait for another install into the same app dir")
+	fl.IntVar(&f.keep, "keep", install.DefaultKeep, "previous bundles kept for llamaboot rollback")
 	fl.BoolVar(&f.refresh, "refresh", false, "for a URL: ask the server whether the bundle changed (ETag / If-Modified-Since)")
 	fl.StringVar(&f.sha256From, "sha256-from", "", "for a URL: take the expected SHA-256 from this SHA256SUMS-style file")
 	f.download.register(cmd, "for a URL: ")
@@ -91,6 +93,7 @@ func (f *installFlags) options(source string, env Env, p *printer.Printer) insta
 		Verify:      f.verify,
 		Limits:      archive.Limits{MaxEntries: f.maxEntries, MaxBytes: int64(f.maxBytes)},
 		LockTimeout: f.lockTimeout,
+		Keep:        keepOption(f.keep),
 		EntryPoints: install.EntryPointNames,
 		Self:        self(),
 		Installer:   buildinfo.Version,
@@ -132,5 +135,38 @@ func newInstallCmd(env Env) *cobra.Command {
 		},
 	}
 	f.register(cmd)
+	return cmd
+}
+
+// keepOption maps --keep onto Options.Keep, where 0 means the default.
+func keepOption(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+func newRollbackCmd(env Env) *cobra.Command {
+	var app string
+	var quiet bool
+	var lockTimeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "rollback",
+		Short: "Activate the previous kept bundle (atomically; the current one is kept, so a second rollback goes back)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			p := printer.New(cmd.OutOrStdout(), cmd.ErrOrStderr(), pkgPrefix, quiet)
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			if _, err := install.Rollback(ctx, appDir(app, env), lockTimeout, p); err != nil {
+				p.Errorf("%v", err)
+				return exitError(exitStatus(err))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&app, "app-dir", "", "app dir holding llama-cpp/ (env AUTO_INFER_APP_DIR, default /soft/app)")
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only warnings and errors")
+	cmd.Flags().DurationVar(&lockTimeout, "lock-timeout", 10*time.Minute, "how long to wait for an install into the same app dir")
 	return cmd
 }

@@ -124,12 +124,20 @@ func newStatusCmd(env Env) *cobra.Command {
 				st.Instances = []supervise.InstanceStatus{}
 			}
 			st.Unsupervised = unsupervised(dir)
+			kept := install.Previous(dir)
+			if kept == nil {
+				kept = []install.Kept{}
+			}
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				return enc.Encode(struct {
+					supervise.Status
+					Active   string         `json:"active_bundle"`
+					Previous []install.Kept `json:"previous_bundles"`
+				}{st, install.Active(dir), kept})
 			}
-			printStatus(cmd.OutOrStdout(), dir, sock, st)
+			printStatus(cmd.OutOrStdout(), dir, sock, st, kept)
 			return nil
 		},
 	}
@@ -138,7 +146,7 @@ func newStatusCmd(env Env) *cobra.Command {
 	return cmd
 }
 
-func printStatus(w io.Writer, app, sock string, st supervise.Status) {
+func printStatus(w io.Writer, app, sock string, st supervise.Status, kept []install.Kept) {
 	switch b := st.Bundle.(type) {
 	case nil:
 		fmt.Fprintf(w, "bundle: none installed in %s\n", install.InstallDir(app))
@@ -152,6 +160,17 @@ func printStatus(w io.Writer, app, sock string, st supervise.Status) {
 		}
 		fmt.Fprintf(w, "bundle: %s (%s, %s layout) from %s, sha256 %s, installed %s\n", m.ArchiveName, tag, m.Layout,
 			m.SourcePath, m.SHA256, time.Unix(m.InstalledAtUnix, 0).UTC().Format(time.RFC3339))
+		if v := install.Active(app); v != "" {
+			fmt.Fprintf(w, "active: %s\n", v)
+		}
+	}
+	for i, k := range kept {
+		note := ""
+		if i == 0 {
+			note = "; llamaboot rollback activates it"
+		}
+		fmt.Fprintf(w, "previous: %s (%s, build %s, installed %s)%s\n", k.Version, k.Marker.ArchiveName, orDash(k.Marker.BuildTag),
+			time.Unix(k.Marker.InstalledAtUnix, 0).UTC().Format(time.RFC3339), note)
 	}
 	defer printUnsupervised(w, app, st.Unsupervised)
 	if st.Supervisor == nil {
@@ -299,4 +318,11 @@ func controlUnsupervised(w io.Writer, app string, op supervise.Op, name string, 
 		}
 	}
 	return fmt.Errorf("%w: start instances with llamaboot run, or boot with llamaboot entry to supervise them", noSup)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -136,20 +136,6 @@ func listVersions(app string) []string {
 	return out
 }
 
-// prune removes versions other than current and previous.
-func prune(app, current, previous string) []string {
-	var removed []string
-	for _, v := range listVersions(app) {
-		if v == current || v == previous {
-			continue
-		}
-		if os.RemoveAll(filepath.Join(app, versionsName, v)) == nil {
-			removed = append(removed, v)
-		}
-	}
-	return removed
-}
-
 // cleanStale removes what a killed run left: staging dirs, temporary links
 // and partial cache files. Called under the install lock.
 func cleanStale(app string) {

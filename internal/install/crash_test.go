@@ -30,7 +30,9 @@ func TestMain(m *testing.M) {
 }
 
 func childInstall(app, src, dieAt string) int {
-	o := Options{AppDir: app, Source: src, LockTimeout: time.Minute,
+	// Force: alternating two bundles then extracts every time instead of
+	// reactivating the kept one, so each kill lands in a whole install.
+	o := Options{AppDir: app, Source: src, LockTimeout: time.Minute, Force: os.Getenv("LLAMABOOT_TEST_CHILD_FORCE") != "",
 		Printer: printer.New(os.Stdout, os.Stderr, "[llama-cpp-pkg]", false)}
 	j := &job{Options: o, afterStep: func(step string) {
 		if step == dieAt {
@@ -126,6 +128,7 @@ func TestKillAtAnyPointLeavesAWholeBundle(t *testing.T) {
 	cur := "old"
 	// Deterministic kill points between the steps, then kills after timed
 	// delays spread over a whole install.
+	t.Setenv("LLAMABOOT_TEST_CHILD_FORCE", "1")
 	for _, step := range []string{"extracted", "synced", "staged", "cached", "activated"} {
 		out, err := child(app, srcs[other(cur)], step).CombinedOutput()
 		if err == nil || !strings.Contains(err.Error(), "killed") {

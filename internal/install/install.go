@@ -34,6 +34,9 @@ type Options struct {
 	Verify      bool   // re-hash the source instead of trusting its stamp
 	Limits      archive.Limits
 	LockTimeout time.Duration
+	// Keep is how many previous bundles stay for rollback: 0 means
+	// DefaultKeep, a negative number none.
+	Keep int
 	// EntryPoints are names to link to Self inside every installed bundle
 	// (check-and-run-llama-cpp.sh and friends).
 	EntryPoints []string
@@ -152,6 +155,9 @@ func (j *job) run(ctx context.Context) (Result, error) {
 		j.Printer.Stepf("already installed by another process: %s; nothing to do", r.Marker.ArchiveName)
 		return r, nil
 	}
+	if v, m, ok := j.keptMatch(src.label, src.info); ok {
+		return j.reactivate(v, m, "reactivated kept bundle")
+	}
 	return j.installLocked(ctx, src)
 }
 
@@ -207,20 +213,27 @@ func (j *job) upToDate(label string, local fs.FileInfo) (Result, bool) {
 	if j.Force {
 		return Result{}, false
 	}
-	dir := InstallDir(j.AppDir)
+	m, ok := j.matches(InstallDir(j.AppDir), label, local)
+	if ok {
+		// The active bundle is also judged by its cache copy, which a
+		// later install may have replaced under the same name.
+		cache, cok := statStamp(m.CachePath)
+		ok = cok && cache == m.CacheStamp
+	}
+	return Result{Marker: m, UpToDate: ok}, ok
+}
+
+// matches reports whether the bundle at dir came from this very source.
+func (j *job) matches(dir, label string, local fs.FileInfo) (Marker, bool) {
 	m, err := ReadMarker(dir)
 	if err != nil || m.SHA256 == "" || m.SourcePath != label {
-		return Result{}, false
+		return Marker{}, false
 	}
 	if j.SHA256 != "" && j.SHA256 != m.SHA256 {
-		return Result{}, false
+		return Marker{}, false
 	}
 	if fi, err := os.Stat(filepath.Join(dir, "bin", "llama-server")); err != nil || !fi.Mode().IsRegular() {
-		return Result{}, false
-	}
-	cache, ok := statStamp(m.CachePath)
-	if !ok || cache != m.CacheStamp {
-		return Result{}, false
+		return Marker{}, false
 	}
 	if j.Verify {
 		file := m.CachePath
@@ -229,15 +242,18 @@ func (j *job) upToDate(label string, local fs.FileInfo) (Result, bool) {
 		}
 		sum, err := fetch.SumFile(file)
 		if err != nil || sum != m.SHA256 {
-			return Result{}, false
+			return Marker{}, false
 		}
-		j.Printer.Stepf("verified: %s hashes to the installed sha256", file)
-		return Result{Marker: m, UpToDate: true}, true
+		j.Printer.Stepf("verified: %s hashes to the bundle's sha256", file)
+		return m, true
 	}
-	if local != nil && stampOf(local) != m.SourceStamp {
-		return Result{}, false
+	if local != nil {
+		// A kept bundle is judged by its source's stamp alone: the cache
+		// may since hold another archive of the same name.
+		return m, stampOf(local) == m.SourceStamp
 	}
-	return Result{Marker: m, UpToDate: true}, true
+	cache, ok := statStamp(m.CachePath)
+	return m, ok && cache == m.CacheStamp
 }
 
 // installLocked runs the steps after the source is known, under the lock.

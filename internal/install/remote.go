@@ -38,6 +38,9 @@ func (j *job) runURL(ctx context.Context) (Result, error) {
 			p.Stepf("already installed by another process: %s; nothing to do", r.Marker.ArchiveName)
 			return r, nil
 		}
+		if v, m, ok := j.keptMatch(shown, nil); ok && j.SHA256From == "" {
+			return j.reactivate(v, m, "reactivated kept bundle")
+		}
 	}
 	src, r, err := j.download(ctx, name)
 	if err != nil || r.UpToDate {

@@ -256,13 +256,12 @@ func (j *job) stepActivate(s *staging) (Result, error) {
 		return Result{}, err
 	}
 	j.step("activated")
-	for _, v := range prune(app, version, previous) {
-		p.Stepf("removed old bundle %s", v)
+	if err := recordActive(app, version); err != nil {
+		return Result{}, err
 	}
+	j.pruneKept()
 	p.Stepf("activated %s (%s layout%s) at %s in %.1fs", version, s.layout, tagNote(s.marker.BuildTag), InstallDir(app), time.Since(s.start).Seconds())
-	if previous != "" && previous != version {
-		p.Stepf("previous bundle kept for rollback: %s", filepath.Join(app, versionsName, previous))
-	}
+	j.sayKept(previous, version)
 	return Result{Marker: s.marker, Previous: previous}, nil
 }
 
