@@ -98,10 +98,11 @@ func TestConfigDirectoryAndMissingExecutable(t *testing.T) {
 	}
 }
 
-// A misspelt server key is caught against the stand-in's --help: a warning
-// with a did-you-mean for plan and run, an error under STRICT; --help runs
-// once per executable (cached in the app dir); a missing executable says
-// the check was skipped.
+// A misspelt server key is caught against the stand-in's --help: an error
+// with a did-you-mean for plan, run and entry (exit 2, nothing started), as
+// llama-server itself would refuse the flag; --help runs once per executable
+// (cached in the app dir); a missing executable makes it a warning that the
+// check was skipped.
 func TestMisspeltServerKey(t *testing.T) {
 	dir := t.TempDir()
 	app := filepath.Join(dir, "app")
@@ -111,13 +112,13 @@ func TestMisspeltServerKey(t *testing.T) {
 		fmt.Sprintf("#!/bin/sh\ncase \"$*\" in *--help*) echo x >> %s;; esac\nexec %s \"$@\"\n", count, standin))
 	os.Chmod(wrapper, 0o755)
 	port := freePorts(t, 1)[0]
-	cfg := writeFile(t, filepath.Join(dir, "cfg.toml"), fmt.Sprintf("[master]\nllama_cpp_path = %q\n[instance.control]\nlog_dir = %q\n[instance.a.server]\nport = %d\nctx_sise = 4096\n", wrapper, dir, port))
-	want := cfg + `:7: instance.a.server.ctx_sise: ` + wrapper + ` has no flag --ctx-sise (did you mean "ctx_size"?)`
+	cfg := writeFile(t, filepath.Join(dir, "cfg.toml"), fmt.Sprintf("[master]\nllama_cpp_path = %q\n[instance.control]\nlog_dir = %q\n[instance.a.server]\nport = %d\nn_gpu_layer = 99\n", wrapper, dir, port))
+	want := cfg + `:7: instance.a.server.n_gpu_layer: ` + wrapper + ` has no flag --n-gpu-layer (did you mean "n_gpu_layers"?)`
 	env := []string{"AUTO_INFER_APP_DIR=" + app}
 
 	for range 2 {
-		if r := runLB(t, env, "plan", "--config", cfg); r.code != 0 || !strings.Contains(r.stderr, want) {
-			t.Errorf("plan: want exit 0 and %q:\n%v", want, r)
+		if r := runLB(t, env, "plan", "--config", cfg); r.code != 2 || !strings.Contains(r.stderr, want) {
+			t.Errorf("plan: want exit 2 and %q:\n%v", want, r)
 		}
 	}
 	if b, _ := os.ReadFile(count); strings.Count(string(b), "x") != 1 {
@@ -126,15 +127,19 @@ func TestMisspeltServerKey(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(app, ".llama-server-flags.json")); err != nil {
 		t.Errorf("no cache in the app dir: %v", err)
 	}
-	r := runLB(t, append(env, "AUTO_INFER_LLAMA_CPP_STRICT=1"), "run", "--config", cfg)
-	if r.code != 2 || !strings.Contains(r.stderr, want) || strings.Contains(r.stdout, "started a") {
-		t.Errorf("strict run: want exit 2, nothing started, and %q:\n%v", want, r)
+	r := runLB(t, env, "run", "--config", cfg)
+	if r.code != 2 || !strings.Contains(r.stderr, want) || strings.Contains(r.stdout, "started a") || strings.Contains(r.stderr, "warning: "+want) {
+		t.Errorf("run: want exit 2, nothing started, and the error %q:\n%v", want, r)
 	}
 
-	// entry (the container path) says it too, and STRICT stops the boot.
+	// entry (the container path) refuses the config: the instance is not
+	// started (a crash loop avoided); STRICT stops the boot.
 	entryEnv := append(env, "AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG="+cfg)
 	if r := runLB(t, append(entryEnv, "AUTO_INFER_LLAMA_CPP_STRICT=1"), "entry", "--", "true"); r.code != 2 || !strings.Contains(r.stdout+r.stderr, want) {
 		t.Errorf("strict entry: want exit 2 and %q:\n%v", want, r)
+	}
+	if r := runLB(t, entryEnv, "entry", "--", "true"); !strings.Contains(r.stdout+r.stderr, want) || strings.Contains(r.stdout+r.stderr, "a ready") {
+		t.Errorf("entry: want the error and no instance started:\n%v", r)
 	}
 
 	missing := writeFile(t, filepath.Join(dir, "missing.toml"), "[master]\nllama_cpp_path = \"/nonexistent/llama-server\"\n[instance.a.server]\nport = 1\nctx_sise = 1\n")

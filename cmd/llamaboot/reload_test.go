@@ -251,3 +251,27 @@ func TestReloadNotReadyExits1(t *testing.T) {
 	e.cmd.Process.Signal(syscall.SIGTERM)
 	e.wait(t, 15*time.Second)
 }
+
+// A reload refused for a problem also says the warnings plan would say, and
+// a misspelt server key is one of the problems (the stand-in's flags are
+// known): nothing changes.
+func TestReloadReportsProblemsAndWarnings(t *testing.T) {
+	dir := t.TempDir()
+	app := filepath.Join(dir, "app")
+	cfg, logs := filepath.Join(dir, "cfg.toml"), filepath.Join(dir, "logs")
+	p := freePorts(t, 1)
+	writeServers(t, cfg, logs, server{name: "a", port: p[0]})
+	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg, "STANDIN_LOAD_MS=50"})
+	before := e.waitReady(t, "a")
+
+	writeServers(t, cfg, logs, server{name: "a", port: p[0], control: "metrics_proxy = true", server: "n_gpu_layer = 99"})
+	r := runLB(t, []string{"AUTO_INFER_APP_DIR=" + app}, "reload")
+	problem := `instance.a.server.n_gpu_layer: ` + standin + ` has no flag --n-gpu-layer (did you mean "n_gpu_layers"?)`
+	warning := `warning: ` + cfg + `:8: instance.a.control.metrics_proxy: llama-server serves /metrics only with metrics = true`
+	if r.code != 2 || !strings.Contains(r.stderr, cfg+":11: "+problem) || !strings.Contains(r.stderr, warning) || strings.Contains(r.stderr, "warning: "+cfg+":11") {
+		t.Errorf("want exit 2, the misspelt key as a problem and the metrics_proxy warning:\n%v", r)
+	}
+	if after := byName(e.status(t)); after["a"].PID != before["a"].PID {
+		t.Errorf("a refused reload restarted a: pid %d → %d", before["a"].PID, after["a"].PID)
+	}
+}

@@ -32,18 +32,17 @@ func loadPlan(p *printer.Printer, flagPath, appFlag string, env Env) (*config.Pl
 	if path == "" {
 		return nil, "", nil
 	}
-	plan, err := config.Load(path, configOptions(appDir(appFlag, env), env, Switch(env, "AUTO_INFER_LLAMA_CPP_STRICT", p)))
+	plan, err := config.Load(path, configOptions(appDir(appFlag, env), env))
 	return plan, path, err
 }
 
 // configOptions is how every command (and entry) loads a config.
-func configOptions(app string, env Env, strict bool) config.Options {
+func configOptions(app string, env Env) config.Options {
 	return config.Options{
 		AppDir:      app,
 		ModelsDir:   env("AUTO_INFER_MODELS_DIR"),
 		Overrides:   env("AUTO_INFER_LLAMA_CPP_OVERRIDES"),
 		ServerFlags: serverflags.ForAppDir(app, os.Environ()),
-		Strict:      strict,
 	}
 }
 

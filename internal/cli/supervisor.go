@@ -67,7 +67,7 @@ reloads it when its content changes.
 				},
 				ServeOnBoot: Switch(env, "AUTO_INFER_LLAMA_CPP_ON_BOOT", p),
 				ConfigPath:  env("AUTO_INFER_LLAMA_CPP_CONFIG"),
-				Config:      configOptions(app, env, strict),
+				Config:      configOptions(app, env),
 				Watch:       watchConfig || Switch(env, "AUTO_INFER_LLAMA_CPP_WATCH", p),
 				WatchEvery:  watchEvery,
 				Models:      mf.entryOptions(env, &f.download),

@@ -17,29 +17,24 @@ func TestServerKeysCheckedAgainstFlags(t *testing.T) {
 		asked = append(asked, exe)
 		return []string{"--ctx-size", "--flash-attn", "--port", "--threads", "--no-webui"}, nil
 	}
-	plan, err := Parse("cfg.toml", data, Options{ServerFlags: flags})
-	if err != nil {
-		t.Fatal(err)
+	_, err := Parse("cfg.toml", data, Options{ServerFlags: flags})
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("unknown server keys must be errors when the flags are known: %v", err)
 	}
 	var got []string
-	for _, w := range plan.Warnings {
-		got = append(got, w.String())
+	for _, p := range ve.Problems {
+		got = append(got, p.String())
 	}
 	want := []string{
 		`cfg.toml:5: instance.server.threds: /opt/llama/llama-server has no flag --threds (did you mean "threads"?)`,
 		`cfg.toml:8: instance.a.server.ctx_sise: /opt/llama/llama-server has no flag --ctx-sise (did you mean "ctx_size"?)`,
 	}
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	if strings.Join(got, "\n") != strings.Join(want, "\n") || len(ve.Warnings) != 0 {
+		t.Errorf("problems:\n%s\nwant:\n%s\nwarnings: %v", strings.Join(got, "\n"), strings.Join(want, "\n"), ve.Warnings)
 	}
 	if len(asked) != 1 || asked[0] != "/opt/llama/llama-server" {
 		t.Errorf("flags read for %q, want once for the resolved executable", asked)
-	}
-
-	_, err = Parse("cfg.toml", data, Options{ServerFlags: flags, Strict: true})
-	var ve *ValidationError
-	if !errors.As(err, &ve) || len(ve.Problems) != 2 || !strings.Contains(err.Error(), want[1]) {
-		t.Errorf("strict: %v", err)
 	}
 }
 
@@ -52,7 +47,7 @@ func TestServerFlagCheckSkipped(t *testing.T) {
 		{fmt.Errorf("stat: %w", fs.ErrNotExist), "cfg.toml: server keys: not checked against llama-server's flags (llama-server does not exist here)"},
 		{errors.New("llama-server --help did not finish within 20s"), "(llama-server --help did not finish within 20s)"},
 	} {
-		plan, err := Parse("cfg.toml", data, Options{AppDir: "/nonexistent", ServerFlags: func(string) ([]string, error) { return nil, c.err }, Strict: true})
+		plan, err := Parse("cfg.toml", data, Options{AppDir: "/nonexistent", ServerFlags: func(string) ([]string, error) { return nil, c.err }})
 		if err != nil || len(plan.Warnings) != 1 || !strings.Contains(plan.Warnings[0].String(), c.want) {
 			t.Errorf("want one warning %q, got %v %v", c.want, plan, err)
 		}
@@ -60,26 +55,20 @@ func TestServerFlagCheckSkipped(t *testing.T) {
 }
 
 // Every problem at once, sorted by line: a misspelt server key is listed
-// with a duplicate port (an error under STRICT, a warning without), and
-// the problems come in file order.
+// with a duplicate port, in file order.
 func TestFlagProblemsWithOtherProblems(t *testing.T) {
 	data := []byte("[instance.a.server]\nport = 8080\n[instance.b.server]\nctx_sise = 1\nport = 8080\n")
 	flags := func(string) ([]string, error) { return []string{"--ctx-size", "--port"}, nil }
-	for _, strict := range []bool{true, false} {
-		_, err := Parse("cfg.toml", data, Options{ServerFlags: flags, Strict: strict, AppDir: "/nonexistent"})
-		var ve *ValidationError
-		if !errors.As(err, &ve) {
-			t.Fatalf("strict=%v: %v", strict, err)
-		}
-		text := err.Error()
-		misspelt := strings.Index(text, `cfg.toml:4: instance.b.server.ctx_sise: llama-server has no flag --ctx-sise (did you mean "ctx_size"?)`)
-		dup := strings.Index(text, "cfg.toml:5: instance.b.server.port: port 8080 is also used")
-		if misspelt < 0 || dup < 0 || (strict && misspelt > dup) {
-			t.Errorf("strict=%v: want both, by line:\n%s", strict, text)
-		}
-		if !strict && !strings.Contains(text, "warning: cfg.toml:4") {
-			t.Errorf("without STRICT the misspelling is a warning:\n%s", text)
-		}
+	_, err := Parse("cfg.toml", data, Options{ServerFlags: flags, AppDir: "/nonexistent"})
+	var ve *ValidationError
+	if !errors.As(err, &ve) || len(ve.Problems) != 2 {
+		t.Fatalf("want two problems: %v", err)
+	}
+	text := err.Error()
+	misspelt := strings.Index(text, `cfg.toml:4: instance.b.server.ctx_sise: llama-server has no flag --ctx-sise (did you mean "ctx_size"?)`)
+	dup := strings.Index(text, "cfg.toml:5: instance.b.server.port: port 8080 is also used")
+	if misspelt < 0 || dup < 0 || misspelt > dup {
+		t.Errorf("want both, by line:\n%s", text)
 	}
 }
 

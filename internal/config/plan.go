@@ -47,11 +47,10 @@ type Options struct {
 	// Exists reports whether a path exists; tests replace it.
 	Exists func(string) bool
 	// ServerFlags, when set, returns the long flags ("--ctx-size") the
-	// resolved llama-server accepts; server keys it lacks are warned about
-	// with a did-you-mean (refused under Strict). An error that wraps
-	// fs.ErrNotExist or exec.ErrNotFound means the executable is not here.
+	// resolved llama-server accepts; server keys it lacks are refused with
+	// a did-you-mean. An error that wraps fs.ErrNotExist or
+	// exec.ErrNotFound means the executable is not here: a warning.
 	ServerFlags func(exe string) ([]string, error)
-	Strict      bool // AUTO_INFER_LLAMA_CPP_STRICT
 }
 
 // Plan is a validated config: what would be started, and how.
@@ -283,13 +282,11 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 	}
 	v.checkModelPaths(plan)
 	// Server keys are checked whatever else is wrong: every problem at once.
+	// A key the executable lacks is an error: llama-server refuses unknown
+	// flags, so the instance would only crash-loop. Only when its flags
+	// cannot be read is the check a warning that it was skipped.
 	if o.ServerFlags != nil && plan.Enabled && len(plan.Instances) > 0 {
-		unknown := checkFlags(v, plan, serverTables, o.ServerFlags)
-		if o.Strict {
-			v.problems = append(v.problems, unknown...)
-		} else {
-			v.warnings = append(v.warnings, unknown...)
-		}
+		v.problems = append(v.problems, checkFlags(v, plan, serverTables, o.ServerFlags)...)
 	}
 	sortProblems(v.problems)
 	sortProblems(v.warnings)

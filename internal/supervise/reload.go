@@ -154,7 +154,7 @@ func (r *Reloader) Run(dryRun bool, why string) (ReloadReport, error) {
 	file, desired, warnings, err := r.Load()
 	rep := ReloadReport{File: file, DryRun: dryRun, Warnings: warnings}
 	if err != nil {
-		err = &RefusedError{Err: err}
+		err = &RefusedError{Err: err, Warnings: warnings}
 		if !dryRun {
 			r.P.Errorf("reload (%s): %v", why, err)
 		}
@@ -231,7 +231,11 @@ func (r *Reloader) Run(dryRun bool, why string) (ReloadReport, error) {
 // RefusedError is a config that could not be reloaded; nothing changed.
 // It lists every problem with its file:line, and is bad input when the
 // config is at fault (see Unwrap).
-type RefusedError struct{ Err error }
+type RefusedError struct {
+	Err error
+	// Warnings found on the way, said with the problems as plan says them.
+	Warnings []string
+}
 
 const keptPlan = "nothing changed: the previous plan keeps running"
 
@@ -244,6 +248,15 @@ func (e *RefusedError) Error() string {
 		fmt.Fprintf(&b, "%s: %d problem(s); %s:", ve.File, len(ve.Problems), keptPlan)
 		for _, p := range ve.Problems {
 			b.WriteString("\n  " + p.String())
+		}
+		warnings := slices.Clone(e.Warnings)
+		for _, w := range ve.Warnings {
+			if !slices.Contains(warnings, w.String()) {
+				warnings = append(warnings, w.String())
+			}
+		}
+		for _, w := range warnings {
+			b.WriteString("\n  warning: " + w)
 		}
 		return b.String()
 	case errors.As(e.Err, &se) && se.Context != "":
