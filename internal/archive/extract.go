@@ -73,38 +73,44 @@ type Stats struct {
 	Bytes   int64 // regular file bytes
 }
 
-// Extract decompresses and unpacks a tar-family stream into dst.
-// Zip needs random access: use ExtractZip.
-func Extract(r io.Reader, f Format, dst *os.Root, lim Limits) (Stats, error) {
-	var tr io.Reader
+// Decompress returns the tar stream inside r, read as format f. Call done
+// when finished with it. Zip is not a stream: use ExtractZip.
+func Decompress(r io.Reader, f Format) (tr io.Reader, done func(), err error) {
 	switch f {
 	case Tar:
-		tr = r
+		return r, func() {}, nil
 	case Gzip:
 		zr, err := gzip.NewReader(r)
 		if err != nil {
-			return Stats{}, &Error{Reason: "corrupt gzip stream", Err: err}
+			return nil, nil, &Error{Reason: "corrupt gzip stream", Err: err}
 		}
-		defer zr.Close()
-		tr = zr
+		return zr, func() { zr.Close() }, nil
 	case Zstd:
 		zr, err := zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
 		if err != nil {
-			return Stats{}, &Error{Reason: "corrupt zstd stream", Err: err}
+			return nil, nil, &Error{Reason: "corrupt zstd stream", Err: err}
 		}
-		defer zr.Close()
-		tr = zr
+		return zr, zr.Close, nil
 	case Xz:
 		zr, err := xz.NewReader(r)
 		if err != nil {
-			return Stats{}, &Error{Reason: "corrupt xz stream", Err: err}
+			return nil, nil, &Error{Reason: "corrupt xz stream", Err: err}
 		}
-		tr = zr
+		return zr, func() {}, nil
 	case Zip:
-		return Stats{}, errors.New("archive: zip needs ExtractZip")
-	default:
-		return Stats{}, &Error{Reason: fmt.Sprintf("unsupported archive format %s (use .tar, .tar.gz, .tar.zst, .tar.xz or .zip)", f)}
+		return nil, nil, errors.New("archive: zip needs ExtractZip")
 	}
+	return nil, nil, &Error{Reason: fmt.Sprintf("unsupported archive format %s (use .tar, .tar.gz, .tar.zst, .tar.xz or .zip)", f)}
+}
+
+// Extract decompresses and unpacks a tar-family stream into dst.
+// Zip needs random access: use ExtractZip.
+func Extract(r io.Reader, f Format, dst *os.Root, lim Limits) (Stats, error) {
+	tr, done, err := Decompress(r, f)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer done()
 	br := bufio.NewReaderSize(tr, 1<<20)
 	head, err := br.Peek(512)
 	if err != nil || !isTarHeader(head) {
@@ -114,21 +120,27 @@ func Extract(r io.Reader, f Format, dst *os.Root, lim Limits) (Stats, error) {
 	if _, err := extractTar(br, w); err != nil {
 		return w.stats, err
 	}
-	// The tar end marker comes before the compressor's own trailer (gzip's
-	// CRC-32, xz's and zstd's checks): read on to the end of the stream so a
-	// damaged trailer is caught. Whatever follows the tar archive counts
-	// against --max-bytes, so padding cannot hide a trailer nor cost unbounded
-	// time.
-	budget := w.lim.MaxBytes - w.stats.Bytes
-	if n, err := io.CopyN(io.Discard, br, budget+1); err != nil && err != io.EOF {
-		return w.stats, &Error{Reason: fmt.Sprintf("corrupt %s stream after the tar archive", f), Err: err}
-	} else if n > budget {
-		return w.stats, &Error{Reason: fmt.Sprintf("data after the tar archive expands past %s (raise --max-bytes if the bundle is genuine)", bytesize.Format(w.lim.MaxBytes))}
+	if err := drain(br, f, w.lim.MaxBytes-w.stats.Bytes, w.lim.MaxBytes, "tar archive"); err != nil {
+		return w.stats, err
 	}
 	if err := fixDirModes(w.root); err != nil {
 		return w.stats, err
 	}
 	return w.stats, Audit(w.root)
+}
+
+// drain reads a stream on past its tar end marker. The marker comes before
+// the compressor's own trailer (gzip's CRC-32, xz's and zstd's checks), so
+// reading to the end catches a damaged trailer. Whatever follows the tar
+// archive counts against --max-bytes (budget), so padding cannot hide a
+// trailer nor cost unbounded time.
+func drain(r io.Reader, f Format, budget, limit int64, what string) error {
+	if n, err := io.CopyN(io.Discard, r, budget+1); err != nil && err != io.EOF {
+		return &Error{Reason: fmt.Sprintf("corrupt %s stream after the %s", f, what), Err: err}
+	} else if n > budget {
+		return &Error{Reason: fmt.Sprintf("data after the %s expands past %s (raise --max-bytes if the bundle is genuine)", what, bytesize.Format(limit))}
+	}
+	return nil
 }
 
 func extractTar(r io.Reader, w *writer) (Stats, error) {
@@ -233,6 +245,36 @@ type writer struct {
 	root  *os.Root
 	lim   Limits
 	stats Stats
+	// layer, when applying image layers, holds the paths the current layer
+	// wrote: a path from a lower layer is replaced, one from the same layer
+	// is a duplicate as in any archive. Nil for a plain archive.
+	layer map[string]bool
+}
+
+// replace clears the way for an entry at p of an upper layer: whatever a
+// lower layer left there goes, unless both are directories (they merge).
+func (w *writer) replace(name, p string, dir bool) error {
+	if w.layer == nil {
+		return nil
+	}
+	fi, err := w.root.Lstat(p)
+	if err != nil || w.layer[p] {
+		return nil // nothing there, or this layer's own: the usual rules apply
+	}
+	w.layer[p] = true
+	if dir && fi.IsDir() {
+		return nil
+	}
+	if err := w.root.RemoveAll(p); err != nil {
+		return w.fsError(name, err)
+	}
+	return nil
+}
+
+func (w *writer) wrote(p string) {
+	if w.layer != nil {
+		w.layer[p] = true
+	}
 }
 
 func (w *writer) entry(name string) error {
@@ -321,9 +363,13 @@ func (w *writer) dir(name string) error {
 	if err != nil || p == "" {
 		return err
 	}
+	if err := w.replace(name, p, true); err != nil {
+		return err
+	}
 	if err := w.root.MkdirAll(p, 0o755); err != nil {
 		return w.fsError(name, err)
 	}
+	w.wrote(p)
 	// MkdirAll is subject to the umask; the bundle must be usable by anyone.
 	if err := w.root.Chmod(p, 0o755); err != nil {
 		return w.fsError(name, err)
@@ -343,6 +389,9 @@ func (w *writer) file(name string, mode fs.FileMode, size int64, r io.Reader) er
 		return &Error{Entry: name, Reason: fmt.Sprintf("expands past %s (raise --max-bytes if the bundle is genuine)", bytesize.Format(w.lim.MaxBytes))}
 	}
 	if err := w.parent(p); err != nil {
+		return err
+	}
+	if err := w.replace(name, p, false); err != nil {
 		return err
 	}
 	// Executables (any x bit) become 0755, everything else 0644; setuid,
@@ -373,6 +422,7 @@ func (w *writer) file(name string, mode fs.FileMode, size int64, r io.Reader) er
 		return w.readOrWriteError(name, err)
 	}
 	w.stats.Bytes += n
+	w.wrote(p)
 	return nil
 }
 
@@ -393,6 +443,9 @@ func (w *writer) symlink(name, target string) error {
 	if err := w.parent(p); err != nil {
 		return err
 	}
+	if err := w.replace(name, p, false); err != nil {
+		return err
+	}
 	// Judge the target from the directory that really holds the link: a
 	// parent that is itself a link (`bin/p -> .`) puts it elsewhere.
 	dir, err := resolve(w.root, path.Dir(p))
@@ -405,6 +458,7 @@ func (w *writer) symlink(name, target string) error {
 	if err := w.root.Symlink(target, p); err != nil {
 		return w.fsError(name, err)
 	}
+	w.wrote(p)
 	return nil
 }
 
@@ -427,9 +481,16 @@ func (w *writer) hardlink(name, target string) error {
 	if err := w.parent(p); err != nil {
 		return err
 	}
+	if t == p {
+		return &Error{Entry: name, Reason: "hardlink to itself"}
+	}
+	if err := w.replace(name, p, false); err != nil {
+		return err
+	}
 	if err := w.root.Link(t, p); err != nil {
 		return w.fsError(name, err)
 	}
+	w.wrote(p)
 	return nil
 }
 

@@ -30,6 +30,7 @@ type installFlags struct {
 	refresh    bool
 	sha256From string
 	download   downloadFlags
+	imagePath  string
 }
 
 // downloadFlags are the settings of every http(s) download (bundles and
@@ -75,32 +76,39 @@ func (f *installFlags) register(cmd *cobra.Command) {
 	fl.Var(&f.maxBytes, "max-bytes", "refuse archives expanding past this size (bytes, or with a unit: 64GiB, 500MB)")
 	fl.DurationVar(&f.lockTimeout, "lock-timeout", 10*time.Minute, "how long to wait for another install into the same app dir")
 	fl.IntVar(&f.keep, "keep", install.DefaultKeep, "previous bundles kept for llamaboot rollback")
-	fl.BoolVar(&f.refresh, "refresh", false, "for a URL: ask the server whether the bundle changed (ETag / If-Modified-Since)")
+	fl.BoolVar(&f.refresh, "refresh", false, "for a URL: ask the server whether the bundle changed (ETag / If-Modified-Since); for an image tag: resolve it again")
+	fl.StringVar(&f.imagePath, "image-path", "", "for an image: the directory holding llama-server (env AUTO_INFER_LLAMA_CPP_IMAGE_PATH, default /app)")
 	fl.StringVar(&f.sha256From, "sha256-from", "", "for a URL: take the expected SHA-256 from this SHA256SUMS-style file")
 	f.download.register(cmd, "for a URL: ")
 }
 
 func (f *installFlags) options(source string, env Env, p *printer.Printer) install.Options {
+	imagePath := f.imagePath
+	if imagePath == "" {
+		imagePath = env("AUTO_INFER_LLAMA_CPP_IMAGE_PATH")
+	}
 	sum := f.sha256
 	if sum == "" {
 		sum = env("AUTO_INFER_LLAMA_CPP_PKG_SHA256")
 	}
 	return install.Options{
-		AppDir:      appDir(f.appDir, env),
-		Source:      source,
-		SHA256:      sum,
-		Force:       f.force,
-		Verify:      f.verify,
-		Limits:      archive.Limits{MaxEntries: f.maxEntries, MaxBytes: int64(f.maxBytes)},
-		LockTimeout: f.lockTimeout,
-		Keep:        keepOption(f.keep),
-		EntryPoints: install.EntryPointNames,
-		Self:        self(),
-		Installer:   buildinfo.Version,
-		Printer:     p,
-		SHA256From:  f.sha256From,
-		Refresh:     f.refresh,
-		Download:    f.download.options(env("AUTO_INFER_LLAMA_CPP_PKG_TOKEN")),
+		AppDir:       appDir(f.appDir, env),
+		Source:       source,
+		SHA256:       sum,
+		Force:        f.force,
+		Verify:       f.verify,
+		Limits:       archive.Limits{MaxEntries: f.maxEntries, MaxBytes: int64(f.maxBytes)},
+		LockTimeout:  f.lockTimeout,
+		Keep:         keepOption(f.keep),
+		EntryPoints:  install.EntryPointNames,
+		Self:         self(),
+		Installer:    buildinfo.Version,
+		Printer:      p,
+		SHA256From:   f.sha256From,
+		Refresh:      f.refresh,
+		Download:     f.download.options(env("AUTO_INFER_LLAMA_CPP_PKG_TOKEN")),
+		ImagePath:    imagePath,
+		RegistryAuth: env("AUTO_INFER_REGISTRY_AUTH"),
 	}
 }
 
@@ -110,7 +118,7 @@ func newInstallCmd(env Env) *cobra.Command {
 	var f installFlags
 	cmd := &cobra.Command{
 		Use:   "install [SOURCE]",
-		Short: "Install a llama.cpp bundle from a file or an http(s) URL (SOURCE defaults to $AUTO_INFER_LLAMA_CPP_PKG_PATH)",
+		Short: "Install a llama.cpp bundle from a file, an http(s) URL or a container image (SOURCE defaults to $AUTO_INFER_LLAMA_CPP_PKG_PATH)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			source := env("AUTO_INFER_LLAMA_CPP_PKG_PATH")

@@ -12,6 +12,7 @@ import (
 	"hash"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	"github.com/llamaboot/llamaboot/internal/archive"
 	"github.com/llamaboot/llamaboot/internal/dirs"
 	"github.com/llamaboot/llamaboot/internal/fetch"
+	"github.com/llamaboot/llamaboot/internal/image"
 	"github.com/llamaboot/llamaboot/internal/printer"
 )
 
@@ -50,6 +52,15 @@ type Options struct {
 	Download   fetch.Options
 	SHA256From string
 	Refresh    bool
+
+	// For container images (docker://, docker-archive:, oci:, oci-archive:):
+	// the directory taken (default /app), registry credentials (USER:TOKEN,
+	// from AUTO_INFER_REGISTRY_AUTH), blobs fetched at once, and the HTTP
+	// transport (tests).
+	ImagePath      string
+	RegistryAuth   string
+	ImageJobs      int
+	ImageTransport http.RoundTripper
 }
 
 // Result tells what Install did.
@@ -129,11 +140,14 @@ func (j *job) run(ctx context.Context) (Result, error) {
 			return Result{}, &InputError{Msg: fmt.Sprintf("--sha256 %q is not a SHA-256 hex digest (64 hex characters)", j.SHA256)}
 		}
 	}
+	if image.IsSource(j.Source) {
+		return j.runImage(ctx)
+	}
 	if fetch.IsURL(j.Source) {
 		return j.runURL(ctx)
 	}
-	if fetch.LooksLikeURL(j.Source) {
-		return Result{}, &InputError{Msg: fmt.Sprintf("package %s is a URL of a scheme llamaboot does not fetch; use http:// or https://", fetch.Redact(strings.TrimSpace(j.Source)))}
+	if t, ok := image.UnknownTransport(j.Source); ok {
+		return Result{}, &InputError{Msg: fmt.Sprintf("package %s: unknown transport %q; llamaboot installs from %s", Shown(j.Source), t, image.Accepted)}
 	}
 	src, err := j.localSource()
 	if err != nil {

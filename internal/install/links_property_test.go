@@ -261,16 +261,28 @@ func within(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/
 // checkLinkArchive installs one generated archive and checks the property.
 // It reports whether the install succeeded.
 func checkLinkArchive(t *testing.T, format archive.Format, es []bundlegen.Entry) bool {
+	return checkLinkSource(t, es, func(dir string) string {
+		var buf bytes.Buffer
+		if err := bundlegen.Write(&buf, format, es); err != nil {
+			return "" // the generator made something the writer cannot express
+		}
+		src := filepath.Join(dir, "pkg"+extOf[format])
+		must(t, os.WriteFile(src, buf.Bytes(), 0o644))
+		return src
+	})
+}
+
+// checkLinkSource checks the property for the source write puts in dir
+// (an archive, an image), "" when it cannot express es.
+func checkLinkSource(t *testing.T, es []bundlegen.Entry, write func(dir string) string) bool {
 	dir := t.TempDir()
 	app := filepath.Join(dir, "outer", "app")
 	must(t, os.MkdirAll(app, 0o755))
 	sentinelTree(t, dir, filepath.Join(dir, "outer"), app)
-	var buf bytes.Buffer
-	if err := bundlegen.Write(&buf, format, es); err != nil {
-		return false // the generator made something the writer cannot express
+	src := write(dir)
+	if src == "" {
+		return false
 	}
-	src := filepath.Join(dir, "pkg"+extOf[format])
-	must(t, os.WriteFile(src, buf.Bytes(), 0o644))
 	before := snapshot(t, dir, app)
 
 	_, err := Install(context.Background(), opts(app, src))

@@ -59,6 +59,17 @@ type Marker struct {
 	// Validators of a downloaded bundle, for --refresh.
 	ETag         string `json:"etag,omitempty"`
 	LastModified string `json:"last_modified,omitempty"`
+	// Of a bundle taken from a container image: the reference as given
+	// (local paths made absolute), the digest it resolved to (the pin; for a
+	// docker-archive the image ID), the platform's manifest when that digest
+	// is an index's, the image's version label, the directory taken and the
+	// platform.
+	ImageRef      string `json:"image_ref,omitempty"`
+	ImageDigest   string `json:"image_digest,omitempty"`
+	ImageManifest string `json:"image_manifest,omitempty"`
+	ImageVersion  string `json:"image_version,omitempty"`
+	ImagePath     string `json:"image_path,omitempty"`
+	ImagePlatform string `json:"image_platform,omitempty"`
 }
 
 // ReadMarker reads the marker of the bundle installed at dir

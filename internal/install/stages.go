@@ -39,6 +39,7 @@ type staging struct {
 	final     string // <versions>/<version> once moved there
 
 	cached, active bool
+	image          *imageInfo // the image the bundle came from, if it did
 }
 
 func (s *staging) cleanup() {
@@ -201,12 +202,23 @@ func (j *job) stepMarker(s *staging) error {
 	}
 	bundlePath := filepath.Join(s.dir, s.bundleDir)
 	tag := buildTag(filepath.Base(bundlePath), s.src.name)
+	if im := s.image; im != nil {
+		tag = buildTag(im.version, im.tag, im.ref)
+	}
 	version := versionName(app, tag, s.sum)
 	s.marker = Marker{
 		ArchiveName: s.src.name, SHA256: s.sum, InstalledAtUnix: time.Now().Unix(),
-		SourcePath: s.src.label, Size: s.src.info.Size(), ETag: s.src.etag, LastModified: s.src.lastModified,
+		SourcePath: s.src.label, ETag: s.src.etag, LastModified: s.src.lastModified,
 		Format: s.format.String(), Layout: s.layout, BuildTag: tag, VersionDir: version, CachePath: s.cachePath,
-		SourceStamp: stampOf(s.src.info), CacheStamp: cacheStamp, Installer: j.Installer,
+		CacheStamp: cacheStamp, Installer: j.Installer,
+	}
+	if s.src.info != nil {
+		s.marker.Size, s.marker.SourceStamp = s.src.info.Size(), stampOf(s.src.info)
+	}
+	if im := s.image; im != nil {
+		s.marker.Format = im.transport
+		s.marker.ImageRef, s.marker.ImageDigest, s.marker.ImageManifest = im.ref, im.digest, im.manifest
+		s.marker.ImageVersion, s.marker.ImagePath, s.marker.ImagePlatform = im.version, im.path, im.platform
 	}
 	if err := writeMarker(s.bundle, s.marker); err != nil {
 		return err
