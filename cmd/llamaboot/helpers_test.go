@@ -20,6 +20,9 @@ import (
 var (
 	llamaboot string
 	standin   string
+	// swapper swaps a user's dirs for links as root works in them
+	// (internal/testutil/swapper).
+	swapper string
 	// defaultApp is the app dir of runs that name none, so no test
 	// writes to /soft/app.
 	defaultApp string
@@ -37,7 +40,8 @@ func TestMain(m *testing.M) {
 	defaultApp = filepath.Join(dir, "default-app")
 	llamaboot = filepath.Join(dir, "llamaboot")
 	standin = filepath.Join(dir, "llama-server")
-	for out, pkg := range map[string]string{llamaboot: ".", standin: "../standin-llama-server"} {
+	swapper = filepath.Join(dir, "swapper")
+	for out, pkg := range map[string]string{llamaboot: ".", standin: "../standin-llama-server", swapper: "../../internal/testutil/swapper"} {
 		cmd := exec.Command("go", "build", "-buildvcs=auto", "-o", out, pkg) // stamps the commit despite GOFLAGS=-buildvcs=false
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if b, err := cmd.CombinedOutput(); err != nil {

@@ -41,6 +41,9 @@ type downloadFlags struct {
 	stallTimeout   time.Duration
 	retries        int
 	retryBase      time.Duration
+	// lockTimeout bounds the wait for another process fetching the same
+	// file (install and entry share --lock-timeout with the install lock).
+	lockTimeout time.Duration
 }
 
 func (f *downloadFlags) register(cmd *cobra.Command, what string) {
@@ -61,7 +64,13 @@ func (f *downloadFlags) options(token string) fetch.Options {
 		StallTimeout:   f.stallTimeout,
 		Retries:        f.retries,
 		RetryBase:      f.retryBase,
+		LockTimeout:    f.lockTimeout,
 	}
+}
+
+func (f downloadFlags) withLockTimeout(d time.Duration) *downloadFlags {
+	f.lockTimeout = d
+	return &f
 }
 
 func (f *installFlags) register(cmd *cobra.Command) {
@@ -74,7 +83,7 @@ func (f *installFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.maxEntries, "max-entries", archive.DefaultMaxEntries, "refuse archives with more entries")
 	f.maxBytes = archive.DefaultMaxBytes
 	fl.Var(&f.maxBytes, "max-bytes", "refuse archives expanding past this size (bytes, or with a unit: 64GiB, 500MB)")
-	fl.DurationVar(&f.lockTimeout, "lock-timeout", 10*time.Minute, "how long to wait for another install into the same app dir")
+	fl.DurationVar(&f.lockTimeout, "lock-timeout", 10*time.Minute, "how long to wait for another install into the same app dir (or another process fetching the same file)")
 	fl.IntVar(&f.keep, "keep", install.DefaultKeep, "previous bundles kept for llamaboot rollback")
 	fl.BoolVar(&f.refresh, "refresh", false, "for a URL: ask the server whether the bundle changed (ETag / If-Modified-Since); for an image tag: resolve it again")
 	fl.StringVar(&f.imagePath, "image-path", "", "for an image: the directory holding llama-server (env AUTO_INFER_LLAMA_CPP_IMAGE_PATH, default /app)")
@@ -106,7 +115,7 @@ func (f *installFlags) options(source string, env Env, p *printer.Printer) insta
 		Printer:      p,
 		SHA256From:   f.sha256From,
 		Refresh:      f.refresh,
-		Download:     f.download.options(env("AUTO_INFER_LLAMA_CPP_PKG_TOKEN")),
+		Download:     f.download.withLockTimeout(f.lockTimeout).options(env("AUTO_INFER_LLAMA_CPP_PKG_TOKEN")),
 		ImagePath:    imagePath,
 		RegistryAuth: env("AUTO_INFER_REGISTRY_AUTH"),
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -87,6 +88,7 @@ Exit status: 0 all there; 2 a wrong URL, token or checksum; 1 network or disk tr
 	}
 	f.register(cmd)
 	f.download.register(cmd, "")
+	cmd.Flags().DurationVar(&f.download.lockTimeout, "lock-timeout", 10*time.Minute, "how long to wait for another process fetching the same file while its download does not grow")
 	cmd.Flags().StringVar(&cfg, "config", "", "instance file (env AUTO_INFER_LLAMA_CPP_CONFIG)")
 	cmd.Flags().StringVar(&app, "app-dir", "", "app dir; models go to <app-dir>/models unless AUTO_INFER_MODELS_DIR is set (env AUTO_INFER_APP_DIR)")
 	return cmd

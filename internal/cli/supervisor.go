@@ -70,7 +70,7 @@ reloads it when its content changes.
 				Config:      configOptions(app, env),
 				Watch:       watchConfig || Switch(env, "AUTO_INFER_LLAMA_CPP_WATCH", p),
 				WatchEvery:  watchEvery,
-				Models:      mf.entryOptions(env, &f.download),
+				Models:      mf.entryOptions(env, f.download.withLockTimeout(f.lockTimeout)),
 			})
 			if code != 0 {
 				return exitError(code)

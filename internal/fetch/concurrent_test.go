@@ -6,12 +6,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/llamaboot/llamaboot/internal/dirs"
 )
 
 // TestTwoDownloadsOfOneFile: two fetchers of one destination (fetch-models
@@ -44,7 +47,7 @@ func TestTwoDownloadsOfOneFile(t *testing.T) {
 	// An interrupted earlier download left a resumable part.
 	os.MkdirAll(strings.TrimSuffix(o.Dest, "/file.bin"), 0o755)
 	os.WriteFile(o.Dest+".part", body[:1<<20], 0o644)
-	writeState(o.Dest+".part", partState{URL: Redact(o.URL), Name: "model.gguf", ETag: `"v1"`, Total: int64(len(body))})
+	writeStateAt(t, o.Dest+".part", partState{URL: Redact(o.URL), Name: "model.gguf", ETag: `"v1"`, Total: int64(len(body))})
 
 	var wg sync.WaitGroup
 	errs := make([]error, 2)
@@ -110,3 +113,17 @@ func TestSumFileRefusesFIFO(t *testing.T) {
 }
 
 func mkfifo(p string) error { return syscall.Mkfifo(p, 0o644) }
+
+// writeStateAt writes the .part.json of the part file at p, as a run that
+// was cut would have left it.
+func writeStateAt(t *testing.T, p string, st partState) {
+	t.Helper()
+	d, err := dirs.Open(filepath.Dir(p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := writeState(sideFiles{dir: d, name: filepath.Base(p)}, st); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -32,6 +32,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/llamaboot/llamaboot/internal/appfile"
+	"github.com/llamaboot/llamaboot/internal/dirs"
 	"github.com/llamaboot/llamaboot/internal/printer"
 )
 
@@ -84,6 +85,9 @@ type Options struct {
 	StallTimeout   time.Duration // no byte for this long aborts an attempt (default 60s)
 	Retries        int           // attempts after the first
 	RetryBase      time.Duration // first retry delay, doubling (default 1s)
+	// LockTimeout bounds the wait for another process downloading the
+	// same file while its .part does not grow (default 10m).
+	LockTimeout time.Duration
 	// Client defaults to NewClient; its CheckRedirect is replaced by the
 	// redirect policy above (no https→http, no token to another origin).
 	Client  *http.Client
@@ -106,6 +110,9 @@ func (o *Options) defaults() {
 	}
 	if o.StallTimeout <= 0 {
 		o.StallTimeout = 60 * time.Second
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = 10 * time.Minute
 	}
 	o.Retries = max(o.Retries, 0)
 	if o.RetryBase <= 0 {
@@ -266,19 +273,24 @@ func fetch(ctx context.Context, o Options) (Result, error) {
 	if b, err := hex.DecodeString(o.SHA256); o.SHA256 != "" && (err != nil || len(b) != sha256.Size) {
 		return Result{}, &Error{URL: shown, Kind: Checksum, Msg: fmt.Sprintf("expected sha256 %q is not 64 hex characters", o.SHA256)}
 	}
-	if err := os.MkdirAll(filepath.Dir(o.Dest), 0o755); err != nil {
+	// Every file of the download is reached through the directory opened
+	// once here: no link another user owns is followed to it, and a swap of
+	// a parent afterwards changes nothing of where the files go.
+	dir, err := dirs.Make(filepath.Dir(o.Dest), 0o755)
+	if err != nil {
 		return Result{}, err
 	}
-	part := o.Dest + ".part"
+	defer dir.Close()
+	part := sideFiles{dir: dir, name: filepath.Base(o.Dest) + ".part"}
 	// One download per destination at a time, across processes (fetch-models
 	// beside entry, replicas on a shared volume): two writers appending to
 	// one .part would make a file no single response produced.
-	unlock, err := lockDest(ctx, o.Dest+".lock", o.Printer, shown)
+	unlock, err := lockDest(ctx, o, part, shown)
 	if err != nil {
 		return Result{}, err
 	}
 	defer unlock()
-	if done, ok := completedMeanwhile(o); ok {
+	if done, ok := completedMeanwhile(o, part); ok {
 		return done, nil
 	}
 	var last error
@@ -308,10 +320,37 @@ func fetch(ctx context.Context, o Options) (Result, error) {
 	return Result{}, fmt.Errorf("download %s: giving up after %d attempts: %w%s", shown, o.Retries+1, last, kept(part))
 }
 
-// lockDest takes an exclusive lock on path, waiting (and saying so once)
-// while another process downloads the same file, until ctx ends.
-func lockDest(ctx context.Context, path string, p *printer.Printer, shown string) (func(), error) {
-	unlock, err := appfile.Lock(ctx, path, func() { p.Stepf("another process is downloading %s; waiting for it", shown) })
+// sideFiles names a download's .part file in its opened directory; its
+// state is the .part.json beside it.
+type sideFiles struct {
+	dir  *dirs.Dir
+	name string
+}
+
+func (s sideFiles) String() string { return s.dir.Join(s.name) }
+
+// size is the .part's size (-1 when there is none), for a waiter to see
+// the holder of the lock progress.
+func (s sideFiles) size() int64 {
+	if _, n, err := s.dir.Lstat(s.name); err == nil {
+		return n
+	}
+	return -1
+}
+
+func (s sideFiles) remove() {
+	_ = s.dir.Remove(s.name)
+	_ = s.dir.Remove(s.name + ".json")
+}
+
+// lockDest takes an exclusive lock beside the destination, waiting (and
+// saying so once) while another process downloads the same file, until
+// ctx ends or the holder makes no progress for o.LockTimeout.
+func lockDest(ctx context.Context, o Options, part sideFiles, shown string) (func(), error) {
+	path := o.Dest + ".lock"
+	unlock, err := appfile.Lock(ctx, path, o.LockTimeout, func(int) {
+		o.Printer.Stepf("another process is downloading %s; waiting for it", shown)
+	}, part.size)
 	if err != nil && ctx.Err() != nil {
 		return nil, fmt.Errorf("download of %s stopped while waiting for another download of it: %w", shown, ctx.Err())
 	}
@@ -322,53 +361,62 @@ func lockDest(ctx context.Context, path string, p *printer.Printer, shown string
 // while we waited for the lock: the destination is there and, when a pin is
 // given, hashes to it. Without a pin the caller's own marker logic decides,
 // so this only short-cuts the pinned case.
-func completedMeanwhile(o Options) (Result, bool) {
+func completedMeanwhile(o Options, part sideFiles) (Result, bool) {
 	if o.SHA256 == "" {
 		return Result{}, false
 	}
-	if _, err := os.Stat(o.Dest + ".part"); err == nil {
+	if part.size() >= 0 {
 		return Result{}, false // a resumable part: the download is not finished
 	}
-	sum, err := SumFile(o.Dest)
-	if err != nil || sum != o.SHA256 {
-		return Result{}, false
-	}
-	fi, err := os.Stat(o.Dest)
+	f, err := part.dir.OpenFile(filepath.Base(o.Dest), os.O_RDONLY, 0)
 	if err != nil {
 		return Result{}, false
 	}
-	return Result{Path: o.Dest, Name: filepath.Base(o.Dest), SHA256: sum, Size: fi.Size()}, true
+	defer f.Close()
+	sum, n, err := sumOf(f)
+	if err != nil || sum != o.SHA256 {
+		return Result{}, false
+	}
+	return Result{Path: o.Dest, Name: filepath.Base(o.Dest), SHA256: sum, Size: n}, true
 }
 
 // kept says what of a failed download the next run resumes from, and
 // removes what it could not resume (no validator to ask the server
 // whether the file is still the same).
-func kept(part string) string {
+func kept(part sideFiles) string {
 	st, have := readState(part)
 	if have == 0 || !st.resumable() {
-		_ = os.Remove(part)
-		_ = os.Remove(part + ".json")
+		part.remove()
 		return ""
 	}
 	return fmt.Sprintf(" (%s of it is kept in %s; the next run resumes from there)", printer.Bytes(have), part)
 }
 
-func readState(p string) (partState, int64) {
+// maxState caps what is read of a .part.json: a few hundred bytes are
+// written there; a link to /dev/zero or a huge file is no state.
+const maxState = 64 << 10
+
+func readState(p sideFiles) (partState, int64) {
 	var st partState
-	b, err := os.ReadFile(p + ".json")
-	if err != nil || json.Unmarshal(b, &st) != nil {
-		return partState{}, 0
-	}
-	fi, err := os.Stat(p)
+	f, err := p.dir.OpenFile(p.name+".json", os.O_RDONLY, 0)
 	if err != nil {
 		return partState{}, 0
 	}
-	return st, fi.Size()
+	b, err := io.ReadAll(io.LimitReader(f, maxState+1))
+	f.Close()
+	if err != nil || len(b) > maxState || json.Unmarshal(b, &st) != nil {
+		return partState{}, 0
+	}
+	m, size, err := p.dir.Lstat(p.name)
+	if err != nil || !m.IsRegular() {
+		return partState{}, 0
+	}
+	return st, size
 }
 
-func writeState(p string, st partState) error {
+func writeState(p sideFiles, st partState) error {
 	b, _ := json.Marshal(st)
-	return appfile.WriteFile(p+".json", b, 0o644)
+	return appfile.WriteIn(p.dir, p.name+".json", b, 0o644)
 }
 
 // errRetry marks an attempt failure worth retrying (5xx, cut connection).
@@ -391,7 +439,7 @@ func (w localWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-func attemptFetch(ctx context.Context, o *Options, part string) (Result, error) {
+func attemptFetch(ctx context.Context, o *Options, part sideFiles) (Result, error) {
 	shown := Redact(o.URL)
 	st, have := readState(part)
 	if st.URL != shown {
@@ -454,7 +502,7 @@ func attemptFetch(ctx context.Context, o *Options, part string) (Result, error) 
 		if start := rangeStart(resp.Header.Get("Content-Range")); start != have {
 			return Result{}, errRetry{fmt.Errorf("server resumed at byte %d, not %d", start, have)}
 		}
-		flags, offset = os.O_WRONLY|os.O_APPEND, have
+		flags, offset = os.O_RDWR|os.O_APPEND, have
 		o.Printer.Stepf("resuming %s at %s", o.Label, printer.Bytes(have))
 	} else if resuming {
 		o.Printer.Stepf("the server sent %s whole (no Range support, or it changed); starting over", o.Label)
@@ -470,7 +518,7 @@ func attemptFetch(ctx context.Context, o *Options, part string) (Result, error) 
 	if err := writeState(part, st); err != nil {
 		return Result{}, err
 	}
-	f, err := appfile.OpenFile(part, flags&^os.O_CREATE, 0o644)
+	f, err := appfile.OpenIn(part.dir, part.name, flags&^os.O_CREATE, 0o644)
 	if err != nil {
 		return Result{}, err
 	}
@@ -484,13 +532,7 @@ func attemptFetch(ctx context.Context, o *Options, part string) (Result, error) 
 	h := sha256.New()
 	if offset > 0 {
 		// Hash what an earlier attempt already wrote.
-		prev, err := os.Open(part)
-		if err != nil {
-			return Result{}, err
-		}
-		_, err = io.Copy(h, io.LimitReader(prev, offset))
-		prev.Close()
-		if err != nil {
+		if _, err := io.Copy(h, io.NewSectionReader(f, 0, offset)); err != nil {
 			return Result{}, err
 		}
 	}
@@ -508,8 +550,7 @@ func attemptFetch(ctx context.Context, o *Options, part string) (Result, error) 
 		var le errLocal
 		switch {
 		case errors.As(err, &fe):
-			_ = os.Remove(part)
-			_ = os.Remove(part + ".json")
+			part.remove()
 			return Result{}, err
 		case errors.As(err, &le) && errors.Is(err, syscall.ENOSPC):
 			return Result{}, &Error{URL: shown, Kind: NoSpace, Msg: fmt.Sprintf("the file system holding %s is full after %s", filepath.Dir(o.Dest), printer.Bytes(offset+n))}
@@ -527,21 +568,17 @@ func attemptFetch(ctx context.Context, o *Options, part string) (Result, error) 
 	sum := hex.EncodeToString(h.Sum(nil))
 	if o.SHA256 != "" && sum != o.SHA256 {
 		f.Close()
-		_ = os.Remove(part)
-		_ = os.Remove(part + ".json")
+		part.remove()
 		return Result{}, &Error{URL: shown, Kind: Checksum, Msg: fmt.Sprintf("checksum mismatch: expected sha256 %s, got %s; the download was removed", o.SHA256, sum)}
 	}
 	if err := f.Sync(); err != nil {
 		return Result{}, err
 	}
-	if err := os.Rename(part, o.Dest); err != nil {
+	if err := part.dir.Rename(part.name, filepath.Base(o.Dest)); err != nil {
 		return Result{}, err
 	}
-	if d, err := os.Open(filepath.Dir(o.Dest)); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	_ = os.Remove(part + ".json")
+	_ = part.dir.Sync()
+	_ = part.dir.Remove(part.name + ".json")
 	return Result{Path: o.Dest, Name: name, SHA256: sum, Size: offset + n, ETag: st.ETag, LastModified: st.LastModified}, nil
 }
 
@@ -558,11 +595,17 @@ func SumFile(path string) (string, error) {
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
 		return "", fmt.Errorf("%s is not a regular file", path)
 	}
+	sum, _, err := sumOf(f)
+	return sum, err
+}
+
+func sumOf(f *os.File) (string, int64, error) {
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, err
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return hex.EncodeToString(h.Sum(nil)), n, nil
 }
 
 // reserve makes sure the file system has room for n more bytes after

@@ -39,7 +39,7 @@ func lockFile(ctx context.Context, path string, timeout time.Duration, p *printe
 			return nil, fmt.Errorf("gave up after %s waiting for the install lock %s (another install is still running; retry later)", timeout, path)
 		}
 		if !said {
-			holder, _ := os.ReadFile(path)
+			holder, _ := appfile.ReadFile(path, 64)
 			p.Stepf("another install holds %s (pid %s); waiting up to %s", path, strings.TrimSpace(string(holder)), timeout)
 			said = true
 		}

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/llamaboot/llamaboot/internal/appfile"
 )
 
 // MarkerName is the file inside the installed bundle that records where it
@@ -76,7 +78,7 @@ type Marker struct {
 // (normally <app-dir>/llama-cpp).
 func ReadMarker(dir string) (Marker, error) {
 	var m Marker
-	b, err := os.ReadFile(filepath.Join(dir, MarkerName))
+	b, err := appfile.ReadFile(filepath.Join(dir, MarkerName), 1<<20)
 	if err != nil {
 		return m, err
 	}

@@ -110,10 +110,12 @@ func (j *job) stepUnpack(ctx context.Context, s *staging) error {
 	if err != nil {
 		return fmt.Errorf("create staging dir: %w", err)
 	}
-	if err := os.Chmod(s.dir, 0o755); err != nil {
+	if s.root, err = os.OpenRoot(s.dir); err != nil {
 		return err
 	}
-	if s.root, err = os.OpenRoot(s.dir); err != nil {
+	// The mode through the opened root, not the path: no swap of the name
+	// between the two calls can redirect it.
+	if err := s.root.Chmod(".", 0o755); err != nil {
 		return err
 	}
 	verb := "extracting"

@@ -259,21 +259,10 @@ func WaitReady(ctx context.Context, t Target, timeout time.Duration, exited <-ch
 	}
 }
 
-// Tail returns the last n lines of a file, for failure reports.
+// Tail returns the last n lines of a log file, for failure reports: read
+// as logfile.Tail reads it, so neither a link planted at the name (or one
+// another user owns on the way to it) nor a FIFO is read through.
 func Tail(path string, n int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	const limit = 64 << 10
-	fi, _ := f.Stat()
-	off := max(0, fi.Size()-limit)
-	b := make([]byte, fi.Size()-off)
-	n2, _ := f.ReadAt(b, off)
-	lines := bytes.Split(bytes.TrimRight(b[:n2], "\n"), []byte("\n"))
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return string(bytes.Join(lines, []byte("\n")))
+	lines, _ := logfile.Tail(path, n)
+	return strings.TrimRight(string(bytes.Join(lines, nil)), "\n")
 }

@@ -1,16 +1,17 @@
 package launch
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
 
+	"github.com/llamaboot/llamaboot/internal/appfile"
 	"github.com/llamaboot/llamaboot/internal/dirs"
 )
 
@@ -44,7 +45,7 @@ func (r RunRecord) Alive() bool {
 // ReadRunRecords returns the recorded instances (dead ones included, so a
 // caller can say they are gone).
 func ReadRunRecords(path string) ([]RunRecord, error) {
-	b, err := os.ReadFile(path)
+	b, err := appfile.ReadFile(path, 4<<20)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
@@ -64,14 +65,13 @@ func updateRunRecords(path string, f func([]RunRecord) []RunRecord) error {
 	if err := dirs.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	lock, err := os.OpenFile(path+".lock", os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o600)
+	// Held only for a read and a rewrite by run, stop and entry: a holder
+	// for longer is stuck (or someone else's flock), and is named.
+	unlock, err := appfile.Lock(context.Background(), path+".lock", 30*time.Second, nil, nil)
 	if err != nil {
 		return err
 	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return err
-	}
+	defer unlock()
 	recs, err := ReadRunRecords(path)
 	if err != nil {
 		recs = nil // a damaged record is rebuilt
@@ -83,11 +83,7 @@ func updateRunRecords(path string, f func([]RunRecord) []RunRecord) error {
 		}
 	}
 	b, _ := json.MarshalIndent(f(live), "", "  ")
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return appfile.Replace(path, b, 0o644)
 }
 
 // recordRun adds started instances, replacing records of the same names.

@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
+
+	"github.com/llamaboot/llamaboot/internal/dirs"
 )
 
 // Defaults for the log_max_size and log_max_files control keys.
@@ -21,34 +23,32 @@ const (
 	DefaultMaxFiles = 3
 )
 
-// Open opens path for appending without following a link in its last
-// component: log paths such as /tmp/llama-server-<name>.log are predictable,
-// and a link planted there by another user must not make root append server
-// output to a file of its choosing. A new file is 0644 whatever the umask.
+// Open opens path for appending, creating its missing parent dirs (0755):
+// log paths such as /tmp/llama-server-<name>.log are predictable, and a
+// link planted there, or on the way there, by another user must not make
+// root append server output to a file of that user's choosing. So the
+// directory is reached through package dirs (no link another user owns is
+// followed) and the file is opened in it without following a link, only
+// if it is a regular file with no other hard links. A new file is 0644
+// whatever the umask.
 //
 // O_NONBLOCK keeps a FIFO planted at path from hanging the open (it is then
 // refused as not a regular file); on a regular file it changes nothing.
 func Open(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_CLOEXEC|syscall.O_NONBLOCK, 0o644)
+	d, name, err := dirs.OpenParent(path, true, 0o755)
 	if err != nil {
-		if errors.Is(err, syscall.ELOOP) {
-			return nil, &LinkError{Path: path}
-		}
-		if fi, lerr := os.Lstat(path); lerr == nil && !fi.Mode().IsRegular() {
-			return nil, notRegular(path, fi.Mode())
-		}
 		return nil, fmt.Errorf("open log %s: %w", path, err)
 	}
-	fi, err := f.Stat()
-	if err == nil && !fi.Mode().IsRegular() {
-		err = notRegular(path, fi.Mode())
-	}
-	if err == nil && fi.Size() == 0 && fi.Mode().Perm() != 0o644 {
-		err = f.Chmod(0o644) // just created under a restrictive umask
-	}
-	if err != nil {
-		f.Close()
-		return nil, err
+	defer d.Close()
+	f, err := d.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+	var nr *dirs.NotRegularError
+	switch {
+	case errors.As(err, &nr) && nr.Mode&fs.ModeSymlink != 0:
+		return nil, &LinkError{Path: path}
+	case errors.As(err, &nr):
+		return nil, notRegular(path, nr.Mode)
+	case err != nil:
+		return nil, fmt.Errorf("open log %s: %w", path, err)
 	}
 	return f, nil
 }
@@ -191,7 +191,7 @@ func (w *Writer) rotate() error {
 	w.f = nil
 	var shiftErr error
 	if w.maxFiles == 1 {
-		if err := os.Remove(w.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := removeLive(w.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			shiftErr = err
 		}
 	} else {
@@ -219,16 +219,31 @@ func (w *Writer) rotate() error {
 // dir or FIFO planted in a shared log dir) is not ours to keep: it is
 // removed, without following links, and the rename tried again.
 func shift(from, to string) error {
-	err := os.Rename(from, to)
+	d, err := dirs.Open(filepath.Dir(from))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	from, to = filepath.Base(from), filepath.Base(to)
+	err = d.Rename(from, to)
 	if err == nil || errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	if fi, lerr := os.Lstat(to); lerr == nil && !fi.Mode().IsRegular() {
-		if rerr := os.RemoveAll(to); rerr == nil {
-			return os.Rename(from, to)
+	if m, _, lerr := d.Lstat(to); lerr == nil && !m.IsRegular() {
+		if rerr := d.RemoveAll(to); rerr == nil {
+			return d.Rename(from, to)
 		}
 	}
 	return err
+}
+
+func removeLive(path string) error {
+	d, name, err := dirs.OpenParent(path, false, 0)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Remove(name)
 }
 
 // Close closes the current file.

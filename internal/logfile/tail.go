@@ -6,7 +6,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"syscall"
+
+	"github.com/llamaboot/llamaboot/internal/dirs"
 )
 
 // errNotOurs is a log name holding something llamaboot did not write there.
@@ -41,12 +42,23 @@ func Tail(path string, n int) ([][]byte, error) {
 	return lines, nil
 }
 
+// maxTailRead bounds what one tail reads of a file.
+const maxTailRead = 4 << 20
+
 // tailFile reads f backwards in chunks until it has n lines, newest first.
 // A last line without a newline (output still being written) counts.
 func tailFile(path string, n int) ([][]byte, error) {
-	// O_NONBLOCK: opening a FIFO must not wait for a writer.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
-	if errors.Is(err, syscall.ELOOP) {
+	// Reached through package dirs: neither a link at the name nor one
+	// another user owns on the way to it is followed, and a FIFO is not
+	// waited on.
+	d, name, err := dirs.OpenParent(path, false, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	f, err := d.OpenFile(name, os.O_RDONLY, 0)
+	var nr *dirs.NotRegularError
+	if errors.As(err, &nr) {
 		return nil, errNotOurs
 	}
 	if err != nil {
@@ -57,16 +69,15 @@ func tailFile(path string, n int) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, errNotOurs
-	}
 	const chunk = 64 << 10
 	var (
 		lines [][]byte
 		rest  []byte // the start of a line whose beginning is in an earlier chunk
 		off   = fi.Size()
 	)
-	for off > 0 && len(lines) < n {
+	// A file of one endless line (or a huge file planted at the name)
+	// is read back no further than maxTailRead.
+	for off > 0 && len(lines) < n && fi.Size()-off < maxTailRead {
 		size := int64(chunk)
 		if off < size {
 			size = off

@@ -14,7 +14,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/url"
 	"os"
@@ -297,10 +296,14 @@ func (f *Fetcher) get(ctx context.Context, fl *file) error {
 	}
 	shown := fetch.Redact(fl.url)
 	waited := false
-	unlock, err := appfile.Lock(ctx, lockPath(fl.path), func() {
+	lockWait := f.o.Download.LockTimeout
+	if lockWait <= 0 {
+		lockWait = 10 * time.Minute
+	}
+	unlock, err := appfile.Lock(ctx, lockPath(fl.path), lockWait, func(int) {
 		waited = true
 		f.o.Printer.Stepf("another process is fetching model %s; waiting for it", fl.path)
-	})
+	}, func() int64 { return partSize(fl.path) })
 	if err != nil {
 		return fmt.Errorf("model %s: %w", fl.path, err)
 	}
@@ -394,19 +397,39 @@ func look(fl *file) (found, error) {
 	return found{fi: fi, m: m, haveMarker: have, current: current}, nil
 }
 
-// regular stats path without following a link there: nil when nothing is
-// there, an error naming what is there when it is not a regular file.
+// regular stats path without following a link there or on the way to it
+// (package dirs): nil when nothing is there, an error naming what is there
+// when it is not a regular file.
 func regular(path string) (os.FileInfo, error) {
-	fi, err := os.Lstat(path)
+	d, name, err := dirs.OpenParent(path, false, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	f, err := d.OpenFile(name, os.O_RDONLY, 0)
+	var nr *dirs.NotRegularError
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, nil
+	case errors.As(err, &nr):
+		return nil, &notRegularError{path: path, mode: nr.Mode}
 	case err != nil:
 		return nil, err
-	case !fi.Mode().IsRegular():
-		return nil, &notRegularError{path: path, mode: fi.Mode()}
 	}
-	return fi, nil
+	defer f.Close()
+	return f.Stat()
+}
+
+// partSize is the size of the download in progress to path (-1: none),
+// which a process waiting for the lock watches grow.
+func partSize(path string) int64 {
+	if fi, err := regular(path + ".part"); err == nil && fi != nil {
+		return fi.Size()
+	}
+	return -1
 }
 
 type notRegularError struct {
@@ -551,27 +574,19 @@ func lockPath(path string) string {
 // file there is an error.
 func readMarker(path string) (marker, bool, error) {
 	mp := MarkerPath(path)
-	f, err := os.OpenFile(mp, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
-	if errors.Is(err, fs.ErrNotExist) {
+	b, err := appfile.ReadFile(mp, 64<<10)
+	var nr *dirs.NotRegularError
+	var big *appfile.TooBigError
+	switch {
+	case errors.Is(err, fs.ErrNotExist), errors.As(err, &big):
 		return marker{}, false, nil
-	}
-	if err != nil {
-		if errors.Is(err, syscall.ELOOP) {
-			return marker{}, false, &notRegularError{path: mp, mode: fs.ModeSymlink}
-		}
+	case errors.As(err, &nr):
+		return marker{}, false, &notRegularError{path: mp, mode: nr.Mode}
+	case err != nil:
 		return marker{}, false, fmt.Errorf("read %s: %w", mp, err)
 	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		mode := fs.ModeIrregular
-		if fi != nil {
-			mode = fi.Mode()
-		}
-		return marker{}, false, &notRegularError{path: mp, mode: mode}
-	}
 	var m marker
-	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
-	if err != nil || json.Unmarshal(b, &m) != nil {
+	if json.Unmarshal(b, &m) != nil {
 		return marker{}, false, nil
 	}
 	return m, true, nil
@@ -580,11 +595,7 @@ func readMarker(path string) (marker, bool, error) {
 func writeMarker(path string, m marker) error {
 	b, _ := json.MarshalIndent(m, "", "  ")
 	dst := MarkerPath(path)
-	tmp := dst + ".tmp"
-	if err := appfile.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write %s: %w", dst, err)
-	}
-	if err := os.Rename(tmp, dst); err != nil {
+	if err := appfile.Replace(dst, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", dst, err)
 	}
 	return nil

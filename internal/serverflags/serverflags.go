@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/llamaboot/llamaboot/internal/appfile"
 	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/launch"
 )
@@ -165,7 +166,7 @@ func (r *Reader) load() cacheFile {
 	if r.CacheFile == "" {
 		return c
 	}
-	if b, err := os.ReadFile(r.CacheFile); err == nil {
+	if b, err := appfile.ReadFile(r.CacheFile, 0); err == nil {
 		if json.Unmarshal(b, &c) != nil {
 			c = cacheFile{} // damaged: rebuilt from the next --help
 		}
@@ -187,13 +188,5 @@ func (r *Reader) save(c cacheFile) {
 	if err != nil {
 		return
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(r.CacheFile), ".flags-*.tmp")
-	if err != nil {
-		return
-	}
-	_, werr := tmp.Write(b)
-	cerr := tmp.Close()
-	if werr != nil || cerr != nil || os.Chmod(tmp.Name(), 0o644) != nil || os.Rename(tmp.Name(), r.CacheFile) != nil {
-		os.Remove(tmp.Name())
-	}
+	_ = appfile.Replace(r.CacheFile, b, 0o644)
 }
