@@ -18,6 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/llamaboot/llamaboot/internal/appfile"
+	"github.com/llamaboot/llamaboot/internal/dirs"
 	"github.com/llamaboot/llamaboot/internal/fetch"
 )
 
@@ -186,26 +188,11 @@ func (r *registry) store(h v1.Hash, b []byte) error {
 		return nil
 	}
 	dir := filepath.Join(r.o.CacheDir, h.Algorithm)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := dirs.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
 	// Written aside and renamed, so a reader never sees half a manifest.
-	f, err := os.CreateTemp(dir, ".part-manifest-*")
-	if err != nil {
-		return fmt.Errorf("cache manifest %s: %w", h, err)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), filepath.Join(dir, h.Hex))
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := appfile.Replace(filepath.Join(dir, h.Hex), b, 0o644); err != nil {
 		return fmt.Errorf("cache manifest %s: %w", h, err)
 	}
 	return nil
@@ -222,7 +209,7 @@ func (r *registry) blob(ctx context.Context, d v1.Descriptor, label string) (str
 	if _, err := os.Stat(dest); err == nil {
 		return dest, nil
 	}
-	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+	if err := dirs.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
 		return "", fmt.Errorf("create %s: %w", filepath.Dir(dest), err)
 	}
 	if r.authd == nil {

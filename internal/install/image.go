@@ -132,10 +132,10 @@ func (j *job) installImage(ctx context.Context, ref image.Ref, im *image.Image, 
 	if s.dir, err = os.MkdirTemp(filepath.Join(j.AppDir, versionsName), stagingPfx); err != nil {
 		return Result{}, fmt.Errorf("create staging dir: %w", err)
 	}
-	if err := os.Chmod(s.dir, 0o755); err != nil {
+	if s.root, err = os.OpenRoot(s.dir); err != nil {
 		return Result{}, err
 	}
-	if s.root, err = os.OpenRoot(s.dir); err != nil {
+	if err := s.root.Chmod(".", 0o755); err != nil { // through the root, not the path
 		return Result{}, err
 	}
 	s.start = time.Now()

@@ -38,7 +38,7 @@ func history(app string) []string {
 		present[v] = true
 	}
 	var out []string
-	b, _ := os.ReadFile(filepath.Join(app, versionsName, historyName))
+	b, _ := appfile.ReadFile(filepath.Join(app, versionsName, historyName), 0)
 	for _, v := range strings.Split(string(b), "\n") {
 		if present[v] {
 			out = append(out, v)
@@ -71,11 +71,7 @@ func recordActive(app, version string) error {
 		}
 	}
 	dir := filepath.Join(app, versionsName)
-	tmp := filepath.Join(dir, historyName+".tmp")
-	if err := appfile.WriteFile(tmp, []byte(strings.Join(list, "\n")+"\n"), 0o644); err != nil {
-		return fmt.Errorf("record active bundle: %w", err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, historyName)); err != nil {
+	if err := appfile.Replace(filepath.Join(dir, historyName), []byte(strings.Join(list, "\n")+"\n"), 0o644); err != nil {
 		return fmt.Errorf("record active bundle: %w", err)
 	}
 	return syncDir(dir)
