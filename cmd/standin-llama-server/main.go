@@ -21,7 +21,8 @@
 // STANDIN_HANG_FILE=PATH (the worker loop wedges once PATH exists, as
 // after STANDIN_HANG_SLOTS_AFTER), STANDIN_CHILD=1 (start a helper process
 // in its process group that sleeps until killed and prints
-// "STANDIN_CHILD_PID n"), for the hang watchdog.
+// "STANDIN_CHILD_PID n"), for the hang watchdog; STANDIN_DEVICES (the
+// devices --list-devices prints, ";"-separated), for the preflight.
 package main
 
 import (
@@ -35,6 +36,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -56,6 +58,9 @@ func main() {
 			return
 		case "--version":
 			fmt.Fprintf(os.Stderr, "version: 0 (standin)\nbuilt with %s for %s-%s (standin-llama-server, no model runs)\n", runtime.Version(), runtime.GOARCH, runtime.GOOS)
+			return
+		case "--list-devices":
+			listDevices()
 			return
 		}
 	}
@@ -226,4 +231,29 @@ func startChild() {
 		os.Exit(1)
 	}
 	fmt.Printf("STANDIN_CHILD_PID %d\n", cmd.Process.Pid)
+}
+
+// listDevices prints the devices STANDIN_DEVICES names (";"-separated
+// "CUDA0: NVIDIA A100 (81920 MiB, 80000 MiB free)"), as llama-server lists
+// its GPUs: those CUDA_VISIBLE_DEVICES hides are left out (its ids are
+// indexes into the list), and the CPU is never listed.
+func listDevices() {
+	fmt.Println("Available devices:")
+	all := strings.Split(os.Getenv("STANDIN_DEVICES"), ";")
+	visible, set := os.LookupEnv("CUDA_VISIBLE_DEVICES")
+	n := 0
+	for i, d := range all {
+		if strings.TrimSpace(d) == "" {
+			continue
+		}
+		if set && !slices.Contains(strings.Split(visible, ","), strconv.Itoa(i)) {
+			continue
+		}
+		name, desc, _ := strings.Cut(d, ": ")
+		if strings.HasPrefix(name, "CUDA") {
+			name = "CUDA" + strconv.Itoa(n) // renumbered, as the CUDA runtime does
+			n++
+		}
+		fmt.Printf("  %s: %s\n", name, desc)
+	}
 }

@@ -92,6 +92,7 @@ func newRoot(stdout, stderr io.Writer, env Env) *cobra.Command {
 		newInstallCmd(env),
 		newRollbackCmd(env),
 		newPlanCmd(env),
+		newDoctorCmd(env),
 		newFetchModelsCmd(env),
 		newRunCmd(env),
 		newEntryCmd(env),

@@ -88,6 +88,7 @@ func newPlanCmd(env Env) *cobra.Command {
 			for _, w := range append(plan.Warnings, plan.MissingModels(nil)...) {
 				p.Warnf("%s", w)
 			}
+			preflightWarnings(p, plan)
 			if asJSON {
 				out := plan.Instances
 				if out == nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/llamaboot/llamaboot/internal/logfile"
 	"github.com/llamaboot/llamaboot/internal/metrics"
 	"github.com/llamaboot/llamaboot/internal/models"
+	"github.com/llamaboot/llamaboot/internal/preflight"
 	"github.com/llamaboot/llamaboot/internal/printer"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
@@ -359,6 +360,21 @@ func (e *Entry) serveOnBoot() error {
 			e.p.Errorf("%v", err)
 			e.p.Errorf("no server was started")
 			return err
+		}
+	}
+	// A bundle that will not load, or would serve on the CPU when a GPU is
+	// asked for, is said before anything starts; fatal under STRICT.
+	if fs := preflight.Instances(context.Background(), plan.Instances, e.o.Environ, preflight.System{}); len(fs) > 0 {
+		for _, f := range fs {
+			if e.o.Strict {
+				e.p.Errorf("preflight: instance %s: %s", f.Instance, f)
+			} else {
+				e.p.Warnf("preflight: instance %s: %s", f.Instance, f)
+			}
+		}
+		if e.o.Strict {
+			e.p.Errorf("no server was started (llamaboot doctor says the same)")
+			return errors.New("the preflight found problems")
 		}
 	}
 	e.boot.Store(b)

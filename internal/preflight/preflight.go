@@ -1,0 +1,355 @@
+// Package preflight tells, before a server starts, whether the installed
+// llama.cpp bundle will load in this container, and on which device: it
+// resolves every DT_NEEDED of every executable and of every backend library
+// (loaded with dlopen, so not in the executable's own list) the way the
+// dynamic loader would — RPATH/RUNPATH with $ORIGIN, LD_LIBRARY_PATH,
+// /etc/ld.so.cache, the default directories — compares the highest GLIBC
+// version required with the container's C library, and names what follows
+// for each instance: it will not start, or a GPU backend will not load and
+// it would serve on the CPU.
+package preflight
+
+import (
+	"debug/elf"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// System is the container as its dynamic loader sees it.
+type System struct {
+	LDCache     string   // default /etc/ld.so.cache
+	DefaultDirs []string // default: the loader's built-in directories
+}
+
+func (s System) defaults() System {
+	if s.LDCache == "" {
+		s.LDCache = "/etc/ld.so.cache"
+	}
+	if s.DefaultDirs == nil {
+		s.DefaultDirs = []string{"/lib64", "/usr/lib64", "/lib", "/usr/lib"}
+	}
+	return s
+}
+
+// Target is one instance's server: its executable and the library path its
+// process gets.
+type Target struct {
+	Instance      string
+	Executable    string
+	LDLibraryPath string
+}
+
+// Finding is one thing that will go wrong.
+type Finding struct {
+	Instance    string
+	File        string // the ELF file at fault
+	Problem     string
+	Consequence string
+}
+
+func (f Finding) String() string {
+	return fmt.Sprintf("%s: %s: %s", f.File, f.Problem, f.Consequence)
+}
+
+// Check resolves every target's executable and backends. Targets sharing
+// an executable and library path are resolved once.
+func Check(targets []Target, sys System) []Finding {
+	sys = sys.defaults()
+	cache, _ := readLDCache(sys.LDCache) // no cache: the loader goes on without one too
+	var out []Finding
+	for _, t := range targets {
+		r := &resolver{sys: sys, cache: cache, ldPath: splitPath(t.LDLibraryPath), seen: map[string]*object{}}
+		out = append(out, r.target(t)...)
+	}
+	return out
+}
+
+func splitPath(p string) []string {
+	var dirs []string
+	for _, d := range strings.FieldsFunc(p, func(r rune) bool { return r == ':' || r == ';' }) {
+		dirs = append(dirs, d)
+	}
+	return dirs
+}
+
+// object is one ELF file the loader would map.
+type object struct {
+	path    string
+	class   elf.Class
+	machine elf.Machine
+	needed  []string
+	rpath   []string
+	runpath []string
+	glibc   string // highest GLIBC_x.y it needs, "" for none
+	defines string // highest GLIBC_x.y it defines (a C library)
+}
+
+func readObject(p string) (*object, error) {
+	f, err := elf.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	o := &object{path: p, class: f.Class, machine: f.Machine}
+	o.needed, _ = f.ImportedLibraries()
+	origin := filepath.Dir(p)
+	expand := func(tag elf.DynTag) []string {
+		vals, _ := f.DynString(tag)
+		var dirs []string
+		for _, v := range vals {
+			for _, d := range strings.Split(v, ":") {
+				d = strings.ReplaceAll(strings.ReplaceAll(d, "${ORIGIN}", origin), "$ORIGIN", origin)
+				if d != "" {
+					dirs = append(dirs, d)
+				}
+			}
+		}
+		return dirs
+	}
+	o.rpath, o.runpath = expand(elf.DT_RPATH), expand(elf.DT_RUNPATH)
+	if needs, err := f.DynamicVersionNeeds(); err == nil {
+		for _, n := range needs {
+			for _, d := range n.Needs {
+				o.glibc = maxGlibc(o.glibc, d.Dep)
+			}
+		}
+	}
+	if defs, err := f.DynamicVersions(); err == nil {
+		for _, d := range defs {
+			o.defines = maxGlibc(o.defines, d.Name)
+		}
+	}
+	return o, nil
+}
+
+// maxGlibc returns the higher of two GLIBC_x.y names (either may be "" or
+// not a GLIBC version).
+func maxGlibc(a, b string) string {
+	vb, ok := glibcVersion(b)
+	if !ok {
+		return a
+	}
+	va, ok := glibcVersion(a)
+	if !ok || less(va, vb) {
+		return b
+	}
+	return a
+}
+
+func glibcVersion(s string) ([]int, bool) {
+	rest, ok := strings.CutPrefix(s, "GLIBC_")
+	if !ok {
+		return nil, false
+	}
+	var v []int
+	for _, p := range strings.Split(rest, ".") {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			return nil, false
+		}
+		v = append(v, n)
+	}
+	return v, true
+}
+
+func less(a, b []int) bool {
+	for i := range max(len(a), len(b)) {
+		x, y := 0, 0
+		if i < len(a) {
+			x = a[i]
+		}
+		if i < len(b) {
+			y = b[i]
+		}
+		if x != y {
+			return x < y
+		}
+	}
+	return false
+}
+
+// resolver finds libraries for one process environment.
+type resolver struct {
+	sys    System
+	cache  ldCache
+	ldPath []string
+	seen   map[string]*object // by path
+}
+
+// missing is a library no search found.
+type missing struct {
+	by, lib string
+}
+
+// closure maps root and everything it needs, as the loader would, and
+// returns what it maps and what it cannot find.
+func (r *resolver) closure(root *object) ([]*object, []missing) {
+	objs := []*object{root}
+	var miss []missing
+	bySoname := map[string]bool{}
+	for i := 0; i < len(objs); i++ {
+		o := objs[i]
+		for _, n := range o.needed {
+			if bySoname[n] {
+				continue // already mapped: the loader reuses it
+			}
+			dep, ok := r.find(n, o, root)
+			if !ok {
+				miss = append(miss, missing{by: o.path, lib: n})
+				bySoname[n] = true
+				continue
+			}
+			bySoname[n] = true
+			if !contains(objs, dep) {
+				objs = append(objs, dep)
+			}
+		}
+	}
+	return objs, miss
+}
+
+func contains(objs []*object, o *object) bool {
+	for _, x := range objs {
+		if x == o {
+			return true
+		}
+	}
+	return false
+}
+
+// find searches for soname needed by o, in ld.so's order: o's RPATH (when it
+// has no RUNPATH) and the executable's, LD_LIBRARY_PATH, o's RUNPATH, the
+// cache, the default directories. A candidate of another class or machine
+// is passed over, as the loader does.
+func (r *resolver) find(soname string, o, root *object) (*object, bool) {
+	if strings.Contains(soname, "/") {
+		return r.load(soname, o)
+	}
+	var dirs []string
+	if len(o.runpath) == 0 {
+		dirs = append(dirs, o.rpath...)
+		if root != o && len(root.runpath) == 0 {
+			dirs = append(dirs, root.rpath...)
+		}
+	}
+	dirs = append(dirs, r.ldPath...)
+	dirs = append(dirs, o.runpath...)
+	for _, d := range dirs {
+		if dep, ok := r.load(filepath.Join(d, soname), o); ok {
+			return dep, true
+		}
+	}
+	if p, ok := r.cache.lookup(soname, o.machine); ok {
+		if dep, ok := r.load(p, o); ok {
+			return dep, true
+		}
+	}
+	for _, d := range r.sys.DefaultDirs {
+		if dep, ok := r.load(filepath.Join(d, soname), o); ok {
+			return dep, true
+		}
+	}
+	return nil, false
+}
+
+func (r *resolver) load(p string, like *object) (*object, bool) {
+	if o, ok := r.seen[p]; ok {
+		return o, o != nil && o.class == like.class && o.machine == like.machine
+	}
+	o, err := readObject(p)
+	if err != nil {
+		r.seen[p] = nil
+		return nil, false
+	}
+	r.seen[p] = o
+	return o, o.class == like.class && o.machine == like.machine
+}
+
+// target checks one instance: its executable, then every backend beside it.
+func (r *resolver) target(t Target) []Finding {
+	exe, err := readObject(t.Executable)
+	if err != nil {
+		return nil // not an ELF file (a wrapper script): nothing to say from here
+	}
+	var out []Finding
+	base := filepath.Base(t.Executable)
+	startFail := fmt.Sprintf("%s will not start: instance %s fails", base, t.Instance)
+	out = append(out, r.check(t, exe, startFail, false)...)
+	for _, b := range backends(filepath.Dir(t.Executable)) {
+		lib, err := readObject(b)
+		if err != nil {
+			continue
+		}
+		kind := backendName(b)
+		cons := fmt.Sprintf("the %s backend will not load: instance %s would run on the CPU", kind, t.Instance)
+		if kind == "CPU" {
+			cons = fmt.Sprintf("the CPU backend will not load: instance %s may have no device to run on", t.Instance)
+		}
+		out = append(out, r.check(t, lib, cons, kind == "CUDA")...)
+	}
+	return out
+}
+
+// check reports what root's closure lacks, and a GLIBC it needs that the C
+// library does not define.
+func (r *resolver) check(t Target, root *object, consequence string, cuda bool) []Finding {
+	objs, miss := r.closure(root)
+	var out []Finding
+	for _, m := range miss {
+		problem := fmt.Sprintf("needs %s, which is nowhere the loader looks (RUNPATH, LD_LIBRARY_PATH, /etc/ld.so.cache, %s)", m.lib, strings.Join(r.sys.DefaultDirs, ", "))
+		if m.lib == "libcuda.so.1" || cuda && strings.HasPrefix(m.lib, "libcuda.so") {
+			problem = "needs libcuda.so.1, the NVIDIA driver library, which this container lacks: was it started without GPUs (docker run --gpus all, or the NVIDIA runtime)?"
+		}
+		out = append(out, Finding{Instance: t.Instance, File: m.by, Problem: problem, Consequence: consequence})
+	}
+	var libc *object
+	need, needBy := "", ""
+	for _, o := range objs {
+		if filepath.Base(o.path) == "libc.so.6" {
+			libc = o
+		}
+		if m := maxGlibc(need, o.glibc); m != need {
+			need, needBy = m, o.path
+		}
+	}
+	if libc != nil && need != "" && libc.defines != "" && maxGlibc(libc.defines, need) != libc.defines {
+		out = append(out, Finding{Instance: t.Instance, File: needBy,
+			Problem:     fmt.Sprintf("needs %s but the container's C library (%s) has up to %s: built for a newer distribution", need, libc.path, libc.defines),
+			Consequence: consequence})
+	}
+	return out
+}
+
+// backends lists the ggml backend libraries beside an executable, which
+// ggml loads with dlopen (libggml-base is the core, not a backend).
+func backends(dir string) []string {
+	matches, _ := filepath.Glob(filepath.Join(dir, "libggml-*.so"))
+	var out []string
+	for _, m := range matches {
+		if filepath.Base(m) != "libggml-base.so" {
+			out = append(out, m)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func backendName(p string) string {
+	k := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(p), "libggml-"), ".so")
+	switch {
+	case k == "cuda":
+		return "CUDA"
+	case k == "hip":
+		return "ROCm (HIP)"
+	case k == "vulkan":
+		return "Vulkan"
+	case k == "sycl":
+		return "SYCL"
+	case strings.HasPrefix(k, "cpu"):
+		return "CPU"
+	}
+	return k
+}

@@ -1,0 +1,213 @@
+package preflight
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/llamaboot/llamaboot/internal/archive"
+)
+
+const realBundle = "../../../shared/fixtures/real-llama/llama-b9596-bin-ubuntu-x64.tar.gz"
+
+// bundle extracts the real llama.cpp CPU build (ELF files as they ship)
+// and returns the directory holding llama-server.
+func bundle(t *testing.T) string {
+	t.Helper()
+	if runtime.GOARCH != "amd64" {
+		t.Skip("the real fixture is an x86-64 build")
+	}
+	f, err := os.Open(realBundle)
+	if err != nil {
+		t.Fatalf("the real fixture is missing: %v", err)
+	}
+	defer f.Close()
+	dir := t.TempDir()
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	if _, err := archive.Extract(f, archive.Gzip, root, archive.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, "llama-b9596")
+}
+
+// edit copies src to dst with one string of its dynamic string table
+// replaced by another of the same length: a DT_NEEDED entry or a version
+// name, as patchelf would change it.
+func edit(t *testing.T, src, dst, from, to string) {
+	t.Helper()
+	if len(from) != len(to) {
+		t.Fatal("edit keeps lengths")
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	needle := append([]byte{0}, append([]byte(from), 0)...)
+	if bytes.Count(b, needle) != 1 {
+		t.Fatalf("%s holds %q %d times, want once", src, from, bytes.Count(b, needle))
+	}
+	b = bytes.Replace(b, needle, append([]byte{0}, append([]byte(to), 0)...), 1)
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRealBundleIsClean(t *testing.T) {
+	dir := bundle(t)
+	got := Check([]Target{{Instance: "a", Executable: filepath.Join(dir, "llama-server")}}, System{})
+	if len(got) != 0 {
+		t.Fatalf("the real CPU bundle, which runs here, has findings: %v", got)
+	}
+}
+
+func TestFindings(t *testing.T) {
+	dir := bundle(t)
+	exe := filepath.Join(dir, "llama-server")
+	check := func(ld string, sys System) []Finding {
+		return Check([]Target{{Instance: "g", Executable: exe, LDLibraryPath: ld}}, sys)
+	}
+	want := func(t *testing.T, fs []Finding, file string, parts ...string) {
+		t.Helper()
+		for _, f := range fs {
+			s := f.String()
+			if filepath.Base(f.File) != file {
+				continue
+			}
+			ok := true
+			for _, p := range parts {
+				ok = ok && strings.Contains(s, p)
+			}
+			if ok {
+				return
+			}
+		}
+		t.Errorf("no finding on %s saying %q in %v", file, parts, fs)
+	}
+
+	// A CUDA backend whose driver library is absent.
+	edit(t, filepath.Join(dir, "libggml-cpu.so"), filepath.Join(dir, "libggml-cuda.so"), "libgomp.so.1", "libcuda.so.1")
+	fs := check("", System{})
+	want(t, fs, "libggml-cuda.so", "needs libcuda.so.1", "started without GPUs", "the CUDA backend will not load: instance g would run on the CPU")
+	if len(fs) != 1 {
+		t.Errorf("findings beyond the CUDA one: %v", fs)
+	}
+	// LD_LIBRARY_PATH is searched: a libcuda.so.1 there satisfies it.
+	drv := t.TempDir()
+	b, _ := os.ReadFile(filepath.Join(dir, "libggml.so.0.14.0"))
+	os.WriteFile(filepath.Join(drv, "libcuda.so.1"), b, 0o755)
+	if fs := check(drv, System{}); len(fs) != 0 {
+		t.Errorf("libcuda.so.1 in LD_LIBRARY_PATH not found: %v", fs)
+	}
+	os.Remove(filepath.Join(dir, "libggml-cuda.so"))
+
+	// A build for a newer glibc than the container's.
+	edit(t, filepath.Join(dir, "libggml-cpu.so"), filepath.Join(dir, "libggml-cpu.so"), "GLIBC_2.34", "GLIBC_9.34")
+	want(t, check("", System{}), "libggml-cpu.so", "needs GLIBC_9.34 but the container's C library", "has up to GLIBC_2.", "the CPU backend will not load")
+
+	// A library of the executable's own closure gone: the server cannot start.
+	os.Remove(filepath.Join(dir, "libmtmd.so.0.0.9596"))
+	want(t, check("", System{}), "libllama-server-impl.so", "needs libmtmd.so.0", "llama-server will not start: instance g fails")
+
+	// Without the cache, libc (in a multiarch dir) is found only where the
+	// default dirs list it.
+	fs = Check([]Target{{Instance: "g", Executable: filepath.Join(dir, "llama-cli")}}, System{LDCache: "/nonexistent"})
+	want(t, fs, "llama-cli", "needs libc.so.6")
+}
+
+// TestLDCacheParse reads a cache built here and the machine's own, checked
+// against ldconfig -p.
+func TestLDCacheParse(t *testing.T) {
+	b := buildCache(map[string][]cacheEntry{
+		"libfoo.so.1": {{path: "/lib/i386/libfoo.so.1", flags: flagELFLibc6}, {path: "/lib64/libfoo.so.1", flags: flagELFLibc6 | flagX8664Lib64}},
+		"libarm.so":   {{path: "/lib/aarch64/libarm.so", flags: flagELFLibc6 | flagAArch64}},
+	})
+	c, err := parseLDCache(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := c.lookup("libfoo.so.1", elf.EM_X86_64); !ok || p != "/lib64/libfoo.so.1" {
+		t.Errorf("libfoo x86-64 = %q %v", p, ok)
+	}
+	if _, ok := c.lookup("libarm.so", elf.EM_X86_64); ok {
+		t.Error("an aarch64 entry served an x86-64 object")
+	}
+	if _, err := parseLDCache(b[:40]); err == nil {
+		t.Error("truncated cache accepted")
+	}
+
+	out, err := exec.Command("ldconfig", "-p").Output()
+	if err != nil {
+		t.Skipf("no ldconfig here: %v", err)
+	}
+	sys, err := readLDCache("/etc/ld.so.cache")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		name, path, ok := strings.Cut(strings.TrimSpace(line), " => ")
+		if !ok || !strings.Contains(name, "x86-64") {
+			continue
+		}
+		soname := strings.Fields(name)[0]
+		found := false
+		for _, e := range sys[soname] {
+			found = found || e.path == path
+		}
+		if !found {
+			t.Errorf("ldconfig -p lists %s => %s, the parser does not", soname, path)
+		}
+		n++
+	}
+	if n < 10 {
+		t.Errorf("compared only %d entries", n)
+	}
+}
+
+// buildCache writes the new ld.so.cache format.
+func buildCache(libs map[string][]cacheEntry) []byte {
+	type ent struct {
+		flags      int32
+		key, value string
+	}
+	var es []ent
+	for k, vs := range libs {
+		for _, v := range vs {
+			es = append(es, ent{v.flags, k, v.path})
+		}
+	}
+	strOff := cacheHeaderSize + len(es)*cacheEntrySize
+	var strs bytes.Buffer
+	add := func(s string) uint32 {
+		off := strOff + strs.Len()
+		strs.WriteString(s)
+		strs.WriteByte(0)
+		return uint32(off)
+	}
+	var buf bytes.Buffer
+	buf.WriteString(cacheMagicNew)
+	le := binary.LittleEndian
+	hdr := make([]byte, cacheHeaderSize-len(cacheMagicNew))
+	le.PutUint32(hdr[0:4], uint32(len(es)))
+	buf.Write(hdr)
+	for _, e := range es {
+		rec := make([]byte, cacheEntrySize)
+		le.PutUint32(rec[0:4], uint32(e.flags))
+		le.PutUint32(rec[4:8], add(e.key))
+		le.PutUint32(rec[8:12], add(e.value))
+		buf.Write(rec)
+	}
+	le.PutUint32(buf.Bytes()[24:28], uint32(strs.Len()))
+	buf.Write(strs.Bytes())
+	return buf.Bytes()
+}
