@@ -77,7 +77,12 @@ type Image struct {
 	Offline bool
 	layers  []layer
 	closer  io.Closer
+	blobs   []v1.Hash // registry blobs it is made of: manifests, config, layers
 }
+
+// Blobs lists the registry blobs the image is made of (none for a local
+// image): what the blob cache must keep for it.
+func (im *Image) Blobs() []v1.Hash { return im.blobs }
 
 // layer is one layer to apply: its raw (usually compressed) stream must
 // hash to digest, or its uncompressed stream to diffID when the transport

@@ -50,7 +50,7 @@ func openRemote(ctx context.Context, ref Ref, o Options) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	im := &Image{Ref: ref, Digest: top, Offline: offline}
+	im := &Image{Ref: ref, Digest: top, Offline: offline, blobs: []v1.Hash{top}}
 	if isIndex(mt, mf) {
 		idx, err := v1.ParseIndexManifest(strings.NewReader(string(mf)))
 		if err != nil {
@@ -64,6 +64,7 @@ func openRemote(ctx context.Context, ref Ref, o Options) (*Image, error) {
 			return nil, err
 		}
 		im.Manifest = d.Digest
+		im.blobs = append(im.blobs, d.Digest)
 	}
 	m, err := parseManifest(ref, mf)
 	if err != nil {
@@ -81,7 +82,9 @@ func openRemote(ctx context.Context, ref Ref, o Options) (*Image, error) {
 		return nil, err
 	}
 	im.Platform = im.Config.Platform().String()
+	im.blobs = append(im.blobs, m.Config.Digest)
 	for i, d := range m.Layers {
+		im.blobs = append(im.blobs, d.Digest)
 		if d.MediaType != "" && !d.MediaType.IsDistributable() {
 			return nil, bad(fmt.Sprintf("%s: layer %d is a foreign (non-distributable) layer; llamaboot installs only Linux images", ref, i+1), nil)
 		}

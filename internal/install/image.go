@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
 	"github.com/llamaboot/llamaboot/internal/archive"
 	"github.com/llamaboot/llamaboot/internal/image"
 	"github.com/llamaboot/llamaboot/internal/printer"
@@ -165,7 +167,37 @@ func (j *job) installImage(ctx context.Context, ref image.Ref, im *image.Image, 
 	if err := j.stepMarker(s); err != nil {
 		return Result{}, err
 	}
-	return j.stepActivate(s)
+	r, err := j.stepActivate(s)
+	if err == nil && !ref.Local() {
+		pruneBlobs(j.AppDir, im.Blobs(), p)
+	}
+	return r, err
+}
+
+// pruneBlobs removes cached registry blobs (and partial downloads) that
+// the image just activated is not made of: the cache keeps one image, the
+// one a --force reinstall or a lost bundle needs.
+func pruneBlobs(app string, keep []v1.Hash, p *printer.Printer) {
+	dir := filepath.Join(blobsDir(app), "sha256")
+	kept := map[string]bool{}
+	for _, h := range keep {
+		kept[h.Hex] = true
+	}
+	entries, _ := os.ReadDir(dir)
+	var freed int64
+	for _, e := range entries {
+		hex, _, _ := strings.Cut(e.Name(), ".")
+		if kept[hex] {
+			continue
+		}
+		if fi, err := e.Info(); err == nil {
+			freed += fi.Size()
+		}
+		_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+	}
+	if freed > 0 {
+		p.Stepf("removed cached blobs of other images (%s)", printer.Bytes(freed))
+	}
 }
 
 // imageInfo is what the marker records of an image source.

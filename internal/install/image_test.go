@@ -418,3 +418,34 @@ func TestImageLinkLayersProperty(t *testing.T) {
 		t.Errorf("only %d of %d generated images installed; the generator no longer reaches the steps after extraction", succeeded, n)
 	}
 }
+
+// TestImageBlobCacheKeepsOneImage: installing another image removes the
+// blobs only the first was made of; the second's stay for a reinstall.
+func TestImageBlobCacheKeepsOneImage(t *testing.T) {
+	a := cudaLike(t, archive.Gzip, "a", nil)
+	b := cudaLike(t, archive.Zstd, "b", nil)
+	srv := imagegen.Registry()
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	must(t, imagegen.Push(host+"/llama:a", a))
+	must(t, imagegen.Push(host+"/llama:b", b))
+	app := filepath.Join(t.TempDir(), "app")
+	blobs := func(img v1.Image) (n int) {
+		ls, _ := img.Layers()
+		for _, l := range ls {
+			d, _ := l.Digest()
+			if _, err := os.Stat(filepath.Join(app, "cache", "blobs", "sha256", d.Hex)); err == nil {
+				n++
+			}
+		}
+		return n
+	}
+	mustInstall(t, opts(app, "docker://"+host+"/llama:a"))
+	if blobs(a) != 3 {
+		t.Fatalf("%d of a's 3 layers cached", blobs(a))
+	}
+	mustInstall(t, opts(app, "docker://"+host+"/llama:b"))
+	if blobs(a) != 0 || blobs(b) != 3 {
+		t.Errorf("after installing b: %d of a's layers and %d of b's cached, want 0 and 3", blobs(a), blobs(b))
+	}
+}

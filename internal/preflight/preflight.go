@@ -67,12 +67,9 @@ func Check(targets []Target, sys System) []Finding {
 	return out
 }
 
+// splitPath splits LD_LIBRARY_PATH as glibc does: at ':' and ';'.
 func splitPath(p string) []string {
-	var dirs []string
-	for _, d := range strings.FieldsFunc(p, func(r rune) bool { return r == ':' || r == ';' }) {
-		dirs = append(dirs, d)
-	}
-	return dirs
+	return strings.FieldsFunc(p, func(r rune) bool { return r == ':' || r == ';' })
 }
 
 // object is one ELF file the loader would map.
