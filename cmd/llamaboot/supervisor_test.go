@@ -186,7 +186,7 @@ func TestPlainRunInstancesStatusAndStop(t *testing.T) {
 		t.Errorf("run again: %v", r)
 	}
 	r = runLB(t, appEnv, "restart", "bg")
-	if r.code != 1 || !strings.Contains(r.stderr, "bg was started by plain run") || !strings.Contains(r.stderr, "llamaboot stop bg, then llamaboot run") {
+	if r.code != 1 || !strings.Contains(r.stderr, "bg was started by plain run") || !strings.Contains(r.stderr, "so llamaboot cannot restart it: llamaboot stop bg, then llamaboot run again") {
 		t.Errorf("%v", r)
 	}
 	r = runLB(t, appEnv, "stop", "bg")

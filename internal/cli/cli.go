@@ -81,10 +81,12 @@ func (usageError) BadInput() bool { return true }
 func newRoot(stdout, stderr io.Writer, env Env) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "llamaboot",
+		Version:       buildinfo.String(),
 		Short:         "Install llama.cpp bundles and run llama-server instances in containers",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetVersionTemplate("{{.Version}}\n") // --version prints what version prints
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })

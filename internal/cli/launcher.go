@@ -121,7 +121,7 @@ func printPlan(w io.Writer, path string, plan *config.Plan) {
 	for _, in := range plan.Instances {
 		fmt.Fprintf(w, "\ninstance %s (%s)\n", in.Name, in.Pos)
 		fmt.Fprintf(w, "  executable  %s\n", in.Executable)
-		fmt.Fprintf(w, "  args        %s\n", shellJoin(in.Cmd))
+		fmt.Fprintf(w, "  args        %s\n", config.ShellJoin(in.Cmd))
 		var envs []string
 		for k, v := range in.Env {
 			envs = append(envs, fmt.Sprintf("%s=%q", k, v))
@@ -137,19 +137,6 @@ func printPlan(w io.Writer, path string, plan *config.Plan) {
 		fmt.Fprintf(w, "  background  %v\n", in.Background)
 		fmt.Fprintf(w, "  url         %s (health: %s/health)\n", in.URL, in.ProbeURL())
 	}
-}
-
-// shellJoin quotes args so the line can be pasted into a shell.
-func shellJoin(args []string) string {
-	out := make([]string, len(args))
-	for i, a := range args {
-		if a != "" && !strings.ContainsAny(a, " \t\n'\"\\$`!*?[]{}()<>|&;#~") {
-			out[i] = a
-		} else {
-			out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-	}
-	return strings.Join(out, " ")
 }
 
 func newRunCmd(env Env) *cobra.Command {

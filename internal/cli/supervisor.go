@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/entry"
 	"github.com/llamaboot/llamaboot/internal/install"
 	"github.com/llamaboot/llamaboot/internal/launch"
@@ -180,7 +181,7 @@ func printStatus(w io.Writer, app, sock string, st supervise.Status, kept []inst
 	s := st.Supervisor
 	fmt.Fprintf(w, "supervisor: pid %d, up %.0fs", s.PID, s.UptimeS)
 	if len(s.Cmd) > 0 {
-		fmt.Fprintf(w, ", command %q (pid %d)", strings.Join(s.Cmd, " "), s.CmdPID)
+		fmt.Fprintf(w, ", command %s (pid %d)", config.ShellJoin(s.Cmd), s.CmdPID)
 	}
 	fmt.Fprintln(w)
 	if len(st.Instances) == 0 {
@@ -189,7 +190,12 @@ func printStatus(w io.Writer, app, sock string, st supervise.Status, kept []inst
 	}
 	fmt.Fprintf(w, "%-20s %-10s %7s %6s %8s %9s  %-40s %s\n", "INSTANCE", "STATE", "PID", "PORT", "RESTARTS", "UPTIME", "LAST EXIT (WHY)", "LOG")
 	for _, in := range st.Instances {
-		fmt.Fprintf(w, "%-20s %-10s %7d %6d %8d %8.0fs  %-40s %s\n", in.Name, in.State, in.PID, in.Port, in.Restarts, in.UptimeS, lastExit(in), in.LogFile)
+		// No process: no pid and no uptime, rather than 0 and 0s.
+		pid, uptime := "-", "-"
+		if in.PID > 0 {
+			pid, uptime = fmt.Sprint(in.PID), fmt.Sprintf("%.0fs", in.UptimeS)
+		}
+		fmt.Fprintf(w, "%-20s %-10s %7s %6d %8d %9s  %-40s %s\n", in.Name, in.State, pid, in.Port, in.Restarts, uptime, lastExit(in), in.LogFile)
 	}
 	printDownloads(w, st.Downloads)
 }
@@ -197,8 +203,12 @@ func printStatus(w io.Writer, app, sock string, st supervise.Status, kept []inst
 // lastExit is how an instance's last process ended and why: "exit code
 // 1 (crash)", "killed by SIGTERM (restart requested)", or why it could not
 // start.
+// Once a later process is ready, how the one before ended is history: the
+// table drops it (--json keeps it).
 func lastExit(in supervise.InstanceStatus) string {
 	switch {
+	case in.State == "ready":
+		return "-"
 	case in.Error != "" && in.LastReason != "":
 		return in.LastReason + ": " + in.Error // could not start: port taken, executable missing
 	case in.Error != "":
@@ -312,9 +322,17 @@ func controlUnsupervised(w io.Writer, app string, op supervise.Op, name string, 
 		fmt.Fprintln(w, launchPrefix, msg)
 		return nil
 	}
-	for _, in := range unsupervised(app) {
+	live := unsupervised(app)
+	for _, in := range live {
 		if in.Name == name {
-			return fmt.Errorf("%s was started by plain run (pid %d, log %s) and is not supervised: llamaboot stop %s, then llamaboot run", name, in.PID, in.LogFile, name)
+			// run starts the whole config and checks every port first, so
+			// the others plain run started must stop too.
+			var stops []string
+			for _, o := range live {
+				stops = append(stops, "llamaboot stop "+o.Name)
+			}
+			return fmt.Errorf("%s was started by plain run (pid %d, log %s) and is not supervised, so llamaboot cannot %s it: %s, then llamaboot run again",
+				name, in.PID, in.LogFile, op, strings.Join(stops, "; "))
 		}
 	}
 	return fmt.Errorf("%w: start instances with llamaboot run, or boot with llamaboot entry to supervise them", noSup)

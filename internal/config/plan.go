@@ -109,6 +109,9 @@ type Instance struct {
 
 	Pos      Pos `json:"-"`
 	modelPos Pos
+	// LogSetting names what sets LogFile, for errors about it: the
+	// log_file or log_dir key with its line, or the default.
+	LogSetting string `json:"-"`
 	// Searched lists the files looked for before PATH (none when
 	// master.llama_cpp_path names the executable, at ExecutablePos).
 	Searched      []string `json:"-"`
@@ -395,12 +398,15 @@ func build(name string, control, server *Table, exe, libDir string, src *ModelSo
 		LogMaxSize: DefaultLogMaxSize, LogMaxFiles: DefaultLogMaxFiles,
 	}
 	logDir := DefaultLogDir
+	in.LogSetting = fmt.Sprintf("log_dir or log_file in [instance.control] or [instance.%s.control] (log_dir defaults to %s)", name, DefaultLogDir)
 	if v, ok := control.val("log_dir").(string); ok {
 		logDir = v
+		in.LogSetting = fmt.Sprintf("log_dir (%s) or log_file", control.PosOf("log_dir"))
 	}
 	in.LogFile = filepath.Join(logDir, "llama-server-"+name+".log")
 	if v, ok := control.val("log_file").(string); ok {
 		in.LogFile = v
+		in.LogSetting = fmt.Sprintf("log_file (%s)", control.PosOf("log_file"))
 	}
 	if raw, ok := control.Get("log_max_size"); ok {
 		in.LogMaxSize, _ = size(raw)

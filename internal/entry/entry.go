@@ -301,8 +301,8 @@ func (e *Entry) installOnBoot() error {
 // and marks the boot as stopping; if it does not stop within the grace
 // period it is abandoned (both steps are crash-safe).
 func (e *Entry) cancellable(what string, step func(context.Context) error) (abandoned bool, err error) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
 	done := make(chan error, 1)
 	go func() { done <- step(ctx) }()
 	var abandon <-chan time.Time
@@ -314,7 +314,7 @@ func (e *Entry) cancellable(what string, step func(context.Context) error) (aban
 			if (sig == syscall.SIGTERM || sig == syscall.SIGINT) && !e.stopAsked {
 				e.stopAsked, e.stopSig = true, sig.(syscall.Signal)
 				e.p.Stepf("got %s during %s: cancelling it; nothing else starts", unix.SignalName(e.stopSig), what)
-				cancel()
+				cancel(SignalError{e.stopSig})
 				abandon = time.After(e.o.Grace)
 			}
 			// SIGCHLD: the reaper collects later.
@@ -543,3 +543,11 @@ func statusOf(err error) int {
 	}
 	return ExitFailure
 }
+
+// SignalError is why a boot step was cancelled: the signal, said by name
+// instead of "context canceled" (it still matches context.Canceled).
+type SignalError struct{ Sig syscall.Signal }
+
+func (e SignalError) Error() string { return unix.SignalName(e.Sig) + " received" }
+
+func (e SignalError) Is(target error) bool { return target == context.Canceled }

@@ -31,7 +31,7 @@ type modelBoot struct {
 	mu      sync.Mutex
 	waiting []config.Instance // in config order
 	failed  map[string]string
-	cancel  context.CancelFunc
+	cancel  context.CancelCauseFunc
 	done    chan struct{}
 }
 
@@ -48,7 +48,7 @@ func newModelBoot(plan *config.Plan, sup *supervise.Supervisor, p *printer.Print
 // start downloads in the background, handing over instances as their
 // files arrive.
 func (b *modelBoot) start() {
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancelCause(context.Background())
 	b.cancel, b.done = cancel, make(chan struct{})
 	go func() {
 		defer close(b.done)
@@ -121,11 +121,20 @@ func (b *modelBoot) add(in config.Instance) {
 	}
 }
 
+// errSupervisorStopping is why downloads end when entry stops (said
+// instead of "context canceled", which it still matches).
+var errSupervisorStopping error = stoppingError{}
+
+type stoppingError struct{}
+
+func (stoppingError) Error() string        { return "the supervisor is stopping" }
+func (stoppingError) Is(target error) bool { return target == context.Canceled }
+
 // stop cancels the downloads (their .part files stay for the next boot)
 // and waits for them to end.
 func (b *modelBoot) stop() {
 	if b.cancel != nil {
-		b.cancel()
+		b.cancel(errSupervisorStopping)
 		<-b.done
 	}
 }

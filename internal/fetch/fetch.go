@@ -301,7 +301,7 @@ func fetch(ctx context.Context, o Options) (Result, error) {
 			select {
 			case <-time.After(delay):
 			case <-ctx.Done():
-				return Result{}, fmt.Errorf("download of %s stopped: %w%s", shown, ctx.Err(), kept(part))
+				return Result{}, fmt.Errorf("download of %s stopped: %w%s", shown, context.Cause(ctx), kept(part))
 			}
 		}
 		res, err := attemptFetch(ctx, &o, part)
@@ -309,7 +309,7 @@ func fetch(ctx context.Context, o Options) (Result, error) {
 			return res, nil
 		}
 		if ctx.Err() != nil {
-			return Result{}, fmt.Errorf("download of %s stopped: %w%s", shown, ctx.Err(), kept(part))
+			return Result{}, fmt.Errorf("download of %s stopped: %w%s", shown, context.Cause(ctx), kept(part))
 		}
 		var r errRetry
 		if !errors.As(err, &r) {
@@ -352,7 +352,7 @@ func lockDest(ctx context.Context, o Options, part sideFiles, shown string) (fun
 		o.Printer.Stepf("another process is downloading %s; waiting for it", shown)
 	}, part.size)
 	if err != nil && ctx.Err() != nil {
-		return nil, fmt.Errorf("download of %s stopped while waiting for another download of it: %w", shown, ctx.Err())
+		return nil, fmt.Errorf("download of %s stopped while waiting for another download of it: %w", shown, context.Cause(ctx))
 	}
 	return unlock, err
 }

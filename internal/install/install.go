@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/llamaboot/llamaboot/internal/access"
 	"github.com/llamaboot/llamaboot/internal/appfile"
 	"github.com/llamaboot/llamaboot/internal/archive"
 	"github.com/llamaboot/llamaboot/internal/dirs"
@@ -87,6 +88,9 @@ func (e *InputError) Unwrap() error { return e.Err }
 
 // BadInput marks the error as the user's input at fault.
 func (e *InputError) BadInput() bool { return true }
+
+// AppDirSetting names what moves the app dir, for permission errors.
+const AppDirSetting = "--app-dir or AUTO_INFER_APP_DIR (default /soft/app)"
 
 // Paths of an app dir.
 func InstallDir(app string) string { return filepath.Join(app, installName) }
@@ -201,7 +205,7 @@ func (j *job) localSource() (source, error) {
 func (j *job) lock(ctx context.Context) (release func(), err error) {
 	for _, d := range []string{j.AppDir, cacheDir(j.AppDir), filepath.Join(j.AppDir, versionsName)} {
 		if err := dirs.MkdirAll(d, 0o755); err != nil {
-			return nil, fmt.Errorf("create %s: %w", d, err)
+			return nil, access.Explain(err, AppDirSetting)
 		}
 	}
 	wait := j.LockTimeout

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/llamaboot/llamaboot/internal/access"
 	"github.com/llamaboot/llamaboot/internal/appfile"
 	"github.com/llamaboot/llamaboot/internal/printer"
 )
@@ -21,7 +22,7 @@ import (
 func lockFile(ctx context.Context, path string, timeout time.Duration, p *printer.Printer) (release func(), err error) {
 	f, err := appfile.OpenFile(path, os.O_RDWR, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("open install lock %s: %w", path, err)
+		return nil, fmt.Errorf("install lock: %w", access.Explain(err, AppDirSetting))
 	}
 	deadline := time.Now().Add(timeout)
 	said := false
@@ -47,7 +48,7 @@ func lockFile(ctx context.Context, path string, timeout time.Duration, p *printe
 		case <-time.After(50 * time.Millisecond):
 		case <-ctx.Done():
 			f.Close()
-			return nil, fmt.Errorf("stopped waiting for the install lock %s: %w", path, ctx.Err())
+			return nil, fmt.Errorf("stopped waiting for the install lock %s: %w", path, context.Cause(ctx))
 		}
 	}
 	_ = f.Truncate(0)

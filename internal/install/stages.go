@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/llamaboot/llamaboot/internal/access"
 	"github.com/llamaboot/llamaboot/internal/archive"
 	"github.com/llamaboot/llamaboot/internal/printer"
 )
@@ -98,8 +99,8 @@ func (j *job) stepUnpack(ctx context.Context, s *staging) error {
 	}
 	switch s.format {
 	case archive.Unknown:
-		if err := ctx.Err(); err != nil {
-			return stopped(err)
+		if ctx.Err() != nil {
+			return stopped(context.Cause(ctx))
 		}
 		return &InputError{Msg: fmt.Sprintf("%s is not a supported archive (tar, tar.gz, tar.zst, tar.xz or zip); check the file is complete", s.src.shown())}
 	case archive.Bzip2:
@@ -108,7 +109,7 @@ func (j *job) stepUnpack(ctx context.Context, s *staging) error {
 
 	s.dir, err = os.MkdirTemp(filepath.Join(s.app, versionsName), stagingPfx)
 	if err != nil {
-		return fmt.Errorf("create staging dir: %w", err)
+		return access.Explain(err, AppDirSetting)
 	}
 	if s.root, err = os.OpenRoot(s.dir); err != nil {
 		return err
@@ -127,8 +128,8 @@ func (j *job) stepUnpack(ctx context.Context, s *staging) error {
 	prog := p.Progress(verb, s.src.info.Size())
 	sum, stats, err := unpack(ctx, br, s.readFrom, s.format, s.root, s.copyTo, j.Limits, prog)
 	prog.Done()
-	if err := ctx.Err(); err != nil {
-		return stopped(err)
+	if ctx.Err() != nil {
+		return stopped(context.Cause(ctx))
 	}
 	if err != nil {
 		var ae *archive.Error
@@ -142,6 +143,8 @@ func (j *job) stepUnpack(ctx context.Context, s *staging) error {
 	return nil
 }
 
+// stopped is an install cancelled by cause (a signal, named by the
+// cancelling context's cause rather than as "context canceled").
 func stopped(err error) error {
 	return fmt.Errorf("install stopped: %w; the active bundle is unchanged", err)
 }

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/llamaboot/llamaboot/internal/access"
 	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/dirs"
 	"github.com/llamaboot/llamaboot/internal/logfile"
@@ -78,7 +79,7 @@ func Command(in config.Instance, env []string, mode Detach) (*exec.Cmd, *os.File
 	}
 	log, err := OpenLog(in.LogFile)
 	if err != nil {
-		return nil, nil, fmt.Errorf("instance %q: %w", in.Name, err)
+		return nil, nil, fmt.Errorf("instance %q: %w", in.Name, access.Explain(err, in.LogSetting))
 	}
 	cmd.Stdout, cmd.Stderr = log, log
 	return cmd, log, nil
@@ -155,7 +156,7 @@ func lookupEnv(env []string, key string) string {
 // (a *logfile.LinkError names it), regular files only, 0644 when created.
 func OpenLog(path string) (*os.File, error) {
 	if err := dirs.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create log dir for %s: %w", path, err)
+		return nil, err // names the dir: "mkdir /var/log/llama: …"
 	}
 	return logfile.Open(path)
 }

@@ -26,6 +26,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/llamaboot/llamaboot/internal/access"
 	"github.com/llamaboot/llamaboot/internal/appfile"
 	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/dirs"
@@ -202,7 +203,7 @@ func (f *Fetcher) Run(ctx context.Context, ready func(name string, err error)) m
 				case unwanted:
 					fl.finish(nil)
 				case ctx.Err() != nil:
-					fl.finish(fmt.Errorf("not downloaded: %w", ctx.Err()))
+					fl.finish(fmt.Errorf("not downloaded: %w", context.Cause(ctx)))
 				default:
 					fl.finish(f.get(fctx, fl))
 				}
@@ -225,7 +226,7 @@ func (f *Fetcher) settle(fl *file, mu *sync.Mutex, pending map[string]int, faile
 	var done []string
 	for _, name := range users {
 		if ferr != nil && failed[name] == nil {
-			failed[name] = fmt.Errorf("model %s: %w", fetch.Redact(fl.url), ferr)
+			failed[name] = modelError(fetch.Redact(fl.url), ferr)
 		}
 		if pending[name]--; pending[name] == 0 {
 			done = append(done, name)
@@ -292,7 +293,7 @@ func (f *Fetcher) get(ctx context.Context, fl *file) error {
 		}
 	}
 	if err := dirs.MkdirAll(filepath.Dir(fl.path), 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", filepath.Dir(fl.path), err)
+		return access.Explain(err, "AUTO_INFER_MODELS_DIR (default <app-dir>/models) or the model's path key")
 	}
 	shown := fetch.Redact(fl.url)
 	waited := false
@@ -608,4 +609,13 @@ func Summary(failed map[string]error) string {
 		fmt.Fprintf(&b, "instance %s: %v\n", n, failed[n])
 	}
 	return b.String()
+}
+
+// modelError names the model's URL once: a download error that starts
+// with it already does.
+func modelError(shown string, err error) error {
+	if strings.HasPrefix(err.Error(), shown) {
+		return fmt.Errorf("model %w", err)
+	}
+	return fmt.Errorf("model %s: %w", shown, err)
 }

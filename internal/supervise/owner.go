@@ -231,7 +231,7 @@ func (o *owner) launch() State {
 	if err != nil {
 		return o.fail(ReasonStartFailed, err)
 	}
-	o.sink.notef("%s starting %s %q", o.d.Clock.Now().Format(time.RFC3339), o.spec.Executable, o.spec.Cmd)
+	o.sink.notef("%s starting %s %s", o.d.Clock.Now().Format(time.RFC3339), o.spec.Executable, config.ShellJoin(o.spec.Cmd))
 	p, err := o.d.Starter.Start(o.spec, w)
 	w.Close()
 	if err != nil {

@@ -86,7 +86,11 @@ func SpecChanges(a, b config.Instance) []string {
 	}
 	diff("executable", a.Executable, b.Executable)
 	if !slices.Equal(a.Cmd, b.Cmd) {
-		out = append(out, fmt.Sprintf("args %q → %q", strings.Join(a.Cmd, " "), strings.Join(b.Cmd, " ")))
+		changes := config.ArgChanges(a.Cmd, b.Cmd)
+		if len(changes) == 0 { // the same flags in another order
+			changes = []string{"argument order"}
+		}
+		out = append(out, changes...)
 	}
 	diff("gpu_ids", gpuIDs(a), gpuIDs(b))
 	if !maps.Equal(a.Env, b.Env) && gpuIDs(a) == gpuIDs(b) || a.LibDir != b.LibDir {

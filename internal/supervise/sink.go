@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/llamaboot/llamaboot/internal/access"
 	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/dirs"
 	"github.com/llamaboot/llamaboot/internal/logfile"
@@ -34,11 +35,11 @@ type sink struct {
 
 func openSink(spec config.Instance) (*sink, error) {
 	if err := dirs.MkdirAll(filepath.Dir(spec.LogFile), 0o755); err != nil {
-		return nil, fmt.Errorf("create log dir for %s: %w", spec.LogFile, err)
+		return nil, access.Explain(err, spec.LogSetting)
 	}
 	l, err := logfile.OpenLog(spec.LogFile, spec.LogMaxSize, spec.LogMaxFiles)
 	if err != nil {
-		return nil, err
+		return nil, access.Explain(err, spec.LogSetting)
 	}
 	done := make(chan struct{})
 	close(done)

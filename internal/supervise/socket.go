@@ -245,11 +245,7 @@ func expectFor(op Op, state State) expectation {
 func (s *Server) controlError(w http.ResponseWriter, name string, err error) {
 	switch {
 	case errors.Is(err, ErrUnknownInstance):
-		var names []string
-		for _, sn := range s.Sup.Snapshots() {
-			names = append(names, sn.Spec.Name)
-		}
-		writeError(w, http.StatusNotFound, "unknown_instance", fmt.Sprintf("no instance %q is supervised (instances: %v)", name, names))
+		writeError(w, http.StatusNotFound, "unknown_instance", unknownInstance(name, s.Sup.Snapshots()))
 	case errors.Is(err, ErrShuttingDown):
 		writeError(w, http.StatusServiceUnavailable, "shutting_down", err.Error())
 	default:
@@ -518,4 +514,19 @@ func readReply(resp *http.Response, out any) error {
 		return &RemoteError{Status: resp.StatusCode, Code: e.Code, Msg: e.Error}
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// unknownInstance says name is not supervised and which are. One being
+// removed may still be in the snapshots: it is not listed as there.
+func unknownInstance(name string, snaps []Snapshot) string {
+	var names []string
+	for _, sn := range snaps {
+		if sn.Spec.Name != name {
+			names = append(names, sn.Spec.Name)
+		}
+	}
+	if len(names) == 0 {
+		return fmt.Sprintf("no instance %q is supervised (none is)", name)
+	}
+	return fmt.Sprintf("no instance %q is supervised (instances: %s)", name, strings.Join(names, ", "))
 }

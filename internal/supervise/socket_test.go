@@ -120,7 +120,7 @@ func TestSocketRefusesBadRequests(t *testing.T) {
 		status int
 		want   string
 	}{
-		{"nope", OpRestart, http.StatusNotFound, `no instance "nope" is supervised (instances: [a b])`},
+		{"nope", OpRestart, http.StatusNotFound, `no instance "nope" is supervised (instances: a, b)`},
 		// Path tricks reach nothing: the name is data, checked as such.
 		{"a/../b", OpRestart, http.StatusBadRequest, `invalid instance name "a/../b"`},
 		{"../b", OpStop, http.StatusBadRequest, "invalid instance name"},

@@ -335,8 +335,8 @@ func TestStartFailure(t *testing.T) {
 	bad.LogFile = "/proc/self/nope/b.log"
 	h.sup.Upsert([]config.Instance{bad})
 	f = h.expect("b", EvFailed)
-	// The line names the instance once: "b failed: create log dir …".
-	if line, _ := f.Line(); f.Reason != ReasonStartFailed || !strings.HasPrefix(line, "b failed: create log dir for /proc/self/nope/b.log") || strings.Count(line, "b\"") > 0 {
+	// The line names the instance and the dir once: "b failed: mkdir …".
+	if line, _ := f.Line(); f.Reason != ReasonStartFailed || !strings.HasPrefix(line, "b failed: mkdir /proc/self/nope: ") || strings.Count(line, "b\"") > 0 {
 		t.Errorf("%+v %q", f, line)
 	}
 }
