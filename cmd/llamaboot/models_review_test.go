@@ -281,12 +281,12 @@ func TestReloadWhileDownloading(t *testing.T) {
 
 	writeFile(t, cfg, strings.Replace(head, "host = \"127.0.0.1\"\n", "host = \"127.0.0.1\"\napi_key = \"k3y\"\n", 1))
 	r := runLB(t, env, "reload", "--dry-run")
-	if r.code != 0 || !strings.Contains(r.stdout, "~ a: still downloading its model: would start with the new settings once it is there: args") ||
+	if r.code != 0 || !strings.Contains(r.stdout, "~ a: still downloading its model: would start with the new settings once it is there: api_key added") ||
 		!strings.Contains(r.stdout, "- r: was waiting for its model: would be removed, never started") {
 		t.Errorf("dry run: %v", r)
 	}
 	r = runLB(t, env, "reload")
-	if r.code != 0 || !strings.Contains(r.stdout, "~ a: still downloading its model: starts with the new settings once it is there: args") ||
+	if r.code != 0 || !strings.Contains(r.stdout, "~ a: still downloading its model: starts with the new settings once it is there: api_key added") ||
 		!strings.Contains(r.stdout, "- r: was waiting for its model: removed, never started") {
 		t.Errorf("reload: %v", r)
 	}

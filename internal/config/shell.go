@@ -27,17 +27,37 @@ func ArgChanges(a, b []string) []string {
 	for _, k := range aOrder {
 		switch nv, ok := bv[k]; {
 		case !ok:
-			out = append(out, strings.TrimSpace(k+" "+av[k])+" removed")
+			out = append(out, strings.TrimSpace(k+" "+shownValue(k, av[k]))+" removed")
+		case nv != av[k] && secret(k):
+			out = append(out, k+" changed")
 		case nv != av[k]:
 			out = append(out, k+" "+orSet(av[k])+" → "+orSet(nv))
 		}
 	}
 	for _, k := range bOrder {
 		if _, ok := av[k]; !ok {
-			out = append(out, strings.TrimSpace(k+" "+bv[k])+" added")
+			out = append(out, strings.TrimSpace(k+" "+shownValue(k, bv[k]))+" added")
 		}
 	}
 	return out
+}
+
+// secret is a key whose value is a credential (api_key, hf_token, …): a
+// reload report, printed and logged, names it without its value.
+func secret(k string) bool {
+	for _, w := range []string{"key", "token", "password", "secret"} {
+		if strings.Contains(k, w) {
+			return true
+		}
+	}
+	return false
+}
+
+func shownValue(k, v string) string {
+	if secret(k) {
+		return ""
+	}
+	return v
 }
 
 func orSet(v string) string {

@@ -18,6 +18,7 @@ func TestArgChanges(t *testing.T) {
 		{"list", []string{"--lora", "a", "--lora", "b"}, []string{"--lora", "a"}, []string{"lora a b → a"}},
 		{"quoted", []string{"--alias", "x"}, []string{"--alias", "my model"}, []string{"alias x → 'my model'"}},
 		{"extra args first", []string{"pos", "--port", "1"}, []string{"--port", "1"}, []string{"args pos removed"}},
+		{"secret", []string{"--api-key", "old"}, []string{"--api-key", "new", "--hf-token", "t"}, []string{"api_key changed", "hf_token added"}},
 		{"order only", []string{"--a", "--b"}, []string{"--b", "--a"}, nil},
 	} {
 		if got := ArgChanges(c.a, c.b); !slices.Equal(got, c.want) {
