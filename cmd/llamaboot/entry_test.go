@@ -30,8 +30,16 @@ type entryProc struct {
 
 func startEntry(t *testing.T, app string, env []string, args ...string) *entryProc {
 	t.Helper()
+	return startEntryWrapped(t, nil, app, env, args...)
+}
+
+// startEntryWrapped starts entry through wrap, a command that execs its
+// arguments (prlimit --nofile=N), so the process is entry itself.
+func startEntryWrapped(t *testing.T, wrap []string, app string, env []string, args ...string) *entryProc {
+	t.Helper()
 	e := &entryProc{out: &testutil.SyncBuffer{}, app: app, done: make(chan struct{})}
-	e.cmd = exec.Command(llamaboot, append([]string{"entry", "--app-dir", app}, args...)...)
+	argv := append(append(append([]string{}, wrap...), llamaboot, "entry", "--app-dir", app), args...)
+	e.cmd = exec.Command(argv[0], argv[1:]...)
 	e.cmd.Env = cleanEnv(env...)
 	e.cmd.Stdout, e.cmd.Stderr = e.out, e.out
 	if err := e.cmd.Start(); err != nil {

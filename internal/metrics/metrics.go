@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/llamaboot/llamaboot/internal/buildinfo"
+	"github.com/llamaboot/llamaboot/internal/connlimit"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
@@ -43,7 +44,17 @@ type Options struct {
 	// ProxyTimeout bounds each scrape of a llama-server's /metrics
 	// (default 5s): a wedged server must not wedge the scrape.
 	ProxyTimeout time.Duration
+	// Limits bound the connections clients hold (default DefaultLimits);
+	// IdleTimeout closes a kept-alive connection left idle (default 60s).
+	Limits      connlimit.Limits
+	IdleTimeout time.Duration
 }
+
+// DefaultLimits bound the endpoint's connections: a probe or a scraper
+// needs a few; thousands of idle ones from one client once exhausted PID
+// 1's descriptors, so the control socket died and a crashed instance could
+// not be restarted.
+var DefaultLimits = connlimit.Limits{Max: 64, PerPeer: 16, Headroom: 128}
 
 // Server is the endpoint, listening.
 type Server struct {
@@ -58,8 +69,23 @@ func Listen(addr string, o Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s for /livez, /readyz and /metrics: %w", addr, err)
 	}
+	if o.Limits == (connlimit.Limits{}) {
+		o.Limits = DefaultLimits
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 60 * time.Second
+	}
+	if o.ProxyTimeout == 0 {
+		o.ProxyTimeout = 5 * time.Second
+	}
 	h, cancel := Handler(o)
-	s := &Server{ln: ln, cancel: cancel, srv: &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}}
+	ln = connlimit.New(ln, o.Limits, connlimit.IPPeer)
+	// Every phase is timed: a client trickling its request, never reading
+	// the answer or idling between requests gives its connection up.
+	s := &Server{ln: ln, cancel: cancel, srv: &http.Server{Handler: h,
+		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 2*o.ProxyTimeout + 20*time.Second, IdleTimeout: o.IdleTimeout,
+		MaxHeaderBytes: 16 << 10}}
 	go s.srv.Serve(ln)
 	return s, nil
 }

@@ -1,10 +1,12 @@
 package metrics
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,6 +25,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/connlimit"
 	"github.com/llamaboot/llamaboot/internal/launch"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
@@ -360,5 +363,72 @@ func TestListen(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		t.Errorf("/livez with nothing supervised: %s", resp.Status)
+	}
+}
+
+// TestListenBoundsConnections: idle clients cannot pile up connections
+// (20,000 idle keep-alive ones once exhausted PID 1's descriptors): one
+// peer gets PerPeer of them, the rest are closed at once; another peer is
+// still served; a kept-alive connection left idle is closed after
+// IdleTimeout, and one that never sends its request after the header
+// timeout.
+func TestListenBoundsConnections(t *testing.T) {
+	sup := supervise.New(supervise.NewReaper(), supervise.Policy{}, nil, supervise.Deps{})
+	s, err := Listen("127.0.0.1:0", Options{Sup: sup, Started: time.Now(),
+		Limits: connlimit.Limits{Max: 8, PerPeer: 4}, IdleTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	dial := func(src string) net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", s.Addr())
+		if err != nil {
+			return nil // reset at once: refused
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	open := func(c net.Conn, wait time.Duration) bool {
+		if c == nil {
+			return false
+		}
+		c.SetReadDeadline(time.Now().Add(wait))
+		_, err := c.Read(make([]byte, 1))
+		var ne net.Error
+		return errors.As(err, &ne) && ne.Timeout()
+	}
+	for i := range 4 {
+		if c := dial("127.0.0.1"); !open(c, 200*time.Millisecond) {
+			t.Fatalf("idle connection %d closed before its peer's cap", i)
+		}
+	}
+	for i := range 20 {
+		if c := dial("127.0.0.1"); open(c, 200*time.Millisecond) {
+			t.Fatalf("connection %d over the per-peer cap was kept", i)
+		}
+	}
+	// Another peer is served meanwhile.
+	tr := &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).DialContext}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("http://" + s.Addr() + "/livez")
+	if err != nil {
+		t.Fatalf("another peer was not served: %v", err)
+	}
+	resp.Body.Close()
+
+	// A kept-alive connection left idle is closed.
+	c := dial("127.0.0.3")
+	fmt.Fprintf(c, "GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := br.ReadByte(); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("an idle kept-alive connection was not closed after IdleTimeout: %v", err)
 	}
 }

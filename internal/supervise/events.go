@@ -77,6 +77,9 @@ func (e Event) Line() (text string, isError bool) {
 		}
 		return fmt.Sprintf("%s exited: %s after %.1fs", n, e.Exit, e.Ran.Seconds()), false
 	case EvRestarting:
+		if e.Err != nil { // a start that failed for lack of resources
+			return fmt.Sprintf("%s could not start (%v); restarting in %.1fs", n, e.Err, e.Delay.Seconds()), false
+		}
 		return fmt.Sprintf("%s restarting in %.1fs", n, e.Delay.Seconds()), false
 	case EvStopped:
 		if e.Exit == "" {

@@ -229,7 +229,7 @@ func (o *owner) launch() State {
 	}
 	w, err := o.sink.attach(o.stdout())
 	if err != nil {
-		return o.fail(ReasonStartFailed, err)
+		return o.startFailed(err)
 	}
 	o.sink.notef("%s starting %s %s", o.d.Clock.Now().Format(time.RFC3339), o.spec.Executable, config.ShellJoin(o.spec.Cmd))
 	p, err := o.d.Starter.Start(o.spec, w)
@@ -239,7 +239,7 @@ func (o *owner) launch() State {
 		if !errors.As(err, &nf) {
 			err = fmt.Errorf("start %s: %w", o.spec.Executable, err)
 		}
-		return o.fail(ReasonStartFailed, err)
+		return o.startFailed(err)
 	}
 	o.proc, o.startedAt, o.reason, o.lastErr = p, o.d.Clock.Now(), ReasonNone, nil
 	ctx, cancel := context.WithCancel(context.Background())
@@ -258,6 +258,46 @@ func (o *owner) launch() State {
 	}
 	o.emit(Event{Kind: EvStarted, State: Starting, PID: pid})
 	return Starting
+}
+
+// startFailed handles a start that failed. One that failed for lack of
+// descriptors, memory or processes (a flood of connections once left
+// "pipe2: too many open files") is not the instance's fault: it is retried
+// as a crash would be, by the restart policy and crash-loop count, instead
+// of leaving the instance failed after the shortage has passed.
+func (o *owner) startFailed(err error) State {
+	if !shortOfResources(err) || o.restart == RestartNever || !o.wantUp || o.ending {
+		return o.fail(ReasonStartFailed, err)
+	}
+	o.reason, o.lastWhy, o.lastErr = ReasonStartFailed, ReasonStartFailed, err
+	o.streak = append(o.streak, ReasonStartFailed)
+	quick := len(o.streak)
+	if quick >= o.policy.CrashLoop {
+		return o.fail(ReasonStartFailed, err)
+	}
+	delay := o.backoff(quick)
+	o.restarts++
+	o.setTimer(delay, inBackoffDone)
+	o.emit(Event{Kind: EvRestarting, State: Restarting, Delay: delay, Reason: ReasonStartFailed, Err: err})
+	return Restarting
+}
+
+// backoff is the delay before the next start after quick failures in a
+// row: doubling from BackoffMin, at most BackoffMax.
+func (o *owner) backoff(quick int) time.Duration {
+	if quick > 30 {
+		return o.policy.BackoffMax
+	}
+	return min(o.policy.BackoffMin<<(quick-1), o.policy.BackoffMax)
+}
+
+func shortOfResources(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOMEM, syscall.EAGAIN} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func (o *owner) fail(r Reason, err error) State {
@@ -398,10 +438,7 @@ func (o *owner) exited(m msg) State {
 			Loop: describeLoop(o.streak), LogTail: o.sink.tail(o.policy.LogTailLines)})
 		return Failed
 	}
-	delay := o.policy.BackoffMax
-	if quick <= 30 {
-		delay = min(o.policy.BackoffMin<<(quick-1), o.policy.BackoffMax)
-	}
+	delay := o.backoff(quick)
 	o.restarts++
 	o.setTimer(delay, inBackoffDone)
 	ev.State = Restarting

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/connlimit"
 )
 
 // SocketPath is where the supervisor of app listens: <app>/.llamaboot.sock,
@@ -87,10 +88,18 @@ type Server struct {
 	Pending   func() []InstanceStatus
 	Downloads func() any
 	// UID is the uid allowed besides root (default: ours).
-	UID  int
-	srv  *http.Server
-	path string
+	UID int
+	// IdleTimeout closes a client connection idle between requests
+	// (default 30s).
+	IdleTimeout time.Duration
+	srv         *http.Server
+	path        string
 }
+
+// socketLimits bound the control socket's connections, as the --listen
+// endpoint's are: clients are `status`, `run` and the healthcheck, a few
+// at a time.
+var socketLimits = connlimit.Limits{Max: 64, PerPeer: 32, Headroom: 64}
 
 type credKey struct{}
 
@@ -117,6 +126,10 @@ func (s *Server) Listen(path string) error {
 		return fmt.Errorf("restrict %s to its owner: %w", path, err)
 	}
 	s.path = path
+	if s.IdleTimeout <= 0 {
+		s.IdleTimeout = 30 * time.Second
+	}
+	ln = connlimit.New(ln, socketLimits, connlimit.UIDPeer)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.status()) })
 	mux.HandleFunc("POST /control", s.control)
@@ -124,7 +137,10 @@ func (s *Server) Listen(path string) error {
 	mux.HandleFunc("POST /logs", s.logs)
 	mux.HandleFunc("GET /health", s.health)
 	mux.HandleFunc("POST /reload", s.reload)
-	s.srv = &http.Server{Handler: s.checkPeer(mux), ReadHeaderTimeout: 5 * time.Second,
+	// No WriteTimeout: a control request with --wait, or logs --follow,
+	// answers for as long as it takes.
+	s.srv = &http.Server{Handler: s.checkPeer(mux), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: s.IdleTimeout,
+		MaxHeaderBytes: 16 << 10,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			cred, err := peerCred(c)
 			return context.WithValue(ctx, credKey{}, peer{cred, err})
@@ -134,6 +150,9 @@ func (s *Server) Listen(path string) error {
 }
 
 func peerCred(c net.Conn) (*unix.Ucred, error) {
+	if w, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = w.NetConn() // under connlimit's accounting
+	}
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return nil, errors.New("not a unix socket")
@@ -155,6 +174,10 @@ func peerCred(c net.Conn) (*unix.Ucred, error) {
 func (s *Server) checkPeer(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, _ := r.Context().Value(credKey{}).(peer)
+		if p.cred == nil || p.cred.Uid != 0 && int(p.cred.Uid) != s.UID {
+			// Refused: the connection ends with the answer, nothing kept open.
+			w.Header().Set("Connection", "close")
+		}
 		switch {
 		case p.cred == nil:
 			writeError(w, http.StatusForbidden, "forbidden", fmt.Sprintf("permission denied: cannot tell who is asking (%v)", p.err))

@@ -546,3 +546,39 @@ func TestShutdownLeavesFailedAlone(t *testing.T) {
 		t.Errorf("b after shutdown: %+v", s)
 	}
 }
+
+// TestStartShortOfResourcesRetried: a start that failed for lack of
+// descriptors (a flood of connections once left "pipe2: too many open
+// files") is retried by the restart policy, not left failed once the
+// shortage has passed; still failing, it ends as a crash loop would; under
+// restart = "never" it fails at once.
+func TestStartShortOfResourcesRetried(t *testing.T) {
+	h := newHarness(t)
+	h.starter.setErr(os.NewSyscallError("pipe2", syscall.EMFILE))
+	h.sup.Apply([]config.Instance{h.spec("a", 8001, "on-failure")})
+	r := h.expect("a", EvRestarting)
+	if line, _ := r.Line(); line != "a could not start (start /x/llama-server: pipe2: too many open files); restarting in 1.0s" {
+		t.Errorf("line %q", line)
+	}
+	h.starter.setErr(nil)
+	h.clock.Advance(time.Second)
+	h.ready("a")
+
+	h.starter.setErr(os.NewSyscallError("pipe2", syscall.EMFILE))
+	h.sup.Apply([]config.Instance{h.spec("b", 8002, "always")})
+	for i := range testPolicy.CrashLoop - 1 {
+		r := h.expect("b", EvRestarting)
+		if want := testPolicy.BackoffMin << i; r.Delay != want {
+			t.Errorf("retry %d after %s, want %s", i+1, r.Delay, want)
+		}
+		h.clock.Advance(r.Delay)
+	}
+	if f := h.expect("b", EvFailed); f.Reason != ReasonStartFailed || !errors.Is(f.Err, syscall.EMFILE) {
+		t.Errorf("after %d failed starts: %+v", testPolicy.CrashLoop, f)
+	}
+
+	h.sup.Apply([]config.Instance{h.spec("a", 8001, "on-failure"), h.spec("b", 8002, "always"), h.spec("c", 8003, "never")})
+	if f := h.expect("c", EvFailed); f.Reason != ReasonStartFailed {
+		t.Errorf("restart never: %+v", f)
+	}
+}
