@@ -113,6 +113,7 @@ model = "models.l"
 	if r := runLB(t, env, "fetch-models", "--config", cfg, "--retries", "0"); r.code != 1 {
 		t.Fatalf("the cut run should fail and keep its parts: %v", r)
 	}
+	noLocks(t, models) // a failed download leaves its part, not its lock
 	for _, p := range []string{"p.gguf.part", "l.gguf.part"} {
 		if _, err := os.Stat(filepath.Join(models, p)); err != nil {
 			t.Fatalf("no part to resume: %v", err)
@@ -154,6 +155,34 @@ model = "models.l"
 	}
 	if strings.Count(all(), "server not contacted") != 2 {
 		t.Errorf("the waiter should find both files in place:\n%s", all())
+	}
+	// Two fetchers took turns on one lock per model; none is left.
+	if got := dirNames(t, models); strings.Join(got, " ") != ".l.gguf.llamaboot.json .p.gguf.llamaboot.json l.gguf p.gguf" {
+		t.Errorf("models dir holds %q, want each model and its marker only", got)
+	}
+}
+
+// dirNames lists dir, sorted.
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// noLocks fails when a lock file is left in dir.
+func noLocks(t *testing.T, dir string) {
+	t.Helper()
+	for _, n := range dirNames(t, dir) {
+		if strings.HasSuffix(n, ".lock") {
+			t.Errorf("lock file %s left in %s", n, dir)
+		}
 	}
 }
 

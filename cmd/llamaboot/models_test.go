@@ -98,6 +98,9 @@ model = "%s/repo/m.gguf?sig=SIGSECRET"
 	if len(reqs) != 2 || reqs[1] != fmt.Sprintf("/repo/m.gguf bytes=%d- Bearer tok_SECRET", len(model)/2) {
 		t.Errorf("want a cut then a resume with the token: %q", reqs)
 	}
+	if got := dirNames(t, models); strings.Join(got, " ") != ".m.gguf.llamaboot.json m.gguf" {
+		t.Errorf("models dir holds %q, want the model and its marker only (one lock, removed when the download ended)", got)
+	}
 	marker, _ := os.ReadFile(filepath.Join(models, ".m.gguf.llamaboot.json"))
 	for _, secret := range []string{"tok_SECRET", "SIGSECRET"} {
 		if strings.Contains(r.stdout+r.stderr+string(marker), secret) {
@@ -130,6 +133,7 @@ model = "%s/repo/m.gguf?sig=SIGSECRET"
 			t.Errorf("%s left behind", p)
 		}
 	}
+	noLocks(t, models)
 }
 
 // TestFetchModelsDiskFull: a model larger than the free space is refused

@@ -161,6 +161,37 @@ func (e *HeldError) Error() string {
 // long download by another process is waited for and a stuck holder is not.
 // unlock releases it.
 func Lock(ctx context.Context, path string, timeout time.Duration, waiting func(holder int), progress func() int64) (unlock func(), err error) {
+	f, err := lockFile(ctx, path, timeout, waiting, progress)
+	if err != nil {
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
+// LockEphemeral is Lock for a lock file that exists only while it is held:
+// unlock removes it (still holding the lock) before releasing it. A waiter
+// that then gets the lock on the removed file sees that path names another
+// file, or none, and locks again, so two processes never both hold it.
+func LockEphemeral(ctx context.Context, path string, timeout time.Duration, waiting func(holder int), progress func() int64) (unlock func(), err error) {
+	for {
+		f, err := lockFile(ctx, path, timeout, waiting, progress)
+		if err != nil {
+			return nil, err
+		}
+		held, err1 := f.Stat()
+		now, err2 := os.Lstat(path)
+		if err1 == nil && err2 == nil && os.SameFile(held, now) {
+			return func() {
+				_ = os.Remove(path)
+				f.Close()
+			}, nil
+		}
+		f.Close()
+		waiting = nil // said once already, if at all
+	}
+}
+
+func lockFile(ctx context.Context, path string, timeout time.Duration, waiting func(holder int), progress func() int64) (*os.File, error) {
 	f, err := OpenFile(path, os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
@@ -174,7 +205,7 @@ func Lock(ctx context.Context, path string, timeout time.Duration, waiting func(
 	for said := false; ; said = true {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
-			return func() { f.Close() }, nil
+			return f, nil
 		}
 		if !errors.Is(err, unix.EWOULDBLOCK) {
 			f.Close()

@@ -1,10 +1,14 @@
 package appfile
 
 import (
+	"context"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestPlantedLinkIsReplacedNotFollowed(t *testing.T) {
@@ -49,5 +53,44 @@ func TestExactModeUnderUmask077(t *testing.T) {
 func TestDirectoryRefused(t *testing.T) {
 	if _, err := OpenFile(t.TempDir(), os.O_RDONLY, 0o644); err == nil {
 		t.Error("a directory was opened")
+	}
+}
+
+// LockEphemeral: many holders in turn (each its own open file, as separate
+// processes would have) never overlap, though each unlock removes the file
+// others are waiting on; none is left afterwards.
+func TestLockEphemeralExcludesAndLeavesNothing(t *testing.T) {
+	dir := t.TempDir()
+	lock := filepath.Join(dir, ".m.gguf.llamaboot.lock")
+	inside := filepath.Join(dir, "inside")
+	var wg sync.WaitGroup
+	var overlaps atomic.Int64
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 100 {
+				unlock, err := LockEphemeral(context.Background(), lock, time.Minute, nil, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				f, err := os.OpenFile(inside, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+				if err != nil {
+					overlaps.Add(1)
+				} else {
+					f.Close()
+					os.Remove(inside)
+				}
+				unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if n := overlaps.Load(); n > 0 {
+		t.Errorf("%d times two holders were inside at once", n)
+	}
+	if es, _ := os.ReadDir(dir); len(es) != 0 {
+		t.Errorf("left behind: %v", es)
 	}
 }

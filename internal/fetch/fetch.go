@@ -88,6 +88,9 @@ type Options struct {
 	// LockTimeout bounds the wait for another process downloading the
 	// same file while its .part does not grow (default 10m).
 	LockTimeout time.Duration
+	// DestLocked says the caller already holds the lock for Dest
+	// (LockPath), as package models does around the whole fetch.
+	DestLocked bool
 	// Client defaults to NewClient; its CheckRedirect is replaced by the
 	// redirect policy above (no https→http, no token to another origin).
 	Client  *http.Client
@@ -285,11 +288,13 @@ func fetch(ctx context.Context, o Options) (Result, error) {
 	// One download per destination at a time, across processes (fetch-models
 	// beside entry, replicas on a shared volume): two writers appending to
 	// one .part would make a file no single response produced.
-	unlock, err := lockDest(ctx, o, part, shown)
-	if err != nil {
-		return Result{}, err
+	if !o.DestLocked {
+		unlock, err := lockDest(ctx, o, part, shown)
+		if err != nil {
+			return Result{}, err
+		}
+		defer unlock()
 	}
-	defer unlock()
 	if done, ok := completedMeanwhile(o, part); ok {
 		return done, nil
 	}
@@ -347,8 +352,7 @@ func (s sideFiles) remove() {
 // saying so once) while another process downloads the same file, until
 // ctx ends or the holder makes no progress for o.LockTimeout.
 func lockDest(ctx context.Context, o Options, part sideFiles, shown string) (func(), error) {
-	path := o.Dest + ".lock"
-	unlock, err := appfile.Lock(ctx, path, o.LockTimeout, func(int) {
+	unlock, err := appfile.LockEphemeral(ctx, LockPath(o.Dest), o.LockTimeout, func(int) {
 		o.Printer.Stepf("another process is downloading %s; waiting for it", shown)
 	}, part.size)
 	if err != nil && ctx.Err() != nil {
@@ -737,4 +741,10 @@ func sumFromFile(ctx context.Context, o Options, sumsURL, name string) (string, 
 		}
 	}
 	return "", &Error{URL: shown, Kind: Checksum, Msg: fmt.Sprintf("lists no sha256 for %s", name)}
+}
+
+// LockPath is the one lock file of a download to dest: hidden beside it,
+// there only while a download of it runs (appfile.LockEphemeral).
+func LockPath(dest string) string {
+	return filepath.Join(filepath.Dir(dest), "."+filepath.Base(dest)+".llamaboot.lock")
 }

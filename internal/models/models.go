@@ -301,7 +301,7 @@ func (f *Fetcher) get(ctx context.Context, fl *file) error {
 	if lockWait <= 0 {
 		lockWait = 10 * time.Minute
 	}
-	unlock, err := appfile.Lock(ctx, lockPath(fl.path), lockWait, func(int) {
+	unlock, err := appfile.LockEphemeral(ctx, fetch.LockPath(fl.path), lockWait, func(int) {
 		waited = true
 		f.o.Printer.Stepf("another process is fetching model %s; waiting for it", fl.path)
 	}, func() int64 { return partSize(fl.path) })
@@ -321,6 +321,7 @@ func (f *Fetcher) get(ctx context.Context, fl *file) error {
 	d := f.o.Download
 	d.URL, d.Dest, d.SHA256, d.Token, d.Printer = fl.url, fl.path, fl.pin, f.o.Token, f.o.Printer
 	d.Label, d.OnProgress = filepath.Base(fl.path), fl.progress
+	d.DestLocked = true // held above: one lock file per model
 	if seen.current && f.o.Refresh {
 		d.Refresh, d.ETag, d.LastModified = true, seen.m.ETag, seen.m.LastModified
 	}
@@ -562,12 +563,6 @@ func newMarker(rawURL, sum string, fi os.FileInfo, etag, lastModified string) ma
 func urlSum(rawURL string) string {
 	h := sha256.Sum256([]byte(rawURL))
 	return hex.EncodeToString(h[:])
-}
-
-// lockPath is the lock file models take while fetching the file at path
-// (package fetch locks the download itself under another name).
-func lockPath(path string) string {
-	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".llamaboot.lock")
 }
 
 // readMarker reads a marker without following a link or blocking on a
