@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X github.com/llamaboot/llamaboot/internal/buildinfo.Version=$(
 	-X github.com/llamaboot/llamaboot/internal/buildinfo.CommitStamp=$(COMMIT)
 export CGO_ENABLED = 0
 
-.PHONY: all build test test-deps bench bench-watch demo lint clean
+.PHONY: all build test test-deps bench bench-watch bench-router demo lint clean
 
 all: build
 
@@ -42,6 +42,10 @@ bench:
 # What supervision costs: CPU and RSS of llamaboot entry with 8 servers under the watchdog.
 bench-watch:
 	$(GO) run ./bench/watchbench -instances 8 -duration 60s -interval 1s
+
+# What the router costs against direct requests to a fast upstream on loopback.
+bench-router:
+	$(GO) run ./bench/routerbench -rounds 5 -requests 2000 -clients 32 -duration 3s
 
 demo: build
 	$(GO) run ./examples/demo

@@ -76,12 +76,17 @@ func (e *entryProc) wait(t *testing.T, timeout time.Duration) int {
 func (e *entryProc) waitOutput(t *testing.T, re string, timeout time.Duration) []string {
 	t.Helper()
 	rx := regexp.MustCompile(re)
-	var m []string
-	waitFor(t, fmt.Sprintf("output %q in:\n%s", re, e.out.String()), timeout, func() bool {
-		m = rx.FindStringSubmatch(e.out.String())
-		return m != nil
-	})
-	return m
+	deadline := time.Now().Add(timeout)
+	for {
+		if m := rx.FindStringSubmatch(e.out.String()); m != nil {
+			return m
+		}
+		if time.Now().After(deadline) {
+			// The output as it is now, not as it was when the wait began.
+			t.Fatalf("timed out after %s waiting for output %q in:\n%s", timeout, re, e.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (e *entryProc) status(t *testing.T) supervise.Status {

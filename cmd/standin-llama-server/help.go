@@ -137,6 +137,9 @@ const helpText = `----- common params -----
 --reranking, --rerank                   enable reranking endpoint on server (default: disabled)
 --api-key KEY                           API key to use for authentication (default: none)
 --api-key-file FNAME                    path to file containing API keys (default: none)
+--models-dir PATH                       directory containing models for the router server (default: disabled)
+--models-max N                          for router server, maximum number of models to load simultaneously
+                                        (default: 4, 0 = unlimited)
 --ssl-key-file FNAME                    path to file a PEM-encoded SSL private key
 --ssl-cert-file FNAME                   path to file a PEM-encoded SSL certificate
 --chat-template-kwargs STRING           sets additional params for the json template parser

@@ -6,7 +6,14 @@
 //
 // Like llama-server it serves /slots (unless --no-slots: 501), /props, and
 // /metrics with --metrics; POST /completion and /v1/chat/completions keep a
-// slot busy while "generating", counting tokens in /metrics.
+// slot busy while "generating", counting tokens in /metrics; with
+// "stream": true they send a server-sent event per token, and a client that
+// goes away is logged as "request cancelled by the client". The other
+// routed endpoints (/v1/embeddings, /tokenize, …) echo the path and model.
+// Answers name the server (its --alias, or the model file's name). With
+// --api-key, all but /health and the model lists need the key; with
+// --models-dir, /models lists the dir's .gguf files (llama.cpp's router
+// mode).
 //
 // Knobs (environment): STANDIN_LOAD_MS (loading time, default 300),
 // STANDIN_EXIT_AFTER_MS and STANDIN_EXIT_CODE (crash on purpose),
@@ -64,7 +71,7 @@ func main() {
 			return
 		}
 	}
-	host, port, alias, model := "127.0.0.1", "8080", "", ""
+	host, port, alias, model, apiKey, modelsDir := "127.0.0.1", "8080", "", "", "", ""
 	slotsOn, metricsOn := true, false
 	for i := 0; i < len(args); i++ {
 		val := func() string {
@@ -81,6 +88,10 @@ func main() {
 			port = val()
 		case "--alias":
 			alias = val()
+		case "--api-key":
+			apiKey = val()
+		case "--models-dir":
+			modelsDir = val()
 		case "--model", "-m":
 			model = val()
 		case "--no-slots":
@@ -158,19 +169,37 @@ func main() {
 		}
 		w.serve(rw, r, w.metrics)
 	})
+	w.name = alias
 	mux.HandleFunc("POST /completion", w.complete)
 	mux.HandleFunc("POST /v1/chat/completions", w.complete)
-	mux.HandleFunc("/v1/models", func(w http.ResponseWriter, _ *http.Request) {
+	for _, p := range []string{"/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/rerank", "/v1/messages", "/infill", "/tokenize", "/detokenize"} {
+		mux.HandleFunc("POST "+p, w.echo)
+	}
+	listModels := func(w http.ResponseWriter, _ *http.Request) {
+		ids := []string{alias}
+		if modelsDir != "" { // llama.cpp's router mode: the models of the dir
+			ids = nil
+			files, _ := filepath.Glob(filepath.Join(modelsDir, "*.gguf"))
+			for _, f := range files {
+				ids = append(ids, strings.TrimSuffix(filepath.Base(f), ".gguf"))
+			}
+		}
+		data := []map[string]any{}
+		for _, id := range ids {
+			data = append(data, map[string]any{"id": id, "object": "model", "owned_by": "standin", "aliases": []string{}})
+		}
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"object": "list", "data": []map[string]any{{"id": alias, "object": "model", "owned_by": "standin"}}})
-	})
+		json.NewEncoder(w).Encode(map[string]any{"object": "list", "data": data})
+	}
+	mux.HandleFunc("/v1/models", listModels)
+	mux.HandleFunc("/models", listModels)
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, port))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "standin-llama-server: listen: %v\n", err)
 		os.Exit(1)
 	}
 	fmt.Printf("standin-llama-server: listening on http://%s\n", ln.Addr())
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: withKey(apiKey, mux), ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 
 	sig := make(chan os.Signal, 1)
@@ -256,4 +285,22 @@ func listDevices() {
 		}
 		fmt.Printf("  %s: %s\n", name, desc)
 	}
+}
+
+// withKey answers 401 without Authorization: Bearer KEY, as llama-server
+// does with --api-key (all but /health and the model lists).
+func withKey(key string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/health", "/v1/health", "/models", "/v1/models":
+		default:
+			if key != "" && r.Header.Get("Authorization") != "Bearer "+key {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusUnauthorized)
+				fmt.Fprint(w, `{"error":{"code":401,"message":"Invalid API Key","type":"authentication_error"}}`)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }

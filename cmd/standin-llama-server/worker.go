@@ -18,6 +18,7 @@ type worker struct {
 	hangAfter int64         // answers before the loop wedges; <0 never
 	hangLog   time.Duration // progress lines while wedged; 0 none
 	gen       time.Duration // how long a completion keeps the slot
+	name      string        // its alias: which server answered
 
 	answered  atomic.Int64
 	busy      atomic.Bool
@@ -80,8 +81,18 @@ func (w *worker) metrics(rw http.ResponseWriter) {
 	fmt.Fprintf(rw, "# HELP llamacpp:requests_processing Number of requests processing.\n# TYPE llamacpp:requests_processing gauge\nllamacpp:requests_processing %d\n", busy)
 }
 
-// complete keeps the one slot busy for w.gen, predicting a token every 10 ms.
+// request is what the stand-in reads of a request body.
+type request struct {
+	Model  string `json:"model"`
+	Stream bool   `json:"stream"`
+}
+
+// complete keeps the one slot busy for w.gen, predicting a token every 10
+// ms; with "stream": true each token is a server-sent event, sent as it is
+// made. A client that goes away cancels it, as llama-server logs.
 func (w *worker) complete(rw http.ResponseWriter, r *http.Request) {
+	var req request
+	_ = json.NewDecoder(r.Body).Decode(&req)
 	if !w.busy.CompareAndSwap(false, true) {
 		rw.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprint(rw, `{"error":{"code":503,"message":"no free slot","type":"unavailable_error"}}`)
@@ -90,12 +101,38 @@ func (w *worker) complete(rw http.ResponseWriter, r *http.Request) {
 	defer w.busy.Store(false)
 	fmt.Println("standin-llama-server: slot 0 processing a request")
 	w.prompt.Add(16)
+	if req.Stream {
+		rw.Header().Set("Content-Type", "text/event-stream")
+		rw.WriteHeader(http.StatusOK)
+	}
 	deadline := time.Now().Add(w.gen)
-	for time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	for n := 0; time.Now().Before(deadline); n++ {
+		select {
+		case <-r.Context().Done():
+			fmt.Println("standin-llama-server: request cancelled by the client")
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
 		w.predicted.Add(1)
+		if req.Stream {
+			fmt.Fprintf(rw, "data: {\"content\":\"tok%d\",\"model\":%q,\"at_ms\":%d}\n\n", n, req.Model, time.Now().UnixMilli())
+			rw.(http.Flusher).Flush()
+		}
 	}
 	fmt.Println("standin-llama-server: slot 0 released")
+	if req.Stream {
+		fmt.Fprint(rw, "data: [DONE]\n\n")
+		return
+	}
 	rw.Header().Set("Content-Type", "application/json")
-	fmt.Fprint(rw, `{"content":"stand-in answer","stop":true}`)
+	json.NewEncoder(rw).Encode(map[string]any{"content": "stand-in answer", "stop": true, "model": req.Model, "served_by": w.name})
+}
+
+// echo answers the other endpoints with what it was asked: the path, the
+// model, and which server answered.
+func (w *worker) echo(rw http.ResponseWriter, r *http.Request) {
+	var req request
+	_ = json.NewDecoder(r.Body).Decode(&req)
+	rw.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(rw).Encode(map[string]any{"path": r.URL.Path, "model": req.Model, "served_by": w.name})
 }

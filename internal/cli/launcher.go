@@ -42,6 +42,7 @@ func configOptions(app string, env Env) config.Options {
 		AppDir:      app,
 		ModelsDir:   env("AUTO_INFER_MODELS_DIR"),
 		Overrides:   env("AUTO_INFER_LLAMA_CPP_OVERRIDES"),
+		RouterKeys:  env("AUTO_INFER_LLAMA_CPP_ROUTER_KEYS"),
 		ServerFlags: serverflags.ForAppDir(app, os.Environ()),
 	}
 }

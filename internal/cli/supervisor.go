@@ -18,6 +18,7 @@ import (
 	"github.com/llamaboot/llamaboot/internal/launch"
 	"github.com/llamaboot/llamaboot/internal/models"
 	"github.com/llamaboot/llamaboot/internal/printer"
+	"github.com/llamaboot/llamaboot/internal/router"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
@@ -198,6 +199,29 @@ func printStatus(w io.Writer, app, sock string, st supervise.Status, kept []inst
 		fmt.Fprintf(w, "%-20s %-10s %7s %6d %8d %9s  %-40s %s\n", in.Name, in.State, pid, in.Port, in.Restarts, uptime, lastExit(in), in.LogFile)
 	}
 	printDownloads(w, st.Downloads)
+	printRouter(w, st.Router)
+}
+
+// printRouter shows the router's routes: each instance's names, what the
+// router sees of it, requests in flight and waiting, and its last use.
+func printRouter(w io.Writer, raw any) {
+	if raw == nil {
+		return
+	}
+	var rep router.Report
+	b, _ := json.Marshal(raw)
+	if json.Unmarshal(b, &rep) != nil {
+		return
+	}
+	fmt.Fprintf(w, "router: http://%s\n", rep.Listen)
+	fmt.Fprintf(w, "  %-20s %-24s %9s %6s %9s  %s\n", "INSTANCE", "STATE", "IN FLIGHT", "QUEUED", "LAST USE", "NAMES")
+	for _, in := range rep.Instances {
+		last := "-"
+		if !in.LastUse.IsZero() {
+			last = fmt.Sprintf("%.0fs ago", time.Since(in.LastUse).Seconds())
+		}
+		fmt.Fprintf(w, "  %-20s %-24s %9d %6d %9s  %s\n", in.Instance, in.State, in.InFlight, in.Queued, last, strings.Join(in.Names, ", "))
+	}
 }
 
 // lastExit is how an instance's last process ended and why: "exit code

@@ -51,6 +51,9 @@ type Options struct {
 	// a did-you-mean. An error that wraps fs.ErrNotExist or
 	// exec.ErrNotFound means the executable is not here: a warning.
 	ServerFlags func(exe string) ([]string, error)
+	// RouterKeys is AUTO_INFER_LLAMA_CPP_ROUTER_KEYS: the router's client
+	// keys besides those of router.api_keys_file.
+	RouterKeys string
 }
 
 // Plan is a validated config: what would be started, and how.
@@ -60,6 +63,7 @@ type Plan struct {
 	Instances []Instance
 	Disabled  []string  // instances with enabled = false
 	Warnings  []Problem // worth saying, not worth refusing
+	Router    *Router   // the [router] table; nil without one
 
 	// Executable is llama-server as resolved for every instance; where
 	// master.llama_cpp_path set it (zero when it was searched for).
@@ -106,6 +110,7 @@ type Instance struct {
 	DrainTimeoutS     float64       `json:"drain_timeout_s"`
 	LivenessFailures  int           `json:"liveness_failures"`
 	MetricsProxy      bool          `json:"metrics_proxy"`
+	Routing           Routing       `json:"-"` // the router's view of it
 
 	Pos      Pos `json:"-"`
 	modelPos Pos
@@ -229,7 +234,8 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 	v.server(gServer, "instance.server")
 	serverTables := []serverTable{{gServer, "instance.server"}}
 
-	plan := &Plan{File: file, Enabled: true}
+	plan := &Plan{File: file, Enabled: true, Router: v.router(root, file, o)}
+	controls := map[string]*Table{}
 	if e, ok := master.Get("enable"); ok {
 		plan.Enabled = e != false
 	}
@@ -266,6 +272,8 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 		src := v.modelSource(name, control, server, models, v.haveModels, o.ModelsDir)
 		in := build(name, control, server, exe, libDir, src)
 		in.Pos, in.Searched, in.ExecutablePos = it.Pos, searched, plan.ExecutablePos
+		v.routing(name, control, server, plan.Router, &in)
+		controls[name] = control
 		if in.MetricsProxy && !slices.Contains(in.Cmd, "--metrics") {
 			v.warnings = append(v.warnings, Problem{Pos: control.PosOf("metrics_proxy"), Key: path + ".control.metrics_proxy",
 				Msg: "llama-server serves /metrics only with metrics = true in its server table; until then there is nothing to proxy"})
@@ -284,6 +292,7 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 		plan.Instances = append(plan.Instances, in)
 	}
 	v.checkModelPaths(plan)
+	v.checkRoutes(plan, controls)
 	// Server keys are checked whatever else is wrong: every problem at once.
 	// A key the executable lacks is an error: llama-server refuses unknown
 	// flags, so the instance would only crash-loop. Only when its flags

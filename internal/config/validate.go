@@ -64,7 +64,7 @@ var (
 )
 
 var (
-	topKeys     = []string{"master", "instance", "models"}
+	topKeys     = []string{"master", "instance", "models", "router"}
 	masterKeys  = []string{"enable", "llama_cpp_path"}
 	controlKeys = []string{"log_dir", "log_file", "background", "enabled", "gpu_ids",
 		// llamaboot extensions: supervision policy.
@@ -72,7 +72,9 @@ var (
 		// llamaboot extensions: instance logs under the supervisor.
 		"log_max_size", "log_max_files", "log_to_stdout",
 		// llamaboot extensions: the hang watchdog, the drain on stop, metrics.
-		"liveness_interval", "liveness_timeout", "liveness_failures", "drain_timeout", "metrics_proxy"}
+		"liveness_interval", "liveness_timeout", "liveness_failures", "drain_timeout", "metrics_proxy",
+		// llamaboot extensions: the router.
+		"aliases", "on_demand", "idle_timeout", "group"}
 	instanceKeys  = []string{"control", "server"}
 	restartPolicy = []string{"on-failure", "always", "never"}
 )
@@ -201,6 +203,7 @@ func (v *validator) control(c *Table, path string) {
 		}
 	}
 	v.boolean(c, path, "metrics_proxy")
+	v.routingControl(c, path)
 	if raw, ok := c.Get("liveness_failures"); ok {
 		if n, ok := raw.(int64); !ok || n < 0 {
 			v.add(c, path, "liveness_failures", "must be an integer ≥ 0 (0 turns the hang watchdog off), not %s", describe(raw))

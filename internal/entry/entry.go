@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/llamaboot/llamaboot/internal/models"
 	"github.com/llamaboot/llamaboot/internal/preflight"
 	"github.com/llamaboot/llamaboot/internal/printer"
+	"github.com/llamaboot/llamaboot/internal/router"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
@@ -104,6 +106,11 @@ type Entry struct {
 
 	boot atomic.Pointer[modelBoot] // instances waiting for model downloads
 	held *heldReload               // between a reload's Load and After (the Reloader runs one at a time)
+	next *config.Plan              // the plan a reload loaded, for the router once applied
+
+	routerMu      sync.Mutex
+	routing       *routing // nil unless the config has a [router]
+	routerMetrics *router.Metrics
 }
 
 // New prepares a boot; nothing happens until Start.
@@ -191,7 +198,9 @@ func (e *Entry) Start() (int, error) {
 			}
 			return nil
 		},
+		Router: e.routerStatus,
 	}
+	e.routerMetrics = router.NewMetrics()
 	if e.serving() {
 		e.reloader = &supervise.Reloader{Sup: e.sup, Load: e.loadDesired, After: e.afterReload, P: e.p}
 		e.srv.Reloader = e.reloader
@@ -243,6 +252,7 @@ func (e *Entry) stopAllNow() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		e.stopRouter()
 		e.sup.StopAll(e.o.Grace)
 	}()
 	for {
@@ -400,6 +410,9 @@ func (e *Entry) serveOnBoot() error {
 	if _, err := e.sup.Apply(now.Instances); err != nil {
 		return err
 	}
+	if err := e.routeBy(plan); err != nil {
+		return err
+	}
 	if e.o.Strict {
 		b.handOver()
 	} else if b.fetcher.Needs() {
@@ -446,6 +459,7 @@ func (e *Entry) Wait() int {
 			if b := e.boot.Load(); b != nil {
 				b.stop() // downloads end; their .part files stay for the next boot
 			}
+			e.stopRouter()
 			e.sup.StopAll(e.o.Grace)
 			if e.cmdExit == nil {
 				return
@@ -520,6 +534,7 @@ func (e *Entry) Close() {
 	if e.metrics != nil {
 		e.metrics.Close()
 	}
+	e.stopRouter()
 	e.flushEvents()
 	if e.sigs != nil {
 		signal.Stop(e.sigs)

@@ -84,7 +84,7 @@ func (e *Entry) loadDesired() (string, []config.Instance, []string, error) {
 		}
 		return e.o.ConfigPath, nil, warnings, &config.ValidationError{File: plan.File, Problems: problems}
 	}
-	e.held = h
+	e.held, e.next = h, plan
 	return e.o.ConfigPath, desired, warnings, nil
 }
 
@@ -103,8 +103,11 @@ func notInPlace(in config.Instance) string {
 // afterReload settles what the reload that loadDesired loaded means for
 // the instances waiting for downloads, and reports it.
 func (e *Entry) afterReload(apply bool) []string {
-	h := e.held
-	e.held = nil
+	h, plan := e.held, e.next
+	e.held, e.next = nil, nil
+	if apply && plan != nil {
+		_ = e.routeBy(plan) // a listener that cannot open is logged; the instances are served anyway
+	}
 	if h == nil || h.b == nil {
 		return nil
 	}

@@ -41,6 +41,8 @@ type Options struct {
 	// Pending reports instances not handed to the supervisor yet (waiting
 	// for their model downloads); /readyz counts them as not ready.
 	Pending func() []supervise.InstanceStatus
+	// Collectors are more series to serve (the router's).
+	Collectors []prometheus.Collector
 	// ProxyTimeout bounds each scrape of a llama-server's /metrics
 	// (default 5s): a wedged server must not wedge the scrape.
 	ProxyTimeout time.Duration
@@ -116,6 +118,7 @@ func Handler(o Options) (h http.Handler, stop func()) {
 		ConstLabels: prometheus.Labels{"version": buildinfo.Version, "commit": buildinfo.Commit()}})
 	info.Set(1)
 	reg.MustRegister(info)
+	reg.MustRegister(o.Collectors...)
 	gather := prometheus.Gatherers{reg, &proxy{sup: o.Sup, timeout: o.ProxyTimeout}}
 
 	mux := http.NewServeMux()

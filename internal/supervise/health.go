@@ -115,6 +115,11 @@ func judgeOne(s Snapshot, now time.Time) InstanceHealth {
 	case Restarting:
 		ih.Why = "restarting after " + s.LastReason.String() + exit
 	case Stopped:
+		if s.Spec.Routing.OnDemand {
+			// Down until a request comes: the router starts it.
+			ih.Ready, ih.Why = true, "on demand: the router starts it on a request"
+			return ih
+		}
 		ih.Why = "stopped" + exit
 		if !s.WantUp {
 			ih.Why = fmt.Sprintf("stopped on request (llamaboot start %s brings it back)", s.Spec.Name)

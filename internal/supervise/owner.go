@@ -26,6 +26,7 @@ type msg struct {
 	spec   *config.Instance   // inRestart: run this spec from now on (Apply changed it)
 	live   *LiveProbe         // inLiveness
 	drain  *drainResult       // inDrained
+	lazy   bool               // inRestart with spec: only a running instance restarts (on demand)
 }
 
 // owner is the one goroutine that owns an instance: it alone starts,
@@ -155,6 +156,9 @@ func (o *owner) handle(m msg) {
 	}
 	if m.op != "" {
 		o.emit(Event{Kind: EvRequested, State: o.state, Op: m.op})
+	}
+	if m.lazy && o.state == Stopped {
+		m.in = inSpec // the new spec is taken; nothing starts
 	}
 	if act := transitions[o.state][m.in]; act != nil {
 		o.state = act(o, m)

@@ -87,6 +87,8 @@ type Server struct {
 	// reports the downloads themselves.
 	Pending   func() []InstanceStatus
 	Downloads func() any
+	// Router, when set, reports the router (nil: none runs).
+	Router func() any
 	// UID is the uid allowed besides root (default: ours).
 	UID int
 	// IdleTimeout closes a client connection idle between requests
@@ -203,6 +205,9 @@ func (s *Server) status() Status {
 	}
 	if s.Downloads != nil {
 		st.Downloads = s.Downloads()
+	}
+	if s.Router != nil {
+		st.Router = s.Router()
 	}
 	return st
 }

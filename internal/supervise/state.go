@@ -133,6 +133,7 @@ const (
 	inReadyDeadline              // timer: ready_timeout passed while starting
 	inKillDeadline               // timer: grace after SIGTERM passed
 	inBackoffDone                // timer: restart delay passed
+	inSpec                       // a new spec for an instance that stays down (on demand): no transition
 	numInputs
 )
 

@@ -189,7 +189,9 @@ func (s *Supervisor) upsert(specs []config.Instance, startDown bool) (ApplyResul
 			m.spec = spec
 			s.mu.Unlock()
 			sp := spec
-			if err := m.o.send(msg{in: inRestart, spec: &sp}); err != nil {
+			// An on-demand instance that is down takes the new spec and
+			// stays down until a request comes.
+			if err := m.o.send(msg{in: inRestart, spec: &sp, lazy: spec.Routing.OnDemand}); err != nil {
 				return res, err
 			}
 			res.Changed = append(res.Changed, spec.Name)
@@ -229,6 +231,9 @@ func (s *Supervisor) add(spec config.Instance, adopted bool) error {
 	o := newOwner(spec, s.deps, s.policy, s.events.publish)
 	s.owners[spec.Name] = &member{o: o, spec: spec, adopted: adopted}
 	s.order = append(s.order, spec.Name)
+	if spec.Routing.OnDemand && !adopted {
+		return nil // the router starts it (Control start) on its first request
+	}
 	return o.send(msg{in: inStart})
 }
 

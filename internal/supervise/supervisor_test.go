@@ -12,6 +12,7 @@ import (
 
 	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/launch"
+	"github.com/llamaboot/llamaboot/internal/testutil"
 )
 
 func TestStartThenReady(t *testing.T) {
@@ -580,5 +581,46 @@ func TestStartShortOfResourcesRetried(t *testing.T) {
 	h.sup.Apply([]config.Instance{h.spec("a", 8001, "on-failure"), h.spec("b", 8002, "always"), h.spec("c", 8003, "never")})
 	if f := h.expect("c", EvFailed); f.Reason != ReasonStartFailed {
 		t.Errorf("restart never: %+v", f)
+	}
+}
+
+// An on-demand instance is supervised from the start but runs only when
+// asked (the router's start); a changed spec while it is down waits for
+// that start instead of starting it.
+func TestOnDemandStartsOnlyWhenAsked(t *testing.T) {
+	h := newHarness(t)
+	a := h.spec("a", 8001, "on-failure")
+	a.Routing.OnDemand = true
+	if _, err := h.sup.Apply([]config.Instance{a}); err != nil {
+		t.Fatal(err)
+	}
+	if s := h.state("a"); s.State != Stopped || s.PID != 0 {
+		t.Fatalf("on demand, before any request: %+v", s)
+	}
+	if hl, _ := Judge(h.sup.Snapshots(), time.Now(), false, ""); !hl.OK {
+		t.Errorf("an on-demand instance that is down is not ready: %+v", hl)
+	}
+	a2 := a
+	a2.Cmd = append(slices.Clone(a.Cmd), "--ctx-size", "8192")
+	res, _ := h.sup.Apply([]config.Instance{a2})
+	if !slices.Equal(res.Changed, []string{"a"}) {
+		t.Fatalf("%+v", res)
+	}
+	testutil.WaitFor(t, "the new spec", 5*time.Second, func() bool { return slices.Contains(h.state("a").Spec.Cmd, "8192") })
+	if s := h.state("a"); s.State != Stopped || s.PID != 0 {
+		t.Fatalf("changed while down: %+v", s)
+	}
+	h.sup.Control("a", OpStart)
+	p := h.ready("a")
+	if got := h.starter.specs[p.pid].Cmd; !slices.Contains(got, "8192") {
+		t.Errorf("started with %q, not the new spec", got)
+	}
+	// Running, a changed spec restarts it as any other.
+	a3 := a
+	a3.Cmd = append(slices.Clone(a.Cmd), "--ctx-size", "4096")
+	h.sup.Apply([]config.Instance{a3})
+	p3 := h.ready("a")
+	if got := h.starter.specs[p3.pid].Cmd; !slices.Contains(got, "4096") || p3.pid == p.pid {
+		t.Errorf("restarted with %q (pid %d, was %d)", got, p3.pid, p.pid)
 	}
 }

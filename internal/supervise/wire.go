@@ -24,6 +24,9 @@ type Status struct {
 	// Downloads are the boot's model files with their progress (absent
 	// when the config gives no model by URL).
 	Downloads any `json:"downloads,omitempty"`
+	// Router is the router's routes, in-flight requests and last uses
+	// (absent without a [router]).
+	Router any `json:"router,omitempty"`
 }
 
 // SupervisorInfo describes the running supervisor.

@@ -1,0 +1,212 @@
+// Command routerbench measures what the router costs: requests to a fast
+// upstream on loopback sent directly and through the router, alternated
+// in one run. It prints the median latency with one client (and the
+// router's added latency), requests per second with many clients (plain
+// and streamed) and their ratio to direct, and the errors. Client, router
+// and upstream share the machine, as they would in a container.
+//
+//	go run ./bench/routerbench -rounds 5 -requests 2000 -clients 32 -duration 3s
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/router"
+	"github.com/llamaboot/llamaboot/internal/supervise"
+)
+
+func main() {
+	rounds := flag.Int("rounds", 5, "alternated rounds of each measurement")
+	requests := flag.Int("requests", 2000, "sequential requests per round with one client")
+	clients := flag.Int("clients", 32, "concurrent clients for throughput")
+	duration := flag.Duration("duration", 3*time.Second, "length of each throughput round")
+	events := flag.Int("events", 8, "server-sent events per streamed answer")
+	profile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	flag.Parse()
+	if *profile != "" {
+		f, err := os.Create(*profile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	log.SetFlags(0)
+
+	up := upstream(*events)
+	port := up.Addr().(*net.TCPAddr).Port
+	in := config.Instance{Name: "fast", Host: "127.0.0.1", Port: port}
+	table := router.NewTable(&config.Router{Listen: "127.0.0.1:0", MaxWait: time.Minute, MaxQueue: 100}, []config.Instance{in})
+	r := router.New(ready{in}, table, router.Options{Metrics: router.NewMetrics()})
+	defer r.Close()
+	srv, err := r.Listen("127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Close()
+	direct := "http://" + up.Addr().String()
+	routed := "http://" + srv.Addr()
+	body := []byte(`{"model":"fast","messages":[{"role":"user","content":"hi"}]}`)
+	stream := []byte(`{"model":"fast","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+
+	var errs atomic.Int64
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConns: 256, MaxIdleConnsPerHost: 256}}
+	// Warm up both paths (connections, code paths).
+	latencies(client, direct, body, 200, &errs)
+	latencies(client, routed, body, 200, &errs)
+
+	var dMed, rMed, added []float64
+	var dRPS, rRPS, dStream, rStream []float64
+	for range *rounds {
+		d := median(latencies(client, direct, body, *requests, &errs))
+		rt := median(latencies(client, routed, body, *requests, &errs))
+		dMed, rMed, added = append(dMed, d), append(rMed, rt), append(added, rt-d)
+		dRPS = append(dRPS, throughput(client, direct, body, *clients, *duration, false, &errs))
+		rRPS = append(rRPS, throughput(client, routed, body, *clients, *duration, false, &errs))
+		dStream = append(dStream, throughput(client, direct, stream, *clients, *duration, true, &errs))
+		rStream = append(rStream, throughput(client, routed, stream, *clients, *duration, true, &errs))
+	}
+	fmt.Printf("router vs direct, fast upstream on loopback, %d alternated rounds\n", *rounds)
+	fmt.Printf("1 client, median latency:   direct %.3f ms, router %.3f ms, added %.3f ms (median of rounds; rounds %s)\n",
+		median(dMed), median(rMed), median(added), list(added))
+	ratio := median(rRPS) / median(dRPS)
+	fmt.Printf("%d clients, requests/s:     direct %.0f, router %.0f, ratio %.2f×\n", *clients, median(dRPS), median(rRPS), ratio)
+	sratio := median(rStream) / median(dStream)
+	fmt.Printf("%d clients, streamed (%d events) answers/s: direct %.0f, router %.0f, ratio %.2f×\n", *clients, *events, median(dStream), median(rStream), sratio)
+	fmt.Printf("errors: %d\n", errs.Load())
+	if errs.Load() > 0 {
+		pprof.StopCPUProfile()
+		os.Exit(1)
+	}
+}
+
+// upstream is a fast fake llama-server: a small JSON answer, or n
+// server-sent events flushed one by one.
+func upstream(n int) net.Listener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	answer := []byte(`{"id":"c","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}]}`)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if bytes.Contains(b, []byte(`"stream":true`)) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			for i := range n {
+				fmt.Fprintf(w, "data: {\"choices\":[{\"delta\":{\"content\":\"t%d\"}}]}\n\n", i)
+				w.(http.Flusher).Flush()
+			}
+			fmt.Fprint(w, "data: [DONE]\n\n")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(answer)
+	})
+	go (&http.Server{Handler: h}).Serve(ln)
+	return ln
+}
+
+// ready is a supervisor whose one instance is always ready.
+type ready struct{ in config.Instance }
+
+func (ready) Start(string) error { return nil }
+func (ready) Stop(string) error  { return nil }
+func (ready) Subscribe() (<-chan supervise.Event, func()) {
+	return make(chan supervise.Event), func() {}
+}
+func (b ready) Snapshots() []supervise.Snapshot {
+	return []supervise.Snapshot{{Spec: b.in, State: supervise.Ready, WantUp: true}}
+}
+
+func post(client *http.Client, url string, body []byte, streamed bool) error {
+	resp, err := client.Post(url+"/v1/chat/completions", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("status %d", resp.StatusCode)
+	}
+	if streamed {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if sc.Text() == "data: [DONE]" {
+				return nil
+			}
+		}
+		return fmt.Errorf("stream ended without [DONE]")
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	return err
+}
+
+// latencies sends n requests one after another; milliseconds each.
+func latencies(client *http.Client, url string, body []byte, n int, errs *atomic.Int64) []float64 {
+	out := make([]float64, 0, n)
+	for range n {
+		began := time.Now()
+		if err := post(client, url, body, false); err != nil {
+			errs.Add(1)
+			continue
+		}
+		out = append(out, float64(time.Since(began).Microseconds())/1000)
+	}
+	return out
+}
+
+// throughput runs c clients for d and returns answers per second.
+func throughput(client *http.Client, url string, body []byte, c int, d time.Duration, streamed bool, errs *atomic.Int64) float64 {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	began := time.Now()
+	for range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if err := post(client, url, body, streamed); err != nil {
+					errs.Add(1)
+					continue
+				}
+				done.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(done.Load()) / time.Since(began).Seconds()
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func list(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.3f", x)
+	}
+	return strings.Join(parts, " ")
+}

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// realFixtures is the real llama.cpp build and its tiny models.
+const realFixtures = "/work/shared/fixtures/real-llama"
+
+// realServer unpacks the real llama-server into a temp dir.
+func realServer(t *testing.T) string {
+	t.Helper()
+	archive := filepath.Join(realFixtures, "llama-b9596-bin-ubuntu-x64.tar.gz")
+	if _, err := os.Stat(archive); err != nil {
+		t.Fatalf("the real llama.cpp build is needed: %v", err)
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("tar", "-xzf", archive, "-C", dir).CombinedOutput(); err != nil {
+		t.Fatalf("unpack %s: %v\n%s", archive, err, out)
+	}
+	return filepath.Join(dir, "llama-b9596", "llama-server")
+}
+
+// The router in front of the real llama-server: an on-demand instance
+// started by the first request, a streamed completion passed on event by
+// event, and an instance in llama.cpp's own router mode routed the names
+// its /models lists.
+func TestRouterRealServer(t *testing.T) {
+	exe := realServer(t)
+	dir, app := t.TempDir(), t.TempDir()
+	mdir := filepath.Join(dir, "models")
+	os.MkdirAll(mdir, 0o755)
+	if err := os.Symlink(filepath.Join(realFixtures, "tiny-512.gguf"), filepath.Join(mdir, "tiny-512.gguf")); err != nil {
+		t.Fatal(err)
+	}
+	ports := freePorts(t, 3)
+	base := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	cfg := writeFile(t, filepath.Join(dir, "cfg.toml"), fmt.Sprintf(`[master]
+llama_cpp_path = %q
+[router]
+listen = "127.0.0.1:%d"
+[instance.control]
+log_dir = %q
+[instance.server]
+host = "127.0.0.1"
+threads = 1
+[instance.tiny.control]
+on_demand = true
+aliases = ["small"]
+[instance.tiny.server]
+port = %d
+model = %q
+ctx_size = 512
+[instance.shelf.server]
+port = %d
+models_dir = %q
+models_max = 1
+`, exe, ports[0], filepath.Join(dir, "logs"), ports[1], filepath.Join(realFixtures, "tiny-512.gguf"), ports[2], mdir))
+	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg})
+	e.waitOutput(t, `router: serving 2 instance`, 20*time.Second)
+	e.waitOutput(t, `shelf ready`, 60*time.Second)
+	if strings.Contains(e.out.String(), "tiny started") {
+		t.Fatal("the on-demand instance started at boot")
+	}
+
+	// On demand: the first request starts it and is answered.
+	r := call(t, "POST", base+"/completion", "", `{"model":"small","prompt":"Hello","n_predict":8,"seed":42}`)
+	var c struct {
+		Content         string `json:"content"`
+		TokensPredicted int    `json:"tokens_predicted"`
+	}
+	if json.Unmarshal([]byte(r.body), &c); r.code != 200 || c.TokensPredicted == 0 {
+		t.Fatalf("on-demand completion: %s", r)
+	}
+	e.waitOutput(t, `router: starting tiny for a request`, time.Second)
+
+	// Streamed: the events come as the server makes them.
+	req := `{"model":"tiny","prompt":"Once upon a time","n_predict":48,"seed":42,"stream":true}`
+	checkRealStream(t, base+"/completion", req)
+
+	// llama.cpp's router mode: its model list routes to it, and it loads
+	// the model itself.
+	r = call(t, "GET", base+"/v1/models", "", "")
+	if !strings.Contains(r.body, `"id":"tiny-512","object":"model","created"`) || !strings.Contains(r.body, `"instance":"shelf"`) {
+		t.Fatalf("models: %s", r)
+	}
+	r = call(t, "POST", base+"/completion", "", `{"model":"tiny-512","prompt":"Hello","n_predict":8,"seed":42}`)
+	if json.Unmarshal([]byte(r.body), &c); r.code != 200 || c.TokensPredicted == 0 {
+		t.Fatalf("router-mode completion: %s", r)
+	}
+	// Unknown: 404 naming both kinds.
+	r = call(t, "POST", base+"/completion", "", `{"model":"nope","prompt":"x"}`)
+	if msg, _ := apiError(t, r); r.code != 404 || !strings.Contains(msg, "tiny, small, shelf, tiny-512") {
+		t.Errorf("unknown: %s", r)
+	}
+}
+
+// checkRealStream posts a streamed completion and checks its events are
+// spread over the generation, not delivered together at its end.
+func checkRealStream(t *testing.T, url, body string) {
+	t.Helper()
+	resp, err := httpPost(url, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	began := time.Now()
+	var arrivals []time.Duration
+	buf := make([]byte, 64<<10)
+	var pending string
+	for {
+		n, err := resp.Body.Read(buf)
+		pending += string(buf[:n])
+		for {
+			i := strings.Index(pending, "\n\n")
+			if i < 0 {
+				break
+			}
+			if strings.HasPrefix(pending[:i], "data: ") {
+				arrivals = append(arrivals, time.Since(began))
+			}
+			pending = pending[i+2:]
+		}
+		if err != nil {
+			break
+		}
+	}
+	if resp.StatusCode != 200 || len(arrivals) < 10 {
+		t.Fatalf("stream: status %d, %d events", resp.StatusCode, len(arrivals))
+	}
+	if spread := arrivals[len(arrivals)-1] - arrivals[0]; spread < 20*time.Millisecond {
+		t.Errorf("%d events arrived within %s: buffered", len(arrivals), spread)
+	}
+}
+
+func httpPost(url, body string) (*http.Response, error) {
+	return http.Post(url, "application/json", strings.NewReader(body))
+}
