@@ -20,6 +20,8 @@ type Log struct {
 	writes    int // since the log was opened (a line each, as a Sink writes)
 	followers map[*Follower]struct{}
 	closed    bool
+
+	droppedLines, droppedBytes atomic.Int64
 }
 
 // OpenLog opens path through NewWriter.
@@ -63,8 +65,24 @@ func (l *Log) Flush() error { return l.w.Flush() }
 // SetLimits changes the rotation bounds from the next write on.
 func (l *Log) SetLimits(maxSize int64, maxFiles int) { l.w.SetLimits(maxSize, maxFiles) }
 
-// Lost reports the writes lost to a full or unwritable disk.
-func (l *Log) Lost() int64 { return l.w.Lost() }
+// Lost reports the output lost: to a full or unwritable disk, and lines
+// a sink dropped because the disk could not keep up.
+func (l *Log) Lost() Loss {
+	lost := l.w.Lost()
+	lost.Lines += l.droppedLines.Load()
+	lost.Bytes += l.droppedBytes.Load()
+	return lost
+}
+
+// Dropped counts lines a sink dropped before they reached the log.
+func (l *Log) Dropped(lines, bytes int64) {
+	l.droppedLines.Add(lines)
+	l.droppedBytes.Add(bytes)
+}
+
+// OnLoss sets what hears when writing the log starts and stops losing
+// output (see Writer.OnLoss).
+func (l *Log) OnLoss(f func(LossReport)) { l.w.OnLoss(f) }
 
 // Follow returns up to tail of the last lines (across rotated files) and a
 // follower that receives every line written after them. A follower more

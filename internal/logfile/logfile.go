@@ -5,7 +5,7 @@
 package logfile
 
 import (
-	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -70,20 +70,52 @@ func (e *LinkError) BadInput() bool { return true }
 
 // Writer appends to a log file and rotates it when the next write would take
 // it past MaxSize: path.1 .. path.<MaxFiles-1> hold older output, the oldest
-// dropped. Writes that fail (a full disk) are counted, not retried, so the
-// copy from the server's pipe never stalls; the count is written into the
-// log once writing works again.
+// dropped. Writes that fail (a full disk) are counted in lines and bytes,
+// not retried, so the copy from the server's pipe never stalls; a line cut
+// by the failure is taken back out of the file, and once writing works
+// again a note on a line of its own says what was lost.
 type Writer struct {
 	path     string
 	maxSize  int64
 	maxFiles int
 
-	mu      sync.Mutex
-	f       *os.File
-	buf     *bufio.Writer // on f; flushed by Flush and before rotating
-	size    int64
-	dropped int64 // writes lost since the last successful one
-	lost    int64 // writes lost in all
+	mu   sync.Mutex
+	f    *os.File
+	buf  []byte // whole lines not yet in f; flushed by Flush, when full and before rotating
+	size int64  // of the file, buffered output included
+
+	lost Loss // in all
+	gap  Loss // since the last write that worked: said in the file once writing works again
+	// onLoss hears when losing starts (gap.Err set) and when it stops.
+	onLoss func(LossReport)
+}
+
+// bufSize is how much output waits for a flush.
+const bufSize = 64 << 10
+
+// Loss counts output that never reached the file.
+type Loss struct {
+	Lines, Bytes int64
+	Err          error // the first failure of a gap
+}
+
+// LossReport says that a log started losing output (Resumed false: Err
+// says why) or stopped (Resumed true: Lines and Bytes were lost meanwhile).
+type LossReport struct {
+	Path    string
+	Resumed bool
+	Loss
+}
+
+func (r LossReport) Error() string {
+	if r.Resumed {
+		return fmt.Sprintf("writing its log %s works again; %s of output were lost", r.Path, r.Loss)
+	}
+	return fmt.Sprintf("writing its log %s failed (%v): its output is lost until writing works again", r.Path, r.Err)
+}
+
+func (l Loss) String() string {
+	return fmt.Sprintf("%d lines (%d bytes)", l.Lines, l.Bytes)
 }
 
 // NewWriter opens path through Open. maxSize <= 0 disables rotation;
@@ -101,7 +133,14 @@ func NewWriter(path string, maxSize int64, maxFiles int) (*Writer, error) {
 	if maxFiles < 1 {
 		maxFiles = 1
 	}
-	return &Writer{path: path, maxSize: maxSize, maxFiles: maxFiles, f: f, buf: bufio.NewWriterSize(f, 64<<10), size: fi.Size()}, nil
+	return &Writer{path: path, maxSize: maxSize, maxFiles: maxFiles, f: f, buf: make([]byte, 0, bufSize), size: fi.Size()}, nil
+}
+
+// OnLoss sets what hears when writing starts and stops losing output.
+func (w *Writer) OnLoss(f func(LossReport)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.onLoss = f
 }
 
 // Write appends p, one whole line or more; it rotates first if p would not
@@ -114,26 +153,22 @@ func (w *Writer) Write(p []byte) (int, error) {
 		// A rotation could not reopen the file; try again now.
 		f, err := Open(w.path)
 		if err != nil {
-			w.countLost()
+			w.lose(p, err)
 			return len(p), nil
 		}
 		w.f, w.size = f, 0
-		w.buf.Reset(f)
 	}
 	if w.maxSize > 0 && w.size > 0 && w.size+int64(len(p)) > w.maxSize {
 		if err := w.rotate(); err != nil {
-			w.countLost()
+			w.lose(p, err)
 			return len(p), nil
 		}
 	}
-	if w.dropped > 0 {
-		note := fmt.Sprintf("[llamaboot] %d log writes were lost (disk full or unwritable) before this line\n", w.dropped)
-		n, _ := w.buf.WriteString(note)
-		w.size += int64(n)
-		w.dropped = 0
+	if len(w.buf)+len(p) > bufSize {
+		w.flush()
 	}
-	n, _ := w.buf.Write(p)
-	w.size += int64(n)
+	w.buf = append(w.buf, p...)
+	w.size += int64(len(p))
 	return len(p), nil
 }
 
@@ -154,27 +189,79 @@ func (w *Writer) Flush() error {
 }
 
 func (w *Writer) flush() error {
-	if w.f == nil {
+	if w.f == nil || len(w.buf) == 0 {
 		return nil
 	}
-	if err := w.buf.Flush(); err != nil {
-		w.countLost()
-		w.buf.Reset(w.f)
-		return err
+	defer func() { w.buf = w.buf[:0] }()
+	if w.gap.Lines > 0 || w.gap.Bytes > 0 {
+		// Say the gap before the next lines, on a line of its own.
+		note := fmt.Sprintf("[llamaboot] %s of output were lost here (%v)\n", w.gap, w.gap.Err)
+		kept, err := w.writeLines([]byte(note))
+		w.size += int64(kept)
+		if err != nil {
+			w.size -= int64(len(w.buf))
+			w.lose(w.buf, err)
+			return err
+		}
+		r := LossReport{Path: w.path, Resumed: true, Loss: w.gap}
+		w.gap = Loss{}
+		if w.onLoss != nil {
+			w.onLoss(r)
+		}
 	}
-	return nil
+	kept, err := w.writeLines(w.buf)
+	if err != nil {
+		w.size -= int64(len(w.buf) - kept)
+		w.lose(w.buf[kept:], err)
+	}
+	return err
 }
 
-func (w *Writer) countLost() {
-	w.dropped++
-	w.lost++
+// writeLines writes b, whole lines, to the file. After a failure the file
+// still ends at the end of a line: a line cut by it is truncated away. It
+// returns how many bytes of b stayed in the file.
+func (w *Writer) writeLines(b []byte) (int, error) {
+	n, err := w.f.Write(b)
+	if err == nil {
+		return n, nil
+	}
+	keep := bytes.LastIndexByte(b[:n], '\n') + 1
+	if keep < n {
+		if fi, serr := w.f.Stat(); serr == nil {
+			_ = w.f.Truncate(fi.Size() - int64(n-keep))
+		}
+	}
+	return keep, err
 }
 
-// Lost reports how many writes failed since the writer was opened.
-func (w *Writer) Lost() int64 {
+// lose counts b as lost; w.mu is held.
+func (w *Writer) lose(b []byte, err error) {
+	if len(b) == 0 {
+		return
+	}
+	lines := int64(bytes.Count(b, []byte{'\n'}))
+	if b[len(b)-1] != '\n' {
+		lines++
+	}
+	starting := w.gap.Lines == 0 && w.gap.Bytes == 0
+	if starting {
+		w.gap.Err = err
+	}
+	w.gap.Lines += lines
+	w.gap.Bytes += int64(len(b))
+	w.lost.Lines += lines
+	w.lost.Bytes += int64(len(b))
+	if starting && w.onLoss != nil {
+		w.onLoss(LossReport{Path: w.path, Loss: Loss{Err: err}})
+	}
+}
+
+// Lost reports the output lost to a full or unwritable disk since the
+// writer was opened.
+func (w *Writer) Lost() Loss {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.lost
+	return Loss{Lines: w.lost.Lines, Bytes: w.lost.Bytes}
 }
 
 // rotate shifts path -> path.1 -> path.2 ... and opens a fresh path.
@@ -204,13 +291,12 @@ func (w *Writer) rotate() error {
 		return err
 	}
 	w.f, w.size = f, 0
-	w.buf.Reset(f)
 	if shiftErr != nil {
 		if err := f.Truncate(0); err != nil {
 			return err
 		}
-		n, _ := fmt.Fprintf(w.buf, "[llamaboot] could not rotate %s (%v); truncated it to stay within log_max_size\n", w.path, shiftErr)
-		w.size = int64(n)
+		w.buf = fmt.Appendf(w.buf, "[llamaboot] could not rotate %s (%v); truncated it to stay within log_max_size\n", w.path, shiftErr)
+		w.size = int64(len(w.buf))
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -84,8 +85,8 @@ func TestRotationKeepsEveryLine(t *testing.T) {
 	if files < 10 {
 		t.Errorf("only %d files: rotation did not happen as often as 7 MB / 256 KiB asks", files)
 	}
-	if s.Dropped() != 0 || w.Lost() != 0 {
-		t.Errorf("dropped %d lines, lost %d writes", s.Dropped(), w.Lost())
+	if s.Dropped() != 0 || w.Lost() != (Loss{}) {
+		t.Errorf("dropped %d lines, lost %v", s.Dropped(), w.Lost())
 	}
 	if len(lines) != n {
 		t.Fatalf("%d lines across %d files, want %d", len(lines), files, n)
@@ -288,10 +289,11 @@ func TestDroppedLinesAreSaidInTheLog(t *testing.T) {
 	s := NewSink("a", &buf, nil)
 	s.maxQueue = 10
 	s.dropped.Add(3)
+	s.dropB.Add(42)
 	r, w, _ := os.Pipe()
 	go func() { w.Write([]byte("x\n")); w.Close() }()
 	s.Run(r)
-	if !strings.Contains(buf.String(), "3 lines of a's output were dropped") || !strings.HasSuffix(buf.String(), "x\n") {
+	if !strings.Contains(buf.String(), "3 lines (42 bytes) of a's output were dropped") || !strings.HasSuffix(buf.String(), "x\n") {
 		t.Errorf("log = %q", buf.String())
 	}
 }
@@ -355,35 +357,63 @@ func TestOpenMakes0644UnderUmask077(t *testing.T) {
 	}
 }
 
-// TestDiskFullIsCountedAndSaid fills a small tmpfs: the writes that fail are
-// counted, and once space is back the log says how many were lost.
+// TestDiskFullIsCountedAndSaid fills a small tmpfs: what fails is counted
+// in lines and bytes, no line is left cut in the file, the start and the
+// end of the loss are reported, and once space is back a note on a line
+// of its own says how much was lost.
 func TestDiskFullIsCountedAndSaid(t *testing.T) {
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=256k"); err != nil {
 		t.Fatalf("mount tmpfs (the tests run as root): %v", err)
 	}
 	defer syscall.Unmount(dir, syscall.MNT_DETACH)
-	filler := filepath.Join(dir, "filler")
-	fb := bytes.Repeat([]byte("f"), 256<<10)
-	os.WriteFile(filler, fb, 0o644) // fills the file system; the error is expected
 	w, err := NewWriter(filepath.Join(dir, "a.log"), 0, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 100; i++ {
-		fmt.Fprintf(w, "line %d %s\n", i, strings.Repeat("z", 1000))
-		w.Flush()
+	var reports []LossReport
+	w.OnLoss(func(r LossReport) { reports = append(reports, r) })
+	// Fill all but a few KB, so some lines fit and one is cut by ENOSPC.
+	filler := filepath.Join(dir, "filler")
+	os.WriteFile(filler, bytes.Repeat([]byte("f"), 256<<10-5000), 0o644)
+	const n, lineLen = 100, 1010 // "line %03d " + 1000 z + "\n"
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(w, "line %03d %s\n", i, strings.Repeat("z", 1000))
+		if i%7 == 0 {
+			w.Flush()
+		}
 	}
-	if w.Lost() == 0 {
-		t.Fatal("no write was counted lost on a full file system")
+	w.Flush()
+	lost := w.Lost()
+	if lost.Lines == 0 || lost.Bytes != lost.Lines*lineLen {
+		t.Fatalf("lost %v, want whole lines of %d bytes", lost, lineLen)
+	}
+	if len(reports) != 1 || reports[0].Resumed || !strings.Contains(reports[0].Error(), "no space left on device") {
+		t.Fatalf("start of the loss reported as %v", reports)
 	}
 	os.Remove(filler)
 	fmt.Fprintf(w, "after\n")
 	w.Flush()
 	w.Close()
+	if len(reports) != 2 || !reports[1].Resumed || reports[1].Lines != lost.Lines || reports[1].Bytes != lost.Bytes {
+		t.Errorf("end of the loss reported as %v, want %v", reports, lost)
+	}
 	b, _ := os.ReadFile(filepath.Join(dir, "a.log"))
-	if !strings.Contains(string(b), "log writes were lost (disk full or unwritable)") || !strings.HasSuffix(string(b), "after\n") {
-		t.Errorf("log does not say what was lost: %.200q", b)
+	lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+	note := fmt.Sprintf("[llamaboot] %d lines (%d bytes) of output were lost here (write ", lost.Lines, lost.Bytes)
+	var kept, notes int
+	for _, l := range lines[:len(lines)-1] {
+		switch {
+		case strings.HasPrefix(l, note):
+			notes++
+		case regexp.MustCompile(`^line \d{3} z{1000}$`).MatchString(l):
+			kept++
+		default:
+			t.Errorf("a line cut or glued: %.80q…", l)
+		}
+	}
+	if notes != 1 || int64(kept)+lost.Lines != n || lines[len(lines)-1] != "after" {
+		t.Errorf("%d notes, %d lines kept + %d lost of %d, last %q", notes, kept, lost.Lines, n, lines[len(lines)-1])
 	}
 }
 
@@ -485,7 +515,7 @@ func TestUnrotatableLogIsTruncated(t *testing.T) {
 	if len(b) > 4<<10 || !strings.Contains(string(b), "could not rotate") || !strings.HasSuffix(string(b), "line 1999\n") {
 		t.Errorf("%d bytes: %.120q", len(b), b)
 	}
-	if w.Lost() != 0 {
-		t.Errorf("%d writes lost; a failed rotation should cost old lines, not new ones", w.Lost())
+	if w.Lost() != (Loss{}) {
+		t.Errorf("%v lost; a failed rotation should cost old lines, not new ones", w.Lost())
 	}
 }

@@ -38,6 +38,7 @@ type Sink struct {
 	maxQueue int
 	eof      bool
 	dropped  atomic.Int64
+	dropB    atomic.Int64 // bytes of the dropped lines
 
 	done chan struct{}
 }
@@ -85,6 +86,7 @@ func (s *Sink) enqueue(line []byte) {
 	defer s.qmu.Unlock()
 	if s.queued+len(line) > s.maxQueue {
 		s.dropped.Add(1)
+		s.dropB.Add(int64(len(line)))
 		return
 	}
 	s.queue = append(s.queue, line)
@@ -112,15 +114,18 @@ func (s *Sink) write() {
 	if s.stdout != nil {
 		prefix = []byte("[" + s.name + "] ")
 	}
-	var reported int64
+	var reported, reportedB int64
 	for {
 		batch := s.next()
 		if batch == nil {
 			return
 		}
-		if d := s.dropped.Load(); d > reported && s.file != nil {
-			fmt.Fprintf(s.file, "[llamaboot] %d lines of %s's output were dropped: it wrote faster than they could be stored\n", d-reported, s.name)
-			reported = d
+		if d, b := s.dropped.Load(), s.dropB.Load(); d > reported && s.file != nil {
+			fmt.Fprintf(s.file, "[llamaboot] %d lines (%d bytes) of %s's output were dropped: it wrote faster than they could be stored\n", d-reported, b-reportedB, s.name)
+			if c, ok := s.file.(interface{ Dropped(lines, bytes int64) }); ok {
+				c.Dropped(d-reported, b-reportedB)
+			}
+			reported, reportedB = d, b
 		}
 		for _, line := range batch {
 			if s.file != nil {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/llamaboot/llamaboot/internal/logfile"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
@@ -48,6 +49,10 @@ var (
 		"Exit status of the instance's last process, as a shell gives it (128+signal when a signal ended it).", []string{"instance"}, nil)
 	descProbeFailures = prometheus.NewDesc("llamaboot_instance_liveness_failures",
 		"Liveness probes of the instance that failed in a row, now.", []string{"instance"}, nil)
+	descLogLines = prometheus.NewDesc("llamaboot_log_lines_lost_total",
+		"Lines of the instance's output that never reached its log file: a full or unwritable disk, or a disk too slow for its output.", []string{"instance"}, nil)
+	descLogBytes = prometheus.NewDesc("llamaboot_log_bytes_lost_total",
+		"Bytes of the instance's output that never reached its log file (the lines of llamaboot_log_lines_lost_total).", []string{"instance"}, nil)
 	descInstall = prometheus.NewDesc("llamaboot_install_duration_seconds",
 		"How long the boot install took (only when one ran).", nil, nil)
 	descBundle = prometheus.NewDesc("llamaboot_bundle_info",
@@ -115,7 +120,7 @@ func (c *collector) counts(name string) map[string]float64 {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descState, descReady, descRestarts, descUptime, descToReady, descExit, descProbeFailures, descInstall, descBundle} {
+	for _, d := range []*prometheus.Desc{descState, descReady, descRestarts, descUptime, descToReady, descExit, descProbeFailures, descLogLines, descLogBytes, descInstall, descBundle} {
 		ch <- d
 	}
 }
@@ -138,6 +143,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- gauge(descUptime, up, name)
 		ch <- gauge(descProbeFailures, float64(s.ProbeFailures), name)
+		var lost logfile.Loss
+		if l, _, err := c.o.Sup.Log(name); err == nil && l != nil {
+			lost = l.Lost()
+		}
+		ch <- prometheus.MustNewConstMetric(descLogLines, prometheus.CounterValue, float64(lost.Lines), name)
+		ch <- prometheus.MustNewConstMetric(descLogBytes, prometheus.CounterValue, float64(lost.Bytes), name)
 		counts := c.restarts[name]
 		for _, r := range restartReasons {
 			ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, counts[r], name, r)

@@ -1,11 +1,13 @@
 package supervise
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/llamaboot/llamaboot/internal/logfile"
 	"github.com/llamaboot/llamaboot/internal/printer"
 )
 
@@ -26,10 +28,11 @@ const (
 	EvHung                        // the watchdog found it hung (Err says how); SIGKILL to its group
 	EvBusy                        // its liveness probes fail but it shows progress (Err): left alone
 	EvDrained                     // on stop: its busy slots finished after Took, or Busy were still busy at the drain's end
+	EvLogLoss                     // writing its log started (Err) or stopped losing output (Err: a logfile.LossReport)
 )
 
 var kindNames = [...]string{"started", "ready", "not-ready", "requested", "exited", "restarting", "stopped", "failed", "killed", "removed",
-	"hung", "busy", "drained"}
+	"hung", "busy", "drained", "log-loss"}
 
 func (k EventKind) String() string { return kindNames[k] }
 
@@ -102,6 +105,9 @@ func (e Event) Line() (text string, isError bool) {
 		return fmt.Sprintf("%s hung: %v; SIGKILL to its process group", n, e.Err), true
 	case EvBusy:
 		return fmt.Sprintf("%s busy, left alone: %v", n, e.Err), false
+	case EvLogLoss:
+		var r logfile.LossReport
+		return fmt.Sprintf("%s: %v", n, e.Err), errors.As(e.Err, &r) && !r.Resumed
 	case EvDrained:
 		if e.Busy > 0 {
 			return fmt.Sprintf("%s: %d slot(s) still busy after %.1fs of drain_timeout; stopping it anyway", n, e.Busy, e.Took.Seconds()), false

@@ -23,7 +23,13 @@ func (o *owner) openLog() error {
 	if o.sink != nil {
 		o.sink.close()
 	}
-	s, err := openSink(o.spec)
+	// Said on entry's output when it starts and when it stops: the log
+	// itself cannot say it while it is failing. Published from the
+	// writer's goroutine, so it captures what it names.
+	name, path, url, pub, clock := o.spec.Name, o.spec.LogFile, o.spec.URL, o.pub, o.d.Clock
+	s, err := openSink(o.spec, func(r logfile.LossReport) {
+		pub(Event{Time: clock.Now(), Instance: name, Kind: EvLogLoss, URL: url, LogFile: path, Err: r})
+	})
 	if err != nil {
 		o.sink = nil
 		o.setLog(nil)

@@ -33,13 +33,18 @@ type sink struct {
 	copying chan struct{} // closed when the current copier reached EOF
 }
 
-func openSink(spec config.Instance) (*sink, error) {
+// openSink opens spec's log; onLoss, when set, hears when writing it
+// starts and stops losing output.
+func openSink(spec config.Instance, onLoss func(logfile.LossReport)) (*sink, error) {
 	if err := dirs.MkdirAll(filepath.Dir(spec.LogFile), 0o755); err != nil {
 		return nil, access.Explain(err, spec.LogSetting)
 	}
 	l, err := logfile.OpenLog(spec.LogFile, spec.LogMaxSize, spec.LogMaxFiles)
 	if err != nil {
 		return nil, access.Explain(err, spec.LogSetting)
+	}
+	if onLoss != nil {
+		l.OnLoss(onLoss)
 	}
 	done := make(chan struct{})
 	close(done)
