@@ -2,10 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // linkTarget is the version <app>/llama-cpp points at.
@@ -116,4 +119,59 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// An install (or rollback) under running instances: status marks the ones
+// still running the bundle they started with, also once it was removed,
+// until they are restarted.
+func TestStatusMarksReplacedBundles(t *testing.T) {
+	dir := t.TempDir()
+	app := filepath.Join(dir, "app")
+	env := []string{"AUTO_INFER_APP_DIR=" + app}
+	a := releaseArchive(t, dir, "llama-b1000-bin-ubuntu-x64.tar.gz", "b1000")
+	b := releaseArchive(t, dir, "llama-b2000-bin-ubuntu-x64.tar.gz", "b2000")
+	c := releaseArchive(t, dir, "llama-b3000-bin-ubuntu-x64.tar.gz", "b3000")
+	if r := runLB(t, env, "install", a); r.code != 0 {
+		t.Fatal(r)
+	}
+	vA := linkTarget(t, app)
+	port := freePorts(t, 1)[0]
+	cfg := writeFile(t, filepath.Join(dir, "cfg.toml"), fmt.Sprintf("[instance.control]\nlog_dir = %q\n[instance.a.server]\nhost = \"127.0.0.1\"\nport = %d\n", filepath.Join(dir, "logs"), port))
+	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg, "STANDIN_LOAD_MS=50"})
+	e.waitReady(t, "a")
+	if r := runLB(t, env, "status"); strings.Contains(r.stdout, "replaced") {
+		t.Errorf("nothing replaced yet:\n%s", r.stdout)
+	}
+
+	if r := runLB(t, env, "install", b); r.code != 0 {
+		t.Fatal(r)
+	}
+	vB := linkTarget(t, app)
+	want := fmt.Sprintf("a: runs b1000 (%s) (replaced) — llamaboot restart a to use b2000 (%s)\n", vA, vB)
+	if r := runLB(t, env, "status"); !strings.Contains(r.stdout, want) {
+		t.Errorf("status after a new install: want %q:\n%s", want, r.stdout)
+	}
+	// b3000 prunes b1000: the process runs a removed executable.
+	if r := runLB(t, env, "install", c); r.code != 0 {
+		t.Fatal(r)
+	}
+	vC := linkTarget(t, app)
+	var js struct {
+		Replaced []struct {
+			Instance, Running, Active string
+			Deleted                   bool
+		} `json:"replaced_bundles"`
+	}
+	r := runLB(t, env, "status", "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &js); err != nil || len(js.Replaced) != 1 || js.Replaced[0].Running != vA || !js.Replaced[0].Deleted || js.Replaced[0].Active != vC {
+		t.Errorf("status --json after the old bundle was removed: %+v (%v)\n%s", js, err, r.stdout)
+	}
+	if r := runLB(t, env, "restart", "a"); r.code != 0 {
+		t.Fatal(r)
+	}
+	if r := runLB(t, env, "status"); strings.Contains(r.stdout, "replaced") {
+		t.Errorf("restarted on the active bundle, still marked:\n%s", r.stdout)
+	}
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	e.wait(t, 20*time.Second)
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -130,16 +131,21 @@ func newStatusCmd(env Env) *cobra.Command {
 			if kept == nil {
 				kept = []install.Kept{}
 			}
+			replaced := replacedBundles(dir, st.Instances)
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
 				return enc.Encode(struct {
 					supervise.Status
-					Active   string         `json:"active_bundle"`
-					Previous []install.Kept `json:"previous_bundles"`
-				}{st, install.Active(dir), kept})
+					Active   string           `json:"active_bundle"`
+					Previous []install.Kept   `json:"previous_bundles"`
+					Replaced []replacedBundle `json:"replaced_bundles"`
+				}{st, install.Active(dir), kept, replaced})
 			}
 			printStatus(cmd.OutOrStdout(), dir, sock, st, kept)
+			for _, r := range replaced {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", r.Instance, r.Note)
+			}
 			return nil
 		},
 	}
@@ -367,4 +373,67 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// replacedBundle is an instance whose process runs another bundle than the
+// active one (an install or rollback since it started) or an executable
+// since removed.
+type replacedBundle struct {
+	Instance string `json:"instance"`
+	PID      int    `json:"pid"`
+	Exe      string `json:"exe"`     // what /proc/PID/exe names, " (deleted)" cut
+	Running  string `json:"running"` // its bundle version, "" outside the app dir
+	Deleted  bool   `json:"deleted"`
+	Active   string `json:"active"`
+	Note     string `json:"note"`
+}
+
+// replacedBundles checks each running instance's /proc/PID/exe against the
+// active bundle. A process that cannot be read (another user's) is left out.
+func replacedBundles(app string, ins []supervise.InstanceStatus) []replacedBundle {
+	out := []replacedBundle{}
+	active := install.Active(app)
+	real, err := filepath.EvalSymlinks(app) // /proc/PID/exe names the real path
+	if err != nil {
+		real = app
+	}
+	versions := filepath.Join(real, "llama-cpp.versions") + "/"
+	for _, in := range ins {
+		if in.PID <= 0 {
+			continue
+		}
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", in.PID))
+		if err != nil {
+			continue
+		}
+		r := replacedBundle{Instance: in.Name, PID: in.PID, Active: active}
+		r.Exe, r.Deleted = strings.CutSuffix(exe, " (deleted)")
+		if rest, ok := strings.CutPrefix(r.Exe, versions); ok {
+			r.Running, _, _ = strings.Cut(rest, "/")
+		}
+		use := "restart it to use the active bundle " + buildOf(app, active)
+		switch {
+		case r.Running != "" && r.Running != active:
+			r.Note = fmt.Sprintf("runs %s (replaced) — llamaboot restart %s to use %s", buildOf(app, r.Running), in.Name, buildOf(app, active))
+		case r.Deleted:
+			r.Note = fmt.Sprintf("runs %s, since removed (replaced) — %s", r.Exe, use)
+		default:
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// buildOf names a version by its build tag when its marker has one
+// ("b1000 (b1000-0a1400886242)"), else by the version dir.
+func buildOf(app, version string) string {
+	if version == "" {
+		return "(none active)"
+	}
+	m, err := install.ReadMarker(filepath.Join(app, "llama-cpp.versions", version))
+	if err != nil || m.BuildTag == "" {
+		return version
+	}
+	return m.BuildTag + " (" + version + ")"
 }
