@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"archive/zip"
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -24,6 +25,13 @@ import (
 type Limits struct {
 	MaxEntries int   // number of entries of any kind
 	MaxBytes   int64 // sum of regular file sizes once expanded
+	// MaxWork bounds the path steps unpacking and auditing may cost
+	// (default 30 per entry MaxEntries allows): deep names are cheap to
+	// write into an archive and dear to check.
+	MaxWork int64
+	// Context, when set, stops the work when it ends (SIGTERM): every loop
+	// checks it, the audit after extraction included.
+	Context context.Context
 }
 
 // Default limits: generous enough for multi-GB CUDA builds with every backend,
@@ -39,6 +47,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxBytes <= 0 {
 		l.MaxBytes = DefaultMaxBytes
+	}
+	if l.MaxWork <= 0 {
+		l.MaxWork = int64(l.MaxEntries) * workPerEntry
 	}
 	return l
 }
@@ -116,17 +127,14 @@ func Extract(r io.Reader, f Format, dst *os.Root, lim Limits) (Stats, error) {
 	if err != nil || !isTarHeader(head) {
 		return Stats{}, &Error{Reason: fmt.Sprintf("the %s stream does not hold a tar archive", f)}
 	}
-	w := &writer{root: dst, lim: lim.withDefaults()}
+	w := newWriter(dst, lim)
 	if _, err := extractTar(br, w); err != nil {
 		return w.stats, err
 	}
 	if err := drain(br, f, w.lim.MaxBytes-w.stats.Bytes, w.lim.MaxBytes, "tar archive"); err != nil {
 		return w.stats, err
 	}
-	if err := fixDirModes(w.root); err != nil {
-		return w.stats, err
-	}
-	return w.stats, Audit(w.root)
+	return w.stats, w.finish()
 }
 
 // drain reads a stream on past its tar end marker. The marker comes before
@@ -184,7 +192,7 @@ func ExtractZip(ra io.ReaderAt, size int64, dst *os.Root, lim Limits) (Stats, er
 	if err != nil {
 		return Stats{}, &Error{Reason: "corrupt or truncated zip archive", Err: err}
 	}
-	w := &writer{root: dst, lim: lim.withDefaults()}
+	w := newWriter(dst, lim)
 	for _, zf := range zr.File {
 		if err := w.entry(zf.Name); err != nil {
 			return w.stats, err
@@ -204,10 +212,7 @@ func ExtractZip(ra io.ReaderAt, size int64, dst *os.Root, lim Limits) (Stats, er
 			return w.stats, err
 		}
 	}
-	if err := fixDirModes(w.root); err != nil {
-		return w.stats, err
-	}
-	return w.stats, Audit(w.root)
+	return w.stats, w.finish()
 }
 
 func (w *writer) zipFile(zf *zip.File) error {
@@ -240,10 +245,25 @@ func (w *writer) zipSymlink(zf *zip.File) error {
 	return w.symlink(zf.Name, string(target))
 }
 
+func newWriter(dst *os.Root, lim Limits) *writer {
+	lim = lim.withDefaults()
+	return &writer{root: dst, lim: lim, work: newBudget(lim)}
+}
+
+// finish makes the directory modes right and audits the finished tree,
+// within the same budget.
+func (w *writer) finish() error {
+	if err := fixDirModes(w.root, w.work); err != nil {
+		return err
+	}
+	return audit(w.root, w.work)
+}
+
 // writer applies entries to the staging root, enforcing the bundle rules.
 type writer struct {
 	root  *os.Root
 	lim   Limits
+	work  *budget
 	stats Stats
 	// layer, when applying image layers, holds the paths the current layer
 	// wrote: a path from a lower layer is replaced, one from the same layer
@@ -282,7 +302,16 @@ func (w *writer) entry(name string) error {
 	if w.stats.Entries > w.lim.MaxEntries {
 		return &Error{Entry: name, Reason: fmt.Sprintf("more than %d entries (raise --max-entries if the bundle is genuine)", w.lim.MaxEntries)}
 	}
-	return nil
+	// The calls made on an entry (parent, replace, create, chmod) each
+	// walk its name from the root again.
+	if err := w.work.spend(4 * depth(name)); err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			e.Entry = shorten(name)
+		}
+		return err
+	}
+	return w.work.stopped()
 }
 
 // clean turns an archive member name into a safe relative path, or refuses it.
@@ -335,9 +364,12 @@ func shorten(s string) string {
 // fixDirModes makes every directory 0755: MkdirAll (for parents no dir
 // entry named) is subject to the umask, and the bundle must be usable by
 // every user whatever umask root had.
-func fixDirModes(root *os.Root) error {
+func fixDirModes(root *os.Root, work *budget) error {
 	return fs.WalkDir(root.FS(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
+			return err
+		}
+		if err := work.spend(2 * depth(p)); err != nil {
 			return err
 		}
 		if err := root.Chmod(p, 0o755); err != nil {
@@ -448,11 +480,11 @@ func (w *writer) symlink(name, target string) error {
 	}
 	// Judge the target from the directory that really holds the link: a
 	// parent that is itself a link (`bin/p -> .`) puts it elsewhere.
-	dir, err := resolve(w.root, path.Dir(p))
+	dir, err := resolve(w.root, path.Dir(p), w.work)
 	if err != nil {
 		return linkError(name, target, err)
 	}
-	if _, err := resolve(w.root, dir+"/"+target); err != nil {
+	if _, err := resolve(w.root, dir+"/"+target, w.work); err != nil {
 		return linkError(name, target, err)
 	}
 	if err := w.root.Symlink(target, p); err != nil {

@@ -42,7 +42,7 @@ func NewLayers(dst *os.Root, imagePath string, lim Limits) (*Layers, error) {
 	if p == "/" || strings.ContainsRune(p, 0) {
 		return nil, &Error{Reason: fmt.Sprintf("image path %q names no directory below the image's root (such as /app)", imagePath)}
 	}
-	return &Layers{w: &writer{root: dst, lim: lim.withDefaults()}, prefix: p[1:], tops: map[string]bool{}}, nil
+	return &Layers{w: newWriter(dst, lim), prefix: p[1:], tops: map[string]bool{}}, nil
 }
 
 // Apply applies one layer, given as its (decompressed) tar stream, and reads
@@ -268,8 +268,5 @@ func (l *Layers) TopLevel() []string {
 // fixed, every link audited (a later layer can change where an earlier
 // link leads).
 func (l *Layers) Finish() (Stats, error) {
-	if err := fixDirModes(l.w.root); err != nil {
-		return l.w.stats, err
-	}
-	return l.w.stats, Audit(l.w.root)
+	return l.w.stats, l.w.finish()
 }

@@ -1,12 +1,15 @@
 package archive
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxLinkHops bounds how many symlinks one resolution follows, as the
@@ -26,23 +29,56 @@ var (
 // Components that do not exist (yet) are taken as written. It fails with
 // errEscapes if the walk leaves root (an absolute target or `..` past the
 // top) and errLoop after maxLinkHops links.
-func resolve(root *os.Root, rel string) (string, error) {
-	return resolveFrom(root, rel, nil)
+func resolve(root *os.Root, rel string, work *budget) (string, error) {
+	return resolveFrom(root, rel, nil, work)
 }
 
 // resolveFrom resolves rel like resolve; reserved names, if any, are
 // top-level names the installer writes after extraction, so resolving to
 // or through one counts as leaving the bundle.
-func resolveFrom(root *os.Root, rel string, reserved map[string]bool) (string, error) {
+//
+// The walk holds an open descriptor for each real directory on the way, so
+// each component costs one fstatat (and a link one readlinkat), whatever
+// its depth: looking every prefix up from the root again (as os.Root's
+// path calls do) made a link at depth 250 cost tens of thousands of opens,
+// and 100 of them more than a minute of CPU.
+func resolveFrom(root *os.Root, rel string, reserved map[string]bool, work *budget) (string, error) {
+	top, err := root.Open(".")
+	if err != nil {
+		return "", err
+	}
+	defer top.Close()
+	fds := []int{int(top.Fd())} // fds[i] is the directory real[:i]
+	defer func() {
+		for _, fd := range fds[1:] {
+			unix.Close(fd)
+		}
+	}()
 	var real []string // components of the resolved path so far, all real directories
-	cur := ""         // path.Join(real...), kept alongside so each step is O(1) more
 	todo := split(rel)
-	hops, steps := 0, 0
+	hops, steps, ghost := 0, 0, 0
 	for len(todo) > 0 {
 		c := todo[0]
 		todo = todo[1:]
 		if steps++; steps > maxResolveSteps {
 			return "", errLoop
+		}
+		if err := work.spend(1); err != nil {
+			return "", err
+		}
+		if ghost > 0 {
+			// Below a name that does not exist: taken as written, and a
+			// `..` back out of it resumes the walk on disk.
+			switch c {
+			case "", ".":
+			case "..":
+				ghost--
+				real = real[:len(real)-1]
+			default:
+				ghost++
+				real = append(real, c)
+			}
+			continue
 		}
 		switch c {
 		case "", ".":
@@ -51,32 +87,29 @@ func resolveFrom(root *os.Root, rel string, reserved map[string]bool) (string, e
 			if len(real) == 0 {
 				return "", errEscapes
 			}
-			real = real[:len(real)-1]
-			cur = path.Join(real...)
+			unix.Close(fds[len(fds)-1])
+			fds, real = fds[:len(fds)-1], real[:len(real)-1]
 			continue
 		}
 		if len(real) == 0 && reserved[c] {
 			return "", errEscapes
 		}
-		next := c
-		if cur != "" {
-			next = cur + "/" + c
-		}
-		fi, err := root.Lstat(next)
+		dir := fds[len(fds)-1]
+		var st unix.Stat_t
+		err := unix.Fstatat(dir, c, &st, unix.AT_SYMLINK_NOFOLLOW)
 		switch {
-		case errors.Is(err, fs.ErrNotExist):
+		case errors.Is(err, unix.ENOENT):
 			// Nothing there: what follows is taken as written, so a `..`
 			// after a missing name still cannot climb past the top.
-			real, cur = append(real, c), next
-			continue
+			ghost, real = 1, append(real, c)
 		case err != nil:
 			return "", err
-		case fi.Mode()&fs.ModeSymlink != 0:
+		case st.Mode&unix.S_IFMT == unix.S_IFLNK:
 			hops++
 			if hops > maxLinkHops {
 				return "", errLoop
 			}
-			target, err := root.Readlink(next)
+			target, err := readlinkat(dir, c)
 			if err != nil {
 				return "", err
 			}
@@ -84,18 +117,22 @@ func resolveFrom(root *os.Root, rel string, reserved map[string]bool) (string, e
 				return "", errEscapes
 			}
 			todo = append(split(target), todo...)
-		case fi.IsDir():
-			real, cur = append(real, c), next
+		case st.Mode&unix.S_IFMT == unix.S_IFDIR:
+			fd, err := unix.Openat(dir, c, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			if err != nil {
+				return "", err
+			}
+			fds, real = append(fds, fd), append(real, c)
 		default:
 			// A file: the kernel stops here (ENOTDIR) if more follows, so
 			// nothing below it can lead anywhere.
-			return next, nil
+			return path.Join(append(real, c)...), nil
 		}
 	}
-	if cur == "" {
+	if len(real) == 0 {
 		return ".", nil
 	}
-	return cur, nil
+	return path.Join(real...), nil
 }
 
 // maxResolveSteps bounds the components one resolution walks through, links
@@ -113,7 +150,14 @@ func split(p string) []string { return strings.Split(p, "/") }
 // reserved are top-level names the caller will write after the audit (the
 // installer's marker and helper links): a link leading to one of them is
 // refused too, since it would lead wherever the caller's file does.
-func Audit(root *os.Root, reserved ...string) error {
+//
+// Its work is bounded as extraction's is (lim.MaxWork path steps), and it
+// stops when lim.Context ends (SIGTERM).
+func Audit(root *os.Root, lim Limits, reserved ...string) error {
+	return audit(root, newBudget(lim.withDefaults()), reserved...)
+}
+
+func audit(root *os.Root, work *budget, reserved ...string) error {
 	res := map[string]bool{}
 	for _, r := range reserved {
 		res[r] = true
@@ -122,10 +166,13 @@ func Audit(root *os.Root, reserved ...string) error {
 		if err != nil {
 			return &Error{Entry: p, Reason: "cannot be read back from the bundle", Err: err}
 		}
+		if err := work.spend(depth(p)); err != nil {
+			return err
+		}
 		if d.Type()&fs.ModeSymlink == 0 {
 			return nil
 		}
-		if _, err := resolveFrom(root, p, res); err != nil {
+		if _, err := resolveFrom(root, p, res, work); err != nil {
 			target, _ := root.Readlink(p)
 			return linkError(p, target, err)
 		}
@@ -133,9 +180,30 @@ func Audit(root *os.Root, reserved ...string) error {
 	})
 }
 
+// readlinkat reads the target of the link name in the directory dirfd.
+func readlinkat(dirfd int, name string) (string, error) {
+	buf := make([]byte, maxPathBytes+1)
+	n, err := unix.Readlinkat(dirfd, name, buf)
+	if err != nil {
+		return "", err
+	}
+	if n > maxPathBytes {
+		return "", errLoop
+	}
+	return string(buf[:n]), nil
+}
+
 // linkError explains why a symlink is refused.
 func linkError(name, target string, err error) error {
+	var be *Error
 	switch {
+	case errors.As(err, &be):
+		if be.Entry == "" {
+			be.Entry = shorten(name)
+		}
+		return be
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
 	case errors.Is(err, errEscapes):
 		return &Error{Entry: shorten(name), Reason: fmt.Sprintf("symlink target %q points outside the bundle (or at a file llamaboot writes itself)", shorten(target))}
 	case errors.Is(err, errLoop):

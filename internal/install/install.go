@@ -101,6 +101,8 @@ func cacheDir(app string) string   { return filepath.Join(app, "cache") }
 // check it between reads) with the old bundle still active and a partial
 // download kept for the next run to resume.
 func Install(ctx context.Context, opts Options) (Result, error) {
+	// Extraction and the audits check ctx in every loop: SIGTERM ends them.
+	opts.Limits.Context = ctx
 	return (&job{Options: opts}).run(ctx)
 }
 

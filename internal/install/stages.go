@@ -183,7 +183,7 @@ func (j *job) stepLayout(s *staging) error {
 	// down and its layout reshaped, so vouch again for what will be kept.
 	// The marker and helper links are written after this: a link leading to
 	// one of them would lead wherever they do (the llamaboot binary).
-	if err := archive.Audit(s.bundle, reservedNames()...); err != nil {
+	if err := archive.Audit(s.bundle, j.Limits, reservedNames()...); err != nil {
 		return fmt.Errorf("%s: %w", s.src.shown(), err)
 	}
 	if err := checkReserved(s.bundle); err != nil {
