@@ -87,6 +87,10 @@ func runSteps(t *testing.T, s *sched, steps []step) {
 				e.Kind, e.Op = supervise.EvRequested, "stop"
 			case "start-requested":
 				e.Kind, e.Op = supervise.EvRequested, "start"
+			case "restart-requested":
+				e.Kind, e.Op = supervise.EvRequested, "restart"
+			case "stopping":
+				e.Kind, e.State = supervise.EvDrained, supervise.Stopping
 			case "stopped":
 				e.Kind, e.State = supervise.EvStopped, supervise.Stopped
 			case "exited":
@@ -174,6 +178,16 @@ func TestSched(t *testing.T) {
 			{6.5, "ev b started", ""},
 			{7, "req b", "wait:w2"},
 			{8, "ev b ready", "w2:serve"},
+		}},
+		{"an operator's restart: requests wait for it and are served after", testTable(10, 1, "a"), ready("a"), []step{
+			{0, "req a", "serve"},
+			{1, "ev a restart-requested", ""},
+			{1.5, "ev a stopping", ""},
+			{2, "req a", "wait:w1"},
+			{3, "rel a", ""},
+			{4, "ev a started", ""},
+			{5, "req a", "wait:w2"},
+			{6, "ev a ready", "w1:serve w2:serve"},
 		}},
 		{"failed: refused with the reason", testTable(10, 1, "a+od"), nil, []step{
 			{0, "req a", "wait:w1 start:a"},
