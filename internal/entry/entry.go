@@ -169,7 +169,9 @@ func (e *Entry) Start() (int, error) {
 		}
 	}
 
-	// 3. The supervisor, its event printer and its socket.
+	// 3. The supervisor, its event printer, its record of what it runs
+	// (after stopping what a previous one left running) and its socket.
+	e.stopSurvivors()
 	e.reaper = supervise.NewReaper()
 	e.sup = supervise.New(e.reaper, e.o.Policy, e.o.Environ, e.o.Deps)
 	events, _ := e.sup.Subscribe()
@@ -178,6 +180,8 @@ func (e *Entry) Start() (int, error) {
 		defer close(e.printed)
 		supervise.Print(e.p, events)
 	}()
+	recorded, _ := e.sup.Subscribe()
+	go e.recordSupervised(recorded)
 	sock := supervise.SocketPath(e.o.AppDir)
 	e.srv = &supervise.Server{Sup: e.sup,
 		Info: func() supervise.SupervisorInfo {
