@@ -101,3 +101,38 @@ func TestDockerHealth(t *testing.T) {
 		t.Errorf("no hung line in the log:\n%s", l)
 	}
 }
+
+// TestDockerTimeToHealthy runs the image's HEALTHCHECK as it is (no
+// overrides) and measures what docker ps shows: the time from the
+// instance's ready line to the container's healthy status. It must come
+// within the check's interval and a check's run, not ~30 s later.
+func TestDockerTimeToHealthy(t *testing.T) {
+	needDocker(t)
+	var hc struct{ Interval time.Duration }
+	if err := json.Unmarshal([]byte(docker(t, "image", "inspect", "-f", "{{json .Config.Healthcheck}}", baseImage)), &hc); err != nil {
+		t.Fatal(err)
+	}
+	if hc.Interval > 5*time.Second {
+		t.Errorf("HEALTHCHECK --interval %s: healthy would come up to that long after ready", hc.Interval)
+	}
+	port := freePorts(t, 1)[0]
+	cfgDir := t.TempDir()
+	cfg := fmt.Sprintf("[instance.server]\nhost = \"127.0.0.1\"\n[instance.a.server]\nport = %d\n", port)
+	if err := os.WriteFile(filepath.Join(cfgDir, "cfg.toml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pkgs := t.TempDir()
+	makePackage(t, pkgs, "pkg.tar.gz", "b7105", "")
+	c := start(t, "--network", "host", "-v", pkgs+":/pkg:ro", "-v", cfgDir+":/config:ro",
+		"-e", "AUTO_INFER_LLAMA_CPP_GET_PKG_ON_BOOT=1", "-e", "AUTO_INFER_LLAMA_CPP_PKG_PATH=/pkg/pkg.tar.gz",
+		"-e", "AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "-e", "AUTO_INFER_LLAMA_CPP_CONFIG=/config/cfg.toml",
+		"-e", "STANDIN_LOAD_MS=200", testImage)
+	waitLogs(t, c, "a ready after", 30*time.Second)
+	ready := time.Now()
+	waitHealth(t, c, "healthy", 60*time.Second)
+	took := time.Since(ready)
+	t.Logf("docker ps: healthy %.1fs after the instance was ready (HEALTHCHECK --interval %s)", took.Seconds(), hc.Interval)
+	if limit := hc.Interval + 3*time.Second; took > limit {
+		t.Errorf("healthy %.1fs after ready, want within %s", took.Seconds(), limit)
+	}
+}
