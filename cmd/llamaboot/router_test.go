@@ -538,6 +538,7 @@ func TestRouterComesAndGoesWithReload(t *testing.T) {
 	base2 := fmt.Sprintf("http://127.0.0.1:%d", port2)
 	writeFile(t, cfg, listen.ReplaceAllString(withRouter, fmt.Sprintf("[router]\nlisten = \"127.0.0.1:%d\"\n", port2)))
 	reload()
+	e.waitOutput(t, fmt.Sprintf(`router: moved from 127\.0\.0\.1:\d+ to http://127\.0\.0\.1:%d`, port2), 10*time.Second)
 	if servedBy(t, call(t, "POST", base2+"/tokenize", "", `{"model":"a"}`)) != "a" {
 		t.Fatal("on the new address")
 	}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -28,8 +29,9 @@ type Router struct {
 	// Keys are the clients' API keys (api_keys_file, then
 	// AUTO_INFER_LLAMA_CPP_ROUTER_KEYS); none: no key is asked for. Never
 	// printed.
-	Keys []string `json:"-"`
-	Pos  Pos      `json:"-"` // of listen (of [router] when it is missing)
+	Keys     []string `json:"-"`
+	Pos      Pos      `json:"-"` // of listen (of [router] when it is missing)
+	groupPos map[string]Pos
 }
 
 // Routing is how the router reaches one instance: its
@@ -62,7 +64,7 @@ func (v *validator) router(root *Table, file string, o Options) *Router {
 	}
 	t := v.table(root, "", "router")
 	v.only(t, "router", routerKeys)
-	r := &Router{MaxWait: DefaultRouterMaxWait, MaxQueue: DefaultRouterMaxQueue, Groups: map[string]int{}, Pos: t.PosOf("listen")}
+	r := &Router{MaxWait: DefaultRouterMaxWait, MaxQueue: DefaultRouterMaxQueue, Groups: map[string]int{}, Pos: t.PosOf("listen"), groupPos: map[string]Pos{}}
 	switch raw, ok := t.Get("listen"); {
 	case !ok:
 		v.problems = append(v.problems, Problem{Pos: t.Pos, Key: "router.listen", Msg: `missing: say where the router listens, e.g. listen = "127.0.0.1:8000"`})
@@ -130,6 +132,7 @@ func (v *validator) router(root *Table, file string, o Options) *Router {
 			v.add(g, path, "max_loaded", "must be an integer ≥ 1, not %s", describe(raw))
 		default:
 			r.Groups[name] = int(n)
+			r.groupPos[name] = g.PosOf("max_loaded")
 		}
 	}
 	return r
@@ -260,6 +263,19 @@ func (v *validator) checkRoutes(plan *Plan, controls map[string]*Table) {
 				continue
 			}
 			owner[a] = in.Name
+		}
+	}
+	// A group's members that start at boot must fit in it.
+	atBoot := map[string][]string{}
+	for _, in := range plan.Instances {
+		if g := in.Routing.Group; g != "" && !in.Routing.OnDemand {
+			atBoot[g] = append(atBoot[g], in.Name)
+		}
+	}
+	for _, g := range slices.Sorted(maps.Keys(atBoot)) {
+		if max, ok := r.Groups[g]; ok && len(atBoot[g]) > max {
+			v.problems = append(v.problems, Problem{Pos: r.groupPos[g], Key: "router.group." + g + ".max_loaded",
+				Msg: fmt.Sprintf("%d of the group's instances start at boot (%s) but at most %d may run at once; set on_demand = true on some, or raise max_loaded", len(atBoot[g]), strings.Join(atBoot[g], ", "), max)})
 		}
 	}
 	if _, port, err := net.SplitHostPort(r.Listen); err == nil {

@@ -87,6 +87,7 @@ var validationCases = []struct {
 	{"alias taken", "[router]\nlisten = \"127.0.0.1:8000\"\n[instance.a.server]\nport=1\n[instance.b.control]\naliases = [\"x\", \"a\"]\n[instance.b.server]\nport=2\n[instance.c.control]\naliases = [\"x\"]\n[instance.c.server]\nport=3\n", "", []string{`cfg.toml:6: instance.b.control.aliases: "a" is an instance's name`, `cfg.toml:10: instance.c.control.aliases: "x" is an alias of instance "b"`}},
 	{"router on an instance's port", "[router]\nlisten = \":8080\"\n[instance.a.server]\nport=8080\n", "", []string{`cfg.toml:2: router.listen: port 8080 is also instance "a"'s port`}},
 	{"on_demand in router mode", "[router]\nlisten = \"127.0.0.1:8000\"\n[instance.a.control]\non_demand = true\n[instance.a.server]\nport=1\nmodels_dir = \"/m\"\n", "", []string{`cfg.toml:4: instance.a.control.on_demand: an instance in llama.cpp's router mode (models_dir)`}},
+	{"group over its size at boot", "[router]\nlisten = \"127.0.0.1:8000\"\n[router.group.g]\nmax_loaded = 1\n[instance.control]\ngroup = \"g\"\n[instance.a.server]\nport=1\n[instance.b.server]\nport=2\n[instance.c.control]\non_demand = true\n[instance.c.server]\nport=3\n", "", []string{`cfg.toml:4: router.group.g.max_loaded: 2 of the group's instances start at boot (a, b) but at most 1 may run at once`}},
 	{"api_keys_file missing", "[router]\nlisten = \"127.0.0.1:8000\"\napi_keys_file = \"/nonexistent/keys\"\n[instance.a.server]\nport=1\n", "", []string{`cfg.toml:3: router.api_keys_file: cannot read /nonexistent/keys`}},
 	{"missing instance", "[master]\nenable = true\n", "", []string{"instance: missing"}},
 	{"duplicate key", "[instance.a.server]\nport = 1\nport = 2\n", "", []string{"cfg.toml:3:", "TOML syntax error"}},
@@ -99,7 +100,7 @@ var schemaBlind = map[string]bool{
 	"duplicate port": true, "duplicate default port": true, "duplicate default port, global server": true, "duplicate port after overrides": true,
 	"model reference unknown": true, "model url not the first part": true, "model_sha256 without a URL": true, "split pins count": true, "two URLs one file": true,
 	"router max_wait zero": true, "router keys without a router": true, "unknown group": true, "alias taken": true,
-	"router on an instance's port": true, "on_demand in router mode": true, "api_keys_file missing": true,
+	"router on an instance's port": true, "on_demand in router mode": true, "api_keys_file missing": true, "group over its size at boot": true,
 }
 
 func TestValidationRules(t *testing.T) {

@@ -35,7 +35,18 @@ func (e *Entry) routeBy(plan *config.Plan) error {
 		cur.r.Swap(router.NewTable(want, plan.Instances))
 		return nil
 	case cur != nil:
-		e.closeRouting()
+		// A new address: the same router (what it knows of the
+		// instances) on a new listener.
+		cur.r.Swap(router.NewTable(want, plan.Instances))
+		srv, err := cur.r.Listen(want.Listen)
+		if err != nil {
+			e.p.Errorf("router: cannot listen on %s (router.listen in %s): %v; it stays on %s", want.Listen, e.o.ConfigPath, err, cur.listen)
+			return err
+		}
+		cur.srv.Close()
+		e.p.Stepf("router: moved from %s to http://%s", cur.listen, srv.Addr())
+		cur.srv, cur.listen = srv, want.Listen
+		return nil
 	}
 	r := router.New(router.Supervisor(e.sup), router.NewTable(want, plan.Instances), router.Options{P: e.p, Metrics: e.routerMetrics})
 	srv, err := r.Listen(want.Listen)

@@ -103,7 +103,12 @@ func (s *sched) swap(t *Table, snaps []supervise.Snapshot, now time.Time) {
 		i := &istate{t: tg, state: supervise.Stopped, lastUse: now}
 		if sn, ok := byName[tg.Name]; ok {
 			i.state = sn.State
-			i.opStop = sn.State == supervise.Stopped && !sn.WantUp && sn.LastReason == supervise.ReasonStopRequested
+			// Asked to stop before this router knew it: the operator's stop,
+			// unless the router may stop it itself (on demand, idle): then a
+			// request starts it again.
+			stopped := sn.State == supervise.Stopped && !sn.WantUp && sn.LastReason == supervise.ReasonStopRequested
+			i.opStop = stopped && !tg.OnDemand && tg.IdleTimeout == 0
+			i.unloaded = stopped && !i.opStop
 			i.why = snapWhy(sn)
 		}
 		s.inst[tg.Name] = i

@@ -149,6 +149,15 @@ func ready(names ...string) []supervise.Snapshot {
 	return out
 }
 
+// stoppedOnRequest is the snapshot of instances someone asked to stop.
+func stoppedOnRequest(names ...string) []supervise.Snapshot {
+	var out []supervise.Snapshot
+	for _, n := range names {
+		out = append(out, supervise.Snapshot{Spec: config.Instance{Name: n}, State: supervise.Stopped, LastReason: supervise.ReasonStopRequested})
+	}
+	return out
+}
+
 func TestSched(t *testing.T) {
 	cases := []struct {
 		name  string
@@ -188,6 +197,11 @@ func TestSched(t *testing.T) {
 			{4, "ev a started", ""},
 			{5, "req a", "wait:w2"},
 			{6, "ev a ready", "w1:serve w2:serve"},
+		}},
+		{"a router that finds instances stopped on request: the operator's, unless the router may stop them itself", testTable(10, 1, "a", "b+od", "c+idle"), stoppedOnRequest("a", "b", "c"), []step{
+			{0, "req a", "503(operator)"},
+			{1, "req b", "wait:w1 start:b"},
+			{2, "req c", "wait:w2 start:c"},
 		}},
 		{"failed: refused with the reason", testTable(10, 1, "a+od"), nil, []step{
 			{0, "req a", "wait:w1 start:a"},
