@@ -45,7 +45,7 @@ bench-watch:
 
 # What the router costs against direct requests to a fast upstream on loopback.
 bench-router:
-	$(GO) run ./bench/routerbench -rounds 5 -requests 2000 -clients 32 -duration 3s
+	$(GO) run ./bench/routerbench -rounds 15 -requests 1000 -clients 32 -duration 1s
 
 demo: build
 	$(GO) run ./examples/demo

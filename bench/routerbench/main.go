@@ -5,7 +5,7 @@
 // and streamed) and their ratio to direct, and the errors. Client, router
 // and upstream share the machine, as they would in a container.
 //
-//	go run ./bench/routerbench -rounds 5 -requests 2000 -clients 32 -duration 3s
+//	go run ./bench/routerbench -rounds 15 -requests 1000 -clients 32 -duration 1s
 package main
 
 import (
@@ -24,6 +24,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/config"
@@ -32,10 +33,10 @@ import (
 )
 
 func main() {
-	rounds := flag.Int("rounds", 5, "alternated rounds of each measurement")
-	requests := flag.Int("requests", 2000, "sequential requests per round with one client")
+	rounds := flag.Int("rounds", 15, "rounds of each measurement, direct and routed back to back")
+	requests := flag.Int("requests", 1000, "sequential requests per round with one client")
 	clients := flag.Int("clients", 32, "concurrent clients for throughput")
-	duration := flag.Duration("duration", 3*time.Second, "length of each throughput round")
+	duration := flag.Duration("duration", time.Second, "length of each throughput round")
 	events := flag.Int("events", 8, "server-sent events per streamed answer")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	flag.Parse()
@@ -71,24 +72,47 @@ func main() {
 	latencies(client, direct, body, 200, &errs)
 	latencies(client, routed, body, 200, &errs)
 
+	// Each round measures direct and routed back to back (which goes first
+	// alternates), so a change in what else runs on the machine hits both;
+	// the figures are medians over rounds of each round's pair.
 	var dMed, rMed, added []float64
-	var dRPS, rRPS, dStream, rStream []float64
-	for range *rounds {
-		d := median(latencies(client, direct, body, *requests, &errs))
-		rt := median(latencies(client, routed, body, *requests, &errs))
-		dMed, rMed, added = append(dMed, d), append(rMed, rt), append(added, rt-d)
-		dRPS = append(dRPS, throughput(client, direct, body, *clients, *duration, false, &errs))
-		rRPS = append(rRPS, throughput(client, routed, body, *clients, *duration, false, &errs))
-		dStream = append(dStream, throughput(client, direct, stream, *clients, *duration, true, &errs))
-		rStream = append(rStream, throughput(client, routed, stream, *clients, *duration, true, &errs))
+	var dRPS, rRPS, ratios, dStream, rStream, sratios []float64
+	var dCPU, rCPU, dSCPU, rSCPU []float64 // CPU µs per answer
+	cpuOf := func(routed bool, d, r *[]float64) *[]float64 {
+		if routed {
+			return r
+		}
+		return d
 	}
-	fmt.Printf("router vs direct, fast upstream on loopback, %d alternated rounds\n", *rounds)
-	fmt.Printf("1 client, median latency:   direct %.3f ms, router %.3f ms, added %.3f ms (median of rounds; rounds %s)\n",
+	for i := range *rounds {
+		pair := func(f func(url string) float64) (d, r float64) {
+			if i%2 == 0 {
+				d = f(direct)
+				return d, f(routed)
+			}
+			r = f(routed)
+			return f(direct), r
+		}
+		d, rt := pair(func(url string) float64 { return median(latencies(client, url, body, *requests, &errs)) })
+		dMed, rMed, added = append(dMed, d), append(rMed, rt), append(added, rt-d)
+		d, rt = pair(func(url string) float64 {
+			return throughput(client, url, body, *clients, *duration, false, &errs, cpuOf(url == routed, &dCPU, &rCPU))
+		})
+		dRPS, rRPS, ratios = append(dRPS, d), append(rRPS, rt), append(ratios, rt/d)
+		d, rt = pair(func(url string) float64 {
+			return throughput(client, url, stream, *clients, *duration, true, &errs, cpuOf(url == routed, &dSCPU, &rSCPU))
+		})
+		dStream, rStream, sratios = append(dStream, d), append(rStream, rt), append(sratios, rt/d)
+	}
+	fmt.Printf("router vs direct, fast upstream on loopback, %d rounds (medians over rounds)\n", *rounds)
+	fmt.Printf("1 client, median latency:   direct %.3f ms, router %.3f ms, added %.3f ms (rounds: %s)\n",
 		median(dMed), median(rMed), median(added), list(added))
-	ratio := median(rRPS) / median(dRPS)
-	fmt.Printf("%d clients, requests/s:     direct %.0f, router %.0f, ratio %.2f×\n", *clients, median(dRPS), median(rRPS), ratio)
-	sratio := median(rStream) / median(dStream)
-	fmt.Printf("%d clients, streamed (%d events) answers/s: direct %.0f, router %.0f, ratio %.2f×\n", *clients, *events, median(dStream), median(rStream), sratio)
+	fmt.Printf("%d clients, requests/s:     direct %.0f, router %.0f, ratio %.2f× (rounds: %s)\n", *clients, median(dRPS), median(rRPS), median(ratios), list(ratios))
+	fmt.Printf("%d clients, streamed (%d events) answers/s: direct %.0f, router %.0f, ratio %.2f× (rounds: %s)\n", *clients, *events, median(dStream), median(rStream), median(sratios), list(sratios))
+	// What the machine's load cannot blur: CPU per answer. With the cores
+	// to itself, throughput goes as its inverse.
+	fmt.Printf("CPU per answer (client + router + upstream): direct %.0f µs, router %.0f µs → %.2f× (streamed: %.0f µs, %.0f µs → %.2f×)\n",
+		median(dCPU), median(rCPU), median(dCPU)/median(rCPU), median(dSCPU), median(rSCPU), median(dSCPU)/median(rSCPU))
 	fmt.Printf("errors: %d\n", errs.Load())
 	if errs.Load() > 0 {
 		pprof.StopCPUProfile()
@@ -170,8 +194,18 @@ func latencies(client *http.Client, url string, body []byte, n int, errs *atomic
 	return out
 }
 
-// throughput runs c clients for d and returns answers per second.
-func throughput(client *http.Client, url string, body []byte, c int, d time.Duration, streamed bool, errs *atomic.Int64) float64 {
+// cpuTime is the CPU time this process (client, router and upstream) has
+// used so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// throughput runs c clients for d and returns answers per second; cpu
+// receives the CPU time used per answer.
+func throughput(client *http.Client, url string, body []byte, c int, d time.Duration, streamed bool, errs *atomic.Int64, cpu *[]float64) float64 {
+	cpu0 := cpuTime()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var done atomic.Int64
@@ -191,6 +225,7 @@ func throughput(client *http.Client, url string, body []byte, c int, d time.Dura
 		}()
 	}
 	wg.Wait()
+	*cpu = append(*cpu, float64((cpuTime()-cpu0).Microseconds())/float64(max(done.Load(), 1)))
 	return float64(done.Load()) / time.Since(began).Seconds()
 }
 
