@@ -439,3 +439,39 @@ func TestEntryCmdNotFoundWithInstances(t *testing.T) {
 		t.Errorf("instance still answering after entry exited")
 	}
 }
+
+// run --config other.toml beside a supervisor that already runs a
+// same-named instance with other settings: refused with what differs
+// (exit 2, nothing restarted) unless --replace, which says what it did.
+func TestRunBesideSupervisorRefusesToReplace(t *testing.T) {
+	dir := t.TempDir()
+	app := filepath.Join(dir, "app")
+	env := []string{"AUTO_INFER_APP_DIR=" + app}
+	logs := filepath.Join(dir, "logs")
+	port := freePorts(t, 1)[0]
+	served := filepath.Join(dir, "served.toml")
+	writeServers(t, served, logs, server{name: "a", port: port, server: "ctx_size = 1024"})
+	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + served, "STANDIN_LOAD_MS=50"})
+	pid := e.waitReady(t, "a")["a"].PID
+
+	other := filepath.Join(dir, "other.toml")
+	writeServers(t, other, logs, server{name: "a", port: port, server: "ctx_size = 4096"})
+	r := runLB(t, env, "run", "--config", other)
+	want := "the supervisor already runs a with other settings; nothing was changed:\n  a: ctx_size 1024 → 4096\nrun --replace hands them over anyway"
+	if r.code != 2 || !strings.Contains(r.stderr, want) {
+		t.Errorf("run of another config: want exit 2 and %q:\n%v", want, r)
+	}
+	if now := e.status(t).Instances[0]; now.PID != pid {
+		t.Errorf("a refused run restarted a: pid %d → %d", pid, now.PID)
+	}
+	if r := runLB(t, env, "run", "--config", served); r.code != 0 || !strings.Contains(r.stdout, "a: already supervised with these settings") {
+		t.Errorf("run of the served config: %v", r)
+	}
+	r = runLB(t, env, "run", "--config", other, "--replace", "--wait")
+	if r.code != 0 || !strings.Contains(r.stdout, "a: replaced (ctx_size 1024 → 4096); the supervisor restarts it with these settings") {
+		t.Errorf("run --replace: %v", r)
+	}
+	if now := e.waitReady(t, "a")["a"]; now.PID == pid {
+		t.Errorf("run --replace left a's process (pid %d) running", pid)
+	}
+}

@@ -142,7 +142,7 @@ func printPlan(w io.Writer, path string, plan *config.Plan) {
 
 func newRunCmd(env Env) *cobra.Command {
 	var cfg, app string
-	var wait, quiet bool
+	var wait, quiet, replace bool
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "run [--config F] [--wait]",
@@ -175,7 +175,7 @@ func newRunCmd(env Env) *cobra.Command {
 			// Inside a container run by `llamaboot entry`, hand the
 			// instances to the supervisor so they are supervised too.
 			if sock := supervise.SocketPath(appDir(app, env)); supervise.Running(sock) {
-				return handOver(p, sock, plan, wait)
+				return handOver(p, sock, plan, wait, replace)
 			}
 			ro := launch.RunOptions{Wait: wait, Timeout: timeout, RecordPath: launch.RunRecordPath(appDir(app, env))}
 			if err := launch.Run(cmd.Context(), p, plan, ro); err != nil {
@@ -189,16 +189,21 @@ func newRunCmd(env Env) *cobra.Command {
 	cmd.Flags().BoolVar(&wait, "wait", false, "wait until every instance answers /health with 200")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "readiness timeout with --wait (default: each instance's ready_timeout)")
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "print only warnings and errors")
+	cmd.Flags().BoolVar(&replace, "replace", false, "beside a supervisor: hand over instances it already runs with other settings (they restart with these)")
 	return cmd
 }
 
-func handOver(p *printer.Printer, sock string, plan *config.Plan, wait bool) error {
-	res, err := supervise.Adopt(sock, plan, wait)
+func handOver(p *printer.Printer, sock string, plan *config.Plan, wait, replace bool) error {
+	res, err := supervise.Adopt(sock, plan, wait, replace)
 	for _, line := range res {
 		p.Stepf("%s", line)
 	}
 	if err != nil {
-		if !errors.Is(err, supervise.ErrNotReached) {
+		var re *supervise.RemoteError
+		switch {
+		case errors.As(err, &re) && re.BadInput():
+			p.Errorf("%s", re.Msg) // the supervisor says what to change
+		case !errors.Is(err, supervise.ErrNotReached):
 			p.Errorf("hand instances to the supervisor at %s: %v", sock, err)
 		}
 		return exitError(exitStatus(err))

@@ -305,6 +305,24 @@ func (s *Server) adopt(w http.ResponseWriter, r *http.Request) {
 		in.DurationsFromJSON()
 		expect[in.Name] = expectFor(OpStart, s.snapshot(in.Name).State)
 	}
+	// A same-named instance running other settings (another config's, or
+	// entry's own) is replaced only when asked: run --config other.toml
+	// must not silently restart it.
+	changes := map[string]string{}
+	for _, in := range req.Instances {
+		if old, ok := s.Sup.Spec(in.Name); ok && !sameSpec(old, in) {
+			changes[in.Name] = strings.Join(SpecChanges(old, in), ", ")
+		}
+	}
+	if len(changes) > 0 && !req.Replace {
+		var diffs []string
+		for _, n := range slices.Sorted(maps.Keys(changes)) {
+			diffs = append(diffs, n+": "+changes[n])
+		}
+		writeError(w, http.StatusBadRequest, "would_replace", fmt.Sprintf("the supervisor already runs %s with other settings; nothing was changed:\n  %s\n"+
+			"run --replace hands them over anyway (each restarts with these settings)", strings.Join(slices.Sorted(maps.Keys(changes)), ", "), strings.Join(diffs, "\n  ")))
+		return
+	}
 	events, cancel := s.Sup.Subscribe()
 	defer cancel()
 	res, err := s.Sup.Upsert(req.Instances)
@@ -318,7 +336,7 @@ func (s *Server) adopt(w http.ResponseWriter, r *http.Request) {
 		lines = append(lines, fmt.Sprintf("%s: handed to the supervisor (pid %d); log %s, url %s", n, os.Getpid(), in.LogFile, in.URL))
 	}
 	for _, n := range res.Changed {
-		lines = append(lines, fmt.Sprintf("%s: changed; the supervisor restarts it with the new settings", n))
+		lines = append(lines, fmt.Sprintf("%s: replaced (%s); the supervisor restarts it with these settings", n, changes[n]))
 		expect[n] = expectStart
 	}
 	for _, n := range res.Unchanged {
@@ -507,8 +525,8 @@ func Control(sock string, op Op, name string, wait bool) ([]string, error) {
 }
 
 // Adopt hands the plan's instances to the supervisor on sock.
-func Adopt(sock string, plan *config.Plan, wait bool) ([]string, error) {
-	return call(sock, "/adopt", AdoptRequest{Instances: plan.Instances, Wait: wait})
+func Adopt(sock string, plan *config.Plan, wait, replace bool) ([]string, error) {
+	return call(sock, "/adopt", AdoptRequest{Instances: plan.Instances, Wait: wait, Replace: replace})
 }
 
 func call(sock, path string, req any) ([]string, error) {

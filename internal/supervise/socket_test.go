@@ -152,7 +152,7 @@ func TestSocketAdopt(t *testing.T) {
 	sock := serve(t, h)
 	a := h.spec("a", 8001, "on-failure")
 	plan := &config.Plan{Instances: []config.Instance{a}}
-	res := async(func() ([]string, error) { return Adopt(sock, plan, true) })
+	res := async(func() ([]string, error) { return Adopt(sock, plan, true, false) })
 	h.ready("a")
 	r := <-res
 	if r.err != nil || len(r.v) != 2 || !strings.Contains(r.v[0], "a: handed to the supervisor") || !strings.HasPrefix(r.v[1], "a: ready after") {
@@ -161,14 +161,24 @@ func TestSocketAdopt(t *testing.T) {
 	if spec, _ := h.sup.Spec("a"); spec.ReadyTimeout != a.ReadyTimeout || spec.StopTimeout != a.StopTimeout {
 		t.Errorf("timeouts lost on the wire: %+v", spec)
 	}
-	lines, err := Adopt(sock, plan, true)
+	lines, err := Adopt(sock, plan, true, false)
 	if err != nil || !slices.Equal(lines, []string{"a: already supervised with these settings", "a: ready"}) {
 		t.Errorf("%q %v", lines, err)
 	}
+	// Other settings for a supervised instance: refused (nothing changes)
+	// unless replace is asked for.
 	plan.Instances[0].Cmd = []string{"--changed"}
-	res = async(func() ([]string, error) { return Adopt(sock, plan, true) })
+	_, err = Adopt(sock, plan, true, false)
+	var re *RemoteError
+	if !errors.As(err, &re) || !re.BadInput() || re.Code != "would_replace" || !strings.Contains(re.Msg, "a: port 1 removed, changed added") || !strings.Contains(re.Msg, "--replace") {
+		t.Errorf("other settings without replace: %v", err)
+	}
+	if spec, _ := h.sup.Spec("a"); !slices.Equal(spec.Cmd, a.Cmd) {
+		t.Errorf("a refused hand-over changed the spec: %q", spec.Cmd)
+	}
+	res = async(func() ([]string, error) { return Adopt(sock, plan, true, true) })
 	h.ready("a")
-	if r := <-res; r.err != nil || !strings.Contains(r.v[0], "a: changed") || !strings.HasPrefix(r.v[1], "a: ready after") {
+	if r := <-res; r.err != nil || !strings.Contains(r.v[0], "a: replaced (") || !strings.HasPrefix(r.v[1], "a: ready after") {
 		t.Errorf("%q %v", r.v, r.err)
 	}
 }
@@ -183,7 +193,7 @@ func TestSocketShuttingDown(t *testing.T) {
 	if !errors.As(err, &re) || re.Status != http.StatusServiceUnavailable || re.BadInput() {
 		t.Errorf("%v", err)
 	}
-	_, err = Adopt(sock, &config.Plan{Instances: []config.Instance{h.spec("b", 1, "")}}, false)
+	_, err = Adopt(sock, &config.Plan{Instances: []config.Instance{h.spec("b", 1, "")}}, false, false)
 	if !errors.As(err, &re) || re.Code != "shutting_down" {
 		t.Errorf("%v", err)
 	}

@@ -78,7 +78,7 @@ func TestSquattedSocketIsRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "served by uid 1000") || !strings.Contains(err.Error(), "neither root nor you") {
 		t.Errorf("status through a squatted socket: %v", err)
 	}
-	if _, err := Adopt(sock, &config.Plan{}, false); err == nil {
+	if _, err := Adopt(sock, &config.Plan{}, false, false); err == nil {
 		t.Error("a plan was handed to the squatter")
 	}
 

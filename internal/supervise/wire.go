@@ -80,6 +80,9 @@ type ControlRequest struct {
 type AdoptRequest struct {
 	Instances []config.Instance `json:"instances"`
 	Wait      bool              `json:"wait"`
+	// Replace allows handing over an instance the supervisor already
+	// runs with other settings; without it the request is refused.
+	Replace bool `json:"replace,omitempty"`
 }
 
 // Reply is a successful answer: lines for the operator.
