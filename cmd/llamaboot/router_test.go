@@ -415,6 +415,11 @@ func TestRouterGroupEvictsIdleOnly(t *testing.T) {
 		routed{"p", "on_demand = true\ngroup = \"gpu\"", ""},
 		routed{"q", "on_demand = true\ngroup = \"gpu\"", ""},
 	)
+	plan := runLB(t, nil, "plan", "--config", cfg)
+	if !regexp.MustCompile(`(?m)^router on http://127\.0\.0\.1:\d+ \(llamaboot entry\): no API key asked for, max_wait 10m0s, max_queue 100, group gpu max_loaded 1$`).MatchString(plan.stdout) ||
+		!strings.Contains(plan.stdout, "  routes      q (on demand, group gpu)\n") {
+		t.Errorf("plan:\n%s", plan)
+	}
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0])
 	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg,
 		"STANDIN_LOAD_MS=200", "STANDIN_GEN_MS=1500"}, "--listen", metricsAddr)

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -119,6 +121,17 @@ func printPlan(w io.Writer, path string, plan *config.Plan) {
 		fmt.Fprintf(w, " (disabled: %s)", strings.Join(plan.Disabled, ", "))
 	}
 	fmt.Fprintln(w)
+	if r := plan.Router; r != nil {
+		keys := "no API key asked for"
+		if len(r.Keys) > 0 {
+			keys = fmt.Sprintf("%d client API key(s)", len(r.Keys))
+		}
+		fmt.Fprintf(w, "router on http://%s (llamaboot entry): %s, max_wait %s, max_queue %d", r.Listen, keys, r.MaxWait, r.MaxQueue)
+		for _, g := range slices.Sorted(maps.Keys(r.Groups)) {
+			fmt.Fprintf(w, ", group %s max_loaded %d", g, r.Groups[g])
+		}
+		fmt.Fprintln(w)
+	}
 	for _, in := range plan.Instances {
 		fmt.Fprintf(w, "\ninstance %s (%s)\n", in.Name, in.Pos)
 		fmt.Fprintf(w, "  executable  %s\n", in.Executable)
@@ -137,7 +150,32 @@ func printPlan(w io.Writer, path string, plan *config.Plan) {
 		fmt.Fprintf(w, "  log         %s\n", in.LogFile)
 		fmt.Fprintf(w, "  background  %v\n", in.Background)
 		fmt.Fprintf(w, "  url         %s (health: %s/health)\n", in.URL, in.ProbeURL())
+		if plan.Router != nil {
+			fmt.Fprintf(w, "  routes      %s%s\n", strings.Join(in.RoutedNames(), ", "), routing(in.Routing))
+		}
 	}
+}
+
+// routing says how the router treats an instance: " (on demand, idle
+// 15m0s, group gpu)", "" when it starts at boot and stays.
+func routing(rt config.Routing) string {
+	var parts []string
+	if rt.OnDemand {
+		parts = append(parts, "on demand")
+	}
+	if rt.IdleTimeout > 0 {
+		parts = append(parts, "stopped after "+rt.IdleTimeout.String()+" idle")
+	}
+	if rt.Group != "" {
+		parts = append(parts, "group "+rt.Group)
+	}
+	if rt.RouterMode {
+		parts = append(parts, "and the models its /models lists")
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
 }
 
 func newRunCmd(env Env) *cobra.Command {
@@ -171,6 +209,9 @@ func newRunCmd(env Env) *cobra.Command {
 			if len(plan.Instances) == 0 {
 				p.Stepf("%s: every instance is disabled: nothing to launch", path)
 				return nil
+			}
+			if plan.Router != nil {
+				p.Warnf("%s: [router] is served by llamaboot entry only: run starts every instance, on_demand ones included, and routes nothing", path)
 			}
 			// Inside a container run by `llamaboot entry`, hand the
 			// instances to the supervisor so they are supervised too.
