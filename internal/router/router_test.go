@@ -34,7 +34,7 @@ func (b readyBackend) Snapshots() []supervise.Snapshot {
 }
 
 // listening starts a router in front of one upstream.
-func listening(t *testing.T, keys []string) (*Server, *httptest.Server) {
+func listening(t testing.TB, keys []string) (*Server, *httptest.Server) {
 	t.Helper()
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"auth":%q}`, r.Header.Get("Authorization"))
