@@ -4,9 +4,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/llamaboot/llamaboot/internal/logfile"
+	"github.com/llamaboot/llamaboot/internal/promtext"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
@@ -33,30 +32,19 @@ func reasonLabel(r supervise.Reason) string {
 	return ""
 }
 
-var (
-	descState = prometheus.NewDesc("llamaboot_instance_state",
-		"The instance's state: 1 for the state it is in, 0 for the others.", []string{"instance", "state"}, nil)
-	descReady = prometheus.NewDesc("llamaboot_instance_ready",
-		"1 when the instance is ready and answers its liveness probes (as /readyz and llamaboot healthcheck judge it).", []string{"instance"}, nil)
-	descRestarts = prometheus.NewDesc("llamaboot_instance_restarts_total",
-		"Times a running process of the instance was replaced by a new one, by why it ended: crash, exited (a clean exit 0, restarted under restart = \"always\"), hung (the watchdog killed it), load_timeout (not ready within ready_timeout), manual (restart requested, or its settings changed).",
-		[]string{"instance", "reason"}, nil)
-	descUptime = prometheus.NewDesc("llamaboot_instance_uptime_seconds",
-		"Seconds since the instance's current process started (0 when none runs).", []string{"instance"}, nil)
-	descToReady = prometheus.NewDesc("llamaboot_instance_time_to_ready_seconds",
-		"How long the last start took to answer /health with 200.", []string{"instance"}, nil)
-	descExit = prometheus.NewDesc("llamaboot_instance_last_exit_code",
-		"Exit status of the instance's last process, as a shell gives it (128+signal when a signal ended it).", []string{"instance"}, nil)
-	descProbeFailures = prometheus.NewDesc("llamaboot_instance_liveness_failures",
-		"Liveness probes of the instance that failed in a row, now.", []string{"instance"}, nil)
-	descLogLines = prometheus.NewDesc("llamaboot_log_lines_lost_total",
-		"Lines of the instance's output that never reached its log file: a full or unwritable disk, or a disk too slow for its output.", []string{"instance"}, nil)
-	descLogBytes = prometheus.NewDesc("llamaboot_log_bytes_lost_total",
-		"Bytes of the instance's output that never reached its log file (the lines of llamaboot_log_lines_lost_total).", []string{"instance"}, nil)
-	descInstall = prometheus.NewDesc("llamaboot_install_duration_seconds",
-		"How long the boot install took (only when one ran).", nil, nil)
-	descBundle = prometheus.NewDesc("llamaboot_bundle_info",
-		"The installed llama.cpp bundle (always 1).", []string{"build_tag", "sha256", "archive"}, nil)
+// Help texts of the supervisor's series.
+const (
+	helpState         = "The instance's state: 1 for the state it is in, 0 for the others."
+	helpReady         = "1 when the instance is ready and answers its liveness probes (as /readyz and llamaboot healthcheck judge it)."
+	helpRestarts      = "Times a running process of the instance was replaced by a new one, by why it ended: crash, exited (a clean exit 0, restarted under restart = \"always\"), hung (the watchdog killed it), load_timeout (not ready within ready_timeout), manual (restart requested, or its settings changed)."
+	helpUptime        = "Seconds since the instance's current process started (0 when none runs)."
+	helpToReady       = "How long the last start took to answer /health with 200."
+	helpExit          = "Exit status of the instance's last process, as a shell gives it (128+signal when a signal ended it)."
+	helpProbeFailures = "Liveness probes of the instance that failed in a row, now."
+	helpLogLines      = "Lines of the instance's output that never reached its log file: a full or unwritable disk, or a disk too slow for its output."
+	helpLogBytes      = "Bytes of the instance's output that never reached its log file (the lines of llamaboot_log_lines_lost_total)."
+	helpInstall       = "How long the boot install took (only when one ran)."
+	helpBundle        = "The installed llama.cpp bundle (always 1)."
 )
 
 // collector turns snapshots (for what an instance is now) and events (for
@@ -119,61 +107,71 @@ func (c *collector) counts(name string) map[string]float64 {
 	return m
 }
 
-func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descState, descReady, descRestarts, descUptime, descToReady, descExit, descProbeFailures, descLogLines, descLogBytes, descInstall, descBundle} {
-		ch <- d
-	}
-}
-
-func (c *collector) Collect(ch chan<- prometheus.Metric) {
+// Collect gives the supervisor's families, each instance's series in the
+// order the supervisor lists them.
+func (c *collector) Collect() []promtext.Family {
 	now := time.Now()
 	snaps := c.o.Sup.Snapshots()
 	health, _ := supervise.Judge(snaps, now, false, "")
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	fam := func(name, help, typ string) *promtext.Family {
+		return &promtext.Family{Name: name, Help: help, Type: typ}
+	}
+	state, ready := fam("llamaboot_instance_state", helpState, promtext.Gauge), fam("llamaboot_instance_ready", helpReady, promtext.Gauge)
+	restarts, uptime := fam("llamaboot_instance_restarts_total", helpRestarts, promtext.Counter), fam("llamaboot_instance_uptime_seconds", helpUptime, promtext.Gauge)
+	toReady, exit := fam("llamaboot_instance_time_to_ready_seconds", helpToReady, promtext.Gauge), fam("llamaboot_instance_last_exit_code", helpExit, promtext.Gauge)
+	probes := fam("llamaboot_instance_liveness_failures", helpProbeFailures, promtext.Gauge)
+	logLines, logBytes := fam("llamaboot_log_lines_lost_total", helpLogLines, promtext.Counter), fam("llamaboot_log_bytes_lost_total", helpLogBytes, promtext.Counter)
+	add := func(f *promtext.Family, v float64, labels ...string) {
+		s := promtext.Sample{Value: v}
+		for i := 0; i+1 < len(labels); i += 2 {
+			s.Labels = append(s.Labels, promtext.Label{Name: labels[i], Value: labels[i+1]})
+		}
+		f.Samples = append(f.Samples, s)
+	}
 	for i, s := range snaps {
 		name := s.Spec.Name
 		for st := supervise.Stopped; st <= supervise.Failed; st++ {
-			ch <- gauge(descState, b2f(s.State == st), name, st.String())
+			add(state, b2f(s.State == st), "instance", name, "state", st.String())
 		}
-		ch <- gauge(descReady, b2f(health.Instances[i].Ready), name)
+		add(ready, b2f(health.Instances[i].Ready), "instance", name)
 		up := 0.0
 		if s.PID != 0 && !s.StartedAt.IsZero() {
 			up = now.Sub(s.StartedAt).Seconds()
 		}
-		ch <- gauge(descUptime, up, name)
-		ch <- gauge(descProbeFailures, float64(s.ProbeFailures), name)
+		add(uptime, up, "instance", name)
+		add(probes, float64(s.ProbeFailures), "instance", name)
 		var lost logfile.Loss
 		if l, _, err := c.o.Sup.Log(name); err == nil && l != nil {
 			lost = l.Lost()
 		}
-		ch <- prometheus.MustNewConstMetric(descLogLines, prometheus.CounterValue, float64(lost.Lines), name)
-		ch <- prometheus.MustNewConstMetric(descLogBytes, prometheus.CounterValue, float64(lost.Bytes), name)
+		add(logLines, float64(lost.Lines), "instance", name)
+		add(logBytes, float64(lost.Bytes), "instance", name)
 		counts := c.restarts[name]
 		for _, r := range restartReasons {
-			ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, counts[r], name, r)
+			add(restarts, counts[r], "instance", name, "reason", r)
 		}
 		if v, ok := c.toReady[name]; ok {
-			ch <- gauge(descToReady, v, name)
+			add(toReady, v, "instance", name)
 		}
 		if v, ok := c.exitCode[name]; ok {
-			ch <- gauge(descExit, v, name)
+			add(exit, v, "instance", name)
 		}
 	}
+	out := []promtext.Family{*state, *ready, *restarts, *uptime, *toReady, *exit, *probes, *logLines, *logBytes}
 	if c.o.InstallTook != nil {
 		if d, ok := c.o.InstallTook(); ok {
-			ch <- gauge(descInstall, d.Seconds())
+			out = append(out, promtext.Family{Name: "llamaboot_install_duration_seconds", Help: helpInstall, Type: promtext.Gauge, Samples: []promtext.Sample{{Value: d.Seconds()}}})
 		}
 	}
 	if c.o.Bundle != nil {
 		if b, ok := c.o.Bundle(); ok {
-			ch <- gauge(descBundle, 1, b.BuildTag, b.SHA256, b.Archive)
+			out = append(out, promtext.Family{Name: "llamaboot_bundle_info", Help: helpBundle, Type: promtext.Gauge, Samples: []promtext.Sample{{
+				Labels: []promtext.Label{{Name: "archive", Value: b.Archive}, {Name: "build_tag", Value: b.BuildTag}, {Name: "sha256", Value: b.SHA256}}, Value: 1}}})
 		}
 	}
-}
-
-func gauge(d *prometheus.Desc, v float64, labels ...string) prometheus.Metric {
-	return prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	return out
 }
 
 func b2f(b bool) float64 {

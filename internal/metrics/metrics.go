@@ -16,12 +16,9 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/llamaboot/llamaboot/internal/buildinfo"
 	"github.com/llamaboot/llamaboot/internal/connlimit"
+	"github.com/llamaboot/llamaboot/internal/promtext"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
@@ -42,7 +39,7 @@ type Options struct {
 	// for their model downloads); /readyz counts them as not ready.
 	Pending func() []supervise.InstanceStatus
 	// Collectors are more series to serve (the router's).
-	Collectors []prometheus.Collector
+	Collectors []promtext.Collector
 	// ProxyTimeout bounds each scrape of a llama-server's /metrics
 	// (default 5s): a wedged server must not wedge the scrape.
 	ProxyTimeout time.Duration
@@ -108,25 +105,25 @@ func Handler(o Options) (h http.Handler, stop func()) {
 		o.ProxyTimeout = 5 * time.Second
 	}
 	c := newCollector(o)
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(c,
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "llamaboot_supervisor_uptime_seconds", Help: "Seconds since the supervisor (llamaboot entry) started."},
-			func() float64 { return time.Since(o.Started).Seconds() }),
-	)
-	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "llamaboot_build_info", Help: "llamaboot's version and commit (always 1).",
-		ConstLabels: prometheus.Labels{"version": buildinfo.Version, "commit": buildinfo.Commit()}})
-	info.Set(1)
-	reg.MustRegister(info)
-	reg.MustRegister(o.Collectors...)
-	gather := prometheus.Gatherers{reg, &proxy{sup: o.Sup, timeout: o.ProxyTimeout}}
-
+	p := &proxy{sup: o.Sup, timeout: o.ProxyTimeout}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		fams := c.Collect()
+		fams = append(fams, processFamilies()...)
+		fams = append(fams,
+			promtext.Family{Name: "llamaboot_supervisor_uptime_seconds", Help: "Seconds since the supervisor (llamaboot entry) started.", Type: promtext.Gauge,
+				Samples: []promtext.Sample{{Value: time.Since(o.Started).Seconds()}}},
+			promtext.Family{Name: "llamaboot_build_info", Help: "llamaboot's version and commit (always 1).", Type: promtext.Gauge,
+				Samples: []promtext.Sample{{Labels: []promtext.Label{{Name: "commit", Value: buildinfo.Commit()}, {Name: "version", Value: buildinfo.Version}}, Value: 1}}})
+		for _, more := range o.Collectors {
+			fams = append(fams, more.Collect()...)
+		}
 		// A llama-server that cannot be scraped is reported (its
 		// llamaboot_metrics_proxy_up is 0), not a reason to fail the scrape.
-		ErrorHandling: promhttp.ContinueOnError,
-	}))
+		fams = append(fams, p.Collect()...)
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		_ = promtext.Write(w, promtext.Sorted(fams))
+	})
 	judge := func(live bool) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			var pending []supervise.InstanceHealth

@@ -12,13 +12,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-	"google.golang.org/protobuf/proto"
-
 	"github.com/llamaboot/llamaboot/internal/launch"
+	"github.com/llamaboot/llamaboot/internal/promtext"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
@@ -35,11 +30,13 @@ const upName = "llamaboot_metrics_proxy_up"
 // scraped is one instance's /metrics, parsed.
 type scraped struct {
 	name string
-	fams map[string]*dto.MetricFamily
+	fams map[string]*promtext.Family
 	err  error
 }
 
-func (p *proxy) Gather() ([]*dto.MetricFamily, error) {
+// Collect scrapes, then merges the families of every instance, each
+// sample with its instance label, and llamaboot_metrics_proxy_up.
+func (p *proxy) Collect() []promtext.Family {
 	var wg sync.WaitGroup
 	var results []*scraped
 	for _, s := range p.sup.Snapshots() {
@@ -69,40 +66,37 @@ func (p *proxy) Gather() ([]*dto.MetricFamily, error) {
 	}
 	wg.Wait()
 	if len(results) == 0 {
-		return nil, nil
+		return nil
 	}
-	up := &dto.MetricFamily{Name: proto.String(upName), Type: dto.MetricType_GAUGE.Enum(),
-		Help: proto.String("1 when the instance's own /metrics (metrics_proxy = true) was scraped for this scrape, else 0.")}
-	merged := map[string]*dto.MetricFamily{upName: up}
-	var errs prometheus.MultiError
+	up := &promtext.Family{Name: upName, Type: promtext.Gauge,
+		Help: "1 when the instance's own /metrics (metrics_proxy = true) was scraped for this scrape, else 0."}
+	merged := map[string]*promtext.Family{upName: up}
 	for _, r := range results {
 		v := 1.0
 		if r.err != nil {
 			v = 0
-			errs.Append(r.err)
 		}
-		up.Metric = append(up.Metric, &dto.Metric{Label: []*dto.LabelPair{label("instance", r.name)}, Gauge: &dto.Gauge{Value: proto.Float64(v)}})
+		up.Samples = append(up.Samples, promtext.Sample{Labels: []promtext.Label{{Name: "instance", Value: r.name}}, Value: v})
 		for _, name := range slices.Sorted(maps.Keys(r.fams)) {
 			f := r.fams[name]
 			into := merged[name]
 			if into == nil {
-				into = &dto.MetricFamily{Name: f.Name, Help: f.Help, Type: f.Type, Unit: f.Unit}
+				into = &promtext.Family{Name: f.Name, Help: f.Help, Type: f.Type}
 				merged[name] = into
-			} else if into.GetType() != f.GetType() {
-				errs.Append(fmt.Errorf("instance %s: %s is a %s here but a %s from another instance; left out", r.name, name, f.GetType(), into.GetType()))
-				continue
+			} else if into.Type != f.Type {
+				continue // a family of another type from another instance: left out
 			}
-			for _, m := range f.Metric {
-				m.Label = withInstance(m.Label, r.name)
-				into.Metric = append(into.Metric, m)
+			for _, s := range f.Samples {
+				s.Labels = withInstance(s.Labels, r.name)
+				into.Samples = append(into.Samples, s)
 			}
 		}
 	}
-	out := make([]*dto.MetricFamily, 0, len(merged))
+	out := make([]promtext.Family, 0, len(merged))
 	for _, name := range slices.Sorted(maps.Keys(merged)) {
-		out = append(out, merged[name])
+		out = append(out, *merged[name])
 	}
-	return out, errs.MaybeUnwrap()
+	return out
 }
 
 // scrapeClient talks to the instance itself: no proxy from the
@@ -116,7 +110,7 @@ var scrapeClient = &http.Client{
 // stand in for /proc.
 var listensOn = launch.ListensOn
 
-func (p *proxy) scrape(url string) (map[string]*dto.MetricFamily, error) {
+func (p *proxy) scrape(url string) (map[string]*promtext.Family, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -132,8 +126,7 @@ func (p *proxy) scrape(url string) (map[string]*dto.MetricFamily, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("GET %s: %s (does its server table have metrics = true?)", url, resp.Status)
 	}
-	parser := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := parser.TextToMetricFamilies(io.LimitReader(resp.Body, 16<<20))
+	fams, err := promtext.Parse(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
 		return nil, fmt.Errorf("GET %s: %w", url, err)
 	}
@@ -143,19 +136,15 @@ func (p *proxy) scrape(url string) (map[string]*dto.MetricFamily, error) {
 // withInstance adds instance=name to labels, kept sorted by name; a label
 // of that name already there is kept as exported_instance, as Prometheus
 // itself does.
-func withInstance(labels []*dto.LabelPair, name string) []*dto.LabelPair {
-	out := make([]*dto.LabelPair, 0, len(labels)+1)
+func withInstance(labels []promtext.Label, name string) []promtext.Label {
+	out := make([]promtext.Label, 0, len(labels)+1)
 	for _, l := range labels {
-		if l.GetName() == "instance" {
-			l = label("exported_instance", l.GetValue())
+		if l.Name == "instance" {
+			l.Name = "exported_instance"
 		}
 		out = append(out, l)
 	}
-	out = append(out, label("instance", name))
-	sort.Slice(out, func(i, j int) bool { return out[i].GetName() < out[j].GetName() })
+	out = append(out, promtext.Label{Name: "instance", Value: name})
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
-}
-
-func label(name, value string) *dto.LabelPair {
-	return &dto.LabelPair{Name: proto.String(name), Value: proto.String(value)}
 }

@@ -19,10 +19,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/llamaboot/llamaboot/internal/connlimit"
 	"github.com/llamaboot/llamaboot/internal/printer"
+	"github.com/llamaboot/llamaboot/internal/promtext"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
@@ -73,7 +72,7 @@ type Router struct {
 	s      *sched
 	armed  time.Time // when the loop's timer fires next
 	closed bool
-	gauges map[string][2]prometheus.Gauge // in flight, queued, by instance
+	gauges map[string][2]*promtext.Value64 // in flight, queued, by instance
 
 	wake    chan struct{} // the next deadline changed
 	stop    func()
@@ -89,7 +88,7 @@ func New(b Backend, t *Table, o Options) *Router {
 	if o.MaxBody == 0 {
 		o.MaxBody = DefaultMaxBody
 	}
-	r := &Router{b: b, o: o, wake: make(chan struct{}, 1), done: make(chan struct{}), gauges: map[string][2]prometheus.Gauge{}}
+	r := &Router{b: b, o: o, wake: make(chan struct{}, 1), done: make(chan struct{}), gauges: map[string][2]*promtext.Value64{}}
 	r.table.Store(t)
 	r.proxy = newProxy(r)
 	r.remote = newRemoteNames()
@@ -241,7 +240,7 @@ func (r *Router) setGauges(name string) {
 	set := func(n string, i *istate) {
 		g, ok := r.gauges[n]
 		if !ok {
-			g = [2]prometheus.Gauge{m.inFlight.WithLabelValues(n), m.queued.WithLabelValues(n)}
+			g = [2]*promtext.Value64{m.inFlight.With(n), m.queued.With(n)}
 			r.gauges[n] = g
 		}
 		g[0].Set(float64(i.inFlight))

@@ -13,11 +13,8 @@ import (
 	"syscall"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/promtext"
 )
 
 // The hang watchdog and the drain on stop.
@@ -306,7 +303,7 @@ func HTTPBusySlots(ctx context.Context, spec config.Instance) (int, error) {
 	case !hasFlag(spec, "--metrics"):
 		return 0, ErrNoSlots
 	}
-	var fams map[string]*dto.MetricFamily
+	var fams map[string]*promtext.Family
 	code, err = get(ctx, base+"/metrics", func(r io.Reader) (err error) { fams, err = parseMetrics(r); return err })
 	if err != nil || code != http.StatusOK {
 		return 0, fmt.Errorf("GET /metrics: %d %v", code, err)
@@ -319,7 +316,7 @@ func HTTPBusySlots(ctx context.Context, spec config.Instance) (int, error) {
 }
 
 func readTokens(ctx context.Context, base string) (int64, bool) {
-	var fams map[string]*dto.MetricFamily
+	var fams map[string]*promtext.Family
 	code, err := get(ctx, base+"/metrics", func(r io.Reader) (err error) { fams, err = parseMetrics(r); return err })
 	if err != nil || code != http.StatusOK {
 		return 0, false
@@ -329,24 +326,12 @@ func readTokens(ctx context.Context, base string) (int64, bool) {
 	return int64(p + g), ok1 || ok2
 }
 
-func parseMetrics(r io.Reader) (map[string]*dto.MetricFamily, error) {
-	p := expfmt.NewTextParser(model.LegacyValidation)
-	return p.TextToMetricFamilies(io.LimitReader(r, 4<<20))
+func parseMetrics(r io.Reader) (map[string]*promtext.Family, error) {
+	return promtext.Parse(io.LimitReader(r, 4<<20))
 }
 
-func metricValue(fams map[string]*dto.MetricFamily, name string) (float64, bool) {
-	f := fams[name]
-	if f == nil || len(f.Metric) == 0 {
-		return 0, false
-	}
-	m := f.Metric[0]
-	switch {
-	case m.Counter != nil:
-		return m.Counter.GetValue(), true
-	case m.Gauge != nil:
-		return m.Gauge.GetValue(), true
-	}
-	return m.GetUntyped().GetValue(), true
+func metricValue(fams map[string]*promtext.Family, name string) (float64, bool) {
+	return promtext.Value(fams, name)
 }
 
 // probeClient opens a connection per request: an idle keep-alive
