@@ -14,6 +14,9 @@ import (
 	"syscall"
 )
 
+// AppDir names what moves the app dir, for errors about files in it.
+const AppDir = "--app-dir or AUTO_INFER_APP_DIR (default /soft/app)"
+
 // Error is a permission error with what the user needs to act on it.
 type Error struct {
 	Op, Path string // what was refused: "mkdir", "/soft/app"

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -26,7 +27,7 @@ Ready: every supervised instance (or the one named) is ready and answers its liv
 Live (--live): the supervisor answers and no instance is failed or being killed as hung.`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return usageError{fmt.Errorf("healthcheck takes no arguments, got %q (--instance NAME judges one instance)", args)}
+				return usageError{fmt.Errorf("healthcheck takes no arguments, got %s (--instance NAME judges one instance)", strings.Join(args, " "))}
 			}
 			return nil
 		},

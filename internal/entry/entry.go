@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/llamaboot/llamaboot/internal/access"
 	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/install"
 	"github.com/llamaboot/llamaboot/internal/launch"
@@ -210,7 +211,7 @@ func (e *Entry) Start() (int, error) {
 		e.srv.Reloader = e.reloader
 	}
 	if err := e.srv.Listen(sock); err != nil {
-		e.p.Warnf("status socket unavailable: %v", err)
+		e.p.Warnf("status socket unavailable: %v", access.Explain(err, access.AppDir))
 	}
 	if err := e.serveMetrics(dir); err != nil && e.o.Strict {
 		e.p.Errorf("AUTO_INFER_LLAMA_CPP_STRICT=1: stopping before the command starts")

@@ -90,7 +90,7 @@ func (e *InputError) Unwrap() error { return e.Err }
 func (e *InputError) BadInput() bool { return true }
 
 // AppDirSetting names what moves the app dir, for permission errors.
-const AppDirSetting = "--app-dir or AUTO_INFER_APP_DIR (default /soft/app)"
+const AppDirSetting = access.AppDir
 
 // Paths of an app dir.
 func InstallDir(app string) string { return filepath.Join(app, installName) }

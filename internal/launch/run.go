@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/llamaboot/llamaboot/internal/access"
 	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/printer"
 )
@@ -107,7 +108,7 @@ func Run(ctx context.Context, p *printer.Printer, plan *config.Plan, o RunOption
 	}
 	if o.RecordPath != "" && len(records) > 0 {
 		if err := recordRun(o.RecordPath, records); err != nil {
-			p.Warnf("cannot record the background instances in %s (%v): status and stop will not know them; stop them with kill -TERM -PID", o.RecordPath, err)
+			p.Warnf("cannot record the background instances in %s (%v): status and stop will not know them; stop them with kill -TERM -PID", o.RecordPath, access.Explain(err, access.AppDir))
 		}
 	}
 
