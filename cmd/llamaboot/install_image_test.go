@@ -53,6 +53,10 @@ func TestInstallImageCommand(t *testing.T) {
 	if out, err := exec.Command(filepath.Join(app, "llama-cpp", "bin", "llama-server"), "--host", "256.0.0.1").CombinedOutput(); !strings.Contains(string(out), "STANDIN_ARGV") {
 		t.Errorf("installed llama-server does not run: %v\n%s", err, out)
 	}
+	r = runLB(t, append(env, "AUTO_INFER_LLAMA_CPP_IMAGE_PATH=/opt/llama", "AUTO_INFER_LLAMA_CPP_WITH_LIBS=1"), "install", "--force", ref)
+	if r.code != 0 || !strings.Contains(r.stdout, "--with-libs: every library the bundle needs is found in this container; none copied") {
+		t.Fatal(r)
+	}
 	// The boot path: the same reference in the package variable, registry gone.
 	srv.Close()
 	r = runLB(t, append(env, "AUTO_INFER_LLAMA_CPP_PKG_PATH="+ref), "install", "--image-path", "/opt/llama")

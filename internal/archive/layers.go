@@ -33,6 +33,8 @@ type Layers struct {
 	found   bool            // the image path exists as a directory in some layer
 	linkTo  string          // the image path is a symlink to this, in the last layer that set it
 	skipped int64           // bytes of entries outside the image path, read and discarded
+	n       int             // layers applied so far
+	cat     *Catalog        // what lies outside the image path, when asked for
 }
 
 // NewLayers prepares to apply layers into dst, taking the directory
@@ -56,6 +58,7 @@ func (l *Layers) Apply(r io.Reader) error {
 		return &Error{Reason: "the layer does not hold a tar archive"}
 	}
 	l.w.layer = map[string]bool{}
+	l.n++
 	tr := tar.NewReader(br)
 	for {
 		h, err := tr.Next()
@@ -101,10 +104,20 @@ func (l *Layers) entry(h *tar.Header, r io.Reader) error {
 		l.tops[top] = true
 	}
 	if base := path.Base(full); strings.HasPrefix(base, whiteoutPrefix) {
+		if l.cat != nil {
+			if base == whiteoutOpaque {
+				l.cat.remove(l.n-1, path.Dir(full), true)
+			} else {
+				l.cat.remove(l.n-1, path.Join(path.Dir(full), strings.TrimPrefix(base, whiteoutPrefix)), false)
+			}
+		}
 		return l.whiteout(h.Name, path.Dir(full), base)
 	}
 	rel, inside := l.rel(full)
 	if !inside {
+		if l.cat != nil {
+			l.cat.add(l.n-1, full, h, r)
+		}
 		return l.skip(h, r)
 	}
 	if rel == "" {

@@ -31,6 +31,7 @@ type installFlags struct {
 	sha256From string
 	download   downloadFlags
 	imagePath  string
+	withLibs   bool
 }
 
 // downloadFlags are the settings of every http(s) download (bundles and
@@ -86,6 +87,7 @@ func (f *installFlags) register(cmd *cobra.Command) {
 	fl.DurationVar(&f.lockTimeout, "lock-timeout", 10*time.Minute, "how long to wait for another install into the same app dir (or another process fetching the same file)")
 	fl.IntVar(&f.keep, "keep", install.DefaultKeep, "previous bundles kept for llamaboot rollback")
 	fl.BoolVar(&f.refresh, "refresh", false, "for a URL: ask the server whether the bundle changed (ETag / If-Modified-Since); for an image tag: resolve it again")
+	fl.BoolVar(&f.withLibs, "with-libs", false, "for an image: also copy, from its lower layers, the shared libraries the bundle needs and this container lacks (env AUTO_INFER_LLAMA_CPP_WITH_LIBS=1)")
 	fl.StringVar(&f.imagePath, "image-path", "", "for an image: the directory holding llama-server (env AUTO_INFER_LLAMA_CPP_IMAGE_PATH, default /app)")
 	fl.StringVar(&f.sha256From, "sha256-from", "", "for a URL: take the expected SHA-256 from this SHA256SUMS-style file")
 	f.download.register(cmd, "for a URL: ")
@@ -118,6 +120,7 @@ func (f *installFlags) options(source string, env Env, p *printer.Printer) insta
 		Download:     f.download.withLockTimeout(f.lockTimeout).options(env("AUTO_INFER_LLAMA_CPP_PKG_TOKEN")),
 		ImagePath:    imagePath,
 		RegistryAuth: env("AUTO_INFER_REGISTRY_AUTH"),
+		WithLibs:     f.withLibs || Switch(env, "AUTO_INFER_LLAMA_CPP_WITH_LIBS", p),
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/llamaboot/llamaboot/internal/archive"
 	"github.com/llamaboot/llamaboot/internal/fetch"
+	"github.com/llamaboot/llamaboot/internal/preflight"
 	"github.com/llamaboot/llamaboot/internal/printer"
 )
 
@@ -215,15 +217,37 @@ func sha256Of(b []byte) v1.Hash {
 	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(s[:])}
 }
 
-// Extract applies the image's layers, lowest first, into root, taking the
-// directory imagePath (such as /app). Registry blobs are fetched Jobs at a
-// time while earlier layers are applied; every blob is verified against
-// its digest as it streams. An error leaves root half-filled: the caller
+// ExtractOptions say what to take from an image.
+type ExtractOptions struct {
+	Path   string // the image's llama.cpp directory, such as /app
+	Limits archive.Limits
+	Jobs   int // blobs downloaded at once
+	// WithLibs also copies, from the image's own layers, the shared
+	// libraries the bundle needs and System's loader cannot find.
+	WithLibs bool
+	System   preflight.System
+}
+
+// Extracted is what Extract wrote.
+type Extracted struct {
+	archive.Stats
+	Libs []Lib // copied with WithLibs
+}
+
+// Extract applies the image's layers, lowest first, into root (the
+// directory dir), taking o.Path. Registry blobs are fetched Jobs at a time
+// while earlier layers are applied; every blob is verified against its
+// digest as it streams. An error leaves root half-filled: the caller
 // discards it.
-func (im *Image) Extract(ctx context.Context, root *os.Root, imagePath string, lim archive.Limits, p *printer.Printer, jobs int) (archive.Stats, error) {
+func (im *Image) Extract(ctx context.Context, root *os.Root, dir string, o ExtractOptions) (Extracted, error) {
+	imagePath, lim, jobs := o.Path, o.Limits, o.Jobs
 	l, err := archive.NewLayers(root, imagePath, lim)
 	if err != nil {
-		return archive.Stats{}, err
+		return Extracted{}, err
+	}
+	var cat *archive.Catalog
+	if o.WithLibs {
+		cat = l.WithCatalog()
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -253,10 +277,10 @@ func (im *Image) Extract(ctx context.Context, root *os.Root, imagePath string, l
 			err = ctx.Err()
 		}
 		if err != nil {
-			return archive.Stats{}, err
+			return Extracted{}, err
 		}
 		if err := im.apply(ctx, l, i, ly); err != nil {
-			return archive.Stats{}, err
+			return Extracted{}, err
 		}
 	}
 	if !l.Found() {
@@ -264,17 +288,40 @@ func (im *Image) Extract(ctx context.Context, root *os.Root, imagePath string, l
 		if t := l.LinkTarget(); t != "" {
 			msg = fmt.Sprintf("%s: %s is a symlink to %s; pass --image-path %s", im.Ref, imagePath, t, t)
 		}
-		return archive.Stats{}, bad(msg, nil)
+		return Extracted{}, bad(msg, nil)
 	}
 	stats, err := l.Finish()
 	if err != nil {
-		return stats, fmt.Errorf("%s: %w", im.Ref, err)
+		return Extracted{Stats: stats}, fmt.Errorf("%s: %w", im.Ref, err)
 	}
-	return stats, nil
+	x := Extracted{Stats: stats}
+	if o.WithLibs {
+		libDir := "."
+		if fi, err := root.Stat("llama-server"); err != nil || !fi.Mode().IsRegular() {
+			if fi, err := root.Stat("bin/llama-server"); err == nil && fi.Mode().IsRegular() {
+				libDir = "bin"
+			}
+		}
+		sub, err := root.OpenRoot(libDir)
+		if err != nil {
+			return x, err
+		}
+		defer sub.Close()
+		if x.Libs, err = im.addLibs(ctx, sub, filepath.Join(dir, libDir), cat, lim, o.System); err != nil {
+			return x, fmt.Errorf("%s: copying libraries: %w", im.Ref, err)
+		}
+	}
+	return x, nil
 }
 
 // apply verifies and applies layer i.
 func (im *Image) apply(ctx context.Context, l *archive.Layers, i int, ly layer) error {
+	return im.readLayer(ctx, i, ly, l.Apply)
+}
+
+// readLayer hands layer i's tar stream to use (which reads it to its
+// end), verifying the blob against its digest as it streams.
+func (im *Image) readLayer(ctx context.Context, i int, ly layer, use func(io.Reader) error) error {
 	what := fmt.Sprintf("%s: layer %d of %d (%s)", im.Ref, i+1, len(im.layers), short(ly.digest, ly.diffID))
 	rc, err := ly.open()
 	if err != nil {
@@ -302,7 +349,7 @@ func (im *Image) apply(ctx context.Context, l *archive.Layers, i int, ly layer) 
 	}
 	defer done()
 	plain := newHashing(tr)
-	err = l.Apply(plain)
+	err = use(plain)
 	if err == nil {
 		// The whole blob counts, whatever follows the compressed stream.
 		_, err = io.Copy(io.Discard, br)

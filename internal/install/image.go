@@ -141,7 +141,7 @@ func (j *job) installImage(ctx context.Context, ref image.Ref, im *image.Image, 
 		return Result{}, err
 	}
 	s.start = time.Now()
-	stats, err := im.Extract(ctx, s.root, dir, j.Limits, p, j.ImageJobs)
+	x, err := im.Extract(ctx, s.root, s.dir, image.ExtractOptions{Path: dir, Limits: j.Limits, Jobs: j.ImageJobs, WithLibs: j.WithLibs})
 	if cerr := ctx.Err(); cerr != nil {
 		return Result{}, stopped(cerr)
 	}
@@ -149,11 +149,22 @@ func (j *job) installImage(ctx context.Context, ref image.Ref, im *image.Image, 
 		return Result{}, err
 	}
 	j.step("extracted")
-	p.Stepf("took %s from the image: %d entries, %s in %.1fs", dir, stats.Entries, printer.Bytes(stats.Bytes), time.Since(s.start).Seconds())
+	p.Stepf("took %s from the image: %d entries, %s in %.1fs", dir, x.Entries, printer.Bytes(x.Bytes), time.Since(s.start).Seconds())
+	if j.WithLibs {
+		if len(x.Libs) == 0 {
+			p.Stepf("--with-libs: every library the bundle needs is found in this container; none copied")
+		}
+		for _, l := range x.Libs {
+			p.Stepf("--with-libs: copied %s from the image (%s)", l.Name, l.From)
+		}
+	}
 	s.sum, s.format = im.Digest.Hex, archive.Unknown
 	s.image = &imageInfo{
 		ref: ref.String(), digest: im.Digest.String(), version: im.Version(), path: dir, platform: im.Platform,
 		transport: ref.Transport, tag: ref.Tag(),
+	}
+	for _, l := range x.Libs {
+		s.image.libs = append(s.image.libs, l.Name+" <- "+l.From)
 	}
 	if im.Manifest.Hex != "" {
 		s.image.manifest = im.Manifest.String()
@@ -203,6 +214,7 @@ func pruneBlobs(app string, keep []v1.Hash, p *printer.Printer) {
 // imageInfo is what the marker records of an image source.
 type imageInfo struct {
 	ref, digest, manifest, version, path, platform, transport, tag string
+	libs                                                           []string
 }
 
 // imageName is the image's short name for the marker's archive_name.

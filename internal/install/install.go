@@ -60,6 +60,7 @@ type Options struct {
 	// transport (tests).
 	ImagePath      string
 	RegistryAuth   string
+	WithLibs       bool // also copy the libraries this container lacks from the image's lower layers
 	ImageJobs      int
 	ImageTransport http.RoundTripper
 }

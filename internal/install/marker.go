@@ -72,6 +72,10 @@ type Marker struct {
 	ImageVersion  string `json:"image_version,omitempty"`
 	ImagePath     string `json:"image_path,omitempty"`
 	ImagePlatform string `json:"image_platform,omitempty"`
+	// ImageLibs are the libraries --with-libs copied from the image's
+	// layers: "soname <- /path/in/image", comma-separated (a string keeps
+	// the marker comparable).
+	ImageLibs string `json:"image_libs,omitempty"`
 }
 
 // ReadMarker reads the marker of the bundle installed at dir

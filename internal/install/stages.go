@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/access"
@@ -224,6 +225,7 @@ func (j *job) stepMarker(s *staging) error {
 		s.marker.Format = im.transport
 		s.marker.ImageRef, s.marker.ImageDigest, s.marker.ImageManifest = im.ref, im.digest, im.manifest
 		s.marker.ImageVersion, s.marker.ImagePath, s.marker.ImagePlatform = im.version, im.path, im.platform
+		s.marker.ImageLibs = strings.Join(im.libs, ", ")
 	}
 	if err := writeMarker(s.bundle, s.marker); err != nil {
 		return err

@@ -176,16 +176,41 @@ type resolver struct {
 	seen   map[string]*object // by path
 }
 
-// missing is a library no search found.
-type missing struct {
-	by, lib string
+// Missing is a library no search found, and the file that needs it.
+type Missing struct {
+	By, Lib string
+}
+
+// Unresolved lists what the ELF files need, directly or through what they
+// load, that the loader would not find with ldPath as LD_LIBRARY_PATH:
+// each library once, with the first file found needing it.
+func Unresolved(files []string, ldPath string, sys System) []Missing {
+	sys = sys.defaults()
+	cache, _ := readLDCache(sys.LDCache)
+	r := &resolver{sys: sys, cache: cache, ldPath: splitPath(ldPath), seen: map[string]*object{}}
+	var out []Missing
+	said := map[string]bool{}
+	for _, f := range files {
+		o, err := readObject(f)
+		if err != nil {
+			continue
+		}
+		_, miss := r.closure(o)
+		for _, m := range miss {
+			if !said[m.Lib] {
+				said[m.Lib] = true
+				out = append(out, m)
+			}
+		}
+	}
+	return out
 }
 
 // closure maps root and everything it needs, as the loader would, and
 // returns what it maps and what it cannot find.
-func (r *resolver) closure(root *object) ([]*object, []missing) {
+func (r *resolver) closure(root *object) ([]*object, []Missing) {
 	objs := []*object{root}
-	var miss []missing
+	var miss []Missing
 	bySoname := map[string]bool{}
 	for i := 0; i < len(objs); i++ {
 		o := objs[i]
@@ -195,7 +220,7 @@ func (r *resolver) closure(root *object) ([]*object, []missing) {
 			}
 			dep, ok := r.find(n, o, root)
 			if !ok {
-				miss = append(miss, missing{by: o.path, lib: n})
+				miss = append(miss, Missing{By: o.path, Lib: n})
 				bySoname[n] = true
 				continue
 			}
@@ -296,11 +321,11 @@ func (r *resolver) check(t Target, root *object, consequence string, cuda bool) 
 	objs, miss := r.closure(root)
 	var out []Finding
 	for _, m := range miss {
-		problem := fmt.Sprintf("needs %s, which is nowhere the loader looks (RUNPATH, LD_LIBRARY_PATH, /etc/ld.so.cache, %s)", m.lib, strings.Join(r.sys.DefaultDirs, ", "))
-		if m.lib == "libcuda.so.1" || cuda && strings.HasPrefix(m.lib, "libcuda.so") {
+		problem := fmt.Sprintf("needs %s, which is nowhere the loader looks (RUNPATH, LD_LIBRARY_PATH, /etc/ld.so.cache, %s)", m.Lib, strings.Join(r.sys.DefaultDirs, ", "))
+		if m.Lib == "libcuda.so.1" || cuda && strings.HasPrefix(m.Lib, "libcuda.so") {
 			problem = "needs libcuda.so.1, the NVIDIA driver library, which this container lacks: was it started without GPUs (docker run --gpus all, or the NVIDIA runtime)?"
 		}
-		out = append(out, Finding{Instance: t.Instance, File: m.by, Problem: problem, Consequence: consequence})
+		out = append(out, Finding{Instance: t.Instance, File: m.By, Problem: problem, Consequence: consequence})
 	}
 	var libc *object
 	need, needBy := "", ""
