@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X github.com/llamaboot/llamaboot/internal/buildinfo.Version=$(
 	-X github.com/llamaboot/llamaboot/internal/buildinfo.CommitStamp=$(COMMIT)
 export CGO_ENABLED = 0
 
-.PHONY: all build test test-deps bench bench-watch bench-router demo lint clean
+.PHONY: all build test test-deps bench bench-image bench-watch bench-router demo lint clean
 
 all: build
 
@@ -38,6 +38,11 @@ test-deps:
 # Install speed and memory against GNU tar (see README "Performance").
 bench:
 	$(GO) run ./bench/installbench -size 600
+
+# Installing from an image against docker pull+create+cp (loopback registry)
+# and against tar -xf of a docker save's layers; needs a Docker engine.
+bench-image:
+	$(GO) run ./bench/imagebench -size 600
 
 # What supervision costs: CPU and RSS of llamaboot entry with 8 servers under the watchdog.
 bench-watch:

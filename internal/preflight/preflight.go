@@ -12,6 +12,7 @@ package preflight
 import (
 	"debug/elf"
 	"fmt"
+	"io"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -80,6 +81,7 @@ type object struct {
 	needed  []string
 	rpath   []string
 	runpath []string
+	interp  string // PT_INTERP: the program interpreter an executable names
 	glibc   string // highest GLIBC_x.y it needs, "" for none
 	defines string // highest GLIBC_x.y it defines (a C library)
 }
@@ -92,6 +94,14 @@ func readObject(p string) (*object, error) {
 	defer f.Close()
 	o := &object{path: p, class: f.Class, machine: f.Machine}
 	o.needed, _ = f.ImportedLibraries()
+	for _, prog := range f.Progs {
+		if prog.Type == elf.PT_INTERP {
+			b, err := io.ReadAll(io.LimitReader(prog.Open(), 4096))
+			if err == nil {
+				o.interp = strings.TrimRight(string(b), "\x00")
+			}
+		}
+	}
 	origin := filepath.Dir(p)
 	expand := func(tag elf.DynTag) []string {
 		vals, _ := f.DynString(tag)
@@ -299,6 +309,13 @@ func (r *resolver) target(t Target) []Finding {
 	var out []Finding
 	base := filepath.Base(t.Executable)
 	startFail := fmt.Sprintf("%s will not start: instance %s fails", base, t.Instance)
+	if exe.interp != "" {
+		if _, ok := r.load(exe.interp, exe); !ok {
+			out = append(out, Finding{Instance: t.Instance, File: t.Executable,
+				Problem:     fmt.Sprintf("its program interpreter %s (the dynamic loader) is not in this container: a base image without a C library?", exe.interp),
+				Consequence: startFail})
+		}
+	}
 	out = append(out, r.check(t, exe, startFail, false)...)
 	for _, b := range backends(filepath.Dir(t.Executable)) {
 		lib, err := readObject(b)

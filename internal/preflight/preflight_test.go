@@ -118,6 +118,16 @@ func TestFindings(t *testing.T) {
 	os.Remove(filepath.Join(dir, "libmtmd.so.0.0.9596"))
 	want(t, check("", System{}), "libllama-server-impl.so", "needs libmtmd.so.0", "llama-server will not start: instance g fails")
 
+	// An executable whose program interpreter is not here (a base image
+	// without a C library) cannot start at all.
+	b, _ = os.ReadFile(exe)
+	interp := []byte("/lib64/ld-linux-x86-64.so.2")
+	if bytes.Count(b, interp) != 1 {
+		t.Fatalf("llama-server names its interpreter %d times", bytes.Count(b, interp))
+	}
+	os.WriteFile(exe, bytes.Replace(b, interp, []byte("/lib64/ld-linux-x86-64.so.9"), 1), 0o755)
+	want(t, check("", System{}), "llama-server", "its program interpreter /lib64/ld-linux-x86-64.so.9 (the dynamic loader) is not in this container", "llama-server will not start")
+
 	// Without the cache, libc (in a multiarch dir) is found only where the
 	// default dirs list it.
 	fs = Check([]Target{{Instance: "g", Executable: filepath.Join(dir, "llama-cli")}}, System{LDCache: "/nonexistent"})
