@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -118,5 +119,34 @@ n_gpu_layers = 99
 		!strings.Contains(r.stderr, "instance one asks for gpu_ids 1, n_gpu_layers 99 and would run on the CPU") ||
 		!strings.Contains(r.stderr, "instance two asks for gpu_ids 0,1 (2 GPUs) and gets fewer") || strings.Contains(r.stderr, "instance cpu") {
 		t.Fatalf("one GPU seen: %v", r)
+	}
+}
+
+// TestStatusShowsDevices runs the real llama-server asking for GPU layers
+// on this GPU-less machine: status says it runs on the CPU, as the
+// server's own device list at its start says.
+func TestStatusShowsDevices(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("the real fixture is an x86-64 build")
+	}
+	dir := t.TempDir()
+	app := filepath.Join(dir, "app")
+	if r := runLB(t, []string{"AUTO_INFER_APP_DIR=" + app}, "install", "-q", realPkg); r.code != 0 {
+		t.Fatal(r)
+	}
+	model, err := filepath.Abs("../../../shared/fixtures/real-llama/tiny-512.gguf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := freePorts(t, 1)[0]
+	cfg := writeFile(t, filepath.Join(dir, "g.toml"), fmt.Sprintf("[instance.control]\nlog_dir = %q\n[instance.g.server]\nhost = \"127.0.0.1\"\nport = %d\nmodel = %q\nn_gpu_layers = 99\n", dir, port, model))
+	startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg}, "--", "sleep", "60")
+	var r result
+	waitFor(t, "status listing g's devices", 60*time.Second, func() bool {
+		r = runLB(t, []string{"AUTO_INFER_APP_DIR=" + app}, "status")
+		return strings.Contains(r.stdout, "devices (as each server listed them at its last start):")
+	})
+	if !regexp.MustCompile(`\n  g +CPU .*MiB free\) — llama-server found no usable GPU: it runs on the CPU\n`).MatchString(r.stdout) {
+		t.Fatalf("status:\n%s", r.stdout)
 	}
 }

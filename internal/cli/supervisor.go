@@ -18,6 +18,7 @@ import (
 	"github.com/llamaboot/llamaboot/internal/install"
 	"github.com/llamaboot/llamaboot/internal/launch"
 	"github.com/llamaboot/llamaboot/internal/models"
+	"github.com/llamaboot/llamaboot/internal/preflight"
 	"github.com/llamaboot/llamaboot/internal/printer"
 	"github.com/llamaboot/llamaboot/internal/router"
 	"github.com/llamaboot/llamaboot/internal/supervise"
@@ -204,6 +205,7 @@ func printStatus(w io.Writer, app, sock string, st supervise.Status, kept []inst
 		}
 		fmt.Fprintf(w, "%-20s %-10s %7s %6d %8d %9s  %-40s %s\n", in.Name, in.State, pid, in.Port, in.Restarts, uptime, lastExit(in), in.LogFile)
 	}
+	printDevices(w, st.Instances)
 	printDownloads(w, st.Downloads)
 	printRouter(w, st.Router)
 }
@@ -227,6 +229,34 @@ func printRouter(w io.Writer, raw any) {
 			last = fmt.Sprintf("%.0fs ago", time.Since(in.LastUse).Seconds())
 		}
 		fmt.Fprintf(w, "  %-20s %-24s %9d %6d %9s  %s\n", in.Instance, in.State, in.InFlight, in.Queued, last, strings.Join(in.Names, ", "))
+	}
+}
+
+// printDevices says which devices each running instance runs on, as
+// llama-server listed them in its log when it last started.
+func printDevices(w io.Writer, ins []supervise.InstanceStatus) {
+	header := false
+	for _, in := range ins {
+		if in.PID <= 0 {
+			continue
+		}
+		r, ok := preflight.DevicesFromLog(in.LogFile)
+		if !ok {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "devices (as each server listed them at its last start):")
+			header = true
+		}
+		var ds []string
+		for _, d := range r.Devices {
+			ds = append(ds, d.Name+" "+d.Description)
+		}
+		note := ""
+		if r.NoGPU {
+			note = " — llama-server found no usable GPU: it runs on the CPU"
+		}
+		fmt.Fprintf(w, "  %-20s %s%s\n", in.Name, strings.Join(ds, "; "), note)
 	}
 }
 

@@ -2,6 +2,7 @@ package install
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -447,5 +449,63 @@ func TestImageBlobCacheKeepsOneImage(t *testing.T) {
 	mustInstall(t, opts(app, "docker://"+host+"/llama:b"))
 	if blobs(a) != 0 || blobs(b) != 3 {
 		t.Errorf("after installing b: %d of a's layers and %d of b's cached, want 0 and 3", blobs(a), blobs(b))
+	}
+}
+
+// TestImageBlobDownloadResumes: a layer download cut mid-way is kept and
+// the next install asks only for the rest (Range), as from a registry whose
+// blobs carry an ETag.
+func TestImageBlobDownloadResumes(t *testing.T) {
+	big := bundlegen.Entry{Name: "app/libggml-cuda.so", Type: tar.TypeReg, Mode: 0o644, Size: 4 << 20}
+	l := layerOf(t, archive.Gzip, bundlegen.File("app/llama-server", 0o755, "srv"), big)
+	img, err := imagegen.Image(here, nil, l)
+	must(t, err)
+	ld, _ := l.Digest()
+	inner := imagegen.Registry()
+	defer inner.Close()
+	var ranges []string
+	cut := true
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+ld.String()) {
+			inner.Config.Handler.ServeHTTP(w, r)
+			return
+		}
+		rec := httptest.NewRecorder()
+		r2 := r.Clone(r.Context())
+		r2.Header.Del("Range")
+		r2.Header.Del("If-Range")
+		inner.Config.Handler.ServeHTTP(rec, r2)
+		body := rec.Body.Bytes()
+		w.Header().Set("ETag", `"`+ld.String()+`"`)
+		if cut {
+			cut = false
+			w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+			w.WriteHeader(http.StatusOK)
+			w.Write(body[:len(body)/2])
+			panic(http.ErrAbortHandler) // the connection drops mid-body
+		}
+		ranges = append(ranges, r.Header.Get("Range"))
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
+	}))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	must(t, imagegen.Push(strings.TrimPrefix(inner.URL, "http://")+"/llama:b1", img))
+	src := "docker://" + host + "/llama:b1"
+	app := filepath.Join(t.TempDir(), "app")
+	o := opts(app, src)
+	o.Download.Retries = 0
+	if _, err := Install(context.Background(), o); err == nil {
+		t.Fatal("install through a cut connection succeeded")
+	}
+	part := filepath.Join(app, "cache", "blobs", "sha256", ld.Hex+".part")
+	if fi, err := os.Stat(part); err != nil || fi.Size() == 0 {
+		t.Fatalf("the cut download left no part file: %v", err)
+	}
+	mustInstall(t, o)
+	if len(ranges) != 1 || !strings.HasPrefix(ranges[0], "bytes=") || ranges[0] == "bytes=0-" {
+		t.Errorf("the second install asked %q, want one Range request for the rest", ranges)
+	}
+	if readServer(t, app) != "srv" {
+		t.Error("the resumed image is not installed")
 	}
 }

@@ -221,3 +221,26 @@ func buildCache(libs map[string][]cacheEntry) []byte {
 	buf.Write(strs.Bytes())
 	return buf.Bytes()
 }
+
+func TestDevicesFromLog(t *testing.T) {
+	dir := t.TempDir()
+	log := func(s string) string {
+		p := filepath.Join(dir, "l.log")
+		os.WriteFile(p, []byte(s), 0o644)
+		return p
+	}
+	cpu := "warning: no usable GPU found, --gpu-layers option will be ignored\n0.00.011.458 I log_info: verbosity = 3\n0.00.011.466 I device_info:\n0.00.011.476 I   - CPU     : AMD EPYC (24105 MiB, 24105 MiB free)\n0.00.011.581 I system_info: n_threads = 2\n"
+	gpu := "0.00.011.466 I device_info:\n0.00.011.470 I   - CUDA0   : NVIDIA A100 (81920 MiB, 80000 MiB free)\n0.00.011.476 I   - CPU     : AMD EPYC (24105 MiB, 24105 MiB free)\n0.00.011.581 I system_info: x\n"
+	r, ok := DevicesFromLog(log(cpu))
+	if !ok || !r.NoGPU || len(r.Devices) != 1 || r.Devices[0].Name != "CPU" || r.Devices[0].Description != "AMD EPYC (24105 MiB, 24105 MiB free)" {
+		t.Errorf("CPU start: %+v %v", r, ok)
+	}
+	// The last start counts: a GPU start after a CPU one.
+	r, ok = DevicesFromLog(log(cpu + "srv stopped\n" + gpu))
+	if !ok || r.NoGPU || len(r.Devices) != 2 || r.Devices[0].Name != "CUDA0" {
+		t.Errorf("GPU start after a CPU one: %+v %v", r, ok)
+	}
+	if _, ok := DevicesFromLog(log("starting\n")); ok {
+		t.Error("a log without device_info gave devices")
+	}
+}
