@@ -509,3 +509,27 @@ func TestImageBlobDownloadResumes(t *testing.T) {
 		t.Error("the resumed image is not installed")
 	}
 }
+
+// TestImageRefreshReresolvesTag: a tag pushed anew is not looked at again
+// until --refresh, which installs what it names now.
+func TestImageRefreshReresolvesTag(t *testing.T) {
+	srv := imagegen.Registry()
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+	must(t, imagegen.Push(host+"/llama:server", cudaLike(t, archive.Gzip, "first", nil)))
+	app := filepath.Join(t.TempDir(), "app")
+	src := "docker://" + host + "/llama:server"
+	mustInstall(t, opts(app, src))
+	must(t, imagegen.Push(host+"/llama:server", cudaLike(t, archive.Gzip, "second", nil)))
+	if r := mustInstall(t, opts(app, src)); !r.UpToDate || readServer(t, app) != "first" {
+		t.Fatal("a tag was re-resolved without --refresh")
+	}
+	o := opts(app, src)
+	o.Refresh = true
+	if r := mustInstall(t, o); r.UpToDate || readServer(t, app) != "second" {
+		t.Fatalf("--refresh did not install what the tag names now (server %q)", readServer(t, app))
+	}
+	if r := mustInstall(t, o); !r.UpToDate {
+		t.Error("--refresh of an unchanged tag reinstalled")
+	}
+}
