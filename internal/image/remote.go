@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -31,6 +32,7 @@ type registry struct {
 	o     Options
 	auth  authn.Authenticator
 	rt    http.RoundTripper // plain HTTP refused but to loopback
+	mu    sync.Mutex        // guards authd: layers are fetched side by side
 	authd http.RoundTripper // rt with the registry's auth; made on first blob fetch
 	// fromEnv: the credentials came from AUTO_INFER_REGISTRY_AUTH.
 	fromEnv bool
@@ -215,20 +217,16 @@ func (r *registry) blob(ctx context.Context, d v1.Descriptor, label string) (str
 	if err := dirs.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
 		return "", fmt.Errorf("create %s: %w", filepath.Dir(dest), err)
 	}
-	if r.authd == nil {
-		reg := r.ref.Remote.Context()
-		rt, err := transport.NewWithContext(ctx, reg.Registry, r.auth, r.rt, []string{reg.Scope(transport.PullScope)})
-		if err != nil {
-			return "", r.explain(err)
-		}
-		r.authd = rt
+	authd, err := r.authTransport(ctx)
+	if err != nil {
+		return "", err
 	}
 	reg := r.ref.Remote.Context()
 	o := r.o.Download
 	o.URL = fmt.Sprintf("%s://%s/v2/%s/blobs/%s", reg.Scheme(), reg.RegistryStr(), reg.RepositoryStr(), d.Digest)
 	o.Dest, o.SHA256, o.Label, o.Printer = dest, d.Digest.Hex, label, r.o.Printer
 	o.Token = "" // the bundle URL's token is not the registry's
-	o.Client = &http.Client{Transport: r.authd}
+	o.Client = &http.Client{Transport: authd}
 	if d.Size > 0 && (o.MaxBytes <= 0 || d.Size < o.MaxBytes) {
 		o.MaxBytes = d.Size // the manifest says how large; more is a lie
 	}
@@ -243,6 +241,22 @@ func (r *registry) blob(ctx context.Context, d v1.Descriptor, label string) (str
 		return "", fmt.Errorf("%s: %s: %w", r.ref, label, err)
 	}
 	return dest, nil
+}
+
+// authTransport is the transport that authenticates blob requests,
+// made once (a bearer token is fetched then) and shared by the fetches.
+func (r *registry) authTransport(ctx context.Context) (http.RoundTripper, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.authd == nil {
+		reg := r.ref.Remote.Context()
+		rt, err := transport.NewWithContext(ctx, reg.Registry, r.auth, r.rt, []string{reg.Scope(transport.PullScope)})
+		if err != nil {
+			return nil, r.explain(err)
+		}
+		r.authd = rt
+	}
+	return r.authd, nil
 }
 
 // explain turns a registry error into what the user can change.
