@@ -291,13 +291,21 @@ func (d *Dir) OpenFile(name string, flag int, perm fs.FileMode) (*os.File, error
 	flag = flag&^os.O_TRUNC | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
 	created := false
 	var fd int
-	var err error = unix.ENOENT
-	if flag&os.O_CREATE != 0 {
-		fd, err = unix.Openat(d.fd, name, flag|unix.O_EXCL, uint32(perm.Perm()))
-		created = err == nil
-	}
-	if !created && flag&os.O_EXCL == 0 && (flag&os.O_CREATE == 0 || errors.Is(err, unix.EEXIST)) {
-		fd, err = unix.Openat(d.fd, name, flag&^os.O_CREATE, 0)
+	var err error
+	for try := 0; ; try++ {
+		created, err = false, unix.ENOENT
+		if flag&os.O_CREATE != 0 {
+			fd, err = unix.Openat(d.fd, name, flag|unix.O_EXCL, uint32(perm.Perm()))
+			created = err == nil
+		}
+		if !created && flag&os.O_EXCL == 0 && (flag&os.O_CREATE == 0 || errors.Is(err, unix.EEXIST)) {
+			fd, err = unix.Openat(d.fd, name, flag&^os.O_CREATE, 0)
+		}
+		// Removed between the two opens (a lock file its holder removes
+		// on release): create it again.
+		if flag&os.O_CREATE == 0 || !errors.Is(err, unix.ENOENT) || try == 8 {
+			break
+		}
 	}
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.ENXIO) {
