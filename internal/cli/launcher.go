@@ -93,9 +93,9 @@ func newPlanCmd(env Env) *cobra.Command {
 			}
 			preflightWarnings(p, plan)
 			if asJSON {
-				out := plan.Instances
-				if out == nil {
-					out = []config.Instance{}
+				out := []config.Instance{}
+				for _, in := range plan.Instances {
+					out = append(out, in.Redacted()) // keys never printed
 				}
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "    ")
@@ -133,6 +133,7 @@ func printPlan(w io.Writer, path string, plan *config.Plan) {
 		fmt.Fprintln(w)
 	}
 	for _, in := range plan.Instances {
+		in = in.Redacted()
 		fmt.Fprintf(w, "\ninstance %s (%s)\n", in.Name, in.Pos)
 		fmt.Fprintf(w, "  executable  %s\n", in.Executable)
 		fmt.Fprintf(w, "  args        %s\n", config.ShellJoin(in.Cmd))

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/launch"
 	"github.com/llamaboot/llamaboot/internal/promtext"
 	"github.com/llamaboot/llamaboot/internal/supervise"
@@ -58,7 +59,7 @@ func (p *proxy) Collect() []promtext.Family {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.fams, r.err = p.scrape(s.Spec.ProbeURL() + "/metrics")
+			r.fams, r.err = p.scrape(s.Spec)
 			if r.err != nil {
 				r.err = fmt.Errorf("instance %s: %w", r.name, r.err)
 			}
@@ -110,11 +111,17 @@ var scrapeClient = &http.Client{
 // stand in for /proc.
 var listensOn = launch.ListensOn
 
-func (p *proxy) scrape(url string) (map[string]*promtext.Family, error) {
+// scrape reads an instance's /metrics, with its API key if it has one.
+func (p *proxy) scrape(spec config.Instance) (map[string]*promtext.Family, error) {
+	url := spec.ProbeURL() + "/metrics"
 	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	req.Header.Set("Accept", "text/plain")
+	key, keyErr := spec.APIKey()
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
 	resp, err := scrapeClient.Do(req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -123,7 +130,15 @@ func (p *proxy) scrape(url string) (map[string]*promtext.Family, error) {
 		return nil, err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+	switch {
+	case (resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden) && key == "":
+		if keyErr != nil && !errors.Is(keyErr, config.ErrNoAPIKey) {
+			return nil, fmt.Errorf("GET %s: %s; llamaboot could not read its key: %v", url, resp.Status, keyErr)
+		}
+		return nil, fmt.Errorf("GET %s: %s: it wants an API key that llamaboot does not hold (give it with api_key_file or api_key in its config)", url, resp.Status)
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+		return nil, fmt.Errorf("GET %s: %s to the key of its api_key/api_key_file", url, resp.Status)
+	case resp.StatusCode != http.StatusOK:
 		return nil, fmt.Errorf("GET %s: %s (does its server table have metrics = true?)", url, resp.Status)
 	}
 	fams, err := promtext.Parse(io.LimitReader(resp.Body, 16<<20))

@@ -29,10 +29,11 @@ const (
 	EvBusy                        // its liveness probes fail but it shows progress (Err): left alone
 	EvDrained                     // on stop: its busy slots finished after Took, or Busy were still busy at the drain's end
 	EvLogLoss                     // writing its log started (Err) or stopped losing output (Err: a logfile.LossReport)
+	EvRefused                     // its server refused the watchdog's key or lack of one (Err); probed by /health alone
 )
 
 var kindNames = [...]string{"started", "ready", "not-ready", "requested", "exited", "restarting", "stopped", "failed", "killed", "removed",
-	"hung", "busy", "drained", "log-loss"}
+	"hung", "busy", "drained", "log-loss", "refused"}
 
 func (k EventKind) String() string { return kindNames[k] }
 
@@ -108,6 +109,8 @@ func (e Event) Line() (text string, isError bool) {
 	case EvLogLoss:
 		var r logfile.LossReport
 		return fmt.Sprintf("%s: %v", n, e.Err), errors.As(e.Err, &r) && !r.Resumed
+	case EvRefused:
+		return fmt.Sprintf("%s: the watchdog cannot see its worker loop: %v; it checks /health alone", n, e.Err), true
 	case EvDrained:
 		if e.Busy > 0 {
 			return fmt.Sprintf("%s: %d slot(s) still busy after %.1fs of drain_timeout; stopping it anyway", n, e.Busy, e.Took.Seconds()), false

@@ -226,7 +226,7 @@ func newHarness(t *testing.T) *harness {
 	logDir := t.TempDir()
 	h := &harness{t: t, logDir: logDir, clock: newFakeClock(), starter: &fakeStarter{}, probe: &fakeProbe{}, live: &fakeLive{}, ports: map[int]error{}}
 	h.sup = New(NewReaper(), testPolicy, nil, Deps{Starter: h.starter, Clock: h.clock, Probe: h.probe.probe,
-		Liveness: h.live.probe, Slots: h.live.slots,
+		Liveness: h.live.probe, Slots: h.live.slots, CPU: h.live.cpuOf,
 		CheckPort: func(in config.Instance) error {
 			h.portsMu.Lock()
 			defer h.portsMu.Unlock()

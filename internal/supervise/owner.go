@@ -235,7 +235,7 @@ func (o *owner) launch() State {
 	if err != nil {
 		return o.startFailed(err)
 	}
-	o.sink.notef("%s starting %s %s", o.d.Clock.Now().Format(time.RFC3339), o.spec.Executable, config.ShellJoin(o.spec.Cmd))
+	o.sink.notef("%s starting %s %s", o.d.Clock.Now().Format(time.RFC3339), o.spec.Executable, config.ShellJoin(config.RedactArgs(o.spec.Cmd)))
 	p, err := o.d.Starter.Start(o.spec, w)
 	w.Close()
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/launch"
 	"github.com/llamaboot/llamaboot/internal/logfile"
+	"github.com/llamaboot/llamaboot/internal/proc"
 )
 
 // Process is a started server process, as its owner sees it.
@@ -49,11 +50,14 @@ const (
 // Deps are the supervisor's links to the outside world. Zero fields take
 // the real thing.
 type Deps struct {
-	Starter   Starter
-	Clock     Clock
-	Probe     Prober
-	Liveness  Liveness                    // the watchdog's probe
-	Slots     BusySlots                   // the drain's question
+	Starter  Starter
+	Clock    Clock
+	Probe    Prober
+	Liveness Liveness  // the watchdog's probe
+	Slots    BusySlots // the drain's question
+	// CPU is the CPU time of the main threads of the process group pid
+	// leads (false: none is left): the watchdog's sign of work.
+	CPU       func(pid int) (time.Duration, bool)
 	CheckPort func(config.Instance) error // nil error: free
 	// Stdout takes the [name]-prefixed copies of log_to_stdout instances;
 	// one writer shared by all, serialised per line (logfile.Locked).
@@ -75,6 +79,9 @@ func (d Deps) withDefaults(r *Reaper, env []string) Deps {
 	}
 	if d.Slots == nil {
 		d.Slots = HTTPBusySlots
+	}
+	if d.CPU == nil {
+		d.CPU = proc.MainThreadCPU
 	}
 	if d.CheckPort == nil {
 		d.CheckPort = launch.CheckPort

@@ -27,7 +27,8 @@ type sink struct {
 	name, path string
 	log        *logfile.Log
 
-	seen atomic.Int64 // bytes its processes wrote: the watchdog's progress signal
+	lines atomic.Int64 // lines its processes wrote
+	seen  atomic.Int64 // bytes of lines its processes wrote, but for answers to our probes: a watchdog progress signal
 
 	mu      sync.Mutex
 	copying chan struct{} // closed when the current copier reached EOF
@@ -66,7 +67,7 @@ func (s *sink) attach(stdout io.Writer) (*os.File, error) {
 	s.mu.Unlock()
 	go func() {
 		defer close(done)
-		ls.Run(countingReader{r, &s.seen})
+		ls.Run(&progressReader{r: r, n: &s.seen, lines: &s.lines})
 		r.Close()
 	}()
 	return w, nil

@@ -1,6 +1,7 @@
 package supervise
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -25,21 +27,36 @@ import (
 // every liveness_interval (GET /health, and GET /slots — or /props where
 // /slots is off — which need the worker loop) and hands each result to the
 // owner, which alone judges and kills: hung only when liveness_failures
-// probes in a row failed AND the server showed no progress in that window
-// (no new bytes of output through its log pipe, no change in its /metrics
-// token counters). Then SIGKILL to its process group (a wedged server may
+// probes in a row failed AND the server showed no progress in that window.
+// Progress is what probing cannot fake: CPU time of its main thread (the
+// slot loop: a long decode burns a core, a stuck loop none), its /metrics
+// token counters, and output lines other than llama-server's answers to
+// our own requests (it logs "cancel task" for each probe we abandon, even
+// while stuck). Then SIGKILL to its process group (a wedged server may
 // ignore SIGTERM) and a restart under its policy, reason hung.
+//
+// A server with an API key is probed with it (api_key, api_key_file); one
+// whose key llamaboot does not hold answers 401 to everything but /health,
+// which is said once and leaves the watchdog with /health alone. A server
+// in llama.cpp's router mode has no slots of its own: its loaded models'
+// child servers are probed instead, on their own ports.
 
 // LiveProbe is one liveness probe's result.
 type LiveProbe struct {
 	Err       error // nil: it answered; else which request failed and how
 	Tokens    int64 // prompt + predicted tokens, from /metrics
 	HasTokens bool  // Tokens was read this time
+	// Refused is a 401 or 403 from an endpoint that needs the worker
+	// loop: the server wants a key llamaboot does not hold (or not the one
+	// it holds). Not a failure: the probe stands on /health alone.
+	Refused error
 
 	// Taken by the watchdog as the probe began, so the owner judges the
 	// probe by then, not by when it got to the result.
 	at       time.Time
 	logBytes int64
+	cpu      time.Duration
+	hasCPU   bool
 }
 
 // Liveness probes a ready process once, within ctx's deadline.
@@ -56,6 +73,15 @@ var ErrNoSlots = errors.New("it cannot tell whether its slots are busy (/slots i
 type progress struct {
 	logBytes int64
 	tokens   int64
+	cpu      time.Duration // its main threads' CPU time
+}
+
+// busyCPU is the CPU time a main thread must use over elapsed to count as
+// working: 5% of a core (a long decode uses most of one; a stuck loop
+// none, and answering a probe takes well under 1%), and at least two clock
+// ticks so one stray tick is not work.
+func busyCPU(elapsed time.Duration) time.Duration {
+	return max(elapsed/20, 20*time.Millisecond)
 }
 
 // liveState is the owner's count of a ready process's liveness probes.
@@ -67,25 +93,28 @@ type liveState struct {
 	mark       progress  // at the previous probe
 	streakMark progress  // at the last probe that answered
 	tokens     int64     // last token count read
+	markAt     time.Time // when mark was taken
 	told       bool      // EvBusy said for this streak
+	refused    bool      // EvRefused said for this process
 }
 
 // startWatch starts probing the process, if the watchdog is on for it.
 func (o *owner) startWatch() {
-	o.live = liveState{mark: progress{logBytes: o.sink.seen.Load()}}
+	o.live = liveState{mark: progress{logBytes: o.sink.seen.Load()}, markAt: o.d.Clock.Now()}
 	o.live.streakMark = o.live.mark
 	if !o.spec.Watched() {
 		return
 	}
 	ctx, cancel := context.WithCancel(o.probeCtx)
 	o.stopWatch = cancel
-	go watch(ctx, o.spec, o.d.Clock, o.d.Liveness, &o.sink.seen, o.proc.PID(), o.send)
+	go watch(ctx, o.spec, o.d, &o.sink.seen, o.proc.PID(), o.send)
 }
 
 // watch probes on a fixed schedule (every interval from the start, so a
 // hang is found within interval×failures+timeout) until ctx ends. It
 // never signals the process: only the owner does.
-func watch(ctx context.Context, spec config.Instance, clock Clock, probe Liveness, logBytes *atomic.Int64, pid int, send func(msg) error) {
+func watch(ctx context.Context, spec config.Instance, d Deps, logBytes *atomic.Int64, pid int, send func(msg) error) {
+	clock := d.Clock
 	next := clock.Now().Add(spec.LivenessInterval)
 	for {
 		select {
@@ -94,10 +123,11 @@ func watch(ctx context.Context, spec config.Instance, clock Clock, probe Livenes
 			return
 		}
 		at, seen := clock.Now(), logBytes.Load()
+		cpu, hasCPU := d.CPU(pid)
 		pctx, cancel := context.WithTimeout(ctx, spec.LivenessTimeout)
-		r := probe(pctx, spec)
+		r := d.Liveness(pctx, spec)
 		cancel()
-		r.at, r.logBytes = at, seen
+		r.at, r.logBytes, r.cpu, r.hasCPU = at, seen, cpu, hasCPU
 		if ctx.Err() != nil || send(msg{in: inLiveness, pid: pid, live: &r}) != nil {
 			return
 		}
@@ -117,11 +147,19 @@ func (o *owner) liveness(m msg) State {
 		w.tokens = r.Tokens
 	}
 	now := r.at
-	mark := progress{logBytes: r.logBytes, tokens: w.tokens}
-	moved := mark != w.mark
-	w.mark = mark
+	mark := progress{logBytes: r.logBytes, tokens: w.tokens, cpu: w.mark.cpu}
+	if r.hasCPU {
+		mark.cpu = r.cpu
+	}
+	moved := mark.logBytes != w.mark.logBytes || mark.tokens != w.mark.tokens ||
+		mark.cpu-w.mark.cpu >= busyCPU(now.Sub(w.markAt))
+	w.mark, w.markAt = mark, now
+	if r.Refused != nil && !w.refused {
+		w.refused = true
+		o.emit(Event{Kind: EvRefused, State: Ready, PID: o.proc.PID(), Err: r.Refused})
+	}
 	if r.Err == nil {
-		*w = liveState{mark: mark, streakMark: mark, tokens: w.tokens}
+		*w = liveState{mark: mark, streakMark: mark, markAt: now, tokens: w.tokens, refused: w.refused}
 		return Ready
 	}
 	w.fails++
@@ -139,7 +177,7 @@ func (o *owner) liveness(m msg) State {
 		if n == 1 {
 			window = o.spec.LivenessTimeout
 		}
-		return o.killHung(fmt.Errorf("%d liveness probe(s) in a row failed over %s with no log output and no token progress meanwhile (last: %v)",
+		return o.killHung(fmt.Errorf("%d liveness probe(s) in a row failed over %s with no CPU time in its main thread, no log output and no token progress meanwhile (last: %v)",
 			w.silent, window.Round(time.Millisecond), r.Err))
 	}
 	if w.fails >= n && !w.told {
@@ -150,6 +188,9 @@ func (o *owner) liveness(m msg) State {
 		}
 		if d := mark.tokens - w.streakMark.tokens; d != 0 {
 			grew = append(grew, fmt.Sprintf("its token counters moved by %d", d))
+		}
+		if d := mark.cpu - w.streakMark.cpu; d >= busyCPU(now.Sub(w.since)) {
+			grew = append(grew, fmt.Sprintf("its main thread used %s of CPU", d.Round(10*time.Millisecond)))
 		}
 		o.emit(Event{Kind: EvBusy, State: Ready, PID: o.proc.PID(),
 			Err: fmt.Errorf("%d liveness probes in a row failed (last: %v), but %s since they began failing", w.fails, r.Err, strings.Join(grew, " and "))})
@@ -241,55 +282,117 @@ func (o *owner) drained(m msg) State {
 	return o.terminate(o.reason, 0)
 }
 
-// HTTPLiveness probes /health and /slots (/props where /slots is off),
-// and reads the token counters from /metrics where --metrics is on, all at
-// once within ctx's deadline.
+// HTTPLiveness probes /health and the worker loops (/slots, or /props
+// where /slots is off: of the server itself, or in router mode of each
+// loaded model's child server), and reads the token counters from
+// /metrics where --metrics is on, all at once within ctx's deadline.
 func HTTPLiveness(ctx context.Context, spec config.Instance) LiveProbe {
-	base := spec.ProbeURL()
 	var res LiveProbe
+	c := newProbeClient(spec)
 	tokens := make(chan LiveProbe, 1)
-	if hasFlag(spec, "--metrics") {
+	if hasFlag(spec, "--metrics") && !spec.RouterMode() {
 		go func() {
 			var r LiveProbe
-			r.Tokens, r.HasTokens = readTokens(ctx, base)
+			r.Tokens, r.HasTokens = c.readTokens(ctx, c.base)
 			tokens <- r
 		}()
 	} else {
 		tokens <- LiveProbe{}
 	}
-	loop := make(chan error, 1)
+	type loopResult struct{ err, refused error }
+	loop := make(chan loopResult, 1)
 	go func() {
-		code, err := get(ctx, base+"/slots", nil)
-		if err == nil && code == http.StatusNotImplemented {
-			code, err = get(ctx, base+"/props", nil)
-			loop <- expect200("/props", code, err, spec.LivenessTimeout)
+		bases, err := c.loops(ctx)
+		if err != nil {
+			loop <- loopResult{err: err}
 			return
 		}
-		loop <- expect200("/slots", code, err, spec.LivenessTimeout)
+		var r loopResult
+		for _, base := range bases {
+			err, refused := c.probeLoop(ctx, base)
+			if r.err == nil {
+				r.err = err
+			}
+			if r.refused == nil {
+				r.refused = refused
+			}
+		}
+		loop <- r
 	}()
-	code, err := get(ctx, base+"/health", nil)
+	code, err := c.get(ctx, c.base+"/health", nil)
 	res.Err = expect200("/health", code, err, spec.LivenessTimeout)
-	if err := <-loop; res.Err == nil {
-		res.Err = err
+	l := <-loop
+	if res.Err == nil {
+		res.Err = l.err
 	}
+	res.Refused = l.refused
 	t := <-tokens
 	res.Tokens, res.HasTokens = t.Tokens, t.HasTokens
 	return res
 }
 
-// HTTPBusySlots counts the slots /slots shows processing; where /slots is
-// off, it reads llamacpp:requests_processing from /metrics.
+// probeLoop asks one server's worker loop to answer: /slots, or /props
+// where /slots is off. refused: it wants a key.
+func (c probeClient) probeLoop(ctx context.Context, base string) (err, refused error) {
+	path := "/slots"
+	code, err := c.get(ctx, base+path, nil)
+	if err == nil && code == http.StatusNotImplemented {
+		path = "/props"
+		code, err = c.get(ctx, base+path, nil)
+	}
+	if err == nil && (code == http.StatusUnauthorized || code == http.StatusForbidden) {
+		return nil, c.refusal(path, code)
+	}
+	return expect200(path, code, err, c.spec.LivenessTimeout), nil
+}
+
+// refusal says why a server refused us, and what to do.
+func (c probeClient) refusal(path string, code int) error {
+	what := fmt.Sprintf("GET %s answered %d %s", path, code, http.StatusText(code))
+	switch {
+	case c.keyErr != nil && !errors.Is(c.keyErr, config.ErrNoAPIKey):
+		return fmt.Errorf("%s; llamaboot could not read its key: %v", what, c.keyErr)
+	case c.key == "":
+		return fmt.Errorf("%s: it wants an API key that llamaboot does not hold (give it with api_key_file or api_key in its config, not only in its environment)", what)
+	}
+	return fmt.Errorf("%s to the key of its api_key/api_key_file (it serves with another key)", what)
+}
+
+// HTTPBusySlots counts the slots /slots shows processing (in router mode,
+// of every loaded model's child server); where /slots is off, it reads
+// llamacpp:requests_processing from /metrics.
 func HTTPBusySlots(ctx context.Context, spec config.Instance) (int, error) {
-	base := spec.ProbeURL()
+	c := newProbeClient(spec)
+	bases, err := c.loops(ctx)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return 0, nil // nothing listens: no request can be in flight
+		}
+		return 0, err
+	}
+	total := 0
+	for _, base := range bases {
+		n, err := c.busySlots(ctx, base)
+		if err != nil {
+			return 0, err
+		}
+		total += n
+	}
+	return total, nil
+}
+
+func (c probeClient) busySlots(ctx context.Context, base string) (int, error) {
 	var slots []struct {
 		IsProcessing bool `json:"is_processing"`
 	}
-	code, err := get(ctx, base+"/slots", func(r io.Reader) error { return json.NewDecoder(io.LimitReader(r, 4<<20)).Decode(&slots) })
+	code, err := c.get(ctx, base+"/slots", func(r io.Reader) error { return json.NewDecoder(io.LimitReader(r, 4<<20)).Decode(&slots) })
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return 0, nil // nothing listens: no request can be in flight
 	case err != nil:
 		return 0, err
+	case code == http.StatusUnauthorized || code == http.StatusForbidden:
+		return 0, fmt.Errorf("%w: %v", ErrNoSlots, c.refusal("/slots", code))
 	case code == http.StatusOK:
 		busy := 0
 		for _, s := range slots {
@@ -300,11 +403,11 @@ func HTTPBusySlots(ctx context.Context, spec config.Instance) (int, error) {
 		return busy, nil
 	case code != http.StatusNotImplemented:
 		return 0, fmt.Errorf("GET /slots: %d", code)
-	case !hasFlag(spec, "--metrics"):
+	case !hasFlag(c.spec, "--metrics"):
 		return 0, ErrNoSlots
 	}
 	var fams map[string]*promtext.Family
-	code, err = get(ctx, base+"/metrics", func(r io.Reader) (err error) { fams, err = parseMetrics(r); return err })
+	code, err = c.get(ctx, base+"/metrics", func(r io.Reader) (err error) { fams, err = parseMetrics(r); return err })
 	if err != nil || code != http.StatusOK {
 		return 0, fmt.Errorf("GET /metrics: %d %v", code, err)
 	}
@@ -315,9 +418,102 @@ func HTTPBusySlots(ctx context.Context, spec config.Instance) (int, error) {
 	return int(v), nil
 }
 
-func readTokens(ctx context.Context, base string) (int64, bool) {
+// probeClient asks one instance's server (and, in router mode, its
+// children) with the instance's API key, if it has one.
+type probeClient struct {
+	spec   config.Instance
+	base   string
+	key    string
+	keyErr error
+}
+
+func newProbeClient(spec config.Instance) probeClient {
+	c := probeClient{spec: spec, base: spec.ProbeURL()}
+	c.key, c.keyErr = spec.APIKey()
+	return c
+}
+
+// loops are the base URLs of the servers whose worker loops show the
+// instance's liveness: its own, or in router mode its loaded models'
+// children (none while no model is loaded). It asks the router's /models,
+// which never loads a model; /slots?model=X would.
+func (c probeClient) loops(ctx context.Context) ([]string, error) {
+	if !c.spec.RouterMode() {
+		return []string{c.base}, nil
+	}
+	var list routerModels
+	code, err := c.get(ctx, c.base+"/models", func(r io.Reader) error { return json.NewDecoder(io.LimitReader(r, 4<<20)).Decode(&list) })
+	if err := expect200("/models", code, err, c.spec.LivenessTimeout); err != nil {
+		return nil, err
+	}
+	host := c.base[:strings.LastIndexByte(c.base, ':')]
+	var out []string
+	for _, m := range list.Loaded() {
+		out = append(out, host+":"+strconv.Itoa(m.Port))
+	}
+	return out, nil
+}
+
+// RouterModel is one model a llama.cpp router-mode server offers.
+type RouterModel struct {
+	ID     string `json:"id"`
+	Status string `json:"status"` // loaded, loading, unloaded, …
+	Port   int    `json:"port,omitempty"`
+}
+
+// routerModels is the router's GET /models answer, as far as we read it.
+type routerModels struct {
+	Data []struct {
+		ID     string `json:"id"`
+		Status struct {
+			Value string   `json:"value"`
+			Args  []string `json:"args"`
+		} `json:"status"`
+	} `json:"data"`
+}
+
+// Models lists the models with their status and, when loaded, the port
+// of the child server that runs them.
+func (l routerModels) Models() []RouterModel {
+	out := make([]RouterModel, 0, len(l.Data))
+	for _, d := range l.Data {
+		m := RouterModel{ID: d.ID, Status: d.Status.Value}
+		for i, a := range d.Status.Args {
+			if a == "--port" && i+1 < len(d.Status.Args) {
+				m.Port, _ = strconv.Atoi(d.Status.Args[i+1])
+			}
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// Loaded are the models whose child server runs.
+func (l routerModels) Loaded() []RouterModel {
+	var out []RouterModel
+	for _, m := range l.Models() {
+		if m.Status == "loaded" && m.Port > 0 {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// RouterStatus reads the models of a router-mode instance from its
+// /models (status shows them); it loads nothing.
+func RouterStatus(ctx context.Context, spec config.Instance) ([]RouterModel, error) {
+	c := newProbeClient(spec)
+	var list routerModels
+	code, err := c.get(ctx, c.base+"/models", func(r io.Reader) error { return json.NewDecoder(io.LimitReader(r, 4<<20)).Decode(&list) })
+	if err := expect200("/models", code, err, 0); err != nil {
+		return nil, err
+	}
+	return list.Models(), nil
+}
+
+func (c probeClient) readTokens(ctx context.Context, base string) (int64, bool) {
 	var fams map[string]*promtext.Family
-	code, err := get(ctx, base+"/metrics", func(r io.Reader) (err error) { fams, err = parseMetrics(r); return err })
+	code, err := c.get(ctx, base+"/metrics", func(r io.Reader) (err error) { fams, err = parseMetrics(r); return err })
 	if err != nil || code != http.StatusOK {
 		return 0, false
 	}
@@ -336,12 +532,19 @@ func metricValue(fams map[string]*promtext.Family, name string) (float64, bool) 
 
 // probeClient opens a connection per request: an idle keep-alive
 // connection would hold one of llama-server's HTTP threads between probes.
-var probeClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+var probeHTTP = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
-// get fetches url within ctx and hands a 200 body to read (if not nil).
-func get(ctx context.Context, url string, read func(io.Reader) error) (int, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := probeClient.Do(req)
+// get fetches url within ctx, with the instance's key, and hands a 200
+// body to read (if not nil).
+func (c probeClient) get(ctx context.Context, url string, read func(io.Reader) error) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	if c.key != "" {
+		req.Header.Set("Authorization", "Bearer "+c.key)
+	}
+	resp, err := probeHTTP.Do(req)
 	if err != nil {
 		return 0, err
 	}
@@ -359,8 +562,10 @@ func get(ctx context.Context, url string, read func(io.Reader) error) (int, erro
 // the deadline the request had.
 func expect200(path string, code int, err error, timeout time.Duration) error {
 	switch {
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded) && timeout > 0:
 		return fmt.Errorf("GET %s: no answer within %s", path, timeout)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("GET %s: no answer in time", path)
 	case err != nil:
 		return fmt.Errorf("GET %s: %w", path, err)
 	case code != http.StatusOK:
@@ -371,15 +576,60 @@ func expect200(path string, code int, err error, timeout time.Duration) error {
 
 func hasFlag(spec config.Instance, flag string) bool { return slices.Contains(spec.Cmd, flag) }
 
-// countingReader counts the bytes a process writes into its log pipe: the
-// watchdog's "new output" signal.
-type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
+// progressReader counts the bytes of the lines a process writes into its
+// log pipe — the watchdog's "new output" signal — leaving out the lines
+// llama-server writes in answer to our own probes: it logs "cancel task"
+// for every request we abandon (while its loop is stuck, too), "all slots
+// are idle" after each /slots while idle, and "unauthorized" for a probe
+// without its key. Our probing must never look like its progress.
+type progressReader struct {
+	r     io.Reader
+	n     *atomic.Int64 // bytes of lines that are not echoes
+	lines *atomic.Int64 // lines read, echoes too
+	head  []byte        // the current line's first bytes, enough to tell an echo
+	size  int64         // the current line's length so far
 }
 
-func (c countingReader) Read(p []byte) (int, error) {
+var probeEchoes = [][]byte{[]byte("cancel task"), []byte("all slots are idle"), []byte("unauthorized"), []byte("log_server_r")}
+
+const echoHead = 256
+
+func (c *progressReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	c.n.Add(int64(n))
+	c.scan(p[:n])
 	return n, err
+}
+
+func (c *progressReader) scan(b []byte) {
+	for len(b) > 0 {
+		line := b
+		i := bytes.IndexByte(b, '\n')
+		if i >= 0 {
+			line = b[:i+1]
+		}
+		c.size += int64(len(line))
+		if room := echoHead - len(c.head); room > 0 {
+			c.head = append(c.head, line[:min(room, len(line))]...)
+		}
+		if i < 0 {
+			return
+		}
+		if !isEcho(c.head) {
+			c.n.Add(c.size)
+		}
+		if c.lines != nil {
+			c.lines.Add(1)
+		}
+		c.head, c.size = c.head[:0], 0
+		b = b[i+1:]
+	}
+}
+
+func isEcho(line []byte) bool {
+	for _, e := range probeEchoes {
+		if bytes.Contains(line, e) {
+			return true
+		}
+	}
+	return false
 }

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -28,13 +29,21 @@ type fakeLive struct {
 	probes    int // probes run
 	busy      int // busy slots
 	slotsErr  error
+	cpu       time.Duration // main threads' CPU time
+	refused   error
+}
+
+func (f *fakeLive) cpuOf(pid int) (time.Duration, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cpu, true
 }
 
 func (f *fakeLive) probe(ctx context.Context, spec config.Instance) LiveProbe {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.probes++
-	return LiveProbe{Err: f.err, Tokens: f.tokens, HasTokens: f.hasTokens}
+	return LiveProbe{Err: f.err, Tokens: f.tokens, HasTokens: f.hasTokens, Refused: f.refused}
 }
 
 func (f *fakeLive) slots(ctx context.Context, spec config.Instance) (int, error) {
@@ -87,6 +96,18 @@ func (h *harness) say(name string, p *fakeProc, line string) {
 	h.waitUntil("the sink to read the line", func() bool { return s.seen.Load() >= before+int64(len(line)+1) })
 }
 
+// echo writes a line that is not progress and waits until the sink has
+// read it.
+func (h *harness) echo(name string, p *fakeProc, line string) {
+	h.t.Helper()
+	s := h.sink(name)
+	before := s.lines.Load()
+	if _, err := p.out.WriteString(line + "\n"); err != nil {
+		h.t.Fatal(err)
+	}
+	h.waitUntil("the sink to read the line", func() bool { return s.lines.Load() > before })
+}
+
 // sink is name's log sink (safe to read once its start event was seen).
 func (h *harness) sink(name string) *sink {
 	h.sup.mu.Lock()
@@ -135,7 +156,7 @@ func TestWatchdogKillsHungSilentServer(t *testing.T) {
 	if bound := 4*15*time.Second + 10*time.Second; hung.Time.Sub(hangAt) > bound {
 		t.Errorf("found hung %s after it wedged, more than interval×failures+timeout = %s", hung.Time.Sub(hangAt), bound)
 	}
-	if line, isErr := hung.Line(); !isErr || line != "a hung: 4 liveness probe(s) in a row failed over 45s with no log output and no token progress meanwhile (last: GET /slots: no answer within 10s); SIGKILL to its process group" {
+	if line, isErr := hung.Line(); !isErr || line != "a hung: 4 liveness probe(s) in a row failed over 45s with no CPU time in its main thread, no log output and no token progress meanwhile (last: GET /slots: no answer within 10s); SIGKILL to its process group" {
 		t.Errorf("line %q", line)
 	}
 	// SIGKILL at once, to the group (Signal is always the group's): a
@@ -177,7 +198,7 @@ func TestWatchdogHungUnderNeverFails(t *testing.T) {
 }
 
 func TestWatchdogLeavesBusyServerAlone(t *testing.T) {
-	for _, how := range []string{"log", "tokens"} {
+	for _, how := range []string{"log", "tokens", "cpu"} {
 		t.Run(how, func(t *testing.T) {
 			h := newHarness(t)
 			p := h.startWatched(watched(h, 3))
@@ -186,17 +207,25 @@ func TestWatchdogLeavesBusyServerAlone(t *testing.T) {
 			// Busy with a long prompt: no answer, but output (or tokens)
 			// between every two probes.
 			for i := range 5 {
-				if how == "log" {
+				switch how {
+				case "log":
 					h.say("a", p, "prompt processing progress "+strconv.Itoa(i))
-				} else {
+				case "tokens":
 					h.live.set(func(f *fakeLive) { f.tokens += 512 })
+				case "cpu":
+					// One long decode: no output, no counters, but its
+					// main thread burns most of a core.
+					h.live.set(func(f *fakeLive) { f.cpu += 12 * time.Second })
 				}
 				h.tick(15 * time.Second)
 			}
 			busy := h.expect("a", EvBusy)
 			want := "its log grew by 87 bytes" // three lines of 29 bytes
-			if how == "tokens" {
+			switch how {
+			case "tokens":
 				want = "its token counters moved by 1536"
+			case "cpu":
+				want = "its main thread used 36s of CPU"
 			}
 			if line, isErr := busy.Line(); isErr || line != "a busy, left alone: 3 liveness probes in a row failed (last: GET /slots: no answer within 10s), but "+want+" since they began failing" {
 				t.Errorf("line %q", line)
@@ -217,6 +246,75 @@ func TestWatchdogLeavesBusyServerAlone(t *testing.T) {
 				t.Errorf("line %q", line)
 			}
 		})
+	}
+}
+
+// What llama-server writes in answer to the watchdog's own probes, and a
+// trickle of CPU time (answering a probe), are not progress: a stuck
+// worker loop that logs "cancel task" for every abandoned probe is hung.
+func TestWatchdogProbeEchoesAreNotProgress(t *testing.T) {
+	h := newHarness(t)
+	p := h.startWatched(watched(h, 3))
+	h.tick(15 * time.Second)
+	h.live.set(func(f *fakeLive) { f.err = errNoAnswer })
+	for i := range 2 {
+		h.echo("a", p, fmt.Sprintf("0.02.529.301 W srv          stop: cancel task, id_task = %d", i))
+		h.echo("a", p, "0.03.579.084 W srv    operator(): unauthorized: Invalid API Key")
+		h.live.set(func(f *fakeLive) { f.cpu += 10 * time.Millisecond })
+		h.tick(15 * time.Second)
+	}
+	if got := p.got(); len(got) != 0 {
+		t.Fatalf("signalled after 2 failures: %v", got)
+	}
+	h.echo("a", p, "0.03.060.544 W srv          stop: cancel task, id_task = 9")
+	h.tick(15 * time.Second)
+	if line, _ := h.expect("a", EvHung).Line(); !strings.Contains(line, "3 liveness probe(s) in a row failed over 30s with no CPU time") {
+		t.Errorf("line %q", line)
+	}
+}
+
+func TestProgressReaderLeavesOutEchoes(t *testing.T) {
+	var n atomic.Int64
+	r := &progressReader{r: strings.NewReader(""), n: &n}
+	long := strings.Repeat("x", 1000)
+	for _, chunk := range []string{
+		"srv  update_slots: all slots", " are idle\n", // an echo split across reads
+		"slot 0 | prompt processing progress\n", // 36 bytes: progress
+		"W srv stop: cancel task, id_task = 3\n",
+		long + " cancel task\n", // an echo past the head is progress: 1013 bytes
+		"partial line with no end yet",
+	} {
+		r.scan([]byte(chunk))
+	}
+	if got := n.Load(); got != 36+1013 {
+		t.Errorf("counted %d bytes, want %d", got, 36+1013)
+	}
+}
+
+// A server that wants a key llamaboot does not hold answers 401 on the
+// loop's endpoints: said once, never counted as a failure.
+func TestWatchdogRefusedIsNotHung(t *testing.T) {
+	h := newHarness(t)
+	p := h.startWatched(watched(h, 1))
+	refused := errors.New("GET /slots answered 401 Unauthorized: it wants an API key that llamaboot does not hold")
+	h.live.set(func(f *fakeLive) { f.refused = refused })
+	for range 4 {
+		h.tick(15 * time.Second)
+	}
+	e := h.expect("a", EvRefused)
+	if line, isErr := e.Line(); !isErr || !strings.Contains(line, "a: the watchdog cannot see its worker loop: GET /slots answered 401") {
+		t.Errorf("line %q", line)
+	}
+	if s := h.state("a"); s.State != Ready || s.ProbeFailures != 0 || len(p.got()) != 0 {
+		t.Errorf("refused probes judged as failures: %+v, signals %v", s, p.got())
+	}
+	// Said once: no other refusal before /health itself stops answering.
+	h.live.set(func(f *fakeLive) { f.err = errors.New("GET /health: connection refused") })
+	h.tick(15 * time.Second)
+	for e := h.next("a"); e.Kind != EvHung; e = h.next("a") {
+		if e.Kind == EvRefused {
+			t.Errorf("refusal said again: %+v", e)
+		}
 	}
 }
 

@@ -1,0 +1,92 @@
+// Package proc reads what the kernel says about processes in /proc: the
+// CPU time of their main threads, which the watchdog takes as the one sign
+// of work that probing a server cannot fake.
+package proc
+
+import (
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// clockTick is the unit of utime and stime in /proc/<pid>/stat: USER_HZ,
+// 100 on every Linux the binary runs on.
+const clockTick = 10 * time.Millisecond
+
+// MainThreadCPU is the CPU time (user + system) that the main thread of
+// every process in process group pgid has used, summed. llama-server's
+// main thread runs its slot loop: it burns a core while a long prompt is
+// decoded and none while the loop is stuck, whatever its HTTP threads do
+// to answer probes. The group covers the children llama.cpp's router mode
+// starts for its models. false: no process of the group is left.
+func MainThreadCPU(pgid int) (time.Duration, bool) {
+	var sum time.Duration
+	found := false
+	if cpu, pg, ok := mainThread(pgid); ok && pg == pgid {
+		sum, found = cpu, true
+	}
+	for _, pid := range groupMembers(pgid) {
+		if pid == pgid {
+			continue
+		}
+		if cpu, pg, ok := mainThread(pid); ok && pg == pgid {
+			sum += cpu
+			found = true
+		}
+	}
+	return sum, found
+}
+
+// groupMembers lists the processes whose group is pgid. A full /proc scan
+// is a few hundred small reads in a container: cheap next to a probe.
+func groupMembers(pgid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if f := statFields("/proc/" + e.Name() + "/stat"); len(f) > 2 && f[2] == strconv.Itoa(pgid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// mainThread reads the CPU time of pid's main thread (its task pid) and
+// pid's process group.
+func mainThread(pid int) (cpu time.Duration, pgid int, ok bool) {
+	p := strconv.Itoa(pid)
+	f := statFields("/proc/" + p + "/task/" + p + "/stat")
+	// After the name: state(0) ppid(1) pgrp(2) … utime(11) stime(12).
+	if len(f) < 13 || f[0] == "Z" || f[0] == "X" {
+		return 0, 0, false
+	}
+	pg, err1 := strconv.Atoi(f[2])
+	ut, err2 := strconv.ParseInt(f[11], 10, 64)
+	st, err3 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return 0, 0, false
+	}
+	return time.Duration(ut+st) * clockTick, pg, true
+}
+
+// statFields returns the fields of a stat file after the command name
+// (which may hold spaces and parentheses).
+func statFields(path string) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(s[i+1:])
+}

@@ -1,0 +1,47 @@
+package proc
+
+import (
+	"os"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A process group whose leader spins counts CPU; one whose leader sleeps
+// (stuck on a wait, as a wedged slot loop is) does not.
+func TestMainThreadCPU(t *testing.T) {
+	start := func(script string) int {
+		cmd := exec.Command("sh", "-c", script)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
+		return cmd.Process.Pid
+	}
+	busy := start("while :; do :; done")
+	idle := start("exec sleep 60")
+	// A child in the spinner's group spins too: the group's sum grows
+	// faster than the leader alone.
+	b0, ok := MainThreadCPU(busy)
+	if !ok {
+		t.Fatal("no process in the busy group")
+	}
+	i0, _ := MainThreadCPU(idle)
+	time.Sleep(300 * time.Millisecond)
+	b1, _ := MainThreadCPU(busy)
+	i1, ok := MainThreadCPU(idle)
+	if !ok {
+		t.Fatal("no process in the idle group")
+	}
+	if b1-b0 < 50*time.Millisecond {
+		t.Errorf("a spinning main thread used %s in 300ms", b1-b0)
+	}
+	if i1 != i0 {
+		t.Errorf("a sleeping main thread used %s", i1-i0)
+	}
+	if _, ok := MainThreadCPU(os.Getpid() + 1<<22); ok {
+		t.Error("a group that does not exist has CPU time")
+	}
+}
