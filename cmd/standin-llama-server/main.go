@@ -2,23 +2,32 @@
 // for tests and the demo: it takes llama-server's flags (its --help lists
 // them as llama-server's does; --version answers and exits), logs the argv and
 // environment it was given, answers /health with 503 while "loading" and 200
-// after, serves /v1/models, and exits cleanly on SIGTERM. It runs no model.
+// after, serves /models and /v1/models. It runs no model.
 //
 // Like llama-server it serves /slots (unless --no-slots: 501), /props, and
-// /metrics with --metrics; POST /completion and /v1/chat/completions keep a
-// slot busy while "generating", counting tokens in /metrics; with
+// /metrics with --metrics, all through a slot loop on its main thread
+// (worker.go); POST /completion and /v1/chat/completions keep a slot busy
+// while "generating", counting tokens in /metrics; with
 // "stream": true they send a server-sent event per token, and a client that
 // goes away is logged as "request cancelled by the client". The other
 // routed endpoints (/v1/embeddings, /tokenize, …) echo the path and model.
 // Answers name the server (its --alias, or the model file's name). With
 // --api-key, all but /health and the model lists need the key; with
 // --models-dir, /models lists the dir's .gguf files (llama.cpp's router
-// mode).
+// mode). What supervision relies on is copied from the real server
+// (checked against it by conformance_test.go): with --api-key KEY all but
+// /health, /v1/health, /models and /v1/models answer 401 without
+// "Authorization: Bearer KEY"; a request its client abandons is logged
+// "stop: cancel task"; SIGTERM exits 0 when idle, and with a request in
+// flight logs "cleaning up before exit..." and never exits (only SIGKILL
+// ends it).
 //
 // Knobs (environment): STANDIN_LOAD_MS (loading time, default 300),
 // STANDIN_EXIT_AFTER_MS and STANDIN_EXIT_CODE (crash on purpose),
 // STANDIN_IGNORE_TERM=1 (ignore SIGTERM, to test SIGKILL after a grace period),
 // STANDIN_GEN_MS (how long a completion keeps its slot busy, default 1000),
+// STANDIN_PROMPT_NS_PER_BYTE (CPU time the loop burns per byte of a prompt,
+// in one piece, default 0: a long prompt keeps /slots silent),
 // STANDIN_HANG_SLOTS_AFTER=N (after N answers, /slots, /props and /metrics
 // never answer again while /health keeps saying ok: a wedged worker loop),
 // STANDIN_HANG_LOG_MS (while hung, print a progress line this often: busy,
@@ -50,6 +59,10 @@ import (
 	"syscall"
 	"time"
 )
+
+// The slot loop runs on the main thread, as llama-server's does: its CPU
+// time is what the watchdog reads.
+func init() { runtime.LockOSThread() }
 
 func main() {
 	if os.Getenv("STANDIN_ROLE") == "child" {
@@ -89,7 +102,7 @@ func main() {
 		case "--alias":
 			alias = val()
 		case "--api-key":
-			apiKey = val()
+			apiKey = strings.Split(val(), ",")[0] // the first of a comma-separated list
 		case "--models-dir":
 			modelsDir = val()
 		case "--model", "-m":
@@ -140,7 +153,7 @@ func main() {
 		fmt.Println("standin-llama-server: model loaded")
 	})
 	mux := http.NewServeMux()
-	mux.HandleFunc("/health", func(w http.ResponseWriter, _ *http.Request) {
+	health := func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		if !ready.Load() {
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -148,9 +161,11 @@ func main() {
 			return
 		}
 		fmt.Fprint(w, `{"status":"ok"}`)
-	})
+	}
+	mux.HandleFunc("/health", health)
+	mux.HandleFunc("/v1/health", health)
 	w := newWorker(os.Getenv("STANDIN_HANG_FILE"), envInt("STANDIN_HANG_SLOTS_AFTER", -1), time.Duration(envInt("STANDIN_HANG_LOG_MS", 0))*time.Millisecond,
-		time.Duration(envInt("STANDIN_GEN_MS", 1000))*time.Millisecond)
+		time.Duration(envInt("STANDIN_GEN_MS", 1000))*time.Millisecond, time.Duration(envInt("STANDIN_PROMPT_NS_PER_BYTE", 0)))
 	mux.HandleFunc("/slots", func(rw http.ResponseWriter, r *http.Request) {
 		if !slotsOn {
 			rw.Header().Set("Content-Type", "application/json")
@@ -201,7 +216,14 @@ func main() {
 	fmt.Printf("standin-llama-server: listening on http://%s\n", ln.Addr())
 	srv := &http.Server{Handler: withKey(apiKey, mux), ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
+	go shutdownOnSignal(srv, w)
+	w.loop()
+}
 
+// shutdownOnSignal ends the server as llama-server does: at once when
+// idle (exit 0), never while a request is in flight (it logs that it is
+// cleaning up and waits for a SIGKILL).
+func shutdownOnSignal(srv *http.Server, w *worker) {
 	sig := make(chan os.Signal, 1)
 	if os.Getenv("STANDIN_IGNORE_TERM") == "1" {
 		signal.Notify(sig, syscall.SIGINT)
@@ -209,10 +231,14 @@ func main() {
 		signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	}
 	s := <-sig
-	fmt.Printf("standin-llama-server: got %v, shutting down\n", s)
+	fmt.Printf("standin-llama-server: got %v, shutting down\nI srv    operator(): cleaning up before exit...\n", s)
+	if w.busy.Load() > 0 {
+		select {} // as llama-server: stuck until SIGKILL
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	srv.Shutdown(ctx)
+	os.Exit(0)
 }
 
 func envInt(k string, def int) int {
@@ -295,6 +321,7 @@ func withKey(key string, next http.Handler) http.Handler {
 		case "/health", "/v1/health", "/models", "/v1/models":
 		default:
 			if key != "" && r.Header.Get("Authorization") != "Bearer "+key {
+				fmt.Println("W srv    operator(): unauthorized: Invalid API Key")
 				w.Header().Set("Content-Type", "application/json")
 				w.WriteHeader(http.StatusUnauthorized)
 				fmt.Fprint(w, `{"error":{"code":401,"message":"Invalid API Key","type":"authentication_error"}}`)
