@@ -6,8 +6,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -202,5 +204,60 @@ func TestListenRefusedAddress(t *testing.T) {
 	e = startEntry(t, filepath.Join(dir, "app2"), nil, "--listen", ln.Addr().String(), "--", "true")
 	if code := e.wait(t, 15*time.Second); code != 0 || !strings.Contains(e.out.String(), "address already in use") {
 		t.Errorf("not strict: exit %d\n%s", code, e.out)
+	}
+}
+
+// Readiness covers the boot: while the config is loaded and its instances
+// started (here, a STRICT boot downloading a model that trickles) the
+// supervisor answers but is not ready; asked to serve a config it has no
+// instance of (a config that did not load, master.enable = false), it is
+// not ready and says why. Before this, each answered "ready: no instance
+// is supervised".
+func TestHealthcheckCoversTheBoot(t *testing.T) {
+	dir := t.TempDir()
+	app := filepath.Join(dir, "app")
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		http.Error(w, "gone", http.StatusNotFound)
+	}))
+	defer srv.Close()
+	defer close(release)
+	ports := freePorts(t, 1)
+	cfg := writeFile(t, filepath.Join(dir, "cfg.toml"), fmt.Sprintf("[master]\nllama_cpp_path = %q\n[instance.control]\nlog_dir = %q\n"+
+		"[instance.server]\nhost = \"127.0.0.1\"\n[instance.a.server]\nport = %d\nmodel = %q\n", standin, filepath.Join(dir, "logs"), ports[0], srv.URL+"/m.gguf"))
+	env := []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg, "AUTO_INFER_LLAMA_CPP_STRICT=1",
+		"AUTO_INFER_MODELS_DIR=" + filepath.Join(dir, "models")}
+	e := startEntry(t, app, env)
+	var r result
+	waitFor(t, "the socket to answer", 10*time.Second, func() bool { r = healthcheck(t, app); return !strings.Contains(r.stderr, "no supervisor") })
+	if r.code != 1 || r.stdout != "not ready: booting: loading "+cfg+" and starting its instances\n" {
+		t.Errorf("during the boot: %s", r)
+	}
+	if r := healthcheck(t, app, "--live"); r.code != 0 {
+		t.Errorf("a booting supervisor is live: %s", r)
+	}
+	e.cmd.Process.Signal(syscall.SIGTERM)
+	e.wait(t, 15*time.Second)
+
+	for _, c := range []struct{ name, cfg, want string }{
+		{"bad config", "[instance.a.server]\nport = \"x\"\n", "did not load ("},
+		{"disabled", "[master]\nenable = false\n[instance.a.server]\nport = 1\n", "master.enable = false: no server is started"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := writeFile(t, filepath.Join(dir, c.name+".toml"), c.cfg)
+			e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg})
+			e.waitOutput(t, `no command given`, 10*time.Second)
+			r := healthcheck(t, app)
+			if r.code != 1 || !strings.HasPrefix(r.stdout, "not ready: AUTO_INFER_LLAMA_CPP_ON_BOOT=1 but no instance is supervised: "+cfg) ||
+				!strings.Contains(r.stdout, c.want) {
+				t.Errorf("%s", r)
+			}
+			e.cmd.Process.Signal(syscall.SIGTERM)
+			e.wait(t, 15*time.Second)
+		})
 	}
 }

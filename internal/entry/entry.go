@@ -8,6 +8,7 @@ package entry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/signal"
@@ -106,6 +107,12 @@ type Entry struct {
 	stopSig   syscall.Signal // which
 
 	boot atomic.Pointer[modelBoot] // instances waiting for model downloads
+
+	// Readiness of the supervisor itself: booting says which boot step
+	// is under way (nil once the boot is over); noInstances why a
+	// supervisor asked to serve a config has none.
+	booting     atomic.Pointer[string]
+	noInstances atomic.Pointer[string]
 	held *heldReload               // between a reload's Load and After (the Reloader runs one at a time)
 	next *config.Plan              // the plan a reload loaded, for the router once applied
 
@@ -116,6 +123,12 @@ type Entry struct {
 
 // New prepares a boot; nothing happens until Start.
 func New(o Options) *Entry {
+	e := newEntry(o)
+	e.setBooting("installing the bundle")
+	return e
+}
+
+func newEntry(o Options) *Entry {
 	if o.Grace == 0 {
 		o.Grace = config.DefaultStopTimeout
 	}
@@ -209,7 +222,12 @@ func (e *Entry) Start() (int, error) {
 	if e.serving() {
 		e.reloader = &supervise.Reloader{Sup: e.sup, Load: e.loadDesired, After: e.afterReload, P: e.p}
 		e.srv.Reloader = e.reloader
+		e.setBooting("loading " + e.o.ConfigPath + " and starting its instances")
+		e.setNoInstances(e.o.ConfigPath + " has no enabled instance")
+	} else {
+		e.setBooting("")
 	}
+	e.srv.NotReady = e.notReady
 	if err := e.srv.Listen(sock); err != nil {
 		e.p.Warnf("status socket unavailable: %v", access.Explain(err, access.AppDir))
 	}
@@ -220,7 +238,9 @@ func (e *Entry) Start() (int, error) {
 
 	// 4. Serve on boot (and watch for changes from what is loaded now).
 	loaded := e.configSum()
-	if err := e.serveOnBoot(); errors.Is(err, errStopped) {
+	err := e.serveOnBoot()
+	e.setBooting("")
+	if errors.Is(err, errStopped) {
 		e.stopAllNow()
 		return 128 + int(e.stopSig), err
 	} else if err != nil && e.o.Strict {
@@ -359,6 +379,7 @@ func (e *Entry) serveOnBoot() error {
 	if err != nil {
 		e.p.Errorf("%v", err)
 		e.p.Errorf("no server was started")
+		e.setNoInstances(fmt.Sprintf("%s did not load (%s): no server was started; fix it and run llamaboot reload", e.o.ConfigPath, firstLine(err)))
 		return err
 	}
 	mo := e.o.Models
@@ -367,6 +388,7 @@ func (e *Entry) serveOnBoot() error {
 	now := withoutDownloads(plan) // the others start when their files are there
 	if !plan.Enabled {
 		e.p.Stepf("%s: master.enable = false: no server started", e.o.ConfigPath)
+		e.setNoInstances(e.o.ConfigPath + ": master.enable = false: no server is started")
 		return nil
 	}
 	if e.o.Strict {
@@ -424,6 +446,37 @@ func (e *Entry) serveOnBoot() error {
 		b.start()
 	}
 	return nil
+}
+
+func (e *Entry) setBooting(step string) {
+	if step == "" {
+		e.booting.Store(nil)
+		return
+	}
+	why := "booting: " + step
+	e.booting.Store(&why)
+}
+
+func (e *Entry) setNoInstances(why string) { e.noInstances.Store(&why) }
+
+// notReady says why the supervisor itself is not ready: its boot is under
+// way, or it serves a config and has no instance (one still downloading
+// its model counts as an instance).
+func (e *Entry) notReady(instances int) string {
+	if w := e.booting.Load(); w != nil {
+		return *w
+	}
+	if instances == 0 && e.serving() {
+		if w := e.noInstances.Load(); w != nil {
+			return "AUTO_INFER_LLAMA_CPP_ON_BOOT=1 but no instance is supervised: " + *w
+		}
+	}
+	return ""
+}
+
+func firstLine(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	return s
 }
 
 // modelsFailed is the failure of a boot's model downloads, one line per

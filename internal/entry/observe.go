@@ -24,6 +24,7 @@ func (e *Entry) serveMetrics(bundleDir string) error {
 		InstallTook: func() (time.Duration, bool) { return e.installTook, e.installTook > 0 },
 		Pending:     e.pending,
 		Collectors:  e.routerMetrics.Collectors(),
+		NotReady:    e.notReady,
 	})
 	if err != nil {
 		e.p.Errorf("%v", err)

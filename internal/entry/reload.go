@@ -45,6 +45,11 @@ func (e *Entry) loadDesired() (string, []config.Instance, []string, error) {
 	if err != nil {
 		return e.o.ConfigPath, nil, warnings, err
 	}
+	if !plan.Enabled {
+		e.setNoInstances(e.o.ConfigPath + ": master.enable = false: no server is started")
+	} else {
+		e.setNoInstances(e.o.ConfigPath + " has no enabled instance")
+	}
 	b := e.boot.Load()
 	if b != nil {
 		b.hand.Lock() // until afterReload: no download hands over an instance meanwhile

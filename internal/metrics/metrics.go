@@ -40,6 +40,9 @@ type Options struct {
 	Pending func() []supervise.InstanceStatus
 	// Collectors are more series to serve (the router's).
 	Collectors []promtext.Collector
+	// NotReady says why the supervisor itself is not ready, if so (see
+	// supervise.Health.Gated).
+	NotReady func(instances int) string
 	// ProxyTimeout bounds each scrape of a llama-server's /metrics
 	// (default 5s): a wedged server must not wedge the scrape.
 	ProxyTimeout time.Duration
@@ -130,7 +133,9 @@ func Handler(o Options) (h http.Handler, stop func()) {
 			if o.Pending != nil {
 				pending = supervise.PendingHealth(o.Pending())
 			}
-			h, err := supervise.JudgeWith(o.Sup.Snapshots(), pending, time.Now(), live, r.URL.Query().Get("instance"))
+			only := r.URL.Query().Get("instance")
+			h, err := supervise.JudgeWith(o.Sup.Snapshots(), pending, time.Now(), live, only)
+			h = h.Gated(o.NotReady, only)
 			code := http.StatusOK
 			switch {
 			case errors.Is(err, supervise.ErrUnknownInstance):

@@ -88,6 +88,22 @@ func JudgeWith(snaps []Snapshot, pending []InstanceHealth, now time.Time, live b
 	return h, nil
 }
 
+// Gated is h with the supervisor's own readiness applied: notReady says
+// why the supervisor as a whole is not ready (its boot is under way, or it
+// was asked to serve a config and has no instance), "" when it is. Given
+// the number of instances judged. Liveness and one-instance checks are
+// left as they are.
+func (h Health) Gated(notReady func(instances int) string, only string) Health {
+	if notReady == nil || h.Check != "ready" || only != "" {
+		return h
+	}
+	if why := notReady(len(h.Instances)); why != "" {
+		h.OK = false
+		h.Summary = "not ready: " + why
+	}
+	return h
+}
+
 func judgeOne(s Snapshot, now time.Time) InstanceHealth {
 	ih := InstanceHealth{Name: s.Spec.Name, State: s.State.String(), Live: true}
 	since := func(t time.Time) string { return now.Sub(t).Round(time.Second).String() }
@@ -169,7 +185,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "unknown_instance", err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, h)
+	writeJSON(w, http.StatusOK, h.Gated(s.NotReady, name))
 }
 
 // GetHealth asks the supervisor on sock for its verdict, giving up after

@@ -86,6 +86,9 @@ type Server struct {
 	// yet (waiting for their model downloads, or failed there); Downloads
 	// reports the downloads themselves.
 	Pending   func() []InstanceStatus
+	// NotReady, when set, says why the supervisor itself is not ready
+	// (see Health.Gated): health checks answer not ready meanwhile.
+	NotReady func(instances int) string
 	Downloads func() any
 	// Router, when set, reports the router (nil: none runs).
 	Router func() any
