@@ -49,7 +49,9 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
+	fmt.Fprint(os.Stderr, testutil.RealLlamaBanner())
 	code := m.Run()
+	fmt.Fprint(os.Stderr, testutil.RealLlamaBanner())
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -228,7 +228,7 @@ func TestConformanceSIGTERM(t *testing.T) {
 			}
 			s := f.start(t, freePort(t), true)
 			go func() {
-				body := `{"prompt":"hello","n_predict":60000,"seed":42,"ignore_eos":true}`
+				body := `{"prompt":"hello","n_predict":60000,"seed":42,"ignore_eos":true,"grammar":"root ::= [a-z ]*"}`
 				resp, err := http.Post(s.base+"/completion", "application/json", strings.NewReader(body))
 				if err == nil {
 					resp.Body.Close()

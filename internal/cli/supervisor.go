@@ -155,6 +155,26 @@ func newStatusCmd(env Env) *cobra.Command {
 	return cmd
 }
 
+// printRouterModels lists a router-mode instance's models under its row:
+// "  models: a (loaded, port 41235), b (unloaded)".
+func printRouterModels(w io.Writer, in supervise.InstanceStatus) {
+	if in.ModelsErr != "" {
+		fmt.Fprintf(w, "  models: cannot tell (%s)\n", in.ModelsErr)
+		return
+	}
+	if len(in.Models) == 0 {
+		return
+	}
+	parts := make([]string, len(in.Models))
+	for i, m := range in.Models {
+		parts[i] = fmt.Sprintf("%s (%s)", m.ID, m.Status)
+		if m.Status == "loaded" && m.Port > 0 {
+			parts[i] = fmt.Sprintf("%s (loaded, port %d)", m.ID, m.Port)
+		}
+	}
+	fmt.Fprintf(w, "  models: %s\n", strings.Join(parts, ", "))
+}
+
 func printStatus(w io.Writer, app, sock string, st supervise.Status, kept []install.Kept) {
 	switch b := st.Bundle.(type) {
 	case nil:
@@ -204,6 +224,7 @@ func printStatus(w io.Writer, app, sock string, st supervise.Status, kept []inst
 			pid, uptime = fmt.Sprint(in.PID), fmt.Sprintf("%.0fs", in.UptimeS)
 		}
 		fmt.Fprintf(w, "%-20s %-10s %7s %6d %8d %9s  %-40s %s\n", in.Name, in.State, pid, in.Port, in.Restarts, uptime, lastExit(in), in.LogFile)
+		printRouterModels(w, in)
 	}
 	printDevices(w, st.Instances)
 	printDownloads(w, st.Downloads)

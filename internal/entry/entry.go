@@ -113,8 +113,8 @@ type Entry struct {
 	// supervisor asked to serve a config has none.
 	booting     atomic.Pointer[string]
 	noInstances atomic.Pointer[string]
-	held *heldReload               // between a reload's Load and After (the Reloader runs one at a time)
-	next *config.Plan              // the plan a reload loaded, for the router once applied
+	held        *heldReload  // between a reload's Load and After (the Reloader runs one at a time)
+	next        *config.Plan // the plan a reload loaded, for the router once applied
 
 	routerMu      sync.Mutex
 	routing       *routing // nil unless the config has a [router]

@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -85,10 +86,10 @@ type Server struct {
 	// Pending, when set, reports instances not handed to the supervisor
 	// yet (waiting for their model downloads, or failed there); Downloads
 	// reports the downloads themselves.
-	Pending   func() []InstanceStatus
+	Pending func() []InstanceStatus
 	// NotReady, when set, says why the supervisor itself is not ready
 	// (see Health.Gated): health checks answer not ready meanwhile.
-	NotReady func(instances int) string
+	NotReady  func(instances int) string
 	Downloads func() any
 	// Router, when set, reports the router (nil: none runs).
 	Router func() any
@@ -200,9 +201,24 @@ func (s *Server) status() Status {
 	snaps := s.Sup.Snapshots()
 	st := Status{Supervisor: &info, Bundle: s.Bundle(), Instances: make([]InstanceStatus, 0, len(snaps))}
 	now := time.Now()
-	for _, sn := range snaps {
+	var wg sync.WaitGroup
+	for i, sn := range snaps {
 		st.Instances = append(st.Instances, wireInstance(sn, now))
+		if sn.Spec.RouterMode() && sn.State == Ready {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				models, err := RouterStatus(ctx, sn.Spec)
+				if err != nil {
+					st.Instances[i].ModelsErr = err.Error()
+				}
+				st.Instances[i].Models = models
+			}()
+		}
 	}
+	wg.Wait()
 	if s.Pending != nil {
 		st.Instances = append(st.Instances, s.Pending()...)
 	}

@@ -54,6 +54,11 @@ type InstanceStatus struct {
 	LastReason string  `json:"last_reason,omitempty"`
 	Error      string  `json:"error,omitempty"`
 	LogFile    string  `json:"log_file"`
+	// Models are what a llama.cpp router-mode instance offers, each with
+	// its status (loaded, loading, unloaded), read from its /models when
+	// status asked; ModelsErr says why they could not be read.
+	Models    []RouterModel `json:"models,omitempty"`
+	ModelsErr string        `json:"models_error,omitempty"`
 }
 
 // UnsupervisedStatus is an instance started by plain `run`.
