@@ -52,8 +52,12 @@ type flavour struct {
 	wedge func(t *testing.T, s *server) func()
 }
 
+// server is a server under test. It runs as our grandchild, under a
+// shell that waits for it: were it our child, the freezer's ptrace stops
+// would be reported to os/exec's Wait as well, which could take them.
 type server struct {
-	cmd  *exec.Cmd
+	cmd  *exec.Cmd // the shell
+	pid  int       // the server
 	out  *testutil.SyncBuffer
 	base string
 	done chan struct{}
@@ -64,8 +68,10 @@ type server struct {
 func run(t *testing.T, bin string, args, env []string, port int) *server {
 	t.Helper()
 	s := &server{out: &testutil.SyncBuffer{}, base: fmt.Sprintf("http://127.0.0.1:%d", port), done: make(chan struct{})}
-	s.cmd = exec.Command(bin, append(args, "--host", "127.0.0.1", "--port", fmt.Sprint(port))...)
-	s.cmd.Env = append(os.Environ(), env...)
+	pidFile := filepath.Join(t.TempDir(), "pid")
+	script := `"$0" "$@" & echo $! > "$PIDFILE"; wait $!; st=$?; [ $st -gt 128 ] && kill -s $(kill -l $st) $$; exit $st`
+	s.cmd = exec.Command("sh", append([]string{"-c", script, bin}, append(args, "--host", "127.0.0.1", "--port", fmt.Sprint(port))...)...)
+	s.cmd.Env = append(append(os.Environ(), env...), "PIDFILE="+pidFile)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -76,8 +82,18 @@ func run(t *testing.T, bin string, args, env []string, port int) *server {
 		close(s.done)
 	}()
 	t.Cleanup(func() {
+		if s.pid > 0 {
+			_ = syscall.Kill(s.pid, syscall.SIGKILL)
+		}
 		_ = s.cmd.Process.Kill()
 		<-s.done
+	})
+	testutil.WaitFor(t, "the server's pid", 10*time.Second, func() bool {
+		b, err := os.ReadFile(pidFile)
+		if err == nil && len(b) > 1 {
+			_, err = fmt.Sscan(string(b), &s.pid)
+		}
+		return err == nil && s.pid > 0
 	})
 	testutil.WaitFor(t, "/health 200", 20*time.Second, func() bool { return s.code(t, "/health", "", time.Second) == 200 })
 	return s
@@ -135,7 +151,7 @@ func flavours(t *testing.T) []flavour {
 			return run(t, testutil.RealServerBinary(t, real), append([]string{"-m", model, "-t", "1"}, extra...), nil, port)
 		},
 		wedge: func(t *testing.T, s *server) func() {
-			f, err := testutil.FreezeThread(s.cmd.Process.Pid)
+			f, err := testutil.FreezeThread(s.pid)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -185,7 +201,10 @@ func TestConformanceStuckLoop(t *testing.T) {
 			thaw := f.wedge(t, s)
 			defer thaw()
 			s.code(t, "/slots", "", 300*time.Millisecond) // wedges the stand-in's loop
-			cpu0, _ := proc.MainThreadCPU(s.cmd.Process.Pid)
+			cpu0, ok := proc.ThreadCPU(s.pid, s.pid)
+			if !ok {
+				t.Fatalf("no CPU time read for %d", s.pid)
+			}
 			before := strings.Count(s.out.String(), "cancel task")
 			for range 3 {
 				if got := s.code(t, "/health", "", 2*time.Second); got != 200 {
@@ -198,7 +217,7 @@ func TestConformanceStuckLoop(t *testing.T) {
 			testutil.WaitFor(t, "3 'cancel task' lines", 5*time.Second, func() bool {
 				return strings.Count(s.out.String(), "cancel task") >= before+3
 			})
-			cpu1, _ := proc.MainThreadCPU(s.cmd.Process.Pid)
+			cpu1, _ := proc.ThreadCPU(s.pid, s.pid)
 			if cpu1-cpu0 > 20*time.Millisecond {
 				t.Errorf("a stuck main thread used %s of CPU", cpu1-cpu0)
 			}
@@ -212,7 +231,7 @@ func TestConformanceSIGTERM(t *testing.T) {
 	for _, f := range flavours(t) {
 		t.Run(f.name+"/idle", func(t *testing.T) {
 			s := f.start(t, freePort(t), false)
-			_ = s.cmd.Process.Signal(syscall.SIGTERM)
+			_ = syscall.Kill(s.pid, syscall.SIGTERM)
 			select {
 			case <-s.done:
 			case <-time.After(10 * time.Second):
@@ -237,7 +256,7 @@ func TestConformanceSIGTERM(t *testing.T) {
 			testutil.WaitFor(t, "the request in flight", 10*time.Second, func() bool {
 				return strings.Contains(s.out.String(), "processing")
 			})
-			_ = s.cmd.Process.Signal(syscall.SIGTERM)
+			_ = syscall.Kill(s.pid, syscall.SIGTERM)
 			select {
 			case <-s.done:
 				t.Fatalf("exited on SIGTERM with a request in flight (%v)", s.ws)
@@ -246,7 +265,7 @@ func TestConformanceSIGTERM(t *testing.T) {
 			if !strings.Contains(s.out.String(), "cleaning up before exit") {
 				t.Errorf("no 'cleaning up before exit' line:\n%s", s.out)
 			}
-			_ = s.cmd.Process.Kill()
+			_ = syscall.Kill(s.pid, syscall.SIGKILL)
 			<-s.done
 		})
 	}

@@ -38,6 +38,21 @@ func MainThreadCPU(pgid int) (time.Duration, bool) {
 	return sum, found
 }
 
+// ThreadCPU is the CPU time (user + system) that thread tid of process
+// pid has used; false when it is gone.
+func ThreadCPU(pid, tid int) (time.Duration, bool) {
+	f := statFields("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(tid) + "/stat")
+	if len(f) < 13 || f[0] == "Z" || f[0] == "X" {
+		return 0, false
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(ut+st) * clockTick, true
+}
+
 // groupMembers lists the processes whose group is pgid. A full /proc scan
 // is a few hundred small reads in a container: cheap next to a probe.
 func groupMembers(pgid int) []int {
@@ -62,18 +77,17 @@ func groupMembers(pgid int) []int {
 // pid's process group.
 func mainThread(pid int) (cpu time.Duration, pgid int, ok bool) {
 	p := strconv.Itoa(pid)
-	f := statFields("/proc/" + p + "/task/" + p + "/stat")
 	// After the name: state(0) ppid(1) pgrp(2) … utime(11) stime(12).
-	if len(f) < 13 || f[0] == "Z" || f[0] == "X" {
+	f := statFields("/proc/" + p + "/stat")
+	if len(f) < 3 {
 		return 0, 0, false
 	}
-	pg, err1 := strconv.Atoi(f[2])
-	ut, err2 := strconv.ParseInt(f[11], 10, 64)
-	st, err3 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil {
+	pg, err := strconv.Atoi(f[2])
+	if err != nil {
 		return 0, 0, false
 	}
-	return time.Duration(ut+st) * clockTick, pg, true
+	cpu, ok = ThreadCPU(pid, pid)
+	return cpu, pg, ok
 }
 
 // statFields returns the fields of a stat file after the command name
