@@ -195,6 +195,12 @@ func TestRealServe(t *testing.T) {
 	stopEntry(t, e)
 }
 
+// tail is the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
 func readFile(t *testing.T, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -270,7 +276,8 @@ func TestRealWatchdogLeavesLongPromptAlone(t *testing.T) {
 	code, m := post(t, fmt.Sprintf("http://127.0.0.1:%d/completion", ports["a"]), "", fmt.Sprintf(`{"prompt":%q,"n_predict":1,"seed":42}`, prompt))
 	took := time.Since(began)
 	if code != 200 || m["tokens_evaluated"] == nil || m["tokens_evaluated"].(float64) < 25000 {
-		t.Fatalf("the long prompt: %d %v", code, m["tokens_evaluated"])
+		t.Fatalf("the long prompt: %d %v after %s\n%s\nlog:\n%s", code, m["tokens_evaluated"], time.Since(began), e.out.String(),
+			tail(readFile(t, filepath.Join(dir, "logs", "llama-server-a.log")), 30))
 	}
 	t.Logf("a %v-token prompt took %s", m["tokens_evaluated"], took.Round(time.Millisecond))
 	out := e.out.String()

@@ -77,11 +77,12 @@ type progress struct {
 }
 
 // busyCPU is the CPU time a main thread must use over elapsed to count as
-// working: 5% of a core (a long decode uses most of one; a stuck loop
-// none, and answering a probe takes well under 1%), and at least two clock
-// ticks so one stray tick is not work.
+// working: 1% of a core, and at least two clock ticks so one stray tick is
+// not work. A long decode uses most of a core (still over 10% on a
+// 2-core machine loaded 10 deep); a stuck loop uses none at all, and
+// while probes fail none of them reaches the loop.
 func busyCPU(elapsed time.Duration) time.Duration {
-	return max(elapsed/20, 20*time.Millisecond)
+	return max(elapsed/100, 20*time.Millisecond)
 }
 
 // liveState is the owner's count of a ready process's liveness probes.
