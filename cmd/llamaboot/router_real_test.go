@@ -5,40 +5,22 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 )
 
-// realFixtures is the real llama.cpp build and its tiny models.
-const realFixtures = "/work/shared/fixtures/real-llama"
-
-// realServer unpacks the real llama-server into a temp dir.
-func realServer(t *testing.T) string {
-	t.Helper()
-	archive := filepath.Join(realFixtures, "llama-b9596-bin-ubuntu-x64.tar.gz")
-	if _, err := os.Stat(archive); err != nil {
-		t.Fatalf("the real llama.cpp build is needed: %v", err)
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("tar", "-xzf", archive, "-C", dir).CombinedOutput(); err != nil {
-		t.Fatalf("unpack %s: %v\n%s", archive, err, out)
-	}
-	return filepath.Join(dir, "llama-b9596", "llama-server")
-}
-
 // The router in front of the real llama-server: an on-demand instance
 // started by the first request, a streamed completion passed on event by
 // event, and an instance in llama.cpp's own router mode routed the names
 // its /models lists.
 func TestRouterRealServer(t *testing.T) {
-	exe := realServer(t)
+	fx, exe := realServer(t) // real_test.go: the fixture, installed by llamaboot
 	dir, app := t.TempDir(), t.TempDir()
 	mdir := filepath.Join(dir, "models")
 	os.MkdirAll(mdir, 0o755)
-	if err := os.Symlink(filepath.Join(realFixtures, "tiny-512.gguf"), filepath.Join(mdir, "tiny-512.gguf")); err != nil {
+	if err := os.Symlink(fx.Model, filepath.Join(mdir, "tiny-512.gguf")); err != nil {
 		t.Fatal(err)
 	}
 	ports := freePorts(t, 3)
@@ -63,7 +45,7 @@ ctx_size = 512
 port = %d
 models_dir = %q
 models_max = 1
-`, exe, ports[0], filepath.Join(dir, "logs"), ports[1], filepath.Join(realFixtures, "tiny-512.gguf"), ports[2], mdir))
+`, exe, ports[0], filepath.Join(dir, "logs"), ports[1], fx.Model, ports[2], mdir))
 	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg})
 	e.waitOutput(t, `router: serving 2 instance`, 20*time.Second)
 	e.waitOutput(t, `shelf ready`, 60*time.Second)
