@@ -65,7 +65,7 @@ models_max = 1
 	e.waitOutput(t, `router: starting tiny for a request`, time.Second)
 
 	// Streamed: the events come as the server makes them.
-	req := `{"model":"tiny","prompt":"Once upon a time","n_predict":48,"seed":42,"stream":true}`
+	req := `{"model":"tiny","prompt":"Once upon a time","n_predict":1500,"seed":42,"stream":true,"ignore_eos":true,"grammar":"root ::= [a-z ]*"}`
 	checkRealStream(t, base+"/completion", req)
 
 	// llama.cpp's router mode: its model list routes to it, and it loads
@@ -118,8 +118,11 @@ func checkRealStream(t *testing.T, url, body string) {
 	if resp.StatusCode != 200 || len(arrivals) < 10 {
 		t.Fatalf("stream: status %d, %d events", resp.StatusCode, len(arrivals))
 	}
-	if spread := arrivals[len(arrivals)-1] - arrivals[0]; spread < 20*time.Millisecond {
-		t.Errorf("%d events arrived within %s: buffered", len(arrivals), spread)
+	// Passed on as made: the first event came long before the last (a
+	// buffered answer brings them all at once at the end). A ratio, not a
+	// time, so a busy machine does not make it flake.
+	if first, last := arrivals[0], arrivals[len(arrivals)-1]; first > last/2 {
+		t.Errorf("%d events: the first after %s, the last after %s: buffered", len(arrivals), first, last)
 	}
 }
 

@@ -44,7 +44,7 @@ func TestWatchdogKillsHungServer(t *testing.T) {
 		}
 		return m != nil
 	})
-	e.waitOutput(t, `a hung: 3 liveness probe\(s\) in a row failed over [0-9.]+m?s with no CPU time in its main thread, no log output and no token progress meanwhile \(last: GET /slots: no answer within 100ms\); SIGKILL to its process group`, 15*time.Second)
+	e.waitOutput(t, `a hung: 3 liveness probe\(s\) in a row failed over [0-9.]+m?s with its threads idle, no log output and no token progress meanwhile \(last: GET /slots: no answer within 100ms\); SIGKILL to its process group`, 15*time.Second)
 	e.waitOutput(t, `a exited: killed by SIGKILL after`, 10*time.Second)
 	e.waitOutput(t, `a restarting in`, 10*time.Second)
 	second := e.waitOutput(t, `(?s)a restarting in.*a started: pid (\d+)`, 15*time.Second)[1]

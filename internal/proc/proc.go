@@ -5,6 +5,7 @@ package proc
 
 import (
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -51,6 +52,38 @@ func ThreadCPU(pid, tid int) (time.Duration, bool) {
 		return 0, false
 	}
 	return time.Duration(ut+st) * clockTick, true
+}
+
+// GroupCPU is the CPU time of process group pgid: of the main threads
+// of its processes (see MainThreadCPU), and of all their threads. A
+// decode may run on worker threads while the main thread waits for them;
+// a stuck server burns nothing in any thread but what answering probes
+// takes. false: no process of the group is left.
+func GroupCPU(pgid int) (main, all time.Duration, ok bool) {
+	pids := groupMembers(pgid)
+	if !slices.Contains(pids, pgid) {
+		pids = append(pids, pgid)
+	}
+	for _, pid := range pids {
+		p := strconv.Itoa(pid)
+		f := statFields("/proc/" + p + "/stat")
+		if len(f) < 13 || f[2] != strconv.Itoa(pgid) || f[0] == "Z" || f[0] == "X" {
+			continue
+		}
+		ut, err1 := strconv.ParseInt(f[11], 10, 64)
+		st, err2 := strconv.ParseInt(f[12], 10, 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		m, mok := ThreadCPU(pid, pid)
+		if !mok {
+			continue
+		}
+		main += m
+		all += time.Duration(ut+st) * clockTick
+		ok = true
+	}
+	return main, all, ok
 }
 
 // groupMembers lists the processes whose group is pgid. A full /proc scan

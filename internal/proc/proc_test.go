@@ -47,6 +47,10 @@ func TestMainThreadCPU(t *testing.T) {
 	if i1 != i0 {
 		t.Errorf("a sleeping main thread used %s", i1-i0)
 	}
+	// The whole group counts every thread's time, the main thread's too.
+	if m, all, ok := GroupCPU(busy); !ok || all < m || m < 100*time.Millisecond {
+		t.Errorf("GroupCPU(busy) = %s, %s, %v", m, all, ok)
+	}
 	if _, ok := MainThreadCPU(os.Getpid() + 1<<22); ok {
 		t.Error("a group that does not exist has CPU time")
 	}

@@ -55,9 +55,10 @@ type Deps struct {
 	Probe    Prober
 	Liveness Liveness  // the watchdog's probe
 	Slots    BusySlots // the drain's question
-	// CPU is the CPU time of the main threads of the process group pid
-	// leads (false: none is left): the watchdog's sign of work.
-	CPU       func(pid int) (time.Duration, bool)
+	// CPU is the CPU time of the process group pid leads, of its main
+	// threads and of all its threads (false: none is left): the
+	// watchdog's sign of work.
+	CPU       func(pid int) (main, all time.Duration, ok bool)
 	CheckPort func(config.Instance) error // nil error: free
 	// Stdout takes the [name]-prefixed copies of log_to_stdout instances;
 	// one writer shared by all, serialised per line (logfile.Locked).
@@ -81,7 +82,7 @@ func (d Deps) withDefaults(r *Reaper, env []string) Deps {
 		d.Slots = HTTPBusySlots
 	}
 	if d.CPU == nil {
-		d.CPU = proc.MainThreadCPU
+		d.CPU = proc.GroupCPU
 	}
 	if d.CheckPort == nil {
 		d.CheckPort = launch.CheckPort

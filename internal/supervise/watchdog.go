@@ -29,7 +29,9 @@ import (
 // owner, which alone judges and kills: hung only when liveness_failures
 // probes in a row failed AND the server showed no progress in that window.
 // Progress is what probing cannot fake: CPU time of its main thread (the
-// slot loop: a long decode burns a core, a stuck loop none), its /metrics
+// slot loop) or of all its threads (a decode may run on worker threads
+// while the main thread waits for them; a stuck loop burns nothing in any
+// of them beyond the little answering /health takes), its /metrics
 // token counters, and output lines other than llama-server's answers to
 // our own requests (it logs "cancel task" for each probe we abandon, even
 // while stuck). Then SIGKILL to its process group (a wedged server may
@@ -55,7 +57,8 @@ type LiveProbe struct {
 	// probe by then, not by when it got to the result.
 	at       time.Time
 	logBytes int64
-	cpu      time.Duration
+	cpu      time.Duration // main threads'
+	cpuAll   time.Duration // all threads'
 	hasCPU   bool
 }
 
@@ -74,6 +77,7 @@ type progress struct {
 	logBytes int64
 	tokens   int64
 	cpu      time.Duration // its main threads' CPU time
+	cpuAll   time.Duration // all its threads'
 }
 
 // busyCPU is the CPU time a main thread must use over elapsed to count as
@@ -83,6 +87,17 @@ type progress struct {
 // while probes fail none of them reaches the loop.
 func busyCPU(elapsed time.Duration) time.Duration {
 	return max(elapsed/100, 20*time.Millisecond)
+}
+
+// busyAllCPU is the same for all threads together: 10% of a core, well
+// above what answering probes and other clients' refused requests takes.
+func busyAllCPU(elapsed time.Duration) time.Duration {
+	return max(elapsed/10, 50*time.Millisecond)
+}
+
+// worked says whether the CPU time between two marks is work.
+func worked(from, to progress, elapsed time.Duration) bool {
+	return to.cpu-from.cpu >= busyCPU(elapsed) || to.cpuAll-from.cpuAll >= busyAllCPU(elapsed)
 }
 
 // liveState is the owner's count of a ready process's liveness probes.
@@ -124,11 +139,11 @@ func watch(ctx context.Context, spec config.Instance, d Deps, logBytes *atomic.I
 			return
 		}
 		at, seen := clock.Now(), logBytes.Load()
-		cpu, hasCPU := d.CPU(pid)
+		cpu, cpuAll, hasCPU := d.CPU(pid)
 		pctx, cancel := context.WithTimeout(ctx, spec.LivenessTimeout)
 		r := d.Liveness(pctx, spec)
 		cancel()
-		r.at, r.logBytes, r.cpu, r.hasCPU = at, seen, cpu, hasCPU
+		r.at, r.logBytes, r.cpu, r.cpuAll, r.hasCPU = at, seen, cpu, cpuAll, hasCPU
 		if ctx.Err() != nil || send(msg{in: inLiveness, pid: pid, live: &r}) != nil {
 			return
 		}
@@ -148,12 +163,11 @@ func (o *owner) liveness(m msg) State {
 		w.tokens = r.Tokens
 	}
 	now := r.at
-	mark := progress{logBytes: r.logBytes, tokens: w.tokens, cpu: w.mark.cpu}
+	mark := progress{logBytes: r.logBytes, tokens: w.tokens, cpu: w.mark.cpu, cpuAll: w.mark.cpuAll}
 	if r.hasCPU {
-		mark.cpu = r.cpu
+		mark.cpu, mark.cpuAll = r.cpu, r.cpuAll
 	}
-	moved := mark.logBytes != w.mark.logBytes || mark.tokens != w.mark.tokens ||
-		mark.cpu-w.mark.cpu >= busyCPU(now.Sub(w.markAt))
+	moved := mark.logBytes != w.mark.logBytes || mark.tokens != w.mark.tokens || worked(w.mark, mark, now.Sub(w.markAt))
 	w.mark, w.markAt = mark, now
 	if r.Refused != nil && !w.refused {
 		w.refused = true
@@ -178,7 +192,7 @@ func (o *owner) liveness(m msg) State {
 		if n == 1 {
 			window = o.spec.LivenessTimeout
 		}
-		return o.killHung(fmt.Errorf("%d liveness probe(s) in a row failed over %s with no CPU time in its main thread, no log output and no token progress meanwhile (last: %v)",
+		return o.killHung(fmt.Errorf("%d liveness probe(s) in a row failed over %s with its threads idle, no log output and no token progress meanwhile (last: %v)",
 			w.silent, window.Round(time.Millisecond), r.Err))
 	}
 	if w.fails >= n && !w.told {
@@ -190,8 +204,9 @@ func (o *owner) liveness(m msg) State {
 		if d := mark.tokens - w.streakMark.tokens; d != 0 {
 			grew = append(grew, fmt.Sprintf("its token counters moved by %d", d))
 		}
-		if d := mark.cpu - w.streakMark.cpu; d >= busyCPU(now.Sub(w.since)) {
-			grew = append(grew, fmt.Sprintf("its main thread used %s of CPU", d.Round(10*time.Millisecond)))
+		if worked(w.streakMark, mark, now.Sub(w.since)) {
+			grew = append(grew, fmt.Sprintf("its main thread used %s of CPU (all its threads %s)",
+				(mark.cpu-w.streakMark.cpu).Round(10*time.Millisecond), (mark.cpuAll-w.streakMark.cpuAll).Round(10*time.Millisecond)))
 		}
 		o.emit(Event{Kind: EvBusy, State: Ready, PID: o.proc.PID(),
 			Err: fmt.Errorf("%d liveness probes in a row failed (last: %v), but %s since they began failing", w.fails, r.Err, strings.Join(grew, " and "))})

@@ -30,13 +30,14 @@ type fakeLive struct {
 	busy      int // busy slots
 	slotsErr  error
 	cpu       time.Duration // main threads' CPU time
+	cpuOthers time.Duration // the other threads'
 	refused   error
 }
 
-func (f *fakeLive) cpuOf(pid int) (time.Duration, bool) {
+func (f *fakeLive) cpuOf(pid int) (main, all time.Duration, ok bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.cpu, true
+	return f.cpu, f.cpu + f.cpuOthers, true
 }
 
 func (f *fakeLive) probe(ctx context.Context, spec config.Instance) LiveProbe {
@@ -156,7 +157,7 @@ func TestWatchdogKillsHungSilentServer(t *testing.T) {
 	if bound := 4*15*time.Second + 10*time.Second; hung.Time.Sub(hangAt) > bound {
 		t.Errorf("found hung %s after it wedged, more than interval×failures+timeout = %s", hung.Time.Sub(hangAt), bound)
 	}
-	if line, isErr := hung.Line(); !isErr || line != "a hung: 4 liveness probe(s) in a row failed over 45s with no CPU time in its main thread, no log output and no token progress meanwhile (last: GET /slots: no answer within 10s); SIGKILL to its process group" {
+	if line, isErr := hung.Line(); !isErr || line != "a hung: 4 liveness probe(s) in a row failed over 45s with its threads idle, no log output and no token progress meanwhile (last: GET /slots: no answer within 10s); SIGKILL to its process group" {
 		t.Errorf("line %q", line)
 	}
 	// SIGKILL at once, to the group (Signal is always the group's): a
@@ -198,7 +199,7 @@ func TestWatchdogHungUnderNeverFails(t *testing.T) {
 }
 
 func TestWatchdogLeavesBusyServerAlone(t *testing.T) {
-	for _, how := range []string{"log", "tokens", "cpu"} {
+	for _, how := range []string{"log", "tokens", "cpu", "workers"} {
 		t.Run(how, func(t *testing.T) {
 			h := newHarness(t)
 			p := h.startWatched(watched(h, 3))
@@ -216,6 +217,10 @@ func TestWatchdogLeavesBusyServerAlone(t *testing.T) {
 					// One long decode: no output, no counters, but its
 					// main thread burns most of a core.
 					h.live.set(func(f *fakeLive) { f.cpu += 12 * time.Second })
+				case "workers":
+					// The decode runs on worker threads while the main
+					// thread waits for them.
+					h.live.set(func(f *fakeLive) { f.cpuOthers += 5 * time.Second })
 				}
 				h.tick(15 * time.Second)
 			}
@@ -225,7 +230,9 @@ func TestWatchdogLeavesBusyServerAlone(t *testing.T) {
 			case "tokens":
 				want = "its token counters moved by 1536"
 			case "cpu":
-				want = "its main thread used 36s of CPU"
+				want = "its main thread used 36s of CPU (all its threads 36s)"
+			case "workers":
+				want = "its main thread used 0s of CPU (all its threads 15s)"
 			}
 			if line, isErr := busy.Line(); isErr || line != "a busy, left alone: 3 liveness probes in a row failed (last: GET /slots: no answer within 10s), but "+want+" since they began failing" {
 				t.Errorf("line %q", line)
@@ -260,7 +267,7 @@ func TestWatchdogProbeEchoesAreNotProgress(t *testing.T) {
 	for i := range 2 {
 		h.echo("a", p, fmt.Sprintf("0.02.529.301 W srv          stop: cancel task, id_task = %d", i))
 		h.echo("a", p, "0.03.579.084 W srv    operator(): unauthorized: Invalid API Key")
-		h.live.set(func(f *fakeLive) { f.cpu += 10 * time.Millisecond })
+		h.live.set(func(f *fakeLive) { f.cpu += 10 * time.Millisecond; f.cpuOthers += 100 * time.Millisecond })
 		h.tick(15 * time.Second)
 	}
 	if got := p.got(); len(got) != 0 {
@@ -268,7 +275,7 @@ func TestWatchdogProbeEchoesAreNotProgress(t *testing.T) {
 	}
 	h.echo("a", p, "0.03.060.544 W srv          stop: cancel task, id_task = 9")
 	h.tick(15 * time.Second)
-	if line, _ := h.expect("a", EvHung).Line(); !strings.Contains(line, "3 liveness probe(s) in a row failed over 30s with no CPU time") {
+	if line, _ := h.expect("a", EvHung).Line(); !strings.Contains(line, "3 liveness probe(s) in a row failed over 30s with its threads idle") {
 		t.Errorf("line %q", line)
 	}
 }
