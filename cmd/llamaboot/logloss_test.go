@@ -67,7 +67,7 @@ func TestLogLossOnAFullDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	whole := regexp.MustCompile(`^(STANDIN_LINE \d{8} x{78}|\[llamaboot\] .*|STANDIN_[A-Z_]+ .*|standin-llama-server: .*)$`)
+	whole := regexp.MustCompile(`^(STANDIN_LINE \d{8} x{78}|\[llamaboot\] .*|STANDIN_[A-Z_]+ .*|standin-llama-server: .*|[IW] srv .*)$`)
 	notes := 0
 	for _, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
 		if !whole.MatchString(l) {
