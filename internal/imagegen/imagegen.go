@@ -160,6 +160,20 @@ func WriteDockerArchive(path, tag string, img v1.Image) error {
 	return tarball.WriteToFile(path, t, img)
 }
 
+// WriteDockerArchiveOf writes several images into one `docker save`
+// archive, each under its tag.
+func WriteDockerArchiveOf(path string, imgs map[string]v1.Image) error {
+	m := map[name.Tag]v1.Image{}
+	for tag, img := range imgs {
+		t, err := name.NewTag(tag)
+		if err != nil {
+			return err
+		}
+		m[t] = img
+	}
+	return tarball.MultiWriteToFile(path, m)
+}
+
 // TarDir writes the tree at dir as an uncompressed tar at path (an OCI
 // layout becomes an oci-archive).
 func TarDir(dir, path string) error {

@@ -221,13 +221,18 @@ func TestImageSecondBootOffline(t *testing.T) {
 }
 
 // registryWith wraps the in-process registry: auth asks for basic
-// credentials user:secret; tamper changes the bytes of blob responses.
-func registryWith(auth, tamper bool) *httptest.Server {
+// credentials user:secret (forbid answers 403 to any other); tamper
+// changes the bytes of blob responses.
+func registryWith(auth, tamper bool, forbid ...bool) *httptest.Server {
 	inner := imagegen.Registry()
 	h := inner.Config.Handler
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if auth {
 			if u, p, ok := r.BasicAuth(); !ok || u != "user" || p != "secret" {
+				if len(forbid) > 0 && forbid[0] && ok {
+					w.WriteHeader(http.StatusForbidden)
+					return
+				}
 				w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
 				w.WriteHeader(http.StatusUnauthorized)
 				return
@@ -261,13 +266,15 @@ func TestImageRegistryRefusals(t *testing.T) {
 		auth, tamper bool
 		creds        string
 		want         []string
+		forbid       bool
 	}{
-		{"401-anonymous", true, false, "", []string{"HTTP 401", "AUTO_INFER_REGISTRY_AUTH=USER:TOKEN", "docker login"}},
-		{"401-wrong", true, false, "user:wrong", []string{"HTTP 401", "credentials in AUTO_INFER_REGISTRY_AUTH were refused"}},
-		{"digest-mismatch", false, true, "", []string{"digest mismatch", "nothing was installed"}},
+		{"403-wrong", true, false, "user:wrong", []string{"HTTP 403", "credentials in AUTO_INFER_REGISTRY_AUTH were refused"}, true},
+		{"401-anonymous", true, false, "", []string{"HTTP 401", "AUTO_INFER_REGISTRY_AUTH=USER:TOKEN", "docker login"}, false},
+		{"401-wrong", true, false, "user:wrong", []string{"HTTP 401", "credentials in AUTO_INFER_REGISTRY_AUTH were refused"}, false},
+		{"digest-mismatch", false, true, "", []string{"digest mismatch", "nothing was installed"}, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			srv := registryWith(c.auth, c.tamper)
+			srv := registryWith(c.auth, c.tamper, c.forbid)
 			defer srv.Close()
 			host := strings.TrimPrefix(srv.URL, "http://")
 			o := opts(filepath.Join(t.TempDir(), "app"), "docker://"+host+"/llama:b1")
@@ -301,6 +308,30 @@ func TestImageRegistryRefusals(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDockerArchiveOfSeveralImages: an archive of two images needs the
+// one to take named; a wrong name lists the tags it holds.
+func TestDockerArchiveOfSeveralImages(t *testing.T) {
+	dir := t.TempDir()
+	saved := filepath.Join(dir, "two.tar")
+	must(t, imagegen.WriteDockerArchiveOf(saved, map[string]v1.Image{
+		"llama:cpu": cudaLike(t, archive.Gzip, "cpu", nil), "llama:cuda": cudaLike(t, archive.Gzip, "cuda", nil)}))
+	for src, want := range map[string]string{
+		"docker-archive:" + saved:                 "holds 2 images; name one",
+		"docker-archive:" + saved + ":llama:vulk": `holds no image tagged "llama:vulk"; it holds: llama:cpu, llama:cuda`,
+	} {
+		_, err := Install(context.Background(), opts(filepath.Join(t.TempDir(), "app"), src))
+		var bad interface{ BadInput() bool }
+		if err == nil || !errors.As(err, &bad) || !bad.BadInput() || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want bad input saying %q", src, err, want)
+		}
+	}
+	app := filepath.Join(t.TempDir(), "app")
+	mustInstall(t, opts(app, "docker-archive:"+saved+":llama:cuda"))
+	if readServer(t, app) != "cuda" {
+		t.Errorf("installed %q, want the llama:cuda image's", readServer(t, app))
 	}
 }
 
