@@ -320,6 +320,9 @@ func clean(name string) (string, error) {
 	if strings.ContainsRune(name, 0) {
 		return "", &Error{Entry: name, Reason: "name contains a NUL byte"}
 	}
+	if strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return "", &Error{Entry: fmt.Sprintf("%q", shorten(name)), Reason: "name contains control characters"}
+	}
 	if strings.HasPrefix(name, "/") {
 		return "", &Error{Entry: shorten(name), Reason: "absolute path names are not allowed"}
 	}
@@ -436,7 +439,7 @@ func (w *writer) file(name string, mode fs.FileMode, size int64, r io.Reader) er
 	if err != nil {
 		return w.fsError(name, err)
 	}
-	n, err := io.Copy(f, io.LimitReader(r, size))
+	n, err := copySparse(f, io.LimitReader(r, size))
 	if err == nil && n != size {
 		err = &Error{Entry: name, Reason: fmt.Sprintf("truncated: %d of %d bytes", n, size)}
 	}

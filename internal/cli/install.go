@@ -52,7 +52,7 @@ func (f *downloadFlags) register(cmd *cobra.Command, what string) {
 	f.maxDownload = fetch.DefaultMaxBytes
 	fl.Var(&f.maxDownload, "max-download", what+"refuse downloads larger than this (bytes, or with a unit: 64GiB, 500MB)")
 	fl.DurationVar(&f.connectTimeout, "connect-timeout", 30*time.Second, what+"connection setup timeout")
-	fl.DurationVar(&f.stallTimeout, "stall-timeout", 60*time.Second, what+"abort an attempt after this long without data")
+	fl.DurationVar(&f.stallTimeout, "stall-timeout", 60*time.Second, what+"abort an attempt that gets less than 1 KiB/s over this long (or no data at all)")
 	fl.IntVar(&f.retries, "retries", 5, what+"attempts after the first on network errors and 5xx")
 	fl.DurationVar(&f.retryBase, "retry-delay", time.Second, what+"first retry delay (doubles each time)")
 }

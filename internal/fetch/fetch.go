@@ -83,8 +83,12 @@ type Options struct {
 	MaxBytes       int64         // largest download accepted (default 64 GiB)
 	ConnectTimeout time.Duration // default 30s
 	StallTimeout   time.Duration // no byte for this long aborts an attempt (default 60s)
-	Retries        int           // attempts after the first
-	RetryBase      time.Duration // first retry delay, doubling (default 1s)
+	// MinRate is the least average rate, in bytes per second, over each
+	// StallTimeout window (default 1 KiB/s): a server trickling a byte now
+	// and then cannot keep a download alive forever.
+	MinRate   int64
+	Retries   int           // attempts after the first
+	RetryBase time.Duration // first retry delay, doubling (default 1s)
 	// LockTimeout bounds the wait for another process downloading the
 	// same file while its .part does not grow (default 10m).
 	LockTimeout time.Duration
@@ -113,6 +117,9 @@ func (o *Options) defaults() {
 	}
 	if o.StallTimeout <= 0 {
 		o.StallTimeout = 60 * time.Second
+	}
+	if o.MinRate <= 0 {
+		o.MinRate = 1 << 10
 	}
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = 10 * time.Minute
@@ -482,6 +489,9 @@ func attemptFetch(ctx context.Context, o *Options, part sideFiles) (Result, erro
 	}
 	defer resp.Body.Close()
 	name := path.Base(resp.Request.URL.Path) // after redirects
+	if HasControl(name) {
+		return Result{}, &Error{URL: shown, Kind: BadURL, Msg: fmt.Sprintf("names a file with control characters (%q, percent-encoded in the URL); refused", name)}
+	}
 	switch {
 	case resp.StatusCode == http.StatusNotModified:
 		return Result{NotModified: true, Path: o.Dest, Name: name, ETag: o.ETag, LastModified: o.LastModified}, nil
@@ -505,6 +515,13 @@ func attemptFetch(ctx context.Context, o *Options, part sideFiles) (Result, erro
 	if resp.StatusCode == http.StatusPartialContent && resuming {
 		if start := rangeStart(resp.Header.Get("Content-Range")); start != have {
 			return Result{}, errRetry{fmt.Errorf("server resumed at byte %d, not %d", start, have)}
+		}
+		// If-Range asked for the rest only if the file is unchanged; a
+		// server that ignores it would append another version's bytes to
+		// the part. The rest is taken only with the same validator.
+		if !sameVersion(st, resp.Header) {
+			part.remove()
+			return Result{}, errRetry{fmt.Errorf("the server resumed a different version of the file (%s); starting over", versionOf(resp.Header))}
 		}
 		flags, offset = os.O_RDWR|os.O_APPEND, have
 		o.Printer.Stepf("resuming %s at %s", o.Label, printer.Bytes(have))
@@ -546,7 +563,7 @@ func attemptFetch(ctx context.Context, o *Options, part sideFiles) (Result, erro
 		o.OnProgress(offset, total)
 		sinks = append(sinks, &progressFunc{fn: o.OnProgress, done: offset, total: total})
 	}
-	body := &stallReader{r: resp.Body, timeout: o.StallTimeout, cancel: cancel}
+	body := &stallReader{r: resp.Body, timeout: o.StallTimeout, minBytes: int64(o.StallTimeout.Seconds() * float64(o.MinRate)), cancel: cancel}
 	n, err := io.CopyBuffer(io.MultiWriter(sinks...), body, make([]byte, 1<<20))
 	prog.Done()
 	if err != nil {
@@ -560,6 +577,8 @@ func attemptFetch(ctx context.Context, o *Options, part sideFiles) (Result, erro
 			return Result{}, &Error{URL: shown, Kind: NoSpace, Msg: fmt.Sprintf("the file system holding %s is full after %s", filepath.Dir(o.Dest), printer.Bytes(offset+n))}
 		case errors.As(err, &le):
 			return Result{}, fmt.Errorf("write %s: %w", part, le.error)
+		case body.stalled.Load() && body.trickled.Load():
+			err = fmt.Errorf("less than %s in %s (under %s/s)", printer.Bytes(body.minBytes), o.StallTimeout, printer.Bytes(o.MinRate))
 		case body.stalled.Load():
 			err = fmt.Errorf("no data for %s", o.StallTimeout)
 		}
@@ -674,26 +693,66 @@ func (p *progressFunc) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
-// stallReader cancels the request when no byte arrives for timeout.
+// stallReader cancels the request when less than minBytes (at least one)
+// arrive in a window of timeout. The windows are fixed, not restarted by
+// each read: a byte now and then no longer keeps a download alive.
 type stallReader struct {
-	r       io.Reader
-	timeout time.Duration
-	cancel  context.CancelFunc
-	timer   *time.Timer
-	stalled atomic.Bool
+	r        io.Reader
+	timeout  time.Duration
+	minBytes int64
+	cancel   context.CancelFunc
+	timer    *time.Timer
+	got      atomic.Int64 // bytes in the current window
+	stalled  atomic.Bool
+	trickled atomic.Bool // stalled with some data: too slow, not silent
 }
 
 func (s *stallReader) Read(p []byte) (int, error) {
 	if s.timer == nil {
-		s.timer = time.AfterFunc(s.timeout, func() { s.stalled.Store(true); s.cancel() })
-	} else {
-		s.timer.Reset(s.timeout)
+		s.timer = time.AfterFunc(s.timeout, s.check)
 	}
 	n, err := s.r.Read(p)
+	s.got.Add(int64(n))
 	if err != nil {
 		s.timer.Stop()
 	}
 	return n, err
+}
+
+func (s *stallReader) check() {
+	got := s.got.Swap(0)
+	if got == 0 || got < s.minBytes {
+		s.trickled.Store(got > 0)
+		s.stalled.Store(true)
+		s.cancel()
+		return
+	}
+	s.timer.Reset(s.timeout)
+}
+
+// HasControl reports control characters in s (a file name taken from a
+// URL, where %0A or %00 decode to them).
+func HasControl(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f })
+}
+
+// sameVersion reports whether a resumed response is of the version the
+// part holds: the same ETag, or without one the same Last-Modified.
+func sameVersion(st partState, h http.Header) bool {
+	if st.ETag != "" {
+		return h.Get("ETag") == st.ETag
+	}
+	return st.LastModified != "" && h.Get("Last-Modified") == st.LastModified
+}
+
+func versionOf(h http.Header) string {
+	switch {
+	case h.Get("ETag") != "":
+		return "ETag " + h.Get("ETag")
+	case h.Get("Last-Modified") != "":
+		return "Last-Modified " + h.Get("Last-Modified")
+	}
+	return "no ETag or Last-Modified"
 }
 
 // SumFromFile fetches a SHA256SUMS-style file and returns the digest listed

@@ -118,6 +118,9 @@ func urlFileName(source string) (string, error) {
 	if strings.HasSuffix(u.Path, "/") {
 		name = "/" // a directory listing, not an archive, whatever comes before the slash
 	}
+	if fetch.HasControl(name) {
+		return "", &InputError{Msg: fmt.Sprintf("%s names a file with control characters (%q, percent-encoded in the URL); give the archive's own name", fetch.Redact(source), name)}
+	}
 	if !validFileName(name) {
 		return "", &InputError{Msg: fmt.Sprintf("%s names no file (its path ends in %q); give the archive's own URL, such as https://host/llama-b7300-bin-ubuntu-x64.tar.gz", fetch.Redact(source), name)}
 	}
@@ -125,7 +128,7 @@ func urlFileName(source string) (string, error) {
 }
 
 func validFileName(name string) bool {
-	return name != "/" && name != "." && name != ".." && name != ""
+	return name != "/" && name != "." && name != ".." && name != "" && !fetch.HasControl(name)
 }
 
 // downloadHints adds to a download error what a bundle's user can change.

@@ -219,3 +219,22 @@ func halfServer(t *testing.T, body []byte, cut http.HandlerFunc) (srv *httptest.
 		return append([]string(nil), got...)
 	}
 }
+
+// TestURLFileNameControlCharacters: the cache name of a bundle URL comes
+// from its last element; %0A or %00 there would put control characters in
+// a file name and in every message naming it. Refused, shown quoted.
+func TestURLFileNameControlCharacters(t *testing.T) {
+	for _, c := range []struct{ url, want string }{
+		{"https://h/llama%0Ab1.tar.gz", `names a file with control characters ("llama\nb1.tar.gz"`},
+		{"https://h/a%00.tar.gz", `names a file with control characters ("a\x00.tar.gz"`},
+		{"https://h/llama-b1.tar.gz", ""},
+	} {
+		name, err := urlFileName(c.url)
+		switch {
+		case c.want == "" && (err != nil || name != "llama-b1.tar.gz"):
+			t.Errorf("%s: %q %v", c.url, name, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: %q %v, want %s", c.url, name, err, c.want)
+		}
+	}
+}
