@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,11 +31,13 @@ func (f *modelFlags) register(cmd *cobra.Command) {
 
 func (f *modelFlags) options(env Env, p *printer.Printer) models.Options {
 	return models.Options{
-		Token:    env("AUTO_INFER_MODEL_TOKEN"),
-		Refresh:  f.refresh,
-		Parallel: f.parallel,
-		Download: f.download.options(""),
-		Printer:  p,
+		Token:      env("AUTO_INFER_MODEL_TOKEN"),
+		TokenHosts: strings.FieldsFunc(env("AUTO_INFER_MODEL_TOKEN_HOSTS"), func(r rune) bool { return r == ',' || r == ' ' }),
+		Getenv:     env,
+		Refresh:    f.refresh,
+		Parallel:   f.parallel,
+		Download:   f.download.options(""),
+		Printer:    p,
 	}
 }
 
@@ -56,7 +59,9 @@ func newFetchModelsCmd(env Env) *cobra.Command {
 <app-dir>/models (AUTO_INFER_MODELS_DIR), all parts of a split GGUF, each file once, --parallel at a
 time. Resumable, retried, checked against sha256 / model_sha256 before it is renamed into place. A file
 whose marker vouches for it is used without contacting the server; --refresh-models asks the server
-whether it changed. AUTO_INFER_MODEL_TOKEN is sent as a bearer token to each model URL's own host.
+whether it changed. AUTO_INFER_MODEL_TOKEN is sent as a bearer token to the hosts in
+AUTO_INFER_MODEL_TOKEN_HOSTS (unset: the one host all models are on), a model's token_env to its
+own URL, HF_TOKEN to Hugging Face URLs only.
 Exit status: 0 all there; 2 a wrong URL, token or checksum; 1 network or disk trouble.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -27,10 +27,14 @@ type ModelSource struct {
 	// 1 otherwise. SHA256 holds one digest for the first file, or one per
 	// part.
 	Parts int `json:"parts"`
+	// TokenEnv names the variable holding the bearer token for this
+	// model's URL (token_env); "" when the model names none.
+	TokenEnv string `json:"token_env,omitempty"`
 }
 
 var (
-	modelKeys   = []string{"url", "sha256", "path"}
+	modelKeys   = []string{"url", "sha256", "path", "token_env"}
+	envNameRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	splitNameRE = regexp.MustCompile(`-(\d{5})-of-(\d{5})\.gguf$`)
 )
 
@@ -81,6 +85,13 @@ func (v *validator) models(t *Table, dir string) map[string]*ModelSource {
 			}
 		}
 		src.SHA256 = v.pins(m, path, "sha256", src.Parts)
+		if te, ok := m.Get("token_env"); ok {
+			if s, isStr := te.(string); isStr && envNameRE.MatchString(s) {
+				src.TokenEnv = s
+			} else {
+				v.add(m, path, "token_env", "must name the environment variable holding this model's token (such as \"MY_HOST_TOKEN\"), not %s", describe(te))
+			}
+		}
 		out[name] = src
 	}
 	return out

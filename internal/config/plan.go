@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,10 +48,12 @@ type Options struct {
 	// Exists reports whether a path exists; tests replace it.
 	Exists func(string) bool
 	// ServerFlags, when set, returns the long flags ("--ctx-size") the
-	// resolved llama-server accepts; server keys it lacks are refused with
-	// a did-you-mean. An error that wraps fs.ErrNotExist or
-	// exec.ErrNotFound means the executable is not here: a warning.
-	ServerFlags func(exe string) ([]string, error)
+	// resolved llama-server accepts and what each takes; server keys it
+	// lacks are refused with a did-you-mean, and a value of the wrong kind
+	// (a string on a switch) is refused. An error that wraps
+	// fs.ErrNotExist or exec.ErrNotFound means the executable is not here:
+	// a warning.
+	ServerFlags func(exe string) (Flags, error)
 	// RouterKeys is AUTO_INFER_LLAMA_CPP_ROUTER_KEYS: the router's client
 	// keys besides those of router.api_keys_file.
 	RouterKeys string
@@ -88,6 +91,9 @@ type Instance struct {
 	// ModelSource is set when the model is downloaded (Model is then its
 	// local path).
 	ModelSource *ModelSource `json:"model_source,omitempty"`
+	// SecretEnv are the variables holding the plan's model tokens
+	// (token_env): not passed to any server.
+	SecretEnv []string `json:"-"`
 
 	Restart       string        `json:"restart"`
 	ReadyTimeout  time.Duration `json:"-"`
@@ -290,6 +296,15 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 		}
 		ports[in.Port] = name
 		plan.Instances = append(plan.Instances, in)
+	}
+	var tokenEnvs []string
+	for _, in := range plan.Instances {
+		if in.ModelSource != nil && in.ModelSource.TokenEnv != "" && !slices.Contains(tokenEnvs, in.ModelSource.TokenEnv) {
+			tokenEnvs = append(tokenEnvs, in.ModelSource.TokenEnv)
+		}
+	}
+	for i := range plan.Instances {
+		plan.Instances[i].SecretEnv = tokenEnvs
 	}
 	v.checkModelPaths(plan)
 	v.checkRoutes(plan, controls)
@@ -566,7 +581,21 @@ type serverTable struct {
 // checkFlags returns the server keys whose flag the plan's llama-server
 // does not accept. When its flags cannot be read, it adds a warning saying
 // the check was skipped and why.
-func checkFlags(v *validator, plan *Plan, tables []serverTable, read func(string) ([]string, error)) []Problem {
+// Flags are the long flags an executable accepts ("--ctx-size") and what
+// each takes after it.
+type Flags map[string]FlagArgs
+
+// FlagArgs is what a flag takes after it, as --help shows.
+type FlagArgs int
+
+const (
+	UnknownArgs   FlagArgs = iota // only named in a description
+	Switch                        // nothing: its key is true or false
+	Value                         // one value ("--ctx-size N")
+	OptionalValue                 // a value or nothing ("--flash-attn [on|off|auto]")
+)
+
+func checkFlags(v *validator, plan *Plan, tables []serverTable, read func(string) (Flags, error)) []Problem {
 	where := Pos{File: plan.File}
 	if plan.ExecutablePos.Line > 0 {
 		where = plan.ExecutablePos
@@ -581,17 +610,21 @@ func checkFlags(v *validator, plan *Plan, tables []serverTable, read func(string
 			Msg: fmt.Sprintf("not checked against llama-server's flags (%s)", reason)})
 		return nil
 	}
-	known := make(map[string]bool, len(flags))
 	keys := make([]string, 0, len(flags))
-	for _, f := range flags {
-		known[f] = true
+	for f := range flags {
 		keys = append(keys, strings.ReplaceAll(strings.TrimPrefix(f, "--"), "-", "_"))
 	}
 	var unknown []Problem
 	for _, st := range tables {
 		for _, k := range st.t.Keys() {
 			flag := flagOf(k)
-			if k == "extra_args" || k == "model_sha256" || known[flag] {
+			if k == "extra_args" || k == "model_sha256" || !validServerKey(k) {
+				continue
+			}
+			if args, known := flags[flag]; known {
+				if msg := argsProblem(flag, args, st.t.val(k)); msg != "" {
+					unknown = append(unknown, Problem{Pos: st.t.PosOf(k), Key: st.path + "." + k, Msg: msg})
+				}
 				continue
 			}
 			hint := ""
@@ -604,6 +637,27 @@ func checkFlags(v *validator, plan *Plan, tables []serverTable, read func(string
 	}
 	return unknown
 }
+
+// argsProblem says what is wrong with giving value to a flag that takes
+// args ("" when nothing is): a string on a switch would become an argument
+// of its own (metrics = "--api-key-file" once passed a flag), and true on a
+// flag that needs a value would take the next flag as that value.
+func argsProblem(flag string, args FlagArgs, value any) string {
+	_, isBool := value.(bool)
+	switch {
+	case args == Switch && !isBool:
+		return fmt.Sprintf("%s is a switch (it takes no value): give true or false, not %s", flag, describe(value))
+	case args == Value && isBool:
+		return fmt.Sprintf("%s takes a value (%s alone would take the next argument as its value): give the value, not %s", flag, flag, describe(value))
+	}
+	return ""
+}
+
+// validServerKey is a key that can be a flag name: an empty key would
+// become "--", which ends llama-server's options.
+func validServerKey(k string) bool { return serverKeyRE.MatchString(k) }
+
+var serverKeyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
 
 // flagOf is the llama-server flag a server key becomes.
 func flagOf(key string) string { return "--" + strings.ReplaceAll(key, "_", "-") }

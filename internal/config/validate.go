@@ -268,6 +268,10 @@ var intRange = map[string][2]int64{
 func (v *validator) server(s *Table, path string) {
 	for _, k := range s.Keys() {
 		raw, _ := s.Get(k)
+		if !validServerKey(k) {
+			v.add(s, path, k, "is not a flag name (%q would be passed as %q): server keys are letters, digits, '_' and '-'", k, "--"+strings.ReplaceAll(k, "_", "-"))
+			continue
+		}
 		switch x := raw.(type) {
 		case *Table:
 			v.add(s, path, k, "nested tables are not allowed in a server table; write the flag as %s = value", k)

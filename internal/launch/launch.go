@@ -22,6 +22,7 @@ import (
 	"github.com/llamaboot/llamaboot/internal/access"
 	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/dirs"
+	"github.com/llamaboot/llamaboot/internal/fetch"
 	"github.com/llamaboot/llamaboot/internal/logfile"
 )
 
@@ -171,8 +172,13 @@ func Environ(env []string, in config.Instance, exeDir string) []string {
 	ld := exeDir
 	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")
-		if slices.Contains(SecretEnv, k) {
+		if slices.Contains(SecretEnv, k) || slices.Contains(in.SecretEnv, k) {
 			continue
+		}
+		if strings.HasPrefix(k, "AUTO_INFER_") && fetch.LooksLikeURL(v) {
+			// A package URL may carry userinfo or a signed query: the server
+			// gets it as llamaboot shows it, redacted.
+			kv = k + "=" + fetch.Redact(strings.TrimSpace(v))
 		}
 		if k == "LD_LIBRARY_PATH" {
 			if v != "" {
@@ -190,8 +196,9 @@ func Environ(env []string, in config.Instance, exeDir string) []string {
 	return append(out, "LD_LIBRARY_PATH="+ld)
 }
 
-// SecretEnv are the variables holding llamaboot's download credentials.
-var SecretEnv = []string{"AUTO_INFER_LLAMA_CPP_PKG_TOKEN", "AUTO_INFER_MODEL_TOKEN"}
+// SecretEnv are the variables holding llamaboot's download credentials:
+// not passed to servers.
+var SecretEnv = []string{"AUTO_INFER_LLAMA_CPP_PKG_TOKEN", "AUTO_INFER_MODEL_TOKEN", "AUTO_INFER_REGISTRY_AUTH"}
 
 // ErrExited is returned by WaitReady when the process ended first.
 var ErrExited = errors.New("exited before it was ready")

@@ -224,3 +224,30 @@ func TestEnvironDropsDownloadTokens(t *testing.T) {
 		t.Errorf("other variables lost: %v", env)
 	}
 }
+
+// TestEnvironScrubsCredentials: a server inherited the package URL with its
+// userinfo and signed query, and the registry credentials; it gets the URL
+// as llamaboot prints it, redacted, and no registry credentials.
+func TestEnvironScrubsCredentials(t *testing.T) {
+	env := Environ([]string{"PATH=/bin",
+		"AUTO_INFER_LLAMA_CPP_PKG_PATH=https://ghp_SECRET@host/x.tar.gz?X-Amz-Signature=SIGSECRET",
+		"AUTO_INFER_REGISTRY_AUTH=user:PWSECRET", "AUTO_INFER_APP_DIR=/soft/app", "HF_TOKEN=hf_kept"}, config.Instance{}, "/b")
+	for _, kv := range env {
+		if strings.Contains(kv, "SECRET") {
+			t.Errorf("child environment keeps %s", kv)
+		}
+	}
+	if !slices.Contains(env, "AUTO_INFER_APP_DIR=/soft/app") || !slices.Contains(env, "HF_TOKEN=hf_kept") ||
+		!slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "AUTO_INFER_LLAMA_CPP_PKG_PATH=https://") }) {
+		t.Errorf("what the server may use was dropped: %q", env)
+	}
+}
+
+// TestEnvironDropsModelTokenVariables: the variables a plan's models name
+// in token_env are download credentials too.
+func TestEnvironDropsModelTokenVariables(t *testing.T) {
+	env := Environ([]string{"PATH=/bin", "MY_HOST_TOKEN=SECRET", "OTHER=x"}, config.Instance{SecretEnv: []string{"MY_HOST_TOKEN"}}, "/b")
+	if slices.ContainsFunc(env, func(kv string) bool { return strings.Contains(kv, "SECRET") }) || !slices.Contains(env, "OTHER=x") {
+		t.Errorf("got %q", env)
+	}
+}

@@ -36,11 +36,19 @@ import (
 
 // Options say how to fetch.
 type Options struct {
-	// Token (AUTO_INFER_MODEL_TOKEN) is sent as a bearer token to each
-	// model URL's own scheme, host and port, never after a redirect
-	// elsewhere (a Hugging Face token works for huggingface.co URLs, and
-	// stays behind when they redirect to the CDN). Never printed.
-	Token    string
+	// Token (AUTO_INFER_MODEL_TOKEN) is sent as a bearer token only to
+	// the model hosts it is for: those in TokenHosts
+	// (AUTO_INFER_MODEL_TOKEN_HOSTS, "host" or "host:port"), or, when none
+	// are named, the one host every model URL is on (with several, to
+	// none: it would hand one server's token to another). A model that
+	// names a token_env gets that variable's token instead, and a Hugging
+	// Face URL with no other token gets HF_TOKEN. Tokens go to the URL's
+	// own scheme, host and port only, never after a redirect elsewhere.
+	// Never printed.
+	Token      string
+	TokenHosts []string
+	// Getenv reads token_env variables and HF_TOKEN (default os.Getenv).
+	Getenv   func(string) string
 	Refresh  bool          // ask the server whether a file changed (ETag / If-Modified-Since)
 	Parallel int           // files downloaded at once (default 3)
 	Download fetch.Options // retries, timeouts, size limit, client
@@ -72,6 +80,7 @@ type Download struct {
 // file is one file to have: a model, or one part of a split model.
 type file struct {
 	url, pin, path string
+	tokenEnv       string // the model's token_env
 	users          []string
 
 	mu          sync.Mutex
@@ -89,6 +98,8 @@ type Fetcher struct {
 	files []*file
 	// need maps each instance to the files it waits for.
 	need map[string][]*file
+	// hosts are the host[:port]s of every file's URL.
+	hosts []string
 }
 
 // New plans the files the instances need: every part of each model given
@@ -108,7 +119,7 @@ func New(instances []config.Instance, o Options) *Fetcher {
 			u, p := partName(src.URL, i, src.Parts), partName(src.Path, i, src.Parts)
 			fl, ok := byPath[p]
 			if !ok {
-				fl = &file{url: u, path: p, state: Queued, total: -1}
+				fl = &file{url: u, path: p, tokenEnv: src.TokenEnv, state: Queued, total: -1}
 				if i <= len(src.SHA256) {
 					fl.pin = src.SHA256[i-1]
 				}
@@ -119,7 +130,73 @@ func New(instances []config.Instance, o Options) *Fetcher {
 			f.need[in.Name] = append(f.need[in.Name], fl)
 		}
 	}
+	for _, fl := range f.files {
+		if h := hostOf(fl.url); !slices.Contains(f.hosts, h) {
+			f.hosts = append(f.hosts, h)
+		}
+	}
+	if f.o.Getenv == nil {
+		f.o.Getenv = os.Getenv
+	}
 	return f
+}
+
+// token is the bearer token for fl's URL, by the rules of Options.Token.
+func (f *Fetcher) token(fl *file) string {
+	if fl.tokenEnv != "" {
+		return f.o.Getenv(fl.tokenEnv)
+	}
+	u, err := url.Parse(fl.url)
+	if err != nil {
+		return ""
+	}
+	if f.o.Token != "" && f.globalFor(u) {
+		return f.o.Token
+	}
+	if HuggingFaceHost(u.Hostname()) {
+		return f.o.Getenv("HF_TOKEN")
+	}
+	return ""
+}
+
+// globalFor reports whether AUTO_INFER_MODEL_TOKEN is for u's host.
+func (f *Fetcher) globalFor(u *url.URL) bool {
+	if len(f.o.TokenHosts) > 0 {
+		return slices.ContainsFunc(f.o.TokenHosts, func(h string) bool {
+			return strings.EqualFold(h, u.Host) || strings.EqualFold(h, u.Hostname())
+		})
+	}
+	return len(f.hosts) == 1
+}
+
+// GlobalTokenUnused says why AUTO_INFER_MODEL_TOKEN goes nowhere ("" when
+// it goes somewhere, or is not set): models on several hosts and none
+// named for it.
+func (f *Fetcher) GlobalTokenUnused() string {
+	if f.o.Token == "" || len(f.o.TokenHosts) > 0 || len(f.hosts) <= 1 {
+		return ""
+	}
+	return fmt.Sprintf("AUTO_INFER_MODEL_TOKEN is sent to no model host: the models come from %s; name the hosts it is for in AUTO_INFER_MODEL_TOKEN_HOSTS, or give each [models.NAME] a token_env",
+		strings.Join(f.hosts, ", "))
+}
+
+func hostOf(raw string) string {
+	if u, err := url.Parse(raw); err == nil {
+		return strings.ToLower(u.Host)
+	}
+	return ""
+}
+
+// HuggingFaceHost reports a Hugging Face host, where HF_TOKEN (the Hugging
+// Face convention) goes.
+func HuggingFaceHost(h string) bool {
+	h = strings.ToLower(h)
+	for _, d := range []string{"huggingface.co", "hf.co"} {
+		if h == d || strings.HasSuffix(h, "."+d) {
+			return true
+		}
+	}
+	return false
 }
 
 // Needs reports whether any instance has a model to fetch.
@@ -176,6 +253,9 @@ func (f *Fetcher) Status() []Download {
 // instance's name and the failure, if any; instances without downloads are
 // not reported. It returns the failures by instance.
 func (f *Fetcher) Run(ctx context.Context, ready func(name string, err error)) map[string]error {
+	if msg := f.GlobalTokenUnused(); msg != "" && f.o.Printer != nil {
+		f.o.Printer.Warnf("%s", msg)
+	}
 	failed := map[string]error{}
 	var mu sync.Mutex
 	pending := map[string]int{}
@@ -319,7 +399,7 @@ func (f *Fetcher) get(ctx context.Context, fl *file) error {
 		return err
 	}
 	d := f.o.Download
-	d.URL, d.Dest, d.SHA256, d.Token, d.Printer = fl.url, fl.path, fl.pin, f.o.Token, f.o.Printer
+	d.URL, d.Dest, d.SHA256, d.Token, d.Printer = fl.url, fl.path, fl.pin, f.token(fl), f.o.Printer
 	d.Label, d.OnProgress = filepath.Base(fl.path), fl.progress
 	d.DestLocked = true // held above: one lock file per model
 	if seen.current && f.o.Refresh {
@@ -486,7 +566,7 @@ func Check(src *config.ModelSource) string {
 
 // hints adds to a download error what a model's user can change.
 func hints(err error) error {
-	err = fetch.AddHint(err, fetch.Unauthorized, "the token comes from AUTO_INFER_MODEL_TOKEN; a Hugging Face token works for huggingface.co URLs")
+	err = fetch.AddHint(err, fetch.Unauthorized, "the token comes from the model's token_env, AUTO_INFER_MODEL_TOKEN (for the hosts in AUTO_INFER_MODEL_TOKEN_HOSTS, or the one host all models are on), or HF_TOKEN for Hugging Face URLs")
 	err = fetch.AddHint(err, fetch.TooLarge, "raise --max-download")
 	err = fetch.AddHint(err, fetch.Checksum, "fix sha256 / model_sha256 in the config, or the file on the server")
 	return fetch.AddHint(err, fetch.NoSpace, "free space, or set AUTO_INFER_MODELS_DIR to a larger volume")

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -302,5 +303,73 @@ func TestCancelledRunFailsEveryWaitingInstance(t *testing.T) {
 	failed := <-done
 	if !errors.Is(failed["a"], context.Canceled) {
 		t.Errorf("failed = %v", failed)
+	}
+}
+
+// TestTokensScopedToHosts: with one Hugging Face model and one on another
+// server, AUTO_INFER_MODEL_TOKEN went to both. Now it goes only to the
+// hosts named in AUTO_INFER_MODEL_TOKEN_HOSTS (or the one host all models
+// share), a model's token_env names its own token, and HF_TOKEN goes to
+// Hugging Face hosts only.
+func TestTokensScopedToHosts(t *testing.T) {
+	a := newModelServer(t, map[string][]byte{"/a.gguf": gguf(5_000, 1)})
+	b := newModelServer(t, map[string][]byte{"/b.gguf": gguf(5_000, 2)})
+	// "huggingface.co" reaches a loopback server: the client dials it
+	// whatever the host.
+	hf := newModelServer(t, map[string][]byte{"/h.gguf": gguf(5_000, 3)})
+	hfAddr := strings.TrimPrefix(hf.URL, "http://")
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if strings.HasPrefix(addr, "huggingface.co:") {
+			addr = hfAddr
+		}
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}}}
+	env := map[string]string{"B_TOKEN": "tok-b", "HF_TOKEN": "hf-tok"}
+	for _, c := range []struct {
+		name       string
+		tokenEnvB  bool
+		hosts      []string
+		wantA      string
+		wantB      string
+		wantHF     string
+		wantUnused bool
+	}{
+		{name: "several hosts, none named: the global token goes nowhere", wantHF: "Bearer hf-tok", wantUnused: true},
+		{name: "named hosts only", hosts: []string{strings.TrimPrefix(a.URL, "http://")}, wantA: "Bearer global", wantHF: "Bearer hf-tok"},
+		{name: "token_env for its model only", tokenEnvB: true, wantB: "Bearer tok-b", wantHF: "Bearer hf-tok", wantUnused: true},
+		{name: "the HF host named gets the global token", hosts: []string{"huggingface.co"}, wantHF: "Bearer global"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			tokenEnv := ""
+			if c.tokenEnvB {
+				tokenEnv = "token_env = \"B_TOKEN\"\n"
+			}
+			pl := plan(t, dir, fmt.Sprintf("[models.b]\nurl = %q\n%s[instance.a.server]\nport = 1\nmodel = %q\n[instance.b.server]\nport = 2\nmodel = \"models.b\"\n[instance.h.server]\nport = 3\nmodel = %q\n",
+				b.URL+"/b.gguf", tokenEnv, a.URL+"/a.gguf", "http://huggingface.co/h.gguf"))
+			var out bytes.Buffer
+			o := opts(&out)
+			o.Token, o.TokenHosts, o.Getenv = "global", c.hosts, func(k string) string { return env[k] }
+			o.Download.Client = client
+			o.Refresh = true
+			if failed := New(pl.Instances, o).Run(context.Background(), nil); len(failed) != 0 {
+				t.Fatal(failed)
+			}
+			for _, got := range []struct {
+				s       *modelServer
+				p, want string
+			}{{a, "/a.gguf", c.wantA}, {b, "/b.gguf", c.wantB}, {hf, "/h.gguf", c.wantHF}} {
+				got.s.mu.Lock()
+				auth := got.s.auth[got.p]
+				got.s.auth[got.p] = nil
+				got.s.mu.Unlock()
+				if len(auth) == 0 || auth[len(auth)-1] != got.want {
+					t.Errorf("%s got Authorization %q, want %q", got.p, auth, got.want)
+				}
+			}
+			if unused := strings.Contains(out.String(), "AUTO_INFER_MODEL_TOKEN is sent to no model host"); unused != c.wantUnused {
+				t.Errorf("warning said %v, want %v:\n%s", unused, c.wantUnused, out.String())
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package serverflags
 import (
 	"errors"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/llamaboot/llamaboot/internal/config"
 )
 
 const sampleHelp = `----- common params -----
@@ -34,6 +37,17 @@ func TestParse(t *testing.T) {
 	}
 }
 
+// openTempDir is a temp dir every user can enter, where the runs of
+// --help (as nobody, when the tests run as root) can count themselves.
+func openTempDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		os.Chmod(d, 0o777)
+	}
+	return dir
+}
+
 // fakeServer writes an executable that prints help and counts its runs.
 func fakeServer(t *testing.T, dir, help string) (exe, count string) {
 	t.Helper()
@@ -52,7 +66,7 @@ func runs(count string) int {
 }
 
 func TestFlagsAreReadOnceAndCachedPerIdentity(t *testing.T) {
-	dir := t.TempDir()
+	dir := openTempDir(t)
 	exe, count := fakeServer(t, dir, sampleHelp)
 	r := &Reader{CacheFile: filepath.Join(dir, CacheName), Env: []string{"PATH=/usr/bin:/bin"}}
 	for i := range 3 {
@@ -90,7 +104,7 @@ func TestFlagsAreReadOnceAndCachedPerIdentity(t *testing.T) {
 }
 
 func TestFlagsErrors(t *testing.T) {
-	dir := t.TempDir()
+	dir := openTempDir(t)
 	r := &Reader{Env: []string{"PATH=" + dir + ":/usr/bin:/bin"}, Timeout: 500 * time.Millisecond}
 	if _, err := r.Flags(filepath.Join(dir, "nope")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing path: %v", err)
@@ -114,5 +128,50 @@ func TestFlagsErrors(t *testing.T) {
 	}
 	if n := runs(filepath.Join(dir, "hang-runs")); n != 1 {
 		t.Errorf("hanging executable ran %d times, want 1 (remembered)", n)
+	}
+}
+
+func TestParseArgs(t *testing.T) {
+	got := ParseArgs([]byte(sampleHelp))
+	want := map[string]config.FlagArgs{"--help": config.Switch, "--usage": config.Switch, "--ctx-size": config.Value,
+		"--flash-attn": config.OptionalValue, "--mmap": config.Switch, "--no-mmap": config.Switch,
+		"--override-tensor": config.Value, "--gpu-layers": config.Value, "--n-gpu-layers": config.Value,
+		"--threads-batch": config.Value, "--escape": config.Switch}
+	if !maps.Equal(got, want) {
+		t.Errorf("got  %v\nwant %v", got, want)
+	}
+	// --threads is only named in a description: known, its args not.
+	r := &Reader{Env: []string{"PATH=/usr/bin:/bin"}}
+	exe, _ := fakeServer(t, openTempDir(t), sampleHelp)
+	flags, err := r.Args(exe)
+	if a, ok := flags["--threads"]; err != nil || !ok || a != config.UnknownArgs || flags["--mmap"] != config.Switch {
+		t.Errorf("Args: %v %v", flags, err)
+	}
+}
+
+// TestHelpRunsUnprivileged: llamaboot (root) asks the executable a config
+// names for its flags as nobody, never as root: a plan or a check must not
+// run a user's wrapper script with root's rights.
+func TestHelpRunsUnprivileged(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test needs root (CI runs as root)")
+	}
+	dir := openTempDir(t)
+	ids := filepath.Join(dir, "ids")
+	exe := filepath.Join(dir, "llama-server")
+	os.WriteFile(exe, []byte("#!/bin/sh\nid -u >> "+ids+"\necho '--port N  port'\n"), 0o755)
+	if _, err := (&Reader{Env: []string{"PATH=/usr/bin:/bin"}}).Flags(exe); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(ids); strings.TrimSpace(string(b)) != "65534" {
+		t.Errorf("--help ran as uid %q, want 65534", b)
+	}
+	// One nobody cannot run is named as such, not run as root instead.
+	private := t.TempDir()
+	os.Chmod(private, 0o700)
+	exe = filepath.Join(private, "llama-server")
+	os.WriteFile(exe, []byte("#!/bin/sh\necho '--port N  port'\n"), 0o755)
+	if _, err := (&Reader{}).Flags(exe); err == nil || !strings.Contains(err.Error(), "it is asked as uid 65534, which cannot run it") {
+		t.Errorf("unreachable for nobody: %v", err)
 	}
 }

@@ -32,9 +32,11 @@ import (
 // or a name in the temp dir when that path is too long for a unix socket.
 //
 // Where the app dir path is too long for a socket address, the socket goes
-// in a directory of the user's own under the temp dir (0700, checked before
-// use), so no other user can bind the name first and collect what `run`
-// hands over.
+// in a directory of the user's own (0700, checked before use), so no other
+// user can bind the name first and collect what `run` hands over: for root
+// under /run, where only root can create it (under the temp dir another
+// user could make it first, and root's supervisor would have no socket),
+// for others under the temp dir.
 func SocketPath(app string) string {
 	p := filepath.Join(app, ".llamaboot.sock")
 	if len(p) < 100 {
@@ -45,7 +47,24 @@ func SocketPath(app string) string {
 }
 
 func privateDir() string {
+	if os.Getuid() == 0 && rootOnlyDir(runDir) {
+		return filepath.Join(runDir, "llamaboot-0")
+	}
 	return filepath.Join(os.TempDir(), fmt.Sprintf("llamaboot-%d", os.Getuid()))
+}
+
+// runDir is where root's private socket dir goes; tests move it.
+var runDir = "/run"
+
+// rootOnlyDir reports a directory (not a link) owned by root in which no
+// one else can create anything.
+func rootOnlyDir(dir string) bool {
+	fi, err := os.Lstat(dir)
+	if err != nil || !fi.IsDir() {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && st.Uid == 0 && fi.Mode().Perm()&0o022 == 0
 }
 
 // ensurePrivateDir makes the socket's dir if it is our private dir, and

@@ -47,6 +47,9 @@ func TestSquattedSocketIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("TMPDIR", tmp)
+	// Where /run is not root's alone, root falls back to the temp dir too.
+	defer func(d string) { runDir = d }(runDir)
+	runDir = tmp
 	app := filepath.Join("/soft", strings.Repeat("deep/", 25), "app")
 	sock := SocketPath(app)
 	if !strings.HasPrefix(sock, filepath.Join(tmp, "llamaboot-0")+"/") {
@@ -90,5 +93,50 @@ func TestSquattedSocketIsRefused(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "not a private directory of uid 0") {
 		t.Errorf("listen: %v", err)
+	}
+}
+
+// TestRootSocketDirOnlyRootCanMake: root's socket for a long app dir lives
+// in /run (here a stand-in root-only dir), where another user cannot make
+// the dir first: its squat in the temp dir changes nothing, the supervisor
+// listens and its clients reach it.
+func TestRootSocketDirOnlyRootCanMake(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test needs root (CI runs as root)")
+	}
+	run := t.TempDir()
+	os.Chmod(filepath.Dir(run), 0o755)
+	os.Chmod(run, 0o755)
+	defer func(d string) { runDir = d }(runDir)
+	runDir = run
+	tmp := t.TempDir()
+	os.Chmod(tmp, 0o1777)
+	t.Setenv("TMPDIR", tmp)
+	// uid 1000 made the temp dir's name first.
+	squat := filepath.Join(tmp, "llamaboot-0")
+	os.Mkdir(squat, 0o777)
+	os.Chown(squat, 1000, 1000)
+
+	app := filepath.Join("/soft", strings.Repeat("deep/", 25), "app")
+	sock := SocketPath(app)
+	if !strings.HasPrefix(sock, filepath.Join(run, "llamaboot-0")+"/") {
+		t.Fatalf("root's socket for a long app dir is %s, want it under %s", sock, run)
+	}
+	h := newHarness(t)
+	s := &Server{Sup: h.sup, Info: func() SupervisorInfo { return SupervisorInfo{PID: 42} }, Bundle: func() any { return nil }}
+	if err := s.Listen(sock); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := GetStatus(sock); err != nil {
+		t.Errorf("status: %v", err)
+	}
+	if fi, err := os.Stat(filepath.Dir(sock)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("socket dir %v %v, want 0700", fi, err)
+	}
+	// Where /run is writable by others, it is not used.
+	os.Chmod(run, 0o777)
+	if strings.HasPrefix(SocketPath(app), run) {
+		t.Error("a /run others can write in was used")
 	}
 }
