@@ -68,6 +68,23 @@ models_max = 1
 	req := `{"model":"tiny","prompt":"Once upon a time","n_predict":1500,"seed":42,"stream":true,"ignore_eos":true,"grammar":"root ::= [a-z ]*"}`
 	checkRealStream(t, base+"/completion", req)
 
+	// A client that hangs up mid-stream: the server cancels the task (and
+	// had cancelled none before).
+	tinyLog := filepath.Join(dir, "logs", "llama-server-tiny.log")
+	if b, _ := os.ReadFile(tinyLog); strings.Contains(string(b), "cancel task") {
+		t.Fatalf("a task was cancelled before any client gave up:\n%s", b)
+	}
+	resp, err := httpPost(base+"/completion", `{"model":"tiny","prompt":"Once upon a time","n_predict":256,"seed":42,"stream":true}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Read(make([]byte, 64))
+	resp.Body.Close()
+	waitFor(t, "the server to cancel the abandoned task", 20*time.Second, func() bool {
+		b, _ := os.ReadFile(tinyLog)
+		return strings.Contains(string(b), "cancel task")
+	})
+
 	// llama.cpp's router mode: its model list routes to it, and it loads
 	// the model itself.
 	r = call(t, "GET", base+"/v1/models", "", "")

@@ -449,6 +449,13 @@ func TestRouterGroupEvictsIdleOnly(t *testing.T) {
 	if st := routeState(routerStatus(t, e), "q"); st.InFlight != 1 || strings.Contains(e.out.String(), "to make room for p") {
 		t.Errorf("q was asked to stop while its stream was in flight (%+v):\n%s", st, e.out.String())
 	}
+	fams := scrape(t, metricsAddr)
+	if n, _ := sample(fams, "llamaboot_router_in_flight", map[string]string{"instance": "q"}); n != 1 {
+		t.Errorf("in_flight{q} = %v", n)
+	}
+	if n, _ := sample(fams, "llamaboot_router_queued", map[string]string{"instance": "p"}); n != 1 {
+		t.Errorf("queued{p} = %v", n)
+	}
 	r := <-pReply
 	servedAt := time.Now()
 	if servedBy(t, r) != "p" {
@@ -458,7 +465,7 @@ func TestRouterGroupEvictsIdleOnly(t *testing.T) {
 	if servedAt.Before(ended) {
 		t.Errorf("p was served at %s, before q's stream ended at %s: q was evicted with a request in flight", servedAt.Format(time.StampMilli), ended.Format(time.StampMilli))
 	}
-	fams := scrape(t, metricsAddr)
+	fams = scrape(t, metricsAddr)
 	if n, _ := sample(fams, "llamaboot_router_stops_total", map[string]string{"instance": "q", "reason": "evicted"}); n != 1 {
 		t.Errorf("evictions of q: %v", n)
 	}

@@ -192,8 +192,17 @@ func (b *body) Read(p []byte) (int, error) {
 
 func (b *body) Close() error {
 	b.once.Do(func() {
+		if !b.eof || !b.keep {
+			// Closing the body first would read the rest of it, which a
+			// stream may never end: drop the connection instead (the
+			// server sees its client go).
+			b.pc.c.Close()
+			b.rc.Close()
+			b.stop()
+			return
+		}
 		b.rc.Close()
-		if b.stop() && b.keep && b.eof {
+		if b.stop() {
 			b.t.put(b.pc)
 			return
 		}

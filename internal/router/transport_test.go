@@ -146,13 +146,69 @@ func TestTransportStreamsAndCancels(t *testing.T) {
 		t.Fatalf("first event: %q %v", buf[:n], err)
 	}
 	cancel()
-	if _, err := io.ReadAll(resp.Body); err == nil {
-		t.Error("read after cancel: no error")
+	readErr := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(resp.Body)
+		readErr <- err
+	}()
+	select {
+	case err := <-readErr:
+		if err == nil {
+			t.Error("read after cancel: no error")
+		}
+	case <-time.After(5 * time.Second):
+		resp.Body.Close() // so the server's handler ends
+		t.Fatal("reading goes on after the cancel")
 	}
 	resp.Body.Close()
 	select {
 	case <-gone:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the server never saw the cancel")
+	}
+}
+
+// Closing a stream before its end (the client went away, ReverseProxy
+// gives up) returns at once and the server sees its client go: it never
+// waits for a stream that may not end.
+func TestTransportCloseDoesNotDrainAStream(t *testing.T) {
+	gone := make(chan struct{})
+	srv, _ := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		defer close(gone)
+		for {
+			if _, err := fmt.Fprint(w, "data: x\n\n"); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL, nil)
+	resp, err := newTransport().RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Read(make([]byte, 16))
+	closed := make(chan struct{})
+	go func() {
+		resp.Body.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		cancel() // unblocks it, so the server's handler can end
+		t.Fatal("Close waits for the stream to end")
+	}
+	select {
+	case <-gone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the server never saw its client go")
 	}
 }
