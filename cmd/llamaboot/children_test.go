@@ -102,7 +102,7 @@ func TestLongAppDirSocketNotSquatted(t *testing.T) {
 	dir := openDir(t)
 	tmp := filepath.Join(dir, "tmp")
 	os.Mkdir(tmp, 0o1777)
-	os.Chmod(tmp, 0o1777)
+	os.Chmod(tmp, 0o777|os.ModeSticky)
 	squat := filepath.Join(tmp, "llamaboot-0")
 	os.Mkdir(squat, 0o777)
 	os.Chown(squat, 1000, 1000)

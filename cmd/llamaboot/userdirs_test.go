@@ -232,3 +232,20 @@ func TestModelLockHeldIsNamed(t *testing.T) {
 		t.Errorf("SIGTERM did not end the wait for the lock:\n%s", out.String())
 	}
 }
+
+// TestAppDirUnderAUserDirRefused: the install works in the app dir by path
+// (staging, renames, the llama-cpp link), so an app dir under a directory
+// uid 1000 owns (it could swap the app dir for a link meanwhile) is refused
+// with exit 2, the directory and its owner named; nothing is written.
+func TestAppDirUnderAUserDirRefused(t *testing.T) {
+	_, vol := userVolume(t)
+	pkg := releaseArchive(t, t.TempDir(), "llama-b7001-bin-ubuntu-x64.tar.gz", "b7001")
+	app := filepath.Join(vol, "app")
+	r := runLB(t, nil, "install", "--app-dir", app, pkg)
+	if want := "lies in " + vol + ", owned by uid 1000"; r.code != 2 || !strings.Contains(r.stderr, want) {
+		t.Errorf("want exit 2 and %q: %v", want, r)
+	}
+	if _, err := os.Lstat(app); err == nil {
+		t.Error("the app dir was created")
+	}
+}

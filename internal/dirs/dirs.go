@@ -47,6 +47,68 @@ func (e *RaceError) Error() string {
 	return fmt.Sprintf("%s was replaced by another user while llamaboot created it; refused (its parent is writable by others)", e.Path)
 }
 
+// ChangeableError is a directory on the way to one llamaboot works in by
+// path (the app dir) that a user other than root and llamaboot's own can
+// change: that user could swap what follows it for a link while llamaboot
+// works in it as root.
+type ChangeableError struct {
+	Path  string // the directory asked for
+	Dir   string // the one another user can change
+	Owner int
+	Mode  fs.FileMode
+}
+
+func (e *ChangeableError) Error() string {
+	who := fmt.Sprintf("owned by uid %d", e.Owner)
+	if trusted(e.Owner) {
+		who = fmt.Sprintf("writable by anyone (mode %v, no sticky bit)", e.Mode.Perm())
+	}
+	return fmt.Sprintf("%s lies in %s, %s, who could swap it for a link while llamaboot works in it as uid %d; put it in directories only root (or uid %d) can change", e.Path, e.Dir, who, os.Geteuid(), os.Geteuid())
+}
+
+// BadInput marks the error as the configuration's (exit status 2).
+func (e *ChangeableError) BadInput() bool { return true }
+
+// CheckPath refuses a path any of whose existing directories (itself
+// included, links resolved) a user other than root and the current one
+// could change: one such a user owns, or one anyone can write that has no
+// sticky bit (in /tmp, others cannot rename root's entries). A group-
+// writable directory is trusted: the group is the administrator's choice
+// (Kubernetes' fsGroup).
+func CheckPath(path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	p := abs
+	for p != "/" {
+		if _, err := os.Lstat(p); err == nil {
+			break
+		}
+		p = filepath.Dir(p)
+	}
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		return err
+	}
+	for d := real; ; d = filepath.Dir(d) {
+		var st unix.Stat_t
+		if err := unix.Lstat(d, &st); err != nil {
+			return &fs.PathError{Op: "lstat", Path: d, Err: err}
+		}
+		mode := fs.FileMode(st.Mode & 0o777)
+		if st.Mode&unix.S_ISVTX != 0 {
+			mode |= fs.ModeSticky
+		}
+		if !trusted(int(st.Uid)) || mode&0o002 != 0 && mode&fs.ModeSticky == 0 {
+			return &ChangeableError{Path: abs, Dir: d, Owner: int(st.Uid), Mode: mode}
+		}
+		if d == "/" {
+			return nil
+		}
+	}
+}
+
 // Dir is an open directory, reached without following links another user
 // owns. Calls on it resolve names relative to its fd.
 type Dir struct {

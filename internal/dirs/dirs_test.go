@@ -274,3 +274,47 @@ func buildSwapper(t *testing.T) string {
 	}
 	return out
 }
+
+// TestCheckPath: a path under a directory another user owns, or under one
+// anyone can write without the sticky bit, is refused naming that
+// directory; root's own dirs, /tmp's sticky bit and group-writable dirs
+// pass.
+func TestCheckPath(t *testing.T) {
+	needRoot(t)
+	_, vol := layout(t)
+	base := filepath.Dir(vol)
+	open := filepath.Join(base, "open")
+	os.Mkdir(open, 0o777)
+	os.Chmod(open, 0o777)
+	sticky := filepath.Join(base, "sticky")
+	os.Mkdir(sticky, 0o1777)
+	os.Chmod(sticky, 0o777|os.ModeSticky)
+	group := filepath.Join(base, "group")
+	os.Mkdir(group, 0o2775)
+	os.Chmod(group, 0o2775)
+	for _, c := range []struct {
+		path, dir string
+		owner     int
+	}{
+		{filepath.Join(vol, "app"), vol, user},
+		{filepath.Join(vol, "a", "b", "app"), vol, user},
+		{filepath.Join(open, "app"), open, 0},
+		{filepath.Join(sticky, "app"), "", 0},
+		{filepath.Join(group, "app"), "", 0},
+		{filepath.Join(base, "app"), "", 0},
+	} {
+		err := CheckPath(c.path)
+		var ce *ChangeableError
+		switch {
+		case c.dir == "" && err != nil:
+			t.Errorf("%s: %v", c.path, err)
+		case c.dir != "" && (!errors.As(err, &ce) || ce.Dir != c.dir || ce.Owner != c.owner):
+			t.Errorf("%s: %v, want %s named", c.path, err, c.dir)
+		}
+	}
+	// A link on the way is judged where it leads.
+	os.Symlink(vol, filepath.Join(base, "link"))
+	if err := CheckPath(filepath.Join(base, "link", "app")); err == nil || !strings.Contains(err.Error(), "owned by uid 1000") {
+		t.Errorf("through a link: %v", err)
+	}
+}

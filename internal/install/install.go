@@ -206,6 +206,11 @@ func (j *job) localSource() (source, error) {
 // lock takes the app dir's install lock and repairs what a killed run left
 // behind. Call the returned func to release the lock.
 func (j *job) lock(ctx context.Context) (release func(), err error) {
+	// The install works in the app dir by path (staging, renames, the
+	// llama-cpp link): no other user may be able to swap it meanwhile.
+	if err := dirs.CheckPath(j.AppDir); err != nil {
+		return nil, err
+	}
 	for _, d := range []string{j.AppDir, cacheDir(j.AppDir), filepath.Join(j.AppDir, versionsName)} {
 		if err := dirs.MkdirAll(d, 0o755); err != nil {
 			return nil, access.Explain(err, AppDirSetting)
