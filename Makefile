@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X github.com/llamaboot/llamaboot/internal/buildinfo.Version=$(
 	-X github.com/llamaboot/llamaboot/internal/buildinfo.CommitStamp=$(COMMIT)
 export CGO_ENABLED = 0
 
-.PHONY: all build test test-deps bench bench-image bench-watch bench-router demo lint clean
+.PHONY: all build test test-deps bench bench-image bench-watch bench-router bench-storm demo lint clean
 
 all: build
 
@@ -18,15 +18,24 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BINDIR)/llamaboot ./cmd/llamaboot
 	$(GO) build -trimpath -o $(BINDIR)/standin-llama-server ./cmd/standin-llama-server
 
-# The whole suite, as CI runs it. Beyond Go and Docker it needs root (the
-# PID-namespace and disk-full tests) and unshare (util-linux), which
-# test-deps installs with apt-get when it is missing. The Docker tests build
+# The whole suite, as CI runs it, and the supervisor and entry again under
+# the race detector. Beyond Go and Docker it needs root (the PID-namespace
+# and disk-full tests), unshare (util-linux) and gcc (for -race), which
+# test-deps installs with apt-get when they are missing. The Docker tests build
 # their images from Go binaries only and remove them when they end.
 test: test-deps
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+	CGO_ENABLED=1 $(GO) test -count=1 -race ./internal/supervise/ ./internal/entry/
 
 test-deps:
+	@command -v gcc >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make test: installing gcc (the race detector needs cgo) with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev; \
+	  else \
+	    echo "make test: gcc is missing (the race detector needs cgo); install it (as root: apt-get install gcc)" >&2; exit 1; \
+	  fi; }
 	@command -v unshare >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "make test: installing util-linux (unshare) with apt-get"; \
@@ -51,6 +60,11 @@ bench-watch:
 # What the router costs against direct requests to a fast upstream on loopback.
 bench-router:
 	$(GO) run ./bench/routerbench -rounds 15 -requests 1000 -clients 32 -duration 1s
+
+# The control storm: 4 clients, 12 instances, 5 minutes (make test runs it
+# for 15 s against 6).
+bench-storm:
+	LLAMABOOT_STORM=5m LLAMABOOT_STORM_INSTANCES=12 $(GO) test -count=1 -timeout 20m -run TestControlStorm -v ./cmd/llamaboot/
 
 demo: build
 	$(GO) run ./examples/demo

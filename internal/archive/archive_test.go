@@ -57,6 +57,12 @@ func FuzzExtract(f *testing.F) {
 		parent := t.TempDir()
 		dst := filepath.Join(parent, "root")
 		os.Mkdir(dst, 0o755)
+		// A victim beside the root: whatever the archive holds, it keeps
+		// its content and mode.
+		victim := filepath.Join(parent, "victim")
+		if err := os.WriteFile(victim, []byte("victim"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		root, err := os.OpenRoot(dst)
 		if err != nil {
 			t.Fatal(err)
@@ -74,8 +80,30 @@ func FuzzExtract(f *testing.F) {
 			t.Fatalf("error is not an *archive.Error: %T %v", err, err)
 		}
 		entries, _ := os.ReadDir(parent)
-		if len(entries) != 1 {
+		if len(entries) != 2 {
 			t.Fatalf("extraction wrote beside its root: %v", entries)
+		}
+		if b, err := os.ReadFile(victim); err != nil || string(b) != "victim" {
+			t.Fatalf("the file beside the root changed: %q %v", b, err)
+		}
+		if st, err := os.Lstat(victim); err != nil || st.Mode() != 0o600 {
+			t.Fatalf("the file beside the root: %v %v", st.Mode(), err)
+		}
+		// What was extracted, on success, holds no link that leads out
+		// of the root or loops: the audit the install runs agrees.
+		if err == nil {
+			if aerr := archive.Audit(root, lim); aerr != nil {
+				t.Fatalf("extracted, but the tree fails the audit: %v", aerr)
+			}
+			_ = filepath.WalkDir(dst, func(p string, d os.DirEntry, _ error) error {
+				if d == nil || d.Type()&os.ModeSymlink == 0 {
+					return nil
+				}
+				if real, err := filepath.EvalSymlinks(p); err == nil && real != dst && !strings.HasPrefix(real, dst+"/") {
+					t.Fatalf("link %s leads out of the root to %s", p, real)
+				}
+				return nil
+			})
 		}
 	})
 }

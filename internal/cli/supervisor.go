@@ -337,7 +337,7 @@ func newControlCmd(op supervise.Op, env Env) *cobra.Command {
 	var app string
 	var noWait bool
 	cmd := &cobra.Command{
-		Use:   string(op) + " NAME",
+		Use:   op.String() + " NAME",
 		Short: controlShort[op],
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 1 {

@@ -5,6 +5,7 @@
 package config
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -127,6 +128,15 @@ type Instance struct {
 	// master.llama_cpp_path names the executable, at ExecutablePos).
 	Searched      []string `json:"-"`
 	ExecutablePos Pos      `json:"-"`
+}
+
+// Same says whether two specs run the same thing: every field that
+// reaches the process or its supervision, not where in the file it was
+// written (positions are not part of the JSON form, which is compared).
+func (in Instance) Same(other Instance) bool {
+	a, err1 := json.Marshal(in)
+	b, err2 := json.Marshal(other)
+	return err1 == nil && err2 == nil && string(a) == string(b)
 }
 
 // Watched says whether the hang watchdog probes the instance.

@@ -132,7 +132,7 @@ func (c *collector) Collect() []promtext.Family {
 	}
 	for i, s := range snaps {
 		name := s.Spec.Name
-		for st := supervise.Stopped; st <= supervise.Failed; st++ {
+		for st := range supervise.NumStates {
 			add(state, b2f(s.State == st), "instance", name, "state", st.String())
 		}
 		add(ready, b2f(health.Instances[i].Ready), "instance", name)

@@ -223,14 +223,14 @@ func TestMetricsAndProbes(t *testing.T) {
 	// a crashes once, then is restarted on request.
 	st.proc("a").end(syscall.WaitStatus(3 << 8))
 	w.await(t, "a", supervise.EvReady)
-	if err := sup.Control("a", supervise.OpRestart); err != nil {
+	if _, err := sup.Control("a", supervise.OpRestart); err != nil {
 		t.Fatal(err)
 	}
 	w.await(t, "a", supervise.EvReady)
 	// slow misses its ready_timeout once and is stopped while it waits to
 	// start again.
 	w.await(t, "slow", supervise.EvRestarting)
-	if err := sup.Control("slow", supervise.OpStop); err != nil {
+	if _, err := sup.Control("slow", supervise.OpStop); err != nil {
 		t.Fatal(err)
 	}
 	w.await(t, "slow", supervise.EvStopped)

@@ -93,7 +93,7 @@ func schedProperties(t *testing.T, seed uint64) {
 		}
 		waiting = kept
 	}
-	event := func(n string, kind supervise.EventKind, st supervise.State, op string) []action {
+	event := func(n string, kind supervise.EventKind, st supervise.State, op supervise.Op) []action {
 		sup.state[n] = st
 		return s.event(now, supervise.Event{Instance: n, Kind: kind, State: st, Op: op})
 	}
@@ -151,16 +151,16 @@ func schedProperties(t *testing.T, seed uint64) {
 			sup.pending = append(sup.pending[:k], sup.pending[k+1:]...)
 			what = fmt.Sprintf("sup %v %s", a.kind, a.name)
 			if a.kind == actStart {
-				acts = append(acts, event(a.name, supervise.EvStarted, supervise.Starting, "")...)
+				acts = append(acts, event(a.name, supervise.EvStarted, supervise.Starting, supervise.OpNone)...)
 				collect(step)
 				check(step, what, acts)
-				acts = append(acts, event(a.name, supervise.EvReady, supervise.Ready, "")...)
+				acts = append(acts, event(a.name, supervise.EvReady, supervise.Ready, supervise.OpNone)...)
 			} else {
-				acts = append(acts, event(a.name, supervise.EvRequested, sup.state[a.name], "stop")...)
-				acts = append(acts, event(a.name, supervise.EvDrained, supervise.Stopping, "")...)
+				acts = append(acts, event(a.name, supervise.EvRequested, sup.state[a.name], supervise.OpStop)...)
+				acts = append(acts, event(a.name, supervise.EvDrained, supervise.Stopping, supervise.OpNone)...)
 				collect(step)
 				check(step, what, acts)
-				acts = append(acts, event(a.name, supervise.EvStopped, supervise.Stopped, "")...)
+				acts = append(acts, event(a.name, supervise.EvStopped, supervise.Stopped, supervise.OpNone)...)
 			}
 		}
 		sup.pending = append(sup.pending, acts...)
@@ -180,11 +180,11 @@ func schedProperties(t *testing.T, seed uint64) {
 			a := sup.pending[0]
 			sup.pending = sup.pending[1:]
 			if a.kind == actStart {
-				event(a.name, supervise.EvStarted, supervise.Starting, "")
-				sup.pending = append(sup.pending, event(a.name, supervise.EvReady, supervise.Ready, "")...)
+				event(a.name, supervise.EvStarted, supervise.Starting, supervise.OpNone)
+				sup.pending = append(sup.pending, event(a.name, supervise.EvReady, supervise.Ready, supervise.OpNone)...)
 			} else {
-				event(a.name, supervise.EvDrained, supervise.Stopping, "")
-				sup.pending = append(sup.pending, event(a.name, supervise.EvStopped, supervise.Stopped, "")...)
+				event(a.name, supervise.EvDrained, supervise.Stopping, supervise.OpNone)
+				sup.pending = append(sup.pending, event(a.name, supervise.EvStopped, supervise.Stopped, supervise.OpNone)...)
 			}
 			collect(-1)
 		}

@@ -41,8 +41,14 @@ func Supervisor(s *supervise.Supervisor) Backend { return supervisorBackend{s} }
 
 type supervisorBackend struct{ *supervise.Supervisor }
 
-func (b supervisorBackend) Start(name string) error { return b.Control(name, supervise.OpStart) }
-func (b supervisorBackend) Stop(name string) error  { return b.Control(name, supervise.OpStop) }
+func (b supervisorBackend) Start(name string) error {
+	_, err := b.Control(name, supervise.OpStart)
+	return err
+}
+func (b supervisorBackend) Stop(name string) error {
+	_, err := b.Control(name, supervise.OpStop)
+	return err
+}
 
 // Options tune a Router. Zero fields take defaults.
 type Options struct {

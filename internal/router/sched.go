@@ -177,8 +177,8 @@ func (s *sched) wantStart(now time.Time, i *istate) []action {
 		if o == i || o.t.Group != i.t.Group {
 			continue
 		}
-		members = append(members, Member{Name: o.t.Name, Loaded: o.state.Running() && o.state != supervise.Stopping || o.state == supervise.Restarting,
-			Freeing: o.state == supervise.Stopping || o.ours != "", Idle: o.state == supervise.Ready && o.inFlight == 0 && len(o.waiters) == 0,
+		members = append(members, Member{Name: o.t.Name, Loaded: o.state.Running() && !stopping(o.state) || o.state == supervise.Restarting,
+			Freeing: stopping(o.state) || o.ours != "", Idle: o.state == supervise.Ready && o.inFlight == 0 && len(o.waiters) == 0,
 			LastUse: o.lastUse, Starting: o.starting})
 	}
 	start, victims := Capacity(i.t.Name, max, members)
@@ -272,10 +272,10 @@ func (s *sched) event(now time.Time, e supervise.Event) []action {
 	switch e.Kind {
 	case supervise.EvRequested:
 		switch {
-		case e.Op == string(supervise.OpStop) && i.ours == "":
+		case e.Op == supervise.OpStop && i.ours == "":
 			i.opStop, i.starting, i.unloaded = true, false, false
 			s.refuseAll(i, refuse(http.StatusServiceUnavailable, "unavailable_error", "%s was stopped by the operator; llamaboot start %s brings it back", i.t.Name, i.t.Name))
-		case e.Op != string(supervise.OpStop):
+		case e.Op != supervise.OpStop:
 			i.opStop = false
 		}
 	case supervise.EvReady:
@@ -380,7 +380,7 @@ func (s *sched) stateWord(i *istate) string {
 		return "loaded"
 	case i.state == supervise.Starting || i.state == supervise.Restarting || i.starting:
 		return "loading"
-	case i.state == supervise.Stopping:
+	case stopping(i.state):
 		return "stopping"
 	case i.state == supervise.Failed:
 		return "failed"
@@ -389,3 +389,7 @@ func (s *sched) stateWord(i *istate) string {
 	}
 	return "stopped"
 }
+
+// stopping says whether an instance is on its way down: draining its busy
+// slots, or signalled.
+func stopping(s supervise.State) bool { return s == supervise.Draining || s == supervise.Stopping }

@@ -84,11 +84,11 @@ func runSteps(t *testing.T, s *sched, steps []step) {
 			case "ready":
 				e.Kind, e.State = supervise.EvReady, supervise.Ready
 			case "stop-requested":
-				e.Kind, e.Op = supervise.EvRequested, "stop"
+				e.Kind, e.Op = supervise.EvRequested, supervise.OpStop
 			case "start-requested":
-				e.Kind, e.Op = supervise.EvRequested, "start"
+				e.Kind, e.Op = supervise.EvRequested, supervise.OpStart
 			case "restart-requested":
-				e.Kind, e.Op = supervise.EvRequested, "restart"
+				e.Kind, e.Op = supervise.EvRequested, supervise.OpRestart
 			case "stopping":
 				e.Kind, e.State = supervise.EvDrained, supervise.Stopping
 			case "stopped":

@@ -30,10 +30,11 @@ const (
 	EvDrained                     // on stop: its busy slots finished after Took, or Busy were still busy at the drain's end
 	EvLogLoss                     // writing its log started (Err) or stopped losing output (Err: a logfile.LossReport)
 	EvRefused                     // its server refused the watchdog's key or lack of one (Err); probed by /health alone
+	EvLost                        // not about an instance: this reader fell behind and Busy events were dropped
 )
 
 var kindNames = [...]string{"started", "ready", "not-ready", "requested", "exited", "restarting", "stopped", "failed", "killed", "removed",
-	"hung", "busy", "drained", "log-loss", "refused"}
+	"hung", "busy", "drained", "log-loss", "refused", "lost"}
 
 func (k EventKind) String() string { return kindNames[k] }
 
@@ -49,7 +50,9 @@ type Event struct {
 	PID      int
 	URL      string
 	LogFile  string
-	Op       string        // EvRequested: start, stop, restart
+	Seq      uint64        // its place among the instance's events (1, 2, …)
+	Req      uint64        // EvRequested: the request's number (Decision.Req)
+	Op       Op            // EvRequested: start, stop, restart
 	Exit     string        // "exit code 3", "killed by SIGKILL"
 	Code     int           // EvExited: the exit status as a shell gives it (128+signal)
 	Ran      time.Duration // how long the process ran
@@ -109,6 +112,8 @@ func (e Event) Line() (text string, isError bool) {
 	case EvLogLoss:
 		var r logfile.LossReport
 		return fmt.Sprintf("%s: %v", n, e.Err), errors.As(e.Err, &r) && !r.Resumed
+	case EvLost:
+		return fmt.Sprintf("%d supervisor events were dropped: their reader fell behind by %d", e.Busy, maxQueue), true
 	case EvRefused:
 		return fmt.Sprintf("%s: the watchdog cannot see its worker loop: %v; it checks /health alone", n, e.Err), true
 	case EvDrained:
@@ -143,12 +148,13 @@ type broadcaster struct {
 }
 
 type subscriber struct {
-	mu     sync.Mutex
-	queue  []Event
-	wake   chan struct{}
-	closed bool
-	out    chan Event
-	done   chan struct{} // closed when the subscriber cancels
+	mu      sync.Mutex
+	queue   []Event
+	dropped int // events not queued since the reader last caught up
+	wake    chan struct{}
+	closed  bool
+	out     chan Event
+	done    chan struct{} // closed when the subscriber cancels
 }
 
 // Subscribe returns a channel of every event published from now on, and a
@@ -178,12 +184,20 @@ func (b *broadcaster) Subscribe() (<-chan Event, func()) {
 	}
 }
 
+// maxQueue bounds what waits for one reader: a reader that stops reading
+// must not grow the supervisor without end.
+const maxQueue = 4096
+
 func (b *broadcaster) publish(e Event) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for s := range b.subs {
 		s.mu.Lock()
-		s.queue = append(s.queue, e)
+		if len(s.queue) < maxQueue {
+			s.queue = append(s.queue, e)
+		} else {
+			s.dropped++
+		}
 		s.mu.Unlock()
 		s.poke()
 	}
@@ -214,9 +228,13 @@ func (s *subscriber) pump() {
 	defer close(s.out)
 	for {
 		s.mu.Lock()
-		q, closed := s.queue, s.closed
-		s.queue = nil
+		q, closed, dropped := s.queue, s.closed, s.dropped
+		s.queue, s.dropped = nil, 0
 		s.mu.Unlock()
+		if dropped > 0 {
+			// Said after what was queued before the loss.
+			q = append(q, Event{Kind: EvLost, Busy: dropped, Time: time.Now()})
+		}
 		for _, e := range q {
 			select {
 			case s.out <- e:

@@ -130,3 +130,38 @@ func TestSecondsHaveNoFloatNoise(t *testing.T) {
 		t.Errorf("%s", b)
 	}
 }
+
+// A reader that stops reading holds at most maxQueue events queued (and a
+// batch as long in its pump); the rest are dropped, counted, and said once
+// it reads again.
+func TestSlowReaderIsBounded(t *testing.T) {
+	var b broadcaster
+	ch, cancel := b.Subscribe()
+	defer cancel()
+	b.mu.Lock()
+	var s *subscriber
+	for s = range b.subs {
+	}
+	b.mu.Unlock()
+	const n = 3 * maxQueue
+	for i := range n {
+		b.publish(Event{Instance: "a", Kind: EvStarted, PID: i})
+	}
+	s.mu.Lock()
+	queued, dropped := len(s.queue), s.dropped
+	s.mu.Unlock()
+	if queued > maxQueue || dropped < n-2*maxQueue {
+		t.Fatalf("queued %d, dropped %d of %d", queued, dropped, n)
+	}
+	got, lost := 0, 0
+	for e := range ch {
+		if e.Kind == EvLost {
+			lost = e.Busy
+			break
+		}
+		got++
+	}
+	if got+lost != n || lost != dropped {
+		t.Errorf("read %d, told of %d lost (dropped %d of %d)", got, lost, dropped, n)
+	}
+}

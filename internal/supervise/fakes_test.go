@@ -80,8 +80,8 @@ func (c *fakeClock) expectTimer(t *testing.T, d time.Duration) {
 	}
 }
 
-// fakeProc is a process the test ends at will. By default it exits on
-// SIGTERM (status 143) and always on SIGKILL.
+// fakeProc is a process the test ends at will. By default it exits 0 on
+// SIGTERM, as an idle llama-server does, and always dies of SIGKILL.
 type fakeProc struct {
 	pid        int
 	exited     chan syscall.WaitStatus
@@ -101,8 +101,10 @@ func (p *fakeProc) Signal(sig syscall.Signal) error {
 	p.signals = append(p.signals, sig)
 	p.mu.Unlock()
 	switch {
-	case sig == syscall.SIGKILL, sig == syscall.SIGTERM && !p.ignoreTerm:
+	case sig == syscall.SIGKILL:
 		p.end(syscall.WaitStatus(sig))
+	case sig == syscall.SIGTERM && !p.ignoreTerm:
+		p.exit(0)
 	}
 	return nil
 }

@@ -123,6 +123,8 @@ func judgeOne(s Snapshot, now time.Time) InstanceHealth {
 		if s.Spec.ReadyTimeout == 0 {
 			ih.Why = fmt.Sprintf("starting for %s (loading; no ready_timeout)", since(s.StartedAt))
 		}
+	case Draining:
+		ih.Why = "draining: waiting for its busy slots before stopping (" + s.LastReason.String() + ")"
 	case Stopping:
 		ih.Why = "stopping: " + s.LastReason.String()
 		if s.LastReason == ReasonHung {

@@ -17,16 +17,51 @@ import (
 // msg is one input to an owner, with what it carries.
 type msg struct {
 	in     input
-	op     string             // set when an operator asked: published as EvRequested
-	pid    int                // inExited, inReady, inHung: which process
+	op     Op                 // set when an operator asked: published as EvRequested
+	req    uint64             // the operator request's number, in its EvRequested
+	reply  chan<- Decision    // where the owner answers what it decided (buffered)
+	pid    int                // inExited, inReady, inLiveness, inDrained: which process
 	ws     syscall.WaitStatus // inExited
 	grace  time.Duration      // inStop: a shorter grace (supervisor shutdown)
 	end    bool               // inStop: end the owner once down (removal, shutdown)
 	remove bool               // inStop with end: removed by Apply (published as EvRemoved)
-	spec   *config.Instance   // inRestart: run this spec from now on (Apply changed it)
+	spec   *config.Instance   // inReload, inRestart: run this spec from now on
 	live   *LiveProbe         // inLiveness
 	drain  *drainResult       // inDrained
-	lazy   bool               // inRestart with spec: only a running instance restarts (on demand)
+}
+
+// want is what is wanted of an instance: up or down by the operator's last
+// word, or ended (down for good: supervisor shutdown, or removed by Apply).
+type want int
+
+const (
+	wantUp want = iota
+	wantDown
+	wantEnd    // down, then the owner ends
+	wantRemove // down, then the owner ends and EvRemoved is published
+)
+
+// Outcome is what a request leads to, as the instance's owner decided it.
+type Outcome int
+
+const (
+	OutcomeDone     Outcome = iota // nothing to wait for (Note says why: "already ready", …)
+	OutcomeDown                    // it goes down: EvStopped ends the wait
+	OutcomeUp                      // a new process starts: its EvReady ends the wait
+	OutcomeCurrent                 // its current process is loading: its EvReady ends the wait
+	OutcomeKeptDown                // a reload's new spec is recorded; the operator keeps it down
+)
+
+// Decision is an owner's answer to a request: the state it saw, what it
+// decided, and the sequence number of the instance's last event before the
+// request, so that the caller follows only what came of it.
+type Decision struct {
+	Saw  State
+	Now  State // the state it moved to
+	Will Outcome
+	Note string
+	Seq  uint64
+	Req  uint64
 }
 
 // owner is the one goroutine that owns an instance: it alone starts,
@@ -44,18 +79,18 @@ type owner struct {
 	restart   RestartPolicy
 	sink      *sink
 	state     State
-	wantUp    bool
-	ending    bool
-	removed   bool
-	reason    Reason // why the current process is ending (None while it runs unasked)
-	lastWhy   Reason // why the last process ended, or the last start failed: what status shows
+	want      want
+	seq       uint64  // events published so far
+	will      Outcome // what the input being handled leads to (operator inputs)
+	note      string  // with OutcomeDone: why nothing is to be waited for
+	reason    Reason  // why the current process is ending (None while it runs unasked)
+	lastWhy   Reason  // why the last process ended, or the last start failed: what status shows
 	proc      Process
 	startedAt time.Time
 	stopProbe context.CancelFunc
 	probeCtx  context.Context    // of the current process's probes; ends with stopProbe
 	stopWatch context.CancelFunc // ends the watchdog alone
 	live      liveState
-	draining  bool // stopping: waiting for busy slots before SIGTERM
 	timer     <-chan time.Time
 	timerIn   input
 	killAt    time.Time
@@ -92,8 +127,9 @@ type Snapshot struct {
 var errEnded = errors.New("instance is no longer supervised")
 
 func newOwner(spec config.Instance, d Deps, policy Policy, pub func(Event)) *owner {
+	restart, _ := ParsePolicy(spec.Restart) // checked by the supervisor before
 	o := &owner{d: d, policy: policy, pub: pub, inbox: make(chan msg, 16), done: make(chan struct{}),
-		spec: spec, restart: ParsePolicy(spec.Restart)}
+		spec: spec, restart: restart, want: wantDown}
 	o.snap = Snapshot{Spec: spec}
 	go o.run()
 	return o
@@ -132,7 +168,7 @@ func (o *owner) run() {
 			o.timer = nil
 		}
 		o.handle(m)
-		if o.ending && o.proc == nil {
+		if o.want >= wantEnd && o.proc == nil {
 			o.finish()
 			return
 		}
@@ -142,30 +178,36 @@ func (o *owner) run() {
 // handle runs the transition table for one input.
 func (o *owner) handle(m msg) {
 	switch m.in {
-	case inReady, inHung, inLiveness, inDrained:
+	case inReady, inLiveness, inDrained:
 		if o.proc == nil || m.pid != o.proc.PID() {
-			return // about a process that is gone
+			if m.reply != nil {
+				m.reply <- Decision{Saw: o.state, Now: o.state, Note: "about a process that is gone", Seq: o.seq}
+			}
+			return
 		}
 	}
 	if m.spec != nil {
-		o.spec, o.restart = *m.spec, ParsePolicy(m.spec.Restart)
+		o.spec = *m.spec
+		o.restart, _ = ParsePolicy(m.spec.Restart) // checked by the supervisor before
 	}
 	if m.end {
-		o.ending, o.wantUp = true, false
-		o.removed = o.removed || m.remove
+		o.want = max(o.want, wantEnd)
+		if m.remove {
+			o.want = wantRemove
+		}
 	}
-	if m.op != "" {
-		o.emit(Event{Kind: EvRequested, State: o.state, Op: m.op})
+	before, saw := o.seq, o.state
+	o.will, o.note = OutcomeDone, ""
+	if m.op != OpNone {
+		o.emit(Event{Kind: EvRequested, State: o.state, Op: m.op, Req: m.req})
 	}
-	if m.lazy && o.state == Stopped {
-		m.in = inSpec // the new spec is taken; nothing starts
-	}
-	if act := transitions[o.state][m.in]; act != nil {
-		o.state = act(o, m)
-	}
-	// Status first, then the events: whoever reacts to an event sees
-	// the state it led to.
+	o.state = transitions[o.state][m.in](o, m)
+	// Status first, then the answer and the events: whoever reacts to
+	// either sees the state it led to.
 	o.publishSnapshot()
+	if m.reply != nil {
+		m.reply <- Decision{Saw: saw, Now: o.state, Will: o.will, Note: o.note, Seq: before, Req: m.req}
+	}
 	for _, e := range o.pending {
 		o.pub(e)
 	}
@@ -173,7 +215,7 @@ func (o *owner) handle(m msg) {
 }
 
 func (o *owner) publishSnapshot() {
-	s := Snapshot{Spec: o.spec, State: o.state, WantUp: o.wantUp, Restarts: o.restarts,
+	s := Snapshot{Spec: o.spec, State: o.state, WantUp: o.want == wantUp, Restarts: o.restarts,
 		LastExit: o.lastExit, LastReason: o.reason, ProbeFailures: o.live.fails}
 	if s.LastReason == ReasonNone { // running again: still say why the last one ended
 		s.LastReason = o.lastWhy
@@ -195,7 +237,8 @@ func (o *owner) publishSnapshot() {
 // emit queues an event about this instance, filling in who and when;
 // handle publishes it. e.State is the state the event leaves it in.
 func (o *owner) emit(e Event) {
-	e.Time, e.Instance, e.URL, e.LogFile = o.d.Clock.Now(), o.spec.Name, o.spec.URL, o.spec.LogFile
+	o.seq++
+	e.Seq, e.Time, e.Instance, e.URL, e.LogFile = o.seq, o.d.Clock.Now(), o.spec.Name, o.spec.URL, o.spec.LogFile
 	o.pending = append(o.pending, e)
 }
 
@@ -207,7 +250,7 @@ func (o *owner) finish() {
 	if o.sink != nil {
 		o.sink.close()
 	}
-	if o.removed {
+	if o.want == wantRemove {
 		o.gone.Store(true)
 		o.emit(Event{Kind: EvRemoved, State: Stopped})
 		o.pub(o.pending[0])
@@ -217,8 +260,55 @@ func (o *owner) finish() {
 // The actions of the transition table.
 
 func (o *owner) launchFresh(msg) State {
-	o.wantUp, o.streak = true, nil
+	o.want, o.streak, o.will = wantUp, nil, OutcomeUp
 	return o.launch()
+}
+
+// alreadyUp answers a start of a ready instance.
+func (o *owner) alreadyUp(msg) State {
+	o.want, o.note = wantUp, "already ready"
+	return o.state
+}
+
+// alreadyDown answers a stop of a stopped instance.
+func (o *owner) alreadyDown(m msg) State {
+	if o.want < wantEnd {
+		o.want = wantDown
+	}
+	o.note = "already stopped"
+	return o.state
+}
+
+// awaitReady answers a start of a loading instance: its current process.
+func (o *owner) awaitReady(msg) State {
+	o.want, o.will = wantUp, OutcomeCurrent
+	return o.state
+}
+
+// reloadIdle takes a reload's spec while no process runs: started when
+// wanted up (a clean exit under on-failure), else kept down.
+func (o *owner) reloadIdle(m msg) State {
+	if o.want != wantUp {
+		o.will = OutcomeKeptDown
+		return o.state
+	}
+	return o.launchFresh(m)
+}
+
+// reloadRunning restarts a running instance on its new spec.
+func (o *owner) reloadRunning(m msg) State {
+	o.will, o.streak = OutcomeUp, nil
+	return o.stopOrDrain(ReasonRestartRequested, 0)
+}
+
+// reloadStopping takes a reload's spec while the process ends: what follows
+// is what was wanted before (the spec is used at the next start).
+func (o *owner) reloadStopping(msg) State {
+	o.will = OutcomeKeptDown
+	if o.want == wantUp {
+		o.will = OutcomeUp
+	}
+	return o.state
 }
 
 func (o *owner) launchAgain(msg) State { return o.launch() }
@@ -248,15 +338,9 @@ func (o *owner) launch() State {
 	o.proc, o.startedAt, o.reason, o.lastErr = p, o.d.Clock.Now(), ReasonNone, nil
 	ctx, cancel := context.WithCancel(context.Background())
 	o.stopProbe, o.probeCtx, o.stopWatch = cancel, ctx, func() {}
-	o.live, o.draining = liveState{}, false
+	o.live = liveState{}
 	pid := p.PID()
-	go o.d.Probe(ctx, o.spec, pid, func(pr Probe) {
-		in := inReady
-		if pr == ProbeHung {
-			in = inHung
-		}
-		_ = o.send(msg{in: in, pid: pid})
-	})
+	go o.d.Probe(ctx, o.spec, pid, func(Probe) { _ = o.send(msg{in: inReady, pid: pid}) })
 	if o.spec.ReadyTimeout > 0 { // 0: no deadline
 		o.setTimer(o.spec.ReadyTimeout, inReadyDeadline)
 	}
@@ -270,7 +354,7 @@ func (o *owner) launch() State {
 // as a crash would be, by the restart policy and crash-loop count, instead
 // of leaving the instance failed after the shortage has passed.
 func (o *owner) startFailed(err error) State {
-	if !shortOfResources(err) || o.restart == RestartNever || !o.wantUp || o.ending {
+	if !shortOfResources(err) || o.restart == RestartNever || o.want != wantUp {
 		return o.fail(ReasonStartFailed, err)
 	}
 	o.reason, o.lastWhy, o.lastErr = ReasonStartFailed, ReasonStartFailed, err
@@ -318,16 +402,14 @@ func (o *owner) ready(msg) State {
 }
 
 func (o *owner) stopRequested(m msg) State {
-	o.wantUp = false
+	o.want, o.will = max(o.want, wantDown), OutcomeDown
 	return o.stopOrDrain(ReasonStopRequested, m.grace)
 }
 
 func (o *owner) restartRequested(m msg) State {
-	o.wantUp, o.streak = true, nil
+	o.want, o.streak, o.will = wantUp, nil, OutcomeUp
 	return o.stopOrDrain(ReasonRestartRequested, 0)
 }
-
-func (o *owner) hung(m msg) State { return o.killHung(errors.New("its prober found it unresponsive")) }
 
 func (o *owner) loadTimeout(m msg) State {
 	o.emit(Event{Kind: EvNotReady, State: Stopping, PID: o.proc.PID(), Err: fmt.Errorf("not ready after %s", o.spec.ReadyTimeout)})
@@ -358,18 +440,22 @@ func (o *owner) armKill(grace time.Duration) {
 	o.setTimer(g, inKillDeadline)
 }
 
+// wantWhileStopping records the operator's word while the process ends:
+// the last of stop, start and restart wins, and the exit decides.
 func (o *owner) wantWhileStopping(m msg) State {
 	switch {
 	case m.in == inStop:
-		o.wantUp, o.reason = false, ReasonStopRequested
+		o.want, o.reason, o.will = max(o.want, wantDown), ReasonStopRequested, OutcomeDown
 		o.armKill(m.grace)
-	case !o.ending:
-		o.wantUp = true
+	case o.want >= wantEnd:
+		o.note = "being removed" // the supervisor refuses these before they come
+	default:
+		o.want, o.will = wantUp, OutcomeUp
 		if o.reason == ReasonStopRequested {
 			o.reason = ReasonRestartRequested
 		}
 	}
-	return Stopping
+	return o.state
 }
 
 func (o *owner) kill(msg) State {
@@ -379,9 +465,10 @@ func (o *owner) kill(msg) State {
 }
 
 func (o *owner) stopIdle(m msg) State {
-	o.wantUp, o.timer = false, nil
+	o.want, o.timer, o.will = max(o.want, wantDown), nil, OutcomeDown
 	if m.end && o.state == Failed {
-		return Failed // shutdown or removal: it stays failed, and nothing was stopped
+		o.will, o.note = OutcomeDone, "failed" // shutdown or removal: it stays failed, and nothing was stopped
+		return Failed
 	}
 	o.emit(Event{Kind: EvStopped, State: Stopped})
 	return Stopped
@@ -413,7 +500,7 @@ func (o *owner) exited(m msg) State {
 		o.emit(Event{Kind: EvStopped, State: Stopped, Exit: o.lastExit, Reason: o.reason})
 		return Stopped
 	}
-	if o.ending || !o.wantUp || o.reason == ReasonStopRequested {
+	if o.want != wantUp || o.reason == ReasonStopRequested {
 		return stopped()
 	}
 	if o.reason == ReasonRestartRequested {

@@ -34,8 +34,8 @@ type Clock interface {
 	After(time.Duration) <-chan time.Time
 }
 
-// Prober watches a started process's readiness (and, later, liveness) and
-// reports what it sees through report until ctx ends. It must not signal
+// Prober watches a started process's readiness and reports it through
+// report until ctx ends (liveness is the watchdog's). It must not signal
 // the process: only the owner does.
 type Prober func(ctx context.Context, spec config.Instance, pid int, report func(Probe))
 
@@ -44,7 +44,6 @@ type Probe int
 
 const (
 	ProbeReady Probe = iota // /health 200 from our process
-	ProbeHung               // stopped answering (watchdog; reserved)
 )
 
 // Deps are the supervisor's links to the outside world. Zero fields take
@@ -98,8 +97,8 @@ type realClock struct{}
 func (realClock) Now() time.Time                         { return time.Now() }
 func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
-// HTTPProbe reports ready once /health answers 200 from pid itself. The
-// hang watchdog will keep probing after that and report ProbeHung.
+// HTTPProbe reports ready once /health answers 200 from pid itself; the
+// hang watchdog takes over from there.
 func HTTPProbe(ctx context.Context, spec config.Instance, pid int, report func(Probe)) {
 	if _, err := launch.WaitReady(ctx, launch.TargetOf(spec, pid), 0, nil); err == nil {
 		report(ProbeReady)

@@ -90,7 +90,7 @@ func TestRealProcess(t *testing.T) {
 		helper, _ = strconv.Atoi(strings.TrimSpace(string(b)))
 		time.Sleep(5 * time.Millisecond)
 	}
-	sup.Control("real", OpStop)
+	_, _ = sup.Control("real", OpStop)
 	if e := wait(EvStopped); e.Exit != "killed by SIGTERM" {
 		t.Errorf("stopped: %+v", e)
 	}

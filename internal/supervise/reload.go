@@ -26,7 +26,7 @@ func (s *Supervisor) Diff(desired []config.Instance) ApplyResult {
 		switch m := s.owners[in.Name]; {
 		case m == nil || m.removing:
 			res.Added = append(res.Added, in.Name)
-		case sameSpec(m.spec, in):
+		case m.spec.Same(in):
 			res.Unchanged = append(res.Unchanged, in.Name)
 		default:
 			res.Changed = append(res.Changed, in.Name)
@@ -204,7 +204,14 @@ func (r *Reloader) Run(dryRun bool, why string) (ReloadReport, error) {
 		rep.lines = append(rep.lines, fmt.Sprintf("+ %s: %s (%s)", n, verb("started", "would start"), specs[n].URL))
 	}
 	for _, n := range res.Changed {
-		rep.lines = append(rep.lines, fmt.Sprintf("~ %s: %s: %s", n, verb("restarted", "would restart"), strings.Join(SpecChanges(before[n].Spec, specs[n]), "; ")))
+		did := verb("restarted", "would restart")
+		if slices.Contains(res.KeptDown, n) || dryRun && !before[n].WantUp {
+			did = verb("kept down (stopped by the operator), new settings at its next start", "would keep down (stopped by the operator), new settings at its next start")
+			if specs[n].Routing.OnDemand {
+				did = verb("down until a request comes (on demand), new settings then", "would stay down until a request comes (on demand), new settings then")
+			}
+		}
+		rep.lines = append(rep.lines, fmt.Sprintf("~ %s: %s: %s", n, did, strings.Join(SpecChanges(before[n].Spec, specs[n]), "; ")))
 	}
 	for _, n := range res.Removed {
 		rep.lines = append(rep.lines, fmt.Sprintf("- %s: %s", n, verb("stopped and removed", "would stop and remove")))
@@ -305,12 +312,14 @@ func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
 	reply := ReloadReply{Lines: append([]string{head}, rep.Lines()...), Warnings: rep.Warnings,
 		Added: rep.Result.Added, Changed: rep.Result.Changed, Removed: rep.Result.Removed, Unchanged: rep.Result.Unchanged}
 	if req.Wait && !req.DryRun {
-		want := map[string]expectation{}
+		want := map[string]Decision{}
 		for _, n := range append(slices.Clone(rep.Result.Added), rep.Result.Changed...) {
-			want[n] = expectStart
+			if d, ok := rep.Result.Decisions[n]; ok {
+				want[n] = d
+			}
 		}
 		if len(want) > 0 {
-			lines, ok := s.await(r.Context(), events, want)
+			lines, ok := s.follow(r.Context(), events, want)
 			reply.Lines = append(reply.Lines, lines...)
 			reply.NotReady = !ok
 		}

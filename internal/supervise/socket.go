@@ -274,38 +274,17 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 	}
 	events, cancel := s.Sup.Subscribe()
 	defer cancel()
-	before := s.snapshot(req.Name)
-	if err := s.Sup.Control(req.Name, op); err != nil {
+	d, err := s.Sup.Control(req.Name, op)
+	if err != nil {
 		s.controlError(w, req.Name, err)
 		return
 	}
 	rep := Reply{Lines: []string{fmt.Sprintf("%s: %s requested", req.Name, op)}}
 	if req.Wait {
-		if expect := expectFor(op, before.State); expect == expectNothing {
-			rep.Lines = append(rep.Lines, fmt.Sprintf("%s: already %s", req.Name, before.State))
-		} else {
-			more, ok := s.await(r.Context(), events, map[string]expectation{req.Name: expect})
-			rep.Lines, rep.Failed = append(rep.Lines, more...), !ok
-		}
+		more, ok := s.follow(r.Context(), events, map[string]Decision{req.Name: d})
+		rep.Lines, rep.Failed = append(rep.Lines, more...), !ok
 	}
 	writeJSON(w, http.StatusOK, rep)
-}
-
-// expectFor says what op leads to from state, following the transition
-// table: what a waiting caller waits for, or expectNothing when op changes
-// nothing (stop of a stopped instance, start of a ready one).
-func expectFor(op Op, state State) expectation {
-	switch {
-	case op == OpStop && state == Stopped:
-		return expectNothing
-	case op == OpStop:
-		return expectDown
-	case op == OpStart && state == Ready:
-		return expectNothing
-	case op == OpStart && state == Starting:
-		return expectReady // its current process, not a new one
-	}
-	return expectStart
 }
 
 func (s *Server) controlError(w http.ResponseWriter, name string, err error) {
@@ -333,7 +312,6 @@ func (s *Server) adopt(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	expect := map[string]expectation{}
 	for i := range req.Instances {
 		in := &req.Instances[i]
 		if !validName.MatchString(in.Name) {
@@ -341,14 +319,13 @@ func (s *Server) adopt(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		in.DurationsFromJSON()
-		expect[in.Name] = expectFor(OpStart, s.snapshot(in.Name).State)
 	}
 	// A same-named instance running other settings (another config's, or
 	// entry's own) is replaced only when asked: run --config other.toml
 	// must not silently restart it.
 	changes := map[string]string{}
 	for _, in := range req.Instances {
-		if old, ok := s.Sup.Spec(in.Name); ok && !sameSpec(old, in) {
+		if old, ok := s.Sup.Spec(in.Name); ok && !old.Same(in) {
 			changes[in.Name] = strings.Join(SpecChanges(old, in), ", ")
 		}
 	}
@@ -375,90 +352,100 @@ func (s *Server) adopt(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, n := range res.Changed {
 		lines = append(lines, fmt.Sprintf("%s: replaced (%s); the supervisor restarts it with these settings", n, changes[n]))
-		expect[n] = expectStart
 	}
 	for _, n := range res.Unchanged {
 		lines = append(lines, fmt.Sprintf("%s: already supervised with these settings", n))
 	}
 	rep := Reply{Lines: lines}
 	if req.Wait {
-		more, ok := s.await(r.Context(), events, expect)
+		more, ok := s.follow(r.Context(), events, res.Decisions)
 		rep.Lines, rep.Failed = append(rep.Lines, more...), !ok
 	}
 	writeJSON(w, http.StatusOK, rep)
 }
 
-type expectation int
-
-const (
-	expectNothing expectation = iota // report the state as it is
-	expectStart                      // a process will start: wait for ready or failure
-	expectReady                      // starting already: wait for ready or failure
-	expectDown                       // wait until it is down
-)
-
-// await follows events until each named instance got where it was going
-// (or cannot), and reports one line each. The deadline is the longest
-// stop plus ready timeout among them.
-func (s *Server) await(ctx context.Context, events <-chan Event, want map[string]expectation) ([]string, bool) {
+// follow reports what came of each decided request, one line per
+// instance, following the instances' events after each decision: the
+// owner said what to wait for; nothing here re-derives it. A later request
+// the other way (stop after start, start or restart after stop) supersedes
+// the one waited for. The deadline is the longest stop plus ready timeout
+// among them.
+func (s *Server) follow(ctx context.Context, events <-chan Event, decided map[string]Decision) ([]string, bool) {
 	result := map[string]string{}
 	ok := true // every instance got where it was going
 	started := map[string]bool{}
 	var limit time.Duration
-	for name, e := range want {
+	for name, d := range decided {
 		spec, _ := s.Sup.Spec(name)
 		ready := spec.ReadyTimeout
 		if ready == 0 { // no load deadline: wait as long as the client does
 			ready = 24 * time.Hour
 		}
 		limit = max(limit, ready+spec.StopTimeout)
-		if e == expectNothing {
-			result[name] = s.snapshot(name).State.String()
+		switch d.Will {
+		case OutcomeDone:
+			result[name] = d.Note
+			ok = ok && d.Note != "failed"
+		case OutcomeKeptDown:
+			result[name] = fmt.Sprintf("kept down (stopped by the operator: llamaboot start %s starts it with the new settings)", name)
+			if spec.Routing.OnDemand {
+				result[name] = "down until a request comes (on demand); it starts with the new settings then"
+			}
 		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	for len(result) < len(want) {
+	fail := func(name, why string) { result[name], ok = why, false }
+	for len(result) < len(decided) {
 		select {
 		case <-ctx.Done():
-			for name := range want {
+			for name := range decided {
 				if _, got := result[name]; !got {
-					result[name] = fmt.Sprintf("%s (still not there after %s)", s.snapshot(name).State, limit)
-					ok = false
+					fail(name, fmt.Sprintf("%s (still not there after %s)", s.snapshot(name).State, limit))
 				}
 			}
 		case ev, open := <-events:
 			if !open {
-				return lines(want, result), false
+				return lines(decided, result), false
 			}
-			e, watched := want[ev.Instance]
-			if _, done := result[ev.Instance]; !watched || done {
+			if ev.Kind == EvLost { // what came of the requests may be among them
+				for name := range decided {
+					if _, got := result[name]; !got {
+						fail(name, fmt.Sprintf("%s (lost track: %d events dropped)", s.snapshot(name).State, ev.Busy))
+					}
+				}
 				continue
 			}
+			d, watched := decided[ev.Instance]
+			if _, done := result[ev.Instance]; !watched || done || ev.Seq <= d.Seq {
+				continue
+			}
+			down := d.Will == OutcomeDown
 			switch {
+			case ev.Kind == EvRequested && ev.Req != d.Req && (ev.Op == OpStop) != down:
+				fail(ev.Instance, fmt.Sprintf("superseded by %s (asked after this request)", ev.Op))
 			case ev.Kind == EvStarted:
 				started[ev.Instance] = true
-			case ev.Kind == EvReady && (started[ev.Instance] && e == expectStart || e == expectReady):
+			case ev.Kind == EvReady && !down && (started[ev.Instance] || d.Will == OutcomeCurrent):
 				result[ev.Instance] = fmt.Sprintf("ready after %.2fs (pid %d)", ev.Took.Seconds(), ev.PID)
 			case ev.Kind == EvFailed:
 				text, _ := ev.Line() // "<name> failed: why"; the line names it already
-				result[ev.Instance] = strings.TrimPrefix(text, ev.Instance+" ")
-				ok = false
-			case ev.Kind == EvStopped:
+				fail(ev.Instance, strings.TrimPrefix(text, ev.Instance+" "))
+			case ev.Kind == EvStopped && down:
 				result[ev.Instance] = "stopped"
-				ok = ok && e == expectDown
-			case ev.Kind == EvRestarting && e != expectDown:
-				result[ev.Instance] = fmt.Sprintf("%s (%s) before it was ready; restarting in %.1fs", ev.Exit, ev.Reason, ev.Delay.Seconds())
-				ok = false
+			case ev.Kind == EvStopped:
+				fail(ev.Instance, "stopped ("+ev.Exit+", "+ev.Reason.String()+") before it was ready")
+			case ev.Kind == EvRestarting && !down:
+				fail(ev.Instance, fmt.Sprintf("%s (%s) before it was ready; restarting in %.1fs", ev.Exit, ev.Reason, ev.Delay.Seconds()))
 			}
 		}
 	}
-	return lines(want, result), ok
+	return lines(decided, result), ok
 }
 
-func lines(want map[string]expectation, result map[string]string) []string {
+func lines(decided map[string]Decision, result map[string]string) []string {
 	var out []string
-	for _, name := range slices.Sorted(maps.Keys(want)) {
+	for _, name := range slices.Sorted(maps.Keys(decided)) {
 		out = append(out, fmt.Sprintf("%s: %s", name, result[name]))
 	}
 	return out
@@ -559,7 +546,7 @@ var ErrNotReached = errors.New("not every instance got there")
 // Control asks the supervisor on sock for op on an instance; with wait,
 // the answer comes once the instance is ready again (or down, for stop).
 func Control(sock string, op Op, name string, wait bool) ([]string, error) {
-	return call(sock, "/control", ControlRequest{Op: string(op), Name: name, Wait: wait})
+	return call(sock, "/control", ControlRequest{Op: op.String(), Name: name, Wait: wait})
 }
 
 // Adopt hands the plan's instances to the supervisor on sock.

@@ -15,9 +15,11 @@ const (
 	Stopping                // SIGTERM sent; waiting for it to exit (then KILL)
 	Restarting              // no process; waiting out the backoff
 	Failed                  // no process; gave up (crash loop, start failed, port taken)
+	Draining                // process running, no signal yet: waiting for its busy slots before SIGTERM
+	NumStates
 )
 
-var stateNames = [...]string{"stopped", "starting", "ready", "stopping", "restarting", "failed"}
+var stateNames = [...]string{"stopped", "starting", "ready", "stopping", "restarting", "failed", "draining"}
 
 func (s State) String() string {
 	if int(s) < len(stateNames) {
@@ -27,7 +29,7 @@ func (s State) String() string {
 }
 
 // Running says whether the state has a live process.
-func (s State) Running() bool { return s == Starting || s == Ready || s == Stopping }
+func (s State) Running() bool { return s == Starting || s == Ready || s == Draining || s == Stopping }
 
 // RestartPolicy says what happens when a process ends without being asked.
 type RestartPolicy int
@@ -38,16 +40,19 @@ const (
 	RestartNever                          // never: stopped after a clean exit, failed otherwise
 )
 
-// ParsePolicy reads control.restart; config validation has already
-// refused anything else, so unknown values mean the default.
-func ParsePolicy(s string) RestartPolicy {
+// ParsePolicy reads control.restart ("" is the default, on-failure).
+// Config validation refuses anything else, so an error here is a spec
+// that did not come through it.
+func ParsePolicy(s string) (RestartPolicy, error) {
 	switch s {
+	case "", "on-failure":
+		return RestartOnFailure, nil
 	case "always":
-		return RestartAlways
+		return RestartAlways, nil
 	case "never":
-		return RestartNever
+		return RestartNever, nil
 	}
-	return RestartOnFailure
+	return RestartOnFailure, fmt.Errorf("restart = %q: not on-failure, always or never", s)
 }
 
 func (p RestartPolicy) String() string {
@@ -122,18 +127,17 @@ func (r Reason) String() string {
 type input int
 
 const (
-	inStart         input = iota // operator: want it up (start NAME, Apply)
-	inStop                       // operator: want it down (stop NAME)
+	inStart         input = iota // operator: want it up (start NAME, a hand-over from run)
+	inStop                       // operator: want it down (stop NAME; with end, removal or shutdown)
 	inRestart                    // operator: stop it if running, start again now
+	inReload                     // Apply: run this spec from now on; want-up is left as it is
 	inExited                     // its process exited
 	inReady                      // probe: /health is 200 from our process
-	inHung                       // probe: no longer answering
 	inLiveness                   // watchdog: one liveness probe's result
 	inDrained                    // drain: no busy slot left, or the drain's time is up
 	inReadyDeadline              // timer: ready_timeout passed while starting
 	inKillDeadline               // timer: grace after SIGTERM passed
 	inBackoffDone                // timer: restart delay passed
-	inSpec                       // a new spec for an instance that stays down (on demand): no transition
 	numInputs
 )
 
@@ -141,68 +145,71 @@ const (
 type action func(o *owner, m msg) State
 
 // transitions is the whole state machine: for each state, what each input
-// does. A missing entry means the input is ignored in that state (a late
-// probe result, a stop for something already down).
+// does. Every cell is written; nop marks an input that changes nothing in
+// that state (a late probe result, a timer of a process that is gone).
 //
 //	           start, restart              ready
 //	Stopped ─────────────────► Starting ──────────► Ready
-//	   ▲                          │ stop, restart,    │ stop, restart, hung
-//	   │                          │ ready timeout,    │
-//	   │                          ▼ hung              ▼
-//	   │   exited, stop ◄──── Stopping ◄──────────────┘  (SIGKILL at the deadline)
-//	   └────requested             │
+//	   ▲                          │ stop, restart,    │ stop, restart (drain_timeout set)
+//	   │                          │ ready timeout,    ▼
+//	   │                          │ hung            Draining ── drained ──┐
+//	   │                          ▼                   │ hung, stop(end)   │
+//	   │   exited, stop ◄──── Stopping ◄──────────────┴───────────────────┘
+//	   └────requested             │     (SIGTERM sent; SIGKILL at the deadline)
 //	                              └─ exited, restart requested ──► Starting
 //
 //	Starting, Ready ── exited unasked ──► by policy and crash count:
 //	    Stopped (clean exit under on-failure or never) · Failed (never; crash loop)
 //	    · Restarting ── backoff done ──► Starting
-//	Restarting, Failed ── start, restart ──► Starting · ── stop ──► Stopped
+//	Restarting, Failed ── start, restart, reload ──► Starting · ── stop ──► Stopped
 //
-// In Stopping, start/stop/restart only record what is wanted; the exit
-// decides.
+// Want-up is the operator's word: in Draining and Stopping, start, stop
+// and restart only record it (the last one wins) and the exit decides. A
+// reload changes the spec, never want-up: an instance the operator stopped
+// stays down through it, and takes the new spec at its next start.
 //
 // The watchdog (watchdog.go): in Ready, each liveness result is counted;
 // liveness_failures failed in a row with no progress → hung: SIGKILL to the
-// group, Stopping. A stop or restart of a Ready instance first drains
-// (Stopping, no signal yet) until its slots are idle or drain_timeout is
-// up; drained → SIGTERM.
-var transitions = [...][numInputs]action{
+// group, Stopping.
+var transitions = [numStates][numInputs]action{
 	Stopped: {
-		inStart:   (*owner).launchFresh,
-		inRestart: (*owner).launchFresh,
+		inStart: (*owner).launchFresh, inStop: (*owner).alreadyDown, inRestart: (*owner).launchFresh,
+		inReload: (*owner).reloadIdle, inExited: nop, inReady: nop, inLiveness: nop,
+		inDrained: nop, inReadyDeadline: nop, inKillDeadline: nop, inBackoffDone: nop,
 	},
 	Starting: {
-		inStop:          (*owner).stopRequested,
-		inRestart:       (*owner).restartRequested,
-		inExited:        (*owner).exited,
-		inReady:         (*owner).ready,
-		inHung:          (*owner).hung,
-		inReadyDeadline: (*owner).loadTimeout,
+		inStart: (*owner).awaitReady, inStop: (*owner).stopRequested, inRestart: (*owner).restartRequested,
+		inReload: (*owner).reloadRunning, inExited: (*owner).exited, inReady: (*owner).ready,
+		inLiveness: nop, inDrained: nop, inReadyDeadline: (*owner).loadTimeout, inKillDeadline: nop, inBackoffDone: nop,
 	},
 	Ready: {
-		inStop:     (*owner).stopRequested,
-		inRestart:  (*owner).restartRequested,
-		inExited:   (*owner).exited,
-		inHung:     (*owner).hung,
-		inLiveness: (*owner).liveness,
+		inStart: (*owner).alreadyUp, inStop: (*owner).stopRequested, inRestart: (*owner).restartRequested,
+		inReload: (*owner).reloadRunning, inExited: (*owner).exited, inReady: nop,
+		inLiveness: (*owner).liveness, inDrained: nop, inReadyDeadline: nop, inKillDeadline: nop, inBackoffDone: nop,
+	},
+	Draining: {
+		inStart: (*owner).wantWhileStopping, inStop: (*owner).wantWhileStopping, inRestart: (*owner).wantWhileStopping,
+		inReload: (*owner).reloadStopping, inExited: (*owner).exited, inReady: nop,
+		inLiveness: nop, inDrained: (*owner).drained, inReadyDeadline: nop, inKillDeadline: (*owner).kill, inBackoffDone: nop,
 	},
 	Stopping: {
-		inStart:        (*owner).wantWhileStopping,
-		inStop:         (*owner).wantWhileStopping,
-		inRestart:      (*owner).wantWhileStopping,
-		inExited:       (*owner).exited,
-		inKillDeadline: (*owner).kill,
-		inDrained:      (*owner).drained,
+		inStart: (*owner).wantWhileStopping, inStop: (*owner).wantWhileStopping, inRestart: (*owner).wantWhileStopping,
+		inReload: (*owner).reloadStopping, inExited: (*owner).exited, inReady: nop,
+		inLiveness: nop, inDrained: nop, inReadyDeadline: nop, inKillDeadline: (*owner).kill, inBackoffDone: nop,
 	},
 	Restarting: {
-		inStart:       (*owner).launchFresh,
-		inStop:        (*owner).stopIdle,
-		inRestart:     (*owner).launchFresh,
-		inBackoffDone: (*owner).launchAgain,
+		inStart: (*owner).launchFresh, inStop: (*owner).stopIdle, inRestart: (*owner).launchFresh,
+		inReload: (*owner).launchFresh, inExited: nop, inReady: nop, inLiveness: nop,
+		inDrained: nop, inReadyDeadline: nop, inKillDeadline: nop, inBackoffDone: (*owner).launchAgain,
 	},
 	Failed: {
-		inStart:   (*owner).launchFresh,
-		inStop:    (*owner).stopIdle,
-		inRestart: (*owner).launchFresh,
+		inStart: (*owner).launchFresh, inStop: (*owner).stopIdle, inRestart: (*owner).launchFresh,
+		inReload: (*owner).launchFresh, inExited: nop, inReady: nop, inLiveness: nop,
+		inDrained: nop, inReadyDeadline: nop, inKillDeadline: nop, inBackoffDone: nop,
 	},
 }
+
+const numStates = NumStates
+
+// nop is an input that changes nothing in this state.
+func nop(o *owner, _ msg) State { return o.state }

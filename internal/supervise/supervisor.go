@@ -7,12 +7,12 @@
 package supervise
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -48,21 +48,31 @@ func (p Policy) withDefaults() Policy {
 }
 
 // Op is an operator's request for one instance.
-type Op string
+type Op int
 
 const (
-	OpStart   Op = "start"
-	OpStop    Op = "stop"
-	OpRestart Op = "restart"
+	OpNone Op = iota
+	OpStart
+	OpStop
+	OpRestart
 )
+
+var opNames = [...]string{"", "start", "stop", "restart"}
+
+func (op Op) String() string { return opNames[op] }
+
+func (op Op) input() input {
+	return [...]input{OpStart: inStart, OpStop: inStop, OpRestart: inRestart}[op]
+}
 
 // ParseOp reads an operation name.
 func ParseOp(s string) (Op, bool) {
-	switch op := Op(s); op {
-	case OpStart, OpStop, OpRestart:
-		return op, true
+	for op, n := range opNames {
+		if n == s && op != 0 {
+			return Op(op), true
+		}
 	}
-	return "", false
+	return OpNone, false
 }
 
 // ErrUnknownInstance is a control request for a name nobody supervises.
@@ -78,6 +88,8 @@ type Supervisor struct {
 	policy Policy
 	env    []string
 	events broadcaster
+
+	reqs atomic.Uint64 // operator requests numbered so far
 
 	mu       sync.Mutex
 	owners   map[string]*member
@@ -113,6 +125,20 @@ func (s *Supervisor) CloseEvents() { s.events.close() }
 // ApplyResult says what Apply did, by instance name.
 type ApplyResult struct {
 	Added, Changed, Unchanged, Removed []string
+	// KeptDown are the changed ones the operator stopped: their new spec
+	// is recorded and used at their next start; a reload does not start
+	// them (they are in Changed too).
+	KeptDown []string
+	// Decisions are the owners' answers for the instances started or
+	// changed (what to wait for, and from which event on).
+	Decisions map[string]Decision
+}
+
+func (r *ApplyResult) decided(name string, d Decision) {
+	if r.Decisions == nil {
+		r.Decisions = map[string]Decision{}
+	}
+	r.Decisions[name] = d
 }
 
 // Apply makes desired the whole set of supervised instances: new names are
@@ -160,41 +186,87 @@ func (s *Supervisor) AddConfigured(specs []config.Instance) (ApplyResult, error)
 
 func (s *Supervisor) upsert(specs []config.Instance, startDown bool) (ApplyResult, error) {
 	var res ApplyResult
-	for _, spec := range specs {
+	return s.upsertAgain(specs, startDown, res)
+}
+
+// trimLast takes name off the end of the Unchanged and Changed lists.
+func trimLast(res *ApplyResult, name string) {
+	for _, l := range []*[]string{&res.Unchanged, &res.Changed} {
+		if n := len(*l); n > 0 && (*l)[n-1] == name {
+			*l = (*l)[:n-1]
+		}
+	}
+}
+
+func (s *Supervisor) upsertAgain(specs []config.Instance, startDown bool, res ApplyResult) (ApplyResult, error) {
+	for i, spec := range specs {
+		if _, err := ParsePolicy(spec.Restart); err != nil {
+			return res, fmt.Errorf("instance %s: %w", spec.Name, err)
+		}
 		m, err := s.member(spec.Name)
 		if err != nil {
 			return res, err
 		}
-		if m != nil && !startDown {
-			s.mu.Lock()
-			m.adopted = false // the config names it now
-			s.mu.Unlock()
+		if m == nil {
+			reply, existing, err := s.add(spec, startDown)
+			if err != nil {
+				return res, err
+			}
+			if existing == nil {
+				res.Added = append(res.Added, spec.Name)
+				res.decided(spec.Name, <-reply)
+				continue
+			}
+			m = existing // added meanwhile by another Apply or Upsert
 		}
-		switch {
-		case m == nil:
-			if err := s.add(spec, startDown); err != nil {
-				return res, err
-			}
-			res.Added = append(res.Added, spec.Name)
-		case sameSpec(m.spec, spec):
-			if startDown {
-				// Ignored by a running instance; starts a stopped or failed one.
-				if err := m.o.send(msg{in: inStart}); err != nil {
-					return res, err
-				}
-			}
-			res.Unchanged = append(res.Unchanged, spec.Name)
-		default:
-			s.mu.Lock()
+		s.mu.Lock()
+		same := m.spec.Same(spec)
+		if !startDown {
+			m.adopted = false // the config names it now
+		}
+		if !same {
 			m.spec = spec
-			s.mu.Unlock()
-			sp := spec
-			// An on-demand instance that is down takes the new spec and
-			// stays down until a request comes.
-			if err := m.o.send(msg{in: inRestart, spec: &sp, lazy: spec.Routing.OnDemand}); err != nil {
-				return res, err
-			}
+		}
+		s.mu.Unlock()
+		sp := spec
+		reply := make(chan Decision, 1)
+		var mg msg
+		switch {
+		case same && startDown:
+			// A hand-over from run: the operator's word to have it up.
+			mg = msg{in: inStart, op: OpStart}
+			res.Unchanged = append(res.Unchanged, spec.Name)
+		case same:
+			res.Unchanged = append(res.Unchanged, spec.Name)
+			continue
+		case startDown:
+			mg = msg{in: inRestart, op: OpRestart, spec: &sp}
 			res.Changed = append(res.Changed, spec.Name)
+		default:
+			// The config changed it: a new spec, never a new want-up. The
+			// owner says whether it starts or stays down.
+			mg = msg{in: inReload, spec: &sp}
+			res.Changed = append(res.Changed, spec.Name)
+		}
+		mg.reply, mg.req = reply, s.reqs.Add(1)
+		var d Decision
+		answered := false
+		if m.o.send(mg) == nil {
+			select {
+			case d = <-reply:
+				answered = true
+			case <-m.o.done:
+			}
+		}
+		if !answered {
+			// Removed meanwhile (a concurrent Apply): take it again as new.
+			s.forget(spec.Name, m)
+			trimLast(&res, spec.Name)
+			return s.upsertAgain(specs[i:], startDown, res)
+		}
+		res.decided(spec.Name, d)
+		if d.Will == OutcomeKeptDown {
+			res.KeptDown = append(res.KeptDown, spec.Name)
 		}
 	}
 	return res, nil
@@ -209,8 +281,9 @@ func (s *Supervisor) member(name string) (*member, error) {
 		return nil, ErrShuttingDown
 	}
 	m := s.owners[name]
+	removing := m != nil && m.removing
 	s.mu.Unlock()
-	if m != nil && m.removing {
+	if removing {
 		<-m.o.done
 		s.mu.Lock()
 		if s.owners[name] == m {
@@ -222,19 +295,44 @@ func (s *Supervisor) member(name string) (*member, error) {
 	return m, nil
 }
 
-func (s *Supervisor) add(spec config.Instance, adopted bool) error {
+// add supervises spec and asks its new owner to start it; the owner's
+// answer comes on the returned channel. If another caller added the name
+// meanwhile, add does nothing and returns that member: one owner per name.
+func (s *Supervisor) add(spec config.Instance, adopted bool) (<-chan Decision, *member, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shutting {
-		return ErrShuttingDown
+		return nil, nil, ErrShuttingDown
+	}
+	if m := s.owners[spec.Name]; m != nil && !m.removing {
+		return nil, m, nil
+	}
+	if m := s.owners[spec.Name]; m != nil {
+		// Still being removed: its process may hold the port. The caller
+		// waits for it as member does, then adds again.
+		s.mu.Unlock()
+		<-m.o.done
+		s.mu.Lock()
+		if s.owners[spec.Name] == m {
+			s.drop(spec.Name)
+		}
+		if s.shutting {
+			return nil, nil, ErrShuttingDown
+		}
+		if m := s.owners[spec.Name]; m != nil {
+			return nil, m, nil
+		}
 	}
 	o := newOwner(spec, s.deps, s.policy, s.events.publish)
 	s.owners[spec.Name] = &member{o: o, spec: spec, adopted: adopted}
 	s.order = append(s.order, spec.Name)
+	reply := make(chan Decision, 1)
 	if spec.Routing.OnDemand && !adopted {
-		return nil // the router starts it (Control start) on its first request
+		// The router starts it (Control start) on its first request.
+		reply <- Decision{Saw: Stopped, Now: Stopped, Note: "on demand: started by its first request"}
+		return reply, nil, nil
 	}
-	return o.send(msg{in: inStart})
+	return reply, nil, o.send(msg{in: inStart, req: s.reqs.Add(1), reply: reply}) // a new inbox has room
 }
 
 // forget drops a removed member once its owner has ended.
@@ -258,27 +356,31 @@ func (s *Supervisor) drop(name string) {
 	}
 }
 
-// sameSpec compares what an instance runs, ignoring where in the file it
-// was written (positions are not part of the JSON form).
-func sameSpec(a, b config.Instance) bool {
-	ja, err1 := json.Marshal(a)
-	jb, err2 := json.Marshal(b)
-	return err1 == nil && err2 == nil && string(ja) == string(jb)
-}
-
-// Control asks an instance's owner for op.
-func (s *Supervisor) Control(name string, op Op) error {
+// Control asks an instance's owner for op and returns its answer: the
+// state it saw, what it decided, and where in the instance's events the
+// request's consequences begin (events with a higher Seq). Subscribe
+// before calling to follow them.
+func (s *Supervisor) Control(name string, op Op) (Decision, error) {
 	s.mu.Lock()
 	m, shutting := s.owners[name], s.shutting
+	removing := m != nil && m.removing
 	s.mu.Unlock()
 	switch {
 	case shutting:
-		return ErrShuttingDown
-	case m == nil || m.removing:
-		return fmt.Errorf("%w %q", ErrUnknownInstance, name)
+		return Decision{}, ErrShuttingDown
+	case m == nil || removing:
+		return Decision{}, fmt.Errorf("%w %q", ErrUnknownInstance, name)
 	}
-	in := map[Op]input{OpStart: inStart, OpStop: inStop, OpRestart: inRestart}[op]
-	return m.o.send(msg{in: in, op: string(op)})
+	reply := make(chan Decision, 1)
+	if err := m.o.send(msg{in: op.input(), op: op, req: s.reqs.Add(1), reply: reply}); err != nil {
+		return Decision{}, fmt.Errorf("%w %q", ErrUnknownInstance, name)
+	}
+	select {
+	case d := <-reply:
+		return d, nil
+	case <-m.o.done:
+		return Decision{}, fmt.Errorf("%w %q", ErrUnknownInstance, name)
+	}
 }
 
 // Snapshots reports every instance, in the order they were added.

@@ -36,7 +36,7 @@ func TestStartThenReady(t *testing.T) {
 	}
 	// The child's output went through the pipe into the log file (all
 	// of it once the process is down).
-	h.sup.Control("a", OpStop)
+	_, _ = h.sup.Control("a", OpStop)
 	h.expect("a", EvStopped)
 	b, _ := os.ReadFile(spec.LogFile)
 	if !strings.Contains(string(b), "output of a") || !strings.Contains(string(b), "[llamaboot] ") {
@@ -47,14 +47,14 @@ func TestStartThenReady(t *testing.T) {
 func TestStopKeepsItDown(t *testing.T) {
 	h := newHarness(t)
 	p := h.startReady(h.spec("a", 8001, "always"))
-	if err := h.sup.Control("a", OpStop); err != nil {
+	if _, err := h.sup.Control("a", OpStop); err != nil {
 		t.Fatal(err)
 	}
-	if e := h.expect("a", EvRequested); e.Op != "stop" {
+	if e := h.expect("a", EvRequested); e.Op != OpStop {
 		t.Errorf("requested %+v", e)
 	}
 	st := h.expect("a", EvStopped)
-	if st.Exit != "killed by SIGTERM" || st.Reason != ReasonStopRequested {
+	if st.Exit != "exit code 0" || st.Reason != ReasonStopRequested {
 		t.Errorf("stopped event %+v", st)
 	}
 	if got := p.got(); !slices.Equal(got, []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL}) {
@@ -66,10 +66,10 @@ func TestStopKeepsItDown(t *testing.T) {
 	}
 	// Even with restart = always, nothing comes back.
 	h.clock.Advance(time.Hour)
-	if err := h.sup.Control("a", OpStart); err != nil {
+	if _, err := h.sup.Control("a", OpStart); err != nil {
 		t.Fatal(err)
 	}
-	if e := h.expect("a", EvRequested); e.Op != "start" {
+	if e := h.expect("a", EvRequested); e.Op != OpStart {
 		t.Errorf("requested %+v", e)
 	}
 	if e := h.next("a"); e.Kind != EvStarted {
@@ -81,7 +81,7 @@ func TestStopKillsAfterGrace(t *testing.T) {
 	h := newHarness(t)
 	h.starter.ignoreTerm = true
 	p := h.startReady(h.spec("a", 8001, "on-failure"))
-	h.sup.Control("a", OpStop)
+	_, _ = h.sup.Control("a", OpStop)
 	h.clock.expectTimer(t, 5*time.Second)
 	h.expect("a", EvRequested) // events go out after the status is updated
 	if s := h.state("a"); s.State != Stopping || s.PID == 0 {
@@ -105,7 +105,7 @@ func TestRestartRestartsWhateverThePolicy(t *testing.T) {
 		t.Run(policy, func(t *testing.T) {
 			h := newHarness(t)
 			first := h.startReady(h.spec("a", 8001, policy))
-			if err := h.sup.Control("a", OpRestart); err != nil {
+			if _, err := h.sup.Control("a", OpRestart); err != nil {
 				t.Fatal(err)
 			}
 			ex := h.expect("a", EvExited)
@@ -163,7 +163,7 @@ func TestCrashBackoffThenCrashLoop(t *testing.T) {
 		t.Errorf("after the crash loop: %+v", s)
 	}
 	// restart tries again, from a clean count.
-	h.sup.Control("a", OpRestart)
+	_, _ = h.sup.Control("a", OpRestart)
 	h.ready("a")
 }
 
@@ -290,16 +290,6 @@ func TestLoadTimeoutRestarts(t *testing.T) {
 	}
 }
 
-func TestHungIsRestarted(t *testing.T) {
-	h := newHarness(t)
-	p := h.startReady(h.spec("a", 8001, "on-failure"))
-	h.probe.report(t, p.pid, ProbeHung)
-	ex := h.expect("a", EvExited)
-	if ex.Reason != ReasonHung || ex.State != Restarting {
-		t.Errorf("%+v", ex)
-	}
-}
-
 func TestPortTakenFails(t *testing.T) {
 	h := newHarness(t)
 	h.ports[8001] = &launch.PortTakenError{Instance: "a", Addr: "127.0.0.1:8001", Holder: "pid 7 (nginx)"}
@@ -316,7 +306,7 @@ func TestPortTakenFails(t *testing.T) {
 	h.portsMu.Lock()
 	delete(h.ports, 8001)
 	h.portsMu.Unlock()
-	h.sup.Control("a", OpStart)
+	_, _ = h.sup.Control("a", OpStart)
 	h.ready("a")
 }
 
@@ -348,22 +338,26 @@ func TestStopDuringBackoffAndControlFromEveryState(t *testing.T) {
 	p := h.startReady(h.spec("a", 8001, "on-failure"))
 	p.exit(1)
 	h.expect("a", EvRestarting)
-	h.sup.Control("a", OpStop)
+	_, _ = h.sup.Control("a", OpStop)
 	if e := h.expect("a", EvStopped); e.State != Stopped {
 		t.Errorf("%+v", e)
 	}
 	h.clock.Advance(time.Hour) // the backoff timer is void
-	h.sup.Control("a", OpStop) // ignored when down
-	h.sup.Control("a", OpRestart)
+	if d := h.control("a", OpStop); d.Saw != Stopped || d.Now != Stopped || d.Will != OutcomeDone || d.Note != "already stopped" {
+		t.Errorf("stop of a stopped instance: %+v", d)
+	}
+	_, _ = h.sup.Control("a", OpRestart)
 	p = h.ready("a")
 	p.exit(1)
 	h.expect("a", EvRestarting)
-	h.sup.Control("a", OpStart) // start during backoff: at once
+	_, _ = h.sup.Control("a", OpStart) // start during backoff: at once
 	p = h.ready("a")
 	if s := h.state("a"); s.Restarts != 2 {
 		t.Errorf("restarts %d, want the two crashes", s.Restarts)
 	}
-	h.sup.Control("a", OpStart) // ignored when up
+	if d := h.control("a", OpStart); d.Saw != Ready || d.Now != Ready || d.Will != OutcomeDone || d.Note != "already ready" {
+		t.Errorf("start of a ready instance: %+v", d)
+	}
 	if s := h.state("a"); s.State != Ready || s.PID != p.pid {
 		t.Errorf("%+v", s)
 	}
@@ -374,15 +368,15 @@ func TestRequestsWhileStopping(t *testing.T) {
 	h.starter.ignoreTerm = true
 	p := h.startReady(h.spec("a", 8001, "never"))
 	// stop, then start before it has exited: it comes back after the exit.
-	h.sup.Control("a", OpStop)
-	h.sup.Control("a", OpStart)
+	_, _ = h.sup.Control("a", OpStop)
+	_, _ = h.sup.Control("a", OpStart)
 	h.expect("a", EvRequested)
 	h.expect("a", EvRequested)
 	p.exit(0)
 	p = h.ready("a")
 	// restart, then stop before it has exited: it stays down.
-	h.sup.Control("a", OpRestart)
-	h.sup.Control("a", OpStop)
+	_, _ = h.sup.Control("a", OpRestart)
+	_, _ = h.sup.Control("a", OpStop)
 	h.expect("a", EvRequested)
 	h.expect("a", EvRequested)
 	p.exit(0)
@@ -441,7 +435,7 @@ func TestApplyDiffsByName(t *testing.T) {
 	if !slices.Equal(res.Added, []string{"b"}) || !slices.Equal(names(), []string{"a", "b"}) {
 		t.Errorf("%+v %v", res, names())
 	}
-	if err := h.sup.Control("c", OpStop); !errors.Is(err, ErrUnknownInstance) {
+	if _, err := h.sup.Control("c", OpStop); !errors.Is(err, ErrUnknownInstance) {
 		t.Errorf("control of a removed instance: %v", err)
 	}
 }
@@ -450,7 +444,7 @@ func TestUpsertStartsWhatIsDown(t *testing.T) {
 	h := newHarness(t)
 	a := h.spec("a", 8001, "on-failure")
 	h.startReady(a)
-	h.sup.Control("a", OpStop)
+	_, _ = h.sup.Control("a", OpStop)
 	h.expect("a", EvStopped)
 	// Apply (reload) leaves an operator's stop alone; Upsert (run) starts it.
 	h.sup.Apply([]config.Instance{a})
@@ -469,7 +463,7 @@ func TestStopAll(t *testing.T) {
 	h.starter.ignoreTerm = true
 	pa := h.startReady(h.spec("a", 8001, "always"))
 	h.startReady(h.spec("b", 8002, "always"))
-	h.sup.Control("b", OpStop)
+	_, _ = h.sup.Control("b", OpStop)
 	h.clock.expectTimer(t, 5*time.Second)
 	h.clock.Advance(5 * time.Second)
 	h.expect("b", EvStopped)
@@ -491,7 +485,7 @@ func TestStopAll(t *testing.T) {
 	if _, err := h.sup.Upsert([]config.Instance{h.spec("c", 8003, "always")}); !errors.Is(err, ErrShuttingDown) {
 		t.Errorf("add after StopAll: %v", err)
 	}
-	if err := h.sup.Control("a", OpStart); !errors.Is(err, ErrShuttingDown) {
+	if _, err := h.sup.Control("a", OpStart); !errors.Is(err, ErrShuttingDown) {
 		t.Errorf("start after StopAll: %v", err)
 	}
 }
@@ -503,7 +497,7 @@ func TestEventLines(t *testing.T) {
 	}{
 		{Event{Instance: "a", Kind: EvStarted, PID: 5, URL: "http://h:1", LogFile: "/l"}, "a started: pid 5, http://h:1, log /l"},
 		{Event{Instance: "a", Kind: EvReady, Took: 1234 * time.Millisecond, URL: "http://h:1"}, "a ready after 1.23s at http://h:1"},
-		{Event{Instance: "a", Kind: EvRequested, Op: "stop"}, "a: stop requested"},
+		{Event{Instance: "a", Kind: EvRequested, Op: OpStop}, "a: stop requested"},
 		{Event{Instance: "a", Kind: EvExited, Exit: "exit code 3", Ran: 1500 * time.Millisecond, Reason: ReasonCrash}, "a exited: exit code 3 after 1.5s"},
 		{Event{Instance: "a", Kind: EvRestarting, Delay: 2 * time.Second}, "a restarting in 2.0s"},
 		{Event{Instance: "a", Kind: EvStopped}, "a stopped"},
@@ -516,8 +510,16 @@ func TestEventLines(t *testing.T) {
 		}
 	}
 	if Stopping.String() != "stopping" || State(42).String() != "State(42)" || ReasonLoadTimeout.String() != "load timeout" ||
-		Reason(42).String() != "Reason(42)" || RestartNever.String() != "never" || ParsePolicy("always") != RestartAlways {
+		Reason(42).String() != "Reason(42)" || RestartNever.String() != "never" {
 		t.Error("names")
+	}
+	for in, want := range map[string]RestartPolicy{"": RestartOnFailure, "on-failure": RestartOnFailure, "always": RestartAlways, "never": RestartNever} {
+		if got, err := ParsePolicy(in); got != want || err != nil {
+			t.Errorf("ParsePolicy(%q) = %v, %v", in, got, err)
+		}
+	}
+	if _, err := ParsePolicy("sometimes"); err == nil {
+		t.Error("an unknown restart policy parsed")
 	}
 }
 
@@ -531,17 +533,16 @@ func TestShutdownLeavesFailedAlone(t *testing.T) {
 	h.expect("b", EvFailed)
 	h.sup.StopAll(time.Second)
 	h.expect("a", EvStopped)
+	// Every owner has ended: close the stream and read it to its end, so
+	// that a late event cannot slip past the check.
+	h.sup.CloseEvents()
+	for e := range h.events {
+		h.pending = append(h.pending, e)
+	}
 	for _, e := range h.pending {
 		if e.Instance == "b" {
 			t.Errorf("event for the failed instance at shutdown: %+v", e)
 		}
-	}
-	select {
-	case e := <-h.events:
-		if e.Instance == "b" {
-			t.Errorf("event for the failed instance at shutdown: %+v", e)
-		}
-	default:
 	}
 	if s := h.state("b"); s.State != Failed || s.LastReason != ReasonPortTaken {
 		t.Errorf("b after shutdown: %+v", s)

@@ -123,18 +123,21 @@ func (o *owner) startWatch() {
 	}
 	ctx, cancel := context.WithCancel(o.probeCtx)
 	o.stopWatch = cancel
-	go watch(ctx, o.spec, o.d, &o.sink.seen, o.proc.PID(), o.send)
+	// The first probe's timer is armed here, by the owner: a ready
+	// instance is watched from the moment it is ready.
+	next := o.d.Clock.Now().Add(o.spec.LivenessInterval)
+	first := o.d.Clock.After(o.spec.LivenessInterval)
+	go watch(ctx, o.spec, o.d, &o.sink.seen, o.proc.PID(), next, first, o.send)
 }
 
 // watch probes on a fixed schedule (every interval from the start, so a
 // hang is found within interval×failures+timeout) until ctx ends. It
 // never signals the process: only the owner does.
-func watch(ctx context.Context, spec config.Instance, d Deps, logBytes *atomic.Int64, pid int, send func(msg) error) {
+func watch(ctx context.Context, spec config.Instance, d Deps, logBytes *atomic.Int64, pid int, next time.Time, first <-chan time.Time, send func(msg) error) {
 	clock := d.Clock
-	next := clock.Now().Add(spec.LivenessInterval)
-	for {
+	for tick := first; ; tick = clock.After(next.Sub(clock.Now())) {
 		select {
-		case <-clock.After(next.Sub(clock.Now())):
+		case <-tick:
 		case <-ctx.Done():
 			return
 		}
@@ -233,10 +236,9 @@ func (o *owner) stopOrDrain(r Reason, grace time.Duration) State {
 	o.reason = r
 	o.stopWatch()
 	o.armKill(grace)
-	o.draining = true
 	limit := min(o.spec.DrainTimeout, o.killGrace/2)
 	go drain(o.probeCtx, o.spec, o.d.Clock, o.d.Slots, limit, o.proc.PID(), o.send)
-	return Stopping
+	return Draining
 }
 
 // drain polls the busy slots until none is busy, the server cannot tell,
@@ -284,10 +286,6 @@ type drainResult struct {
 
 // drained sends SIGTERM once the drain is over.
 func (o *owner) drained(m msg) State {
-	if !o.draining {
-		return Stopping
-	}
-	o.draining = false
 	d := m.drain
 	switch {
 	case d.busy > 0 || d.waited:

@@ -349,13 +349,29 @@ func TestWatchdogRecovery(t *testing.T) {
 	}
 }
 
+// With the watchdog off no probe timer is armed once the instance is
+// ready; with it on, one is, before the owner answers anything else. (The
+// owner arms the first one itself, so a check right after ready cannot
+// race the watch goroutine.)
 func TestWatchdogOff(t *testing.T) {
-	h := newHarness(t)
-	spec := watched(h, 0) // liveness_failures = 0
-	h.startReady(spec)
-	h.clock.Advance(time.Hour)
-	if n := h.live.ran(); n != 0 {
-		t.Errorf("%d probes with the watchdog off", n)
+	for _, failures := range []int{0, 3} {
+		h := newHarness(t)
+		spec := watched(h, failures) // liveness_failures = 0: off
+		h.startReady(spec)
+		h.control("a", OpStart) // answered after ready was handled
+		armed := 0
+		for len(h.clock.armed) > 0 {
+			if <-h.clock.armed == spec.LivenessInterval {
+				armed++
+			}
+		}
+		h.clock.Advance(time.Hour)
+		if failures == 0 && (armed != 0 || h.live.ran() != 0) {
+			t.Errorf("watchdog off: %d probe timers armed, %d probes", armed, h.live.ran())
+		}
+		if failures > 0 && armed != 1 {
+			t.Errorf("watchdog on: %d probe timers armed", armed)
+		}
 	}
 }
 
@@ -382,7 +398,7 @@ func TestDrainWaitsForBusySlots(t *testing.T) {
 	h := newHarness(t)
 	p := h.startReady(drained(h, 5*time.Second))
 	h.live.set(func(f *fakeLive) { f.busy = 1 })
-	if err := h.sup.Control("a", OpStop); err != nil {
+	if _, err := h.sup.Control("a", OpStop); err != nil {
 		t.Fatal(err)
 	}
 	// It waits at most half the 8s grace (4s), polling every 100 ms.
@@ -392,7 +408,7 @@ func TestDrainWaitsForBusySlots(t *testing.T) {
 		h.clock.Advance(100 * time.Millisecond)
 		h.clock.expectTimer(t, 100*time.Millisecond) // polled again: still busy
 	}
-	h.waitUntil("stopping", func() bool { return h.state("a").State == Stopping })
+	h.waitUntil("draining", func() bool { return h.state("a").State == Draining })
 	if got := p.got(); len(got) != 0 {
 		t.Fatalf("signalled while a slot is busy: %v", got)
 	}
@@ -444,7 +460,7 @@ func TestDrainSkipped(t *testing.T) {
 			h := newHarness(t)
 			p := h.startReady(drained(h, c.drain))
 			h.live.set(func(f *fakeLive) { f.slotsErr = c.err })
-			if err := h.sup.Control("a", OpRestart); err != nil {
+			if _, err := h.sup.Control("a", OpRestart); err != nil {
 				t.Fatal(err)
 			}
 			// Nothing to wait for: SIGTERM without moving the clock, and
