@@ -42,6 +42,9 @@ func startEntryWrapped(t *testing.T, wrap []string, app string, env []string, ar
 	e.cmd = exec.Command(argv[0], argv[1:]...)
 	e.cmd.Env = cleanEnv(env...)
 	e.cmd.Stdout, e.cmd.Stderr = e.out, e.out
+	// A child that outlives a killed entry (a test failed midway) keeps
+	// the output pipe open: stop waiting for it soon after entry is gone.
+	e.cmd.WaitDelay = 5 * time.Second
 	if err := e.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

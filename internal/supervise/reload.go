@@ -72,6 +72,9 @@ wait:
 	}
 	rest, err := s.Apply(desired)
 	res.Added = rest.Added
+	for _, n := range rest.Added {
+		res.decided(n, rest.Decisions[n]) // what to wait for: the second Apply started them
+	}
 	return res, err
 }
 
