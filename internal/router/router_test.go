@@ -34,7 +34,7 @@ func (b readyBackend) Snapshots() []supervise.Snapshot {
 }
 
 // listening starts a router in front of one upstream.
-func listening(t testing.TB, keys []string) (*Server, *httptest.Server) {
+func listening(t testing.TB, keys []string, opts ...Options) (*Server, *httptest.Server) {
 	t.Helper()
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, `{"auth":%q}`, r.Header.Get("Authorization"))
@@ -43,7 +43,11 @@ func listening(t testing.TB, keys []string) (*Server, *httptest.Server) {
 	port := up.Listener.Addr().(*net.TCPAddr).Port
 	in := config.Instance{Name: "a", Host: "127.0.0.1", Port: port, Routing: config.Routing{APIKey: "up"}}
 	tb := NewTable(&config.Router{Listen: "127.0.0.1:0", MaxWait: time.Minute, MaxQueue: 10, Keys: keys}, []config.Instance{in})
-	r := New(readyBackend{[]config.Instance{in}}, tb, Options{})
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	r := New(readyBackend{[]config.Instance{in}}, tb, o)
 	t.Cleanup(r.Close)
 	srv, err := r.Listen("127.0.0.1:0")
 	if err != nil {
@@ -121,6 +125,28 @@ func TestKeysAreSwapped(t *testing.T) {
 	for key, want := range map[string]bool{"k1": true, "k2": true, "k": false, "k12": false, "": false} {
 		if tb.Allowed(key) != want {
 			t.Errorf("Allowed(%q) = %v", key, !want)
+		}
+	}
+}
+
+// Bodies over the cap are refused (413); with one instance a body that
+// names no model goes to it; a body that is no JSON object is a 400.
+func TestBodies(t *testing.T) {
+	srv, _ := listening(t, nil, Options{MaxBody: 1024})
+	for body, want := range map[string]int{
+		`{"model":"a","prompt":"` + strings.Repeat("x", 2000) + `"}`: 413,
+		`{"prompt":"no model"}`: 200,
+		`{"model":"a"}`:         200,
+		`[1,2]`:                 400,
+		`{"model":"b"}`:         404,
+	} {
+		resp, err := http.Post("http://"+srv.Addr()+"/completion", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("%.40s…: %d, want %d", body, resp.StatusCode, want)
 		}
 	}
 }
