@@ -47,6 +47,7 @@ models_dir = %q
 models_max = 1
 `, exe, ports[0], filepath.Join(dir, "logs"), ports[1], fx.Model, ports[2], mdir))
 	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg})
+	stopAtEnd(t, e)
 	e.waitOutput(t, `router: serving 2 instance`, 20*time.Second)
 	e.waitOutput(t, `shelf ready`, 60*time.Second)
 	if strings.Contains(e.out.String(), "tiny started") {

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,6 +38,24 @@ func routerConfig(t *testing.T, dir, routerLines string, insts ...routed) (strin
 		fmt.Fprintf(&b, "[instance.%s.control]\n%s\n[instance.%s.server]\nport = %d\nalias = %q\n%s\n", in.name, in.control, in.name, ports[i+1], in.name, in.server)
 	}
 	return writeFile(t, filepath.Join(dir, "cfg.toml"), b.String()), fmt.Sprintf("http://127.0.0.1:%d", ports[0]), ports[1:]
+}
+
+// stopAtEnd stops entry with SIGTERM when the test ends, so its
+// instances are stopped through the supervisor: an entry SIGKILLed by the
+// cleanup would leave them running.
+func stopAtEnd(t *testing.T, e *entryProc) {
+	t.Cleanup(func() {
+		select {
+		case <-e.done:
+			return
+		default:
+		}
+		e.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-e.done:
+		case <-time.After(30 * time.Second):
+		}
+	})
 }
 
 // reply is an answer from the router.
@@ -159,6 +178,7 @@ func TestRouterServesEveryInstance(t *testing.T) {
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0])
 	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg,
 		"AUTO_INFER_LLAMA_CPP_ROUTER_KEYS=client-key-2", "STANDIN_LOAD_MS=300", "STANDIN_GEN_MS=100"}, "--listen", metricsAddr)
+	stopAtEnd(t, e)
 	e.waitOutput(t, `router: serving 3 instance\(s\) on http://127\.0\.0\.1:\d+ \(API keys required\)`, 30*time.Second)
 	e.waitOutput(t, `c ready`, 10*time.Second)
 	e.waitOutput(t, `a ready`, 10*time.Second)
@@ -423,6 +443,7 @@ func TestRouterGroupEvictsIdleOnly(t *testing.T) {
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0])
 	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg,
 		"STANDIN_LOAD_MS=200", "STANDIN_GEN_MS=1500"}, "--listen", metricsAddr)
+	stopAtEnd(t, e)
 	e.waitOutput(t, `router: serving 2 instance`, 30*time.Second)
 	if servedBy(t, call(t, "POST", base+"/tokenize", "", `{"model":"p"}`)) != "p" {
 		t.Fatal("p")
@@ -494,6 +515,7 @@ func TestRouterBoundsWaiting(t *testing.T) {
 	}
 	defer ln.Close()
 	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg, "STANDIN_LOAD_MS=8000"})
+	stopAtEnd(t, e)
 	e.waitOutput(t, `router: serving 2 instance`, 30*time.Second)
 	first := make(chan reply, 1)
 	go func() { first <- call(t, "POST", base+"/tokenize", "", `{"model":"slow"}`) }()
@@ -526,6 +548,7 @@ func TestRouterComesAndGoesWithReload(t *testing.T) {
 	listen := regexp.MustCompile(`(?m)^\[router\]\nlisten = "[^"]+"\n`)
 	writeFile(t, cfg, listen.ReplaceAllString(withRouter, ""))
 	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg})
+	stopAtEnd(t, e)
 	e.waitOutput(t, `a ready`, 30*time.Second)
 	if _, err := http.Get(base + "/v1/models"); err == nil {
 		t.Fatal("a router listens without [router]")
