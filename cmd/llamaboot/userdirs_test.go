@@ -249,3 +249,18 @@ func TestAppDirUnderAUserDirRefused(t *testing.T) {
 		t.Error("the app dir was created")
 	}
 }
+
+// TestStateFileFIFODoesNotHangBoot: entry reads its record of what a
+// previous supervisor ran at boot; a FIFO there once blocked the read (and
+// the boot) forever. It is passed over: the boot goes on.
+func TestStateFileFIFODoesNotHangBoot(t *testing.T) {
+	app := filepath.Join(t.TempDir(), "app")
+	os.MkdirAll(app, 0o755)
+	if err := syscall.Mkfifo(filepath.Join(app, ".llamaboot-supervised.json"), 0o666); err != nil {
+		t.Fatal(err)
+	}
+	e := startEntry(t, app, nil, "--", "true")
+	if code := e.wait(t, 20*time.Second); code != 0 {
+		t.Errorf("exit %d\n%s", code, e.out.String())
+	}
+}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/llamaboot/llamaboot/internal/access"
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/dirs"
 	"github.com/llamaboot/llamaboot/internal/install"
 	"github.com/llamaboot/llamaboot/internal/launch"
 	"github.com/llamaboot/llamaboot/internal/logfile"
@@ -177,7 +178,7 @@ func (e *Entry) Start() (int, error) {
 
 	// 2. The old helper names, as links to this binary.
 	dir := install.InstallDir(e.o.AppDir)
-	if err := os.MkdirAll(dir, 0o755); err == nil {
+	if err := dirs.MkdirAll(dir, 0o755); err == nil {
 		if err := install.EnsureEntryPoints(dir, e.o.Self, install.EntryPointNames); err != nil {
 			e.p.Warnf("%v", err)
 		}

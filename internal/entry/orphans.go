@@ -70,10 +70,7 @@ func (e *Entry) recordSupervised(events <-chan supervise.Event) {
 			rec.Instances = append(rec.Instances, p)
 		}
 		b, _ := json.Marshal(rec)
-		tmp := path + ".tmp"
-		if appfile.WriteFile(tmp, b, 0o644) == nil {
-			_ = os.Rename(tmp, path)
-		}
+		_ = appfile.Replace(path, b, 0o644)
 	}
 	for ev := range events {
 		switch ev.Kind {
@@ -98,7 +95,8 @@ func (e *Entry) recordSupervised(events <-chan supervise.Event) {
 // SIGTERM to each one's process group, SIGKILL after the grace period.
 // One line each says what was done.
 func (e *Entry) stopSurvivors() {
-	b, err := os.ReadFile(supervisedPath(e.o.AppDir))
+	// Regular files only, capped: a FIFO there must not hang the boot.
+	b, err := appfile.ReadFile(supervisedPath(e.o.AppDir), 1<<20)
 	if err != nil {
 		return
 	}
