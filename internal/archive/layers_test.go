@@ -3,6 +3,7 @@ package archive_test
 import (
 	"archive/tar"
 	"bytes"
+	"errors"
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
@@ -239,4 +240,50 @@ func TestLayersPathAndLimits(t *testing.T) {
 	if _, err := apply("/app", archive.Limits{}, base, []bundlegen.Entry{{Name: "app/lib", Type: tar.TypeLink, Link: "usr/big"}}); err == nil || !strings.Contains(err.Error(), "lies outside the image's /app") {
 		t.Errorf("hardlink out of /app: %v", err)
 	}
+}
+
+// FuzzLayers feeds arbitrary bytes as two layers: never a panic, never a
+// write beside the root, and a refusal is an *archive.Error.
+func FuzzLayers(f *testing.F) {
+	for _, es := range [][]bundlegen.Entry{
+		{bundlegen.Dir("app/"), bundlegen.File("app/llama-server", 0o755, "s"), bundlegen.File("app/.wh.x", 0o644, "")},
+		{bundlegen.Symlink("app/d", "."), bundlegen.File("app/d/d/.wh..wh..opq", 0o644, ""), bundlegen.File("app/../etc/x", 0o644, "x")},
+		{bundlegen.Symlink("app/up", "../.."), bundlegen.File(".wh.app", 0o644, ""), bundlegen.File("app/up/x", 0o644, "x")},
+	} {
+		var buf bytes.Buffer
+		if err := bundlegen.Write(&buf, archive.Tar, es); err == nil {
+			f.Add(buf.Bytes(), len(buf.Bytes())/2)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte, cut int) {
+		parent := t.TempDir()
+		dst := filepath.Join(parent, "root")
+		os.Mkdir(dst, 0o755)
+		root, err := os.OpenRoot(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer root.Close()
+		l, err := archive.NewLayers(root, "/app", archive.Limits{MaxEntries: 1000, MaxBytes: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.WithCatalog()
+		cut = min(max(cut, 0), len(data))
+		for _, layer := range [][]byte{data[:cut], data[cut:]} {
+			if err = l.Apply(bytes.NewReader(layer)); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			_, err = l.Finish()
+		}
+		var ae *archive.Error
+		if err != nil && !errors.As(err, &ae) {
+			t.Fatalf("error is not an *archive.Error: %T %v", err, err)
+		}
+		if entries, _ := os.ReadDir(parent); len(entries) != 1 {
+			t.Fatalf("layers wrote beside their root: %v", entries)
+		}
+	})
 }

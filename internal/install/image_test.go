@@ -564,3 +564,22 @@ func TestImageRefreshReresolvesTag(t *testing.T) {
 		t.Error("--refresh of an unchanged tag reinstalled")
 	}
 }
+
+// TestDockerArchivePinIsTheImageID: a docker save has no manifest digest;
+// its pin is the image ID (the config's digest), as `docker images` shows.
+func TestDockerArchivePinIsTheImageID(t *testing.T) {
+	img := cudaLike(t, archive.Zstd, "srv", nil)
+	id, err := img.ConfigName()
+	must(t, err)
+	src := sources(t, img)["docker-archive"]
+	o := opts(filepath.Join(t.TempDir(), "app"), src)
+	o.SHA256 = id.Hex
+	if r := mustInstall(t, o); r.Marker.ImageDigest != id.String() {
+		t.Errorf("marker digest %s, want the image ID %s", r.Marker.ImageDigest, id)
+	}
+	o = opts(filepath.Join(t.TempDir(), "app"), src)
+	o.SHA256 = strings.Repeat("0", 64)
+	if _, err := Install(context.Background(), o); err == nil || !strings.Contains(err.Error(), "not the pinned sha256:0000") {
+		t.Errorf("a wrong image ID pin: %v", err)
+	}
+}

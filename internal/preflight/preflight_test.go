@@ -244,3 +244,23 @@ func TestDevicesFromLog(t *testing.T) {
 		t.Error("a log without device_info gave devices")
 	}
 }
+
+// FuzzParseLDCache: a damaged or hostile cache is refused or read, never
+// a panic, and every path it gives comes from inside the file.
+func FuzzParseLDCache(f *testing.F) {
+	f.Add(buildCache(map[string][]cacheEntry{"libfoo.so.1": {{path: "/lib64/libfoo.so.1", flags: flagELFLibc6 | flagX8664Lib64}}}))
+	f.Add([]byte(cacheMagicNew))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := parseLDCache(b)
+		if err != nil {
+			return
+		}
+		for k, es := range c {
+			for _, e := range es {
+				if !bytes.Contains(b, []byte(k)) || !bytes.Contains(b, []byte(e.path)) {
+					t.Fatalf("%q => %q is not in the file", k, e.path)
+				}
+			}
+		}
+	})
+}
