@@ -81,12 +81,24 @@ func (usageError) BadInput() bool { return true }
 func newRoot(stdout, stderr io.Writer, env Env) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "llamaboot",
-		Version:       buildinfo.String(),
 		Short:         "Install llama.cpp bundles and run llama-server instances in containers",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetVersionTemplate("{{.Version}}\n") // --version prints what version prints
+	// --version prints what version prints. Not through cobra's Version and
+	// SetVersionTemplate: a template links text/template, whose reflective
+	// method calls keep every exported method of every type in the binary
+	// (2 MB more), and every command pays for that at start-up.
+	root.Flags().BoolP("version", "v", false, "version for llamaboot")
+	help := root.HelpFunc()
+	root.SetHelpFunc(func(c *cobra.Command, args []string) {
+		// A root command that runs nothing lands here for --version.
+		if c == root && flagSet(c, "version") && !flagSet(c, "help") {
+			fmt.Fprintln(c.OutOrStdout(), buildinfo.String())
+			return
+		}
+		help(c, args)
+	})
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
@@ -115,6 +127,11 @@ func newRoot(stdout, stderr io.Writer, env Env) *cobra.Command {
 		},
 	)
 	return root
+}
+
+func flagSet(c *cobra.Command, name string) bool {
+	v, err := c.Flags().GetBool(name)
+	return err == nil && v
 }
 
 // appDir resolves --app-dir, then AUTO_INFER_APP_DIR, then /soft/app.

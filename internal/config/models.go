@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/llamaboot/llamaboot/internal/fetch"
 )
@@ -34,8 +35,8 @@ type ModelSource struct {
 
 var (
 	modelKeys   = []string{"url", "sha256", "path", "token_env"}
-	envNameRE   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	splitNameRE = regexp.MustCompile(`-(\d{5})-of-(\d{5})\.gguf$`)
+	envNameRE   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`) })
+	splitNameRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`-(\d{5})-of-(\d{5})\.gguf$`) })
 )
 
 const modelRefPrefix = "models."
@@ -49,7 +50,7 @@ func (v *validator) models(t *Table, dir string) map[string]*ModelSource {
 	out := map[string]*ModelSource{}
 	for _, name := range t.Keys() {
 		path := "models." + name
-		if !namePattern.MatchString(name) {
+		if !namePattern().MatchString(name) {
 			v.add(t, "models", name, "model name must match [A-Za-z0-9][A-Za-z0-9._-]*")
 			continue
 		}
@@ -86,7 +87,7 @@ func (v *validator) models(t *Table, dir string) map[string]*ModelSource {
 		}
 		src.SHA256 = v.pins(m, path, "sha256", src.Parts)
 		if te, ok := m.Get("token_env"); ok {
-			if s, isStr := te.(string); isStr && envNameRE.MatchString(s) {
+			if s, isStr := te.(string); isStr && envNameRE().MatchString(s) {
 				src.TokenEnv = s
 			} else {
 				v.add(m, path, "token_env", "must name the environment variable holding this model's token (such as \"MY_HOST_TOKEN\"), not %s", describe(te))
@@ -111,7 +112,7 @@ func (v *validator) modelURL(t *Table, path, key, raw, dir string) *ModelSource 
 		return nil
 	}
 	src := &ModelSource{URL: raw, Shown: fetch.Redact(raw), Path: filepath.Join(dir, name), Parts: 1}
-	if m := splitNameRE.FindStringSubmatch(name); m != nil {
+	if m := splitNameRE().FindStringSubmatch(name); m != nil {
 		if m[1] != "00001" {
 			v.add(t, path, key, "%s is part %s of a split model; name the first part (-00001-of-%s.gguf): llamaboot fetches them all", src.Shown, m[1], m[2])
 			return nil

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -266,7 +267,7 @@ func Parse(file string, data []byte, o Options) (*Plan, error) {
 			continue
 		}
 		path := "instance." + name
-		if !namePattern.MatchString(name) {
+		if !namePattern().MatchString(name) {
 			v.add(inst, "instance", name, "instance name must match [A-Za-z0-9][A-Za-z0-9._-]*")
 			continue
 		}
@@ -665,9 +666,9 @@ func argsProblem(flag string, args FlagArgs, value any) string {
 
 // validServerKey is a key that can be a flag name: an empty key would
 // become "--", which ends llama-server's options.
-func validServerKey(k string) bool { return serverKeyRE.MatchString(k) }
+func validServerKey(k string) bool { return serverKeyRE().MatchString(k) }
 
-var serverKeyRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`)
+var serverKeyRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]*$`) })
 
 // flagOf is the llama-server flag a server key becomes.
 func flagOf(key string) string { return "--" + strings.ReplaceAll(key, "_", "-") }

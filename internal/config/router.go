@@ -117,7 +117,7 @@ func (v *validator) router(root *Table, file string, o Options) *Router {
 	groups := v.table(t, "router", "group")
 	for _, name := range groups.Keys() {
 		path := "router.group." + name
-		if !namePattern.MatchString(name) {
+		if !namePattern().MatchString(name) {
 			v.add(groups, "router.group", name, "group name must match [A-Za-z0-9][A-Za-z0-9._-]*")
 			continue
 		}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/bytesize"
@@ -59,8 +60,8 @@ func sortProblems(ps []Problem) {
 func (e *ValidationError) BadInput() bool { return true }
 
 var (
-	namePattern   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-	gpuIDsPattern = regexp.MustCompile(`^(all|none|\d+(,\d+)*)$`)
+	namePattern   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`) })
+	gpuIDsPattern = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^(all|none|\d+(,\d+)*)$`) })
 )
 
 var (
@@ -188,7 +189,7 @@ func (v *validator) control(c *Table, path string) {
 	if raw, ok := c.Get("gpu_ids"); ok {
 		switch x := raw.(type) {
 		case string:
-			if !gpuIDsPattern.MatchString(x) {
+			if !gpuIDsPattern().MatchString(x) {
 				v.add(c, path, "gpu_ids", `%q is not "all", "none" or a comma-separated list of GPU indices such as "0,1"`, x)
 			}
 		case int64:
@@ -333,7 +334,7 @@ func (v *validator) server(s *Table, path string) {
 				// checked with the model sources
 			} else if !strings.HasSuffix(strings.ToLower(m), ".gguf") {
 				v.warn(s, path, k, "%q does not end in .gguf", m)
-			} else if shardRE.MatchString(m) && !firstShardRE.MatchString(m) {
+			} else if shardRE().MatchString(m) && !firstShardRE().MatchString(m) {
 				v.warn(s, path, k, "%q is not the first shard; llama-server expects the -00001-of-N file", m)
 			}
 		}
@@ -341,8 +342,8 @@ func (v *validator) server(s *Table, path string) {
 }
 
 var (
-	shardRE      = regexp.MustCompile(`-\d{5}-of-\d{5}\.gguf$`)
-	firstShardRE = regexp.MustCompile(`-00001-of-\d{5}\.gguf$`)
+	shardRE      = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`-\d{5}-of-\d{5}\.gguf$`) })
+	firstShardRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`-00001-of-\d{5}\.gguf$`) })
 )
 
 func typeName(v any) string {

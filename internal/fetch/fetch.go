@@ -25,6 +25,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -48,9 +49,9 @@ func IsURL(s string) bool {
 
 // LooksLikeURL reports whether s has any scheme:// prefix — a URL, even one
 // of a scheme llamaboot does not fetch, so it must be redacted, not shown.
-func LooksLikeURL(s string) bool { return schemePrefix.MatchString(strings.TrimSpace(s)) }
+func LooksLikeURL(s string) bool { return schemePrefix().MatchString(strings.TrimSpace(s)) }
 
-var schemePrefix = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*://`)
+var schemePrefix = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*://`) })
 
 // checkURL refuses a URL that cannot be fetched as written, without
 // echoing it: one Go cannot parse, or one holding spaces, quotes or control

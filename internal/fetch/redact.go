@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // Redact returns u without credentials, query or fragment (presigned URLs
@@ -23,12 +24,12 @@ func Redact(u string) string {
 	return p.String()
 }
 
-var urlInText = regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.-]*://[^\s"'<>]+`)
+var urlInText = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`[A-Za-z][A-Za-z0-9+.-]*://[^\s"'<>]+`) })
 
 // RedactText redacts every URL inside s (as Go's url.Error and others
 // quote them).
 func RedactText(s string) string {
-	return urlInText.ReplaceAllStringFunc(s, func(u string) string {
+	return urlInText().ReplaceAllStringFunc(s, func(u string) string {
 		// Punctuation after a URL belongs to the sentence around it.
 		trimmed := strings.TrimRight(u, ".,;:)]")
 		return Redact(trimmed) + u[len(trimmed):]

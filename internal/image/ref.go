@@ -13,8 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-
-	"github.com/google/go-containerregistry/pkg/name"
+	"sync"
 )
 
 // Transports, named as skopeo and friends name them.
@@ -31,9 +30,9 @@ const Accepted = "a local archive path, http:// or https:// URL, docker://REGIST
 // Ref is a parsed image reference.
 type Ref struct {
 	Transport string
-	Path      string         // the file or directory of a local transport, absolute
-	Name      string         // the image inside a local archive or layout (repo:tag, or an OCI ref name); "" for its only one
-	Remote    name.Reference // docker://
+	Path      string // the file or directory of a local transport, absolute
+	Name      string // the image inside a local archive or layout (repo:tag, or an OCI ref name); "" for its only one
+	Remote    Remote // docker://
 }
 
 // String is the reference as the marker records it: local paths made
@@ -55,16 +54,12 @@ func (r Ref) Local() bool { return r.Transport != Docker }
 
 // Pinned reports whether the reference names a manifest digest.
 func (r Ref) Pinned() bool {
-	_, ok := r.Remote.(name.Digest)
-	return ok
+	return r.Remote.Digest != ""
 }
 
 // Tag is the tag a registry reference names, or "".
 func (r Ref) Tag() string {
-	if t, ok := r.Remote.(name.Tag); ok {
-		return t.TagStr()
-	}
-	return ""
+	return r.Remote.Tag
 }
 
 var prefixes = []string{Docker + "://", DockerArchive + ":", OCIArchive + ":", OCI + ":"}
@@ -80,7 +75,7 @@ func IsSource(s string) bool {
 	return false
 }
 
-var transportPrefix = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+._-]*):`)
+var transportPrefix = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+._-]*):`) })
 
 // UnknownTransport reports whether s looks like a transport llamaboot does
 // not read (ftp://…, containers-storage:…, docker:… without the slashes)
@@ -91,7 +86,7 @@ func UnknownTransport(s string) (string, bool) {
 	if IsSource(s) {
 		return "", false
 	}
-	m := transportPrefix.FindStringSubmatch(s)
+	m := transportPrefix().FindStringSubmatch(s)
 	if m == nil {
 		return "", false
 	}
@@ -114,7 +109,7 @@ func Parse(s string) (Ref, error) {
 		if strings.Contains(rest, "@") && !strings.Contains(rest, "@sha256:") {
 			return Ref{}, bad(fmt.Sprintf("%s: a registry reference holds no credentials (user@…); set AUTO_INFER_REGISTRY_AUTH=USER:TOKEN or log in with docker login", s), nil)
 		}
-		r, err := name.ParseReference(rest, name.WithDefaultTag("latest"))
+		r, err := parseRemote(rest)
 		if err != nil {
 			return Ref{}, bad(fmt.Sprintf("%s is not a valid image reference (docker://REGISTRY/REPO:TAG or docker://REGISTRY/REPO@sha256:DIGEST)", s), err)
 		}

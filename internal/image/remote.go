@@ -10,13 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 
-	"github.com/google/go-containerregistry/pkg/authn"
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/llamaboot/llamaboot/internal/appfile"
@@ -24,16 +19,16 @@ import (
 	"github.com/llamaboot/llamaboot/internal/fetch"
 )
 
-// registry reads one repository of a registry: manifests through
-// go-containerregistry, blobs through fetch (resumable, retried, checked
-// against their digest) into the cache.
+// registry reads one repository of a registry: manifests by the
+// distribution API (client.go), blobs through fetch (resumable, retried,
+// checked against their digest) into the cache.
 type registry struct {
-	ref   Ref
-	o     Options
-	auth  authn.Authenticator
-	rt    http.RoundTripper // plain HTTP refused but to loopback
-	mu    sync.Mutex        // guards authd: layers are fetched side by side
-	authd http.RoundTripper // rt with the registry's auth; made on first blob fetch
+	ref Ref
+	o   Options
+	// authd authenticates to the registry over a transport that refuses
+	// plain HTTP but to loopback; shared by the manifest and the layer
+	// fetches (side by side), it asks for a token once.
+	authd *authTransport
 	// fromEnv: the credentials came from AUTO_INFER_REGISTRY_AUTH.
 	fromEnv bool
 }
@@ -44,10 +39,11 @@ func openRemote(ctx context.Context, ref Ref, o Options) (*Image, error) {
 	if base == nil {
 		base = fetch.NewClient(30 * 1e9).Transport
 	}
-	r.rt = loopbackHTTPOnly{base}
-	if err := r.resolveAuth(ctx); err != nil {
+	c, err := r.resolveAuth(ctx)
+	if err != nil {
 		return nil, err
 	}
+	r.authd = &authTransport{rt: loopbackHTTPOnly{base}, ref: ref.Remote, creds: c}
 	top, mf, mt, offline, err := r.top(ctx)
 	if err != nil {
 		return nil, err
@@ -107,36 +103,29 @@ func openRemote(ctx context.Context, ref Ref, o Options) (*Image, error) {
 // resolveAuth picks the credentials: AUTO_INFER_REGISTRY_AUTH, else the
 // Docker config's for this registry, else none (anonymous, with bearer
 // tokens when the registry asks for them).
-func (r *registry) resolveAuth(ctx context.Context) error {
+func (r *registry) resolveAuth(ctx context.Context) (creds, error) {
 	if a := strings.TrimSpace(r.o.Auth); a != "" {
 		r.fromEnv = true
 		if user, pass, ok := strings.Cut(a, ":"); ok {
-			r.auth = authn.FromConfig(authn.AuthConfig{Username: user, Password: pass})
-		} else {
-			r.auth = authn.FromConfig(authn.AuthConfig{RegistryToken: a})
+			return creds{Username: user, Password: pass}, nil
 		}
-		return nil
+		return creds{RegistryToken: a}, nil
 	}
-	auth, err := authn.Resolve(ctx, authn.DefaultKeychain, r.ref.Remote.Context())
+	c, err := configCreds(ctx, r.ref.Remote)
 	if err != nil {
-		return bad("the Docker config ($DOCKER_CONFIG/config.json or ~/.docker/config.json) cannot be read", err)
+		return creds{}, bad("the Docker config ($DOCKER_CONFIG/config.json or ~/.docker/config.json) cannot be read", err)
 	}
-	r.auth = auth
-	return nil
+	return c, nil
 }
 
-func (r *registry) options(ctx context.Context) []remote.Option {
-	return []remote.Option{remote.WithContext(ctx), remote.WithAuth(r.auth), remote.WithTransport(r.rt), remote.WithPlatform(r.o.Platform)}
-}
+func (r *registry) client() *http.Client { return &http.Client{Transport: r.authd} }
 
 // top resolves the reference to the digest it names and that manifest (or
 // index). A digest, or a tag already installed (Known) without Refresh, is
 // answered from the cache when the cache holds it.
 func (r *registry) top(ctx context.Context) (v1.Hash, []byte, types.MediaType, bool, error) {
-	known := ""
-	if d, ok := r.ref.Remote.(name.Digest); ok {
-		known = d.DigestStr()
-	} else if !r.o.Refresh {
+	known := r.ref.Remote.Digest
+	if known == "" && !r.o.Refresh {
 		known = r.o.Known
 	}
 	if h, err := v1.NewHash(known); err == nil {
@@ -144,30 +133,34 @@ func (r *registry) top(ctx context.Context) (v1.Hash, []byte, types.MediaType, b
 			return h, b, "", true, nil
 		}
 	}
-	d, err := remote.Get(r.ref.Remote, r.options(ctx)...)
+	id := r.ref.Remote.Digest
+	if id == "" {
+		id = r.ref.Remote.Tag
+	}
+	h, mf, mt, err := getManifest(ctx, r.client(), r.ref.Remote, id)
 	if err != nil {
 		return v1.Hash{}, nil, "", false, r.explain(err)
 	}
-	if err := r.store(d.Digest, d.Manifest); err != nil {
+	if err := r.store(h, mf); err != nil {
 		return v1.Hash{}, nil, "", false, err
 	}
-	return d.Digest, d.Manifest, d.MediaType, false, nil
+	return h, mf, mt, false, nil
 }
 
-// manifest fetches a manifest by digest (go-containerregistry checks the
-// digest), or takes it from the cache.
+// manifest fetches a manifest by digest (checked against it), or takes it
+// from the cache.
 func (r *registry) manifest(ctx context.Context, h v1.Hash) ([]byte, types.MediaType, error) {
 	if b, ok := r.cached(h); ok {
 		return b, "", nil
 	}
-	d, err := remote.Get(r.ref.Remote.Context().Digest(h.String()), r.options(ctx)...)
+	got, mf, mt, err := getManifest(ctx, r.client(), r.ref.Remote, h.String())
 	if err != nil {
 		return nil, "", r.explain(err)
 	}
-	if got := sha256Of(d.Manifest); got != h {
+	if got != h {
 		return nil, "", digestError(fmt.Sprintf("%s: manifest", r.ref), h, got)
 	}
-	return d.Manifest, d.MediaType, r.store(h, d.Manifest)
+	return mf, mt, r.store(h, mf)
 }
 
 func (r *registry) blobPath(h v1.Hash) string {
@@ -217,16 +210,16 @@ func (r *registry) blob(ctx context.Context, d v1.Descriptor, label string) (str
 	if err := dirs.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
 		return "", fmt.Errorf("create %s: %w", filepath.Dir(dest), err)
 	}
-	authd, err := r.authTransport(ctx)
-	if err != nil {
-		return "", err
+	// The token is fetched before the download starts, so that a refusal
+	// is said as the registry's (explain), not as a failed download.
+	if _, _, err := r.authd.authorization(ctx, false); err != nil {
+		return "", r.explain(err)
 	}
-	reg := r.ref.Remote.Context()
 	o := r.o.Download
-	o.URL = fmt.Sprintf("%s://%s/v2/%s/blobs/%s", reg.Scheme(), reg.RegistryStr(), reg.RepositoryStr(), d.Digest)
+	o.URL = r.ref.Remote.url("blobs", d.Digest.String())
 	o.Dest, o.SHA256, o.Label, o.Printer = dest, d.Digest.Hex, label, r.o.Printer
 	o.Token = "" // the bundle URL's token is not the registry's
-	o.Client = &http.Client{Transport: authd}
+	o.Client = r.client()
 	if d.Size > 0 && (o.MaxBytes <= 0 || d.Size < o.MaxBytes) {
 		o.MaxBytes = d.Size // the manifest says how large; more is a lie
 	}
@@ -243,25 +236,9 @@ func (r *registry) blob(ctx context.Context, d v1.Descriptor, label string) (str
 	return dest, nil
 }
 
-// authTransport is the transport that authenticates blob requests,
-// made once (a bearer token is fetched then) and shared by the fetches.
-func (r *registry) authTransport(ctx context.Context) (http.RoundTripper, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.authd == nil {
-		reg := r.ref.Remote.Context()
-		rt, err := transport.NewWithContext(ctx, reg.Registry, r.auth, r.rt, []string{reg.Scope(transport.PullScope)})
-		if err != nil {
-			return nil, r.explain(err)
-		}
-		r.authd = rt
-	}
-	return r.authd, nil
-}
-
 // explain turns a registry error into what the user can change.
 func (r *registry) explain(err error) error {
-	var te *transport.Error
+	var te *registryError
 	if errors.As(err, &te) {
 		switch te.StatusCode {
 		case http.StatusUnauthorized, http.StatusForbidden:
@@ -281,7 +258,7 @@ func (r *registry) explain(err error) error {
 }
 
 func (r *registry) credentialHint() string {
-	reg := r.ref.Remote.Context().RegistryStr()
+	reg := r.ref.Remote.Registry
 	if r.fromEnv {
 		return "the credentials in AUTO_INFER_REGISTRY_AUTH were refused: check the user and token (for ghcr.io a GitHub token with read:packages)"
 	}
@@ -289,8 +266,8 @@ func (r *registry) credentialHint() string {
 }
 
 // loopbackHTTPOnly refuses plain HTTP but to loopback addresses:
-// go-containerregistry would fall back to HTTP for private-range registries
-// too, where a token or a layer could be read or changed on the way.
+// Remote.Scheme picks HTTP for private-range registries too, where a
+// token or a layer could be read or changed on the way.
 type loopbackHTTPOnly struct{ rt http.RoundTripper }
 
 type errHTTPNotLoopback struct{ host string }

@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 )
 
 // Layouts of a bundle, as recorded in the marker.
@@ -123,13 +124,13 @@ func reservedUse(name string) string {
 	return "helper link"
 }
 
-var buildTagRE = regexp.MustCompile(`(?:^|[^A-Za-z0-9])(b[0-9]{3,6})(?:[^A-Za-z0-9]|$)`)
+var buildTagRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?:^|[^A-Za-z0-9])(b[0-9]{3,6})(?:[^A-Za-z0-9]|$)`) })
 
 // buildTag extracts a llama.cpp build tag such as b7123 from the first of
 // names that carries one.
 func buildTag(names ...string) string {
 	for _, n := range names {
-		if m := buildTagRE.FindStringSubmatch(n); m != nil {
+		if m := buildTagRE().FindStringSubmatch(n); m != nil {
 			return m[1]
 		}
 	}

@@ -205,7 +205,7 @@ func (f *Fetcher) Needs() bool { return len(f.files) > 0 }
 // Waiting reports whether the instance waits for a download.
 func (f *Fetcher) Waiting(name string) bool { return len(f.need[name]) > 0 }
 
-var firstPartRE = regexp.MustCompile(`-00001-of-(\d{5})\.gguf$`)
+var firstPartRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`-00001-of-(\d{5})\.gguf$`) })
 
 // partName is the name (URL or path) of part i of n, given the first part's.
 func partName(first string, i, n int) string {
@@ -216,11 +216,11 @@ func partName(first string, i, n int) string {
 	u, err := url.Parse(first)
 	if err == nil && fetch.IsURL(first) {
 		// The query (a signature) stays as given; only the file name changes.
-		u.Path = firstPartRE.ReplaceAllString(u.Path, repl)
+		u.Path = firstPartRE().ReplaceAllString(u.Path, repl)
 		u.RawPath = ""
 		return u.String()
 	}
-	return firstPartRE.ReplaceAllString(first, repl)
+	return firstPartRE().ReplaceAllString(first, repl)
 }
 
 // Status reports every file's state.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // Running is what llama-server said at its last start about the devices
@@ -19,7 +20,7 @@ type Running struct {
 // logTail bounds how much of a log is read for the last start.
 const logTail = 1 << 20
 
-var deviceLine = regexp.MustCompile(`^\S*\s*[IWE]?\s+- (\S+)\s*: (.*)$`)
+var deviceLine = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^\S*\s*[IWE]?\s+- (\S+)\s*: (.*)$`) })
 
 // DevicesFromLog reads the devices an instance runs on from the tail of
 // its log: the last "device_info:" block llama-server printed. ok is false
@@ -53,7 +54,7 @@ func DevicesFromLog(path string) (r Running, ok bool) {
 	}
 	lines := strings.Split(string(b[i:]), "\n")[1:]
 	for _, l := range lines {
-		m := deviceLine.FindStringSubmatch(l)
+		m := deviceLine().FindStringSubmatch(l)
 		if m == nil {
 			break
 		}

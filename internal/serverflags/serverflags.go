@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -188,14 +189,14 @@ func head(b []byte, n int) string {
 
 // longFlag is a --flag written where help text writes flags: at a line's
 // start or after a space, comma or bracket.
-var longFlag = regexp.MustCompile(`(?m)(?:^|[\s,(\[|])(--[A-Za-z0-9][A-Za-z0-9-]*)`)
+var longFlag = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`(?m)(?:^|[\s,(\[|])(--[A-Za-z0-9][A-Za-z0-9-]*)`) })
 
 // Parse returns the sorted, distinct long flags in llama-server's --help
 // text ("-c,    --ctx-size N", "--mmap, --no-mmap"). Flags named in a
 // description are real flags too, so the whole text is read.
 func Parse(help []byte) []string {
 	var flags []string
-	for _, m := range longFlag.FindAllSubmatch(help, -1) {
+	for _, m := range longFlag().FindAllSubmatch(help, -1) {
 		flags = append(flags, string(m[1]))
 	}
 	slices.Sort(flags)
@@ -205,9 +206,11 @@ func Parse(help []byte) []string {
 // helpHead is the head of a flag's entry in --help: its names, then what
 // it takes, up to the description ("-c,    --ctx-size N      size of…",
 // "--mmap, --no-mmap      whether…", "-fa, --flash-attn [on|off|auto]").
-var helpHead = regexp.MustCompile(`^ {0,4}((?:--?[A-Za-z0-9][\w-]*,\s*)*--?[A-Za-z0-9][\w-]*)(?: (\S(?:\S| \S)*))?(?:\s{2,}|$)`)
+var helpHead = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^ {0,4}((?:--?[A-Za-z0-9][\w-]*,\s*)*--?[A-Za-z0-9][\w-]*)(?: (\S(?:\S| \S)*))?(?:\s{2,}|$)`)
+})
 
-var flagName = regexp.MustCompile(`--[A-Za-z0-9][\w-]*`)
+var flagName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`--[A-Za-z0-9][\w-]*`) })
 
 // ParseArgs returns what each long flag takes, from the heads of the
 // entries of llama-server's --help: nothing (a switch), a value, or an
@@ -216,7 +219,7 @@ var flagName = regexp.MustCompile(`--[A-Za-z0-9][\w-]*`)
 func ParseArgs(help []byte) map[string]config.FlagArgs {
 	args := map[string]config.FlagArgs{}
 	for _, line := range strings.Split(string(help), "\n") {
-		m := helpHead.FindStringSubmatch(line)
+		m := helpHead().FindStringSubmatch(line)
 		if m == nil {
 			continue
 		}
@@ -227,7 +230,7 @@ func ParseArgs(help []byte) map[string]config.FlagArgs {
 		case m[2] != "":
 			a = config.Value
 		}
-		for _, f := range flagName.FindAllString(m[1], -1) {
+		for _, f := range flagName().FindAllString(m[1], -1) {
 			if _, seen := args[f]; !seen {
 				args[f] = a
 			}

@@ -178,7 +178,7 @@ func (s *Server) pendingHealth() []InstanceHealth {
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	name := q.Get("instance")
-	if name != "" && !validName.MatchString(name) {
+	if name != "" && !validName().MatchString(name) {
 		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("invalid instance name %q: names are letters, digits, '.', '_' and '-'", name))
 		return
 	}

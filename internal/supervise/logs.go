@@ -87,7 +87,7 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("tail must be 0 or more lines, not %d", req.Tail))
 		return
 	}
-	if req.Name != "" && !validName.MatchString(req.Name) {
+	if req.Name != "" && !validName().MatchString(req.Name) {
 		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("invalid instance name %q: names are letters, digits, '.', '_' and '-'", req.Name))
 		return
 	}

@@ -90,7 +90,7 @@ func ensurePrivateDir(sock string) error {
 
 // validName is what config accepts as an instance name; anything else in
 // a request is refused before it is looked up.
-var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+var validName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`) })
 
 // Server answers status and control requests for a supervisor. Only root
 // and the supervisor's own uid may use it: the socket is 0600 and every
@@ -268,7 +268,7 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("unknown operation %q (start, stop, restart)", req.Op))
 		return
 	}
-	if !validName.MatchString(req.Name) {
+	if !validName().MatchString(req.Name) {
 		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("invalid instance name %q: names are letters, digits, '.', '_' and '-'", req.Name))
 		return
 	}
@@ -314,7 +314,7 @@ func (s *Server) adopt(w http.ResponseWriter, r *http.Request) {
 	}
 	for i := range req.Instances {
 		in := &req.Instances[i]
-		if !validName.MatchString(in.Name) {
+		if !validName().MatchString(in.Name) {
 			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("invalid instance name %q", in.Name))
 			return
 		}
