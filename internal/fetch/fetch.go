@@ -22,10 +22,8 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -49,9 +47,24 @@ func IsURL(s string) bool {
 
 // LooksLikeURL reports whether s has any scheme:// prefix — a URL, even one
 // of a scheme llamaboot does not fetch, so it must be redacted, not shown.
-func LooksLikeURL(s string) bool { return schemePrefix().MatchString(strings.TrimSpace(s)) }
+func LooksLikeURL(s string) bool {
+	scheme, _, ok := strings.Cut(strings.TrimSpace(s), "://")
+	return ok && LeadingName(scheme, "+.-") == len(scheme) && scheme != ""
+}
 
-var schemePrefix = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.-]*://`) })
+// LeadingName is the length of s's leading name: a letter, then letters,
+// digits and the bytes of also (an RFC 3986 scheme: "+.-"). A loop, not a
+// regexp: commands that never fetch should not compile one.
+func LeadingName(s, also string) int {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		letter := 'a' <= c|0x20 && c|0x20 <= 'z'
+		if !letter && (i == 0 || !('0' <= c && c <= '9' || strings.IndexByte(also, c) >= 0)) {
+			return i
+		}
+	}
+	return len(s)
+}
 
 // checkURL refuses a URL that cannot be fetched as written, without
 // echoing it: one Go cannot parse, or one holding spaces, quotes or control

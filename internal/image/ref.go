@@ -11,9 +11,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
+
+	"github.com/llamaboot/llamaboot/internal/fetch"
 )
 
 // Transports, named as skopeo and friends name them.
@@ -75,8 +75,6 @@ func IsSource(s string) bool {
 	return false
 }
 
-var transportPrefix = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+._-]*):`) })
-
 // UnknownTransport reports whether s looks like a transport llamaboot does
 // not read (ftp://…, containers-storage:…, docker:… without the slashes)
 // rather than a local path, and names it. A colon in a path that exists is
@@ -86,12 +84,12 @@ func UnknownTransport(s string) (string, bool) {
 	if IsSource(s) {
 		return "", false
 	}
-	m := transportPrefix().FindStringSubmatch(s)
-	if m == nil {
+	n := fetch.LeadingName(s, "+._-")
+	if n == 0 || n == len(s) || s[n] != ':' {
 		return "", false
 	}
-	t := strings.ToLower(m[1])
-	if strings.HasPrefix(s[len(m[0]):], "//") {
+	t := strings.ToLower(s[:n])
+	if strings.HasPrefix(s[n+1:], "//") {
 		return t, t != "http" && t != "https"
 	}
 	if _, err := os.Lstat(s); err == nil {
