@@ -5,8 +5,10 @@
 // same flags. Runs alternate between the two binaries, so load on the
 // machine falls on both alike; medians and their ratio are printed, and
 // the package init cost of each binary's `version` (GODEBUG=inittrace=1).
+// -before adds a third binary (say, main before a change) to the same
+// alternation, so a change's before and after are measured in one run.
 //
-//	go run ./bench/startbench -base 5847f02 -runs 200
+//	go run ./bench/startbench -base 5847f02 -runs 200 [-before COMMIT]
 package main
 
 import (
@@ -30,18 +32,31 @@ import (
 func main() {
 	base := flag.String("base", "5847f02", "baseline commit")
 	runs := flag.Int("runs", 200, "runs of each command by each binary")
+	before := flag.String("before", "", "a third commit to measure alongside (optional)")
 	flag.Parse()
 	log.SetFlags(0)
 
 	work, err := os.MkdirTemp("", "llamaboot-startbench-")
 	check(err)
 	defer os.RemoveAll(work)
-	bins := map[string]string{"base": filepath.Join(work, "llamaboot-base"), "new": filepath.Join(work, "llamaboot-new")}
-	// The baseline from a worktree of the commit, both with make build's flags.
-	tree := filepath.Join(work, "base-tree")
-	run("git", "worktree", "add", "--detach", tree, *base)
-	defer run("git", "worktree", "remove", "--force", tree)
-	build(tree, bins["base"])
+	names := []string{"base", "new"}
+	commits := map[string]string{"base": *base}
+	if *before != "" {
+		names = []string{"base", "before", "new"}
+		commits["before"] = *before
+	}
+	bins := map[string]string{}
+	for _, name := range names {
+		bins[name] = filepath.Join(work, "llamaboot-"+name)
+	}
+	// The older commits from worktrees of their own, all with make build's
+	// flags.
+	for name, commit := range commits {
+		tree := filepath.Join(work, name+"-tree")
+		run("git", "worktree", "add", "--detach", tree, commit)
+		defer run("git", "worktree", "remove", "--force", tree)
+		build(tree, bins[name])
+	}
 	build(".", bins["new"])
 
 	// A small bundle, installed once into each binary's own app dir: what
@@ -64,22 +79,35 @@ func main() {
 		{"healthcheck (no supervisor)", func(app string) []string { return []string{"healthcheck", "--app-dir", app} }},
 		{"warm re-install", func(app string) []string { return []string{"install", "-q", "--app-dir", app, pkg} }},
 	}
-	fmt.Printf("%-28s %12s %12s %7s\n", "command", "base median", "new median", "ratio")
+	fmt.Printf("%-28s", "command")
+	for _, name := range names {
+		fmt.Printf(" %12s", name+" median")
+		if name != "base" {
+			fmt.Printf(" %7s", "ratio")
+		}
+	}
+	fmt.Println()
 	for _, c := range commands {
 		times := map[string][]time.Duration{}
 		for i := 0; i < *runs; i++ {
-			order := []string{"base", "new"}
-			if i%2 == 1 {
-				order = []string{"new", "base"}
-			}
-			for _, name := range order {
+			// Each binary takes each place in the order in turn.
+			for k := range names {
+				name := names[(i+k)%len(names)]
 				times[name] = append(times[name], timeRun(bins[name], c.args(apps[name])))
 			}
 		}
-		b, n := median(times["base"]), median(times["new"])
-		fmt.Printf("%-28s %10.2fms %10.2fms %6.2fx\n", c.name, ms(b), ms(n), float64(n)/float64(b))
+		b := median(times["base"])
+		fmt.Printf("%-28s", c.name)
+		for _, name := range names {
+			m := median(times[name])
+			fmt.Printf(" %10.2fms", ms(m))
+			if name != "base" {
+				fmt.Printf(" %6.2fx", float64(m)/float64(b))
+			}
+		}
+		fmt.Println()
 	}
-	for _, name := range []string{"base", "new"} {
+	for _, name := range names {
 		fi, err := os.Stat(bins[name])
 		check(err)
 		total, n, heavy := initCost(bins[name], *runs)

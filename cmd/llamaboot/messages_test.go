@@ -25,10 +25,18 @@ func TestMessagesAPersonReads(t *testing.T) {
 	app := filepath.Join(dir, "app")
 	env := []string{"AUTO_INFER_APP_DIR=" + app}
 
-	// --version prints what version prints.
-	v, vv := runLB(t, env, "version"), runLB(t, env, "--version")
-	if vv.code != 0 || vv.stdout != v.stdout || !strings.HasPrefix(vv.stdout, "llamaboot ") {
-		t.Errorf("--version:\n%v\nversion:\n%v", vv, v)
+	// --version (and -v) prints what version prints; with --help, or
+	// without either, the root command shows its help.
+	v := runLB(t, env, "version")
+	for _, flag := range []string{"--version", "-v"} {
+		if vv := runLB(t, env, flag); vv.code != 0 || vv.stdout != v.stdout || !strings.HasPrefix(vv.stdout, "llamaboot ") {
+			t.Errorf("%s:\n%v\nversion:\n%v", flag, vv, v)
+		}
+	}
+	for _, args := range [][]string{{"--version", "--help"}, {}} {
+		if h := runLB(t, env, args...); h.code != 0 || !strings.Contains(h.stdout, "Usage:") || !strings.Contains(h.stdout, "-v, --version   version for llamaboot") {
+			t.Errorf("llamaboot %s:\n%v", strings.Join(args, " "), h)
+		}
 	}
 
 	cfg, _ := instanceConfig(t, dir, "chat", "embed")

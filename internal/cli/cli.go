@@ -44,7 +44,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, env Env) int 
 	if sub, ok := aliases[filepath.Base(args[0])]; ok {
 		rest = append([]string{sub}, rest...)
 	}
-	root := newRoot(stdout, stderr, env)
+	root := newRoot(stdout, stderr, env, rest)
 	root.SetArgs(rest)
 	root.SetIn(stdin)
 	err := root.Execute()
@@ -78,7 +78,7 @@ type usageError struct{ error }
 
 func (usageError) BadInput() bool { return true }
 
-func newRoot(stdout, stderr io.Writer, env Env) *cobra.Command {
+func newRoot(stdout, stderr io.Writer, env Env, args []string) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "llamaboot",
 		Short:         "Install llama.cpp bundles and run llama-server instances in containers",
@@ -102,36 +102,66 @@ func newRoot(stdout, stderr io.Writer, env Env) *cobra.Command {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(
-		newInstallCmd(env),
-		newRollbackCmd(env),
-		newPlanCmd(env),
-		newDoctorCmd(env),
-		newFetchModelsCmd(env),
-		newRunCmd(env),
-		newEntryCmd(env),
-		newStatusCmd(env),
-		newHealthcheckCmd(env),
-		newControlCmd(supervise.OpStart, env),
-		newControlCmd(supervise.OpStop, env),
-		newControlCmd(supervise.OpRestart, env),
-		newLogsCmd(env),
-		newReloadCmd(env),
-		&cobra.Command{
-			Use:   "version",
-			Short: "Print version, commit and Go version",
-			Args:  cobra.NoArgs,
-			Run: func(cmd *cobra.Command, _ []string) {
-				fmt.Fprintln(cmd.OutOrStdout(), buildinfo.String())
-			},
-		},
-	)
+	// Only the command named on the command line is built when it names
+	// one: each command's flags and defaults cost every start-up
+	// (healthcheck runs every few seconds). Help, suggestions for a
+	// misspelt command and completion see them all.
+	subs := subcommands(env)
+	if len(args) > 0 {
+		for _, c := range subs {
+			if c.name == args[0] {
+				subs = []subcommand{c}
+				break
+			}
+		}
+	}
+	for _, c := range subs {
+		root.AddCommand(c.build())
+	}
 	return root
 }
 
 func flagSet(c *cobra.Command, name string) bool {
 	v, err := c.Flags().GetBool(name)
 	return err == nil && v
+}
+
+// subcommand is a command by its name, built on demand.
+type subcommand struct {
+	name  string
+	build func() *cobra.Command
+}
+
+func subcommands(env Env) []subcommand {
+	control := func(op supervise.Op) subcommand {
+		return subcommand{op.String(), func() *cobra.Command { return newControlCmd(op, env) }}
+	}
+	return []subcommand{
+		{"install", func() *cobra.Command { return newInstallCmd(env) }},
+		{"rollback", func() *cobra.Command { return newRollbackCmd(env) }},
+		{"plan", func() *cobra.Command { return newPlanCmd(env) }},
+		{"doctor", func() *cobra.Command { return newDoctorCmd(env) }},
+		{"fetch-models", func() *cobra.Command { return newFetchModelsCmd(env) }},
+		{"run", func() *cobra.Command { return newRunCmd(env) }},
+		{"entry", func() *cobra.Command { return newEntryCmd(env) }},
+		{"status", func() *cobra.Command { return newStatusCmd(env) }},
+		{"healthcheck", func() *cobra.Command { return newHealthcheckCmd(env) }},
+		control(supervise.OpStart),
+		control(supervise.OpStop),
+		control(supervise.OpRestart),
+		{"logs", func() *cobra.Command { return newLogsCmd(env) }},
+		{"reload", func() *cobra.Command { return newReloadCmd(env) }},
+		{"version", func() *cobra.Command {
+			return &cobra.Command{
+				Use:   "version",
+				Short: "Print version, commit and Go version",
+				Args:  cobra.NoArgs,
+				Run: func(cmd *cobra.Command, _ []string) {
+					fmt.Fprintln(cmd.OutOrStdout(), buildinfo.String())
+				},
+			}
+		}},
+	}
 }
 
 // appDir resolves --app-dir, then AUTO_INFER_APP_DIR, then /soft/app.

@@ -35,22 +35,33 @@ func (r Remote) Name() string {
 	return r.Registry + "/" + r.Repo + ":" + r.Tag
 }
 
-// Scheme is https but for registries on loopback and private addresses
-// (go-containerregistry's choice; plain HTTP off loopback is then refused
-// by loopbackHTTPOnly, saying why).
+// Scheme is https but for registries on loopback or private IPv4
+// addresses, as go-containerregistry chooses (plain HTTP off loopback is
+// then refused by loopbackHTTPOnly, saying why): localhost:PORT,
+// *.localhost, 127.0.0.1, ::1, 10/8, 172.16/12 and 192.168/16.
 func (r Remote) Scheme() string {
-	host := r.Registry
-	if h, _, err := net.SplitHostPort(host); err == nil {
-		host = h
-	}
-	host = strings.Trim(host, "[]")
-	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+	reg := r.Registry
+	host, _, _ := strings.Cut(reg, ":")
+	if ip := net.ParseIP(host); ip != nil && ip.To4() != nil && ip.IsPrivate() {
 		return "http"
 	}
-	if ip := net.ParseIP(host); ip != nil && (ip.IsLoopback() || (ip.To4() != nil && ip.IsPrivate())) {
+	if strings.HasPrefix(reg, "localhost:") || reg == "::1" {
+		return "http"
+	}
+	for _, h := range []string{"[::1]", "127.0.0.1"} {
+		if rest, ok := strings.CutPrefix(reg, h); ok && optionalPort(rest) {
+			return "http"
+		}
+	}
+	if i := strings.LastIndex(reg, ".localhost"); i >= 0 && optionalPort(reg[i+len(".localhost"):]) {
 		return "http"
 	}
 	return "https"
+}
+
+// optionalPort: s is "" or ":" and 1 to 5 digits.
+func optionalPort(s string) bool {
+	return s == "" || s[0] == ':' && len(s) >= 2 && len(s) <= 6 && strings.Trim(s[1:], "0123456789") == ""
 }
 
 // url is the address of one of the repository's manifests or blobs.
@@ -84,7 +95,7 @@ func parseRemote(s string) (Remote, error) {
 		r.Tag = "latest"
 	}
 	r.Repo = base
-	if reg, repo, ok := strings.Cut(base, "/"); ok && strings.ContainsAny(reg, ".:") {
+	if reg, repo, ok := strings.Cut(base, "/"); ok && (strings.ContainsAny(reg, ".:") || reg == "localhost") {
 		r.Registry, r.Repo = reg, repo
 	}
 	if !validElement(r.Repo, repoChars, 255) {
