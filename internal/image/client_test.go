@@ -3,6 +3,7 @@ package image
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -232,4 +233,45 @@ func (e expireAfterManifest) RoundTrip(r *http.Request) (*http.Response, error) 
 		e.tr.expire()
 	}
 	return resp, err
+}
+
+// A manifest asked for by digest that hashes to something else is a
+// digest mismatch (bad input, nothing cached), not a registry that cannot
+// be reached.
+func TestRegistryManifestDigestChecked(t *testing.T) {
+	tr := newTokenRegistry(t)
+	ref := pushTestImage(t, tr)
+	r, err := Parse(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	im, err := Open(context.Background(), r, Options{CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := tr.srv.Config.Handler
+	tr.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if !strings.Contains(req.URL.Path, "/manifests/") {
+			inner.ServeHTTP(w, req)
+			return
+		}
+		rec := httptest.NewRecorder()
+		inner.ServeHTTP(rec, req)
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.Header().Del("Content-Length")
+		w.WriteHeader(rec.Code)
+		w.Write(append(rec.Body.Bytes(), ' ')) // same JSON, other bytes
+	})
+	cache := t.TempDir()
+	r, _ = Parse(strings.Replace(ref, ":b7001", "@"+im.Digest.String(), 1))
+	_, err = Open(context.Background(), r, Options{CacheDir: cache})
+	var ie *Error
+	if err == nil || !errors.As(err, &ie) || !ie.BadInput() || !strings.Contains(err.Error(), "digest mismatch") {
+		t.Fatalf("got %v, want a digest mismatch that is bad input", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(cache, "sha256")); len(ents) != 0 {
+		t.Errorf("the tampered manifest was cached: %v", ents)
+	}
 }

@@ -141,6 +141,10 @@ func (r *registry) top(ctx context.Context) (v1.Hash, []byte, types.MediaType, b
 	if err != nil {
 		return v1.Hash{}, nil, "", false, r.explain(err)
 	}
+	if d := r.ref.Remote.Digest; d != "" && h.String() != d {
+		want, _ := v1.NewHash(d)
+		return v1.Hash{}, nil, "", false, digestError(fmt.Sprintf("%s: manifest", r.ref), want, h)
+	}
 	if err := r.store(h, mf); err != nil {
 		return v1.Hash{}, nil, "", false, err
 	}
