@@ -246,14 +246,20 @@ func TestHealthcheckCoversTheBoot(t *testing.T) {
 	for _, c := range []struct{ name, cfg, want string }{
 		{"bad config", "[instance.a.server]\nport = \"x\"\n", "did not load ("},
 		{"disabled", "[master]\nenable = false\n[instance.a.server]\nport = 1\n", "master.enable = false: no server is started"},
+		{"no config", "", "AUTO_INFER_LLAMA_CPP_CONFIG is not set"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			cfg := writeFile(t, filepath.Join(dir, c.name+".toml"), c.cfg)
-			e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg})
+			env := []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1"}
+			prefix := "not ready: AUTO_INFER_LLAMA_CPP_ON_BOOT=1 but no instance is supervised: "
+			if c.cfg != "" {
+				cfg := writeFile(t, filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-")+".toml"), c.cfg)
+				env = append(env, "AUTO_INFER_LLAMA_CPP_CONFIG="+cfg)
+				prefix += cfg
+			}
+			e := startEntry(t, app, env)
 			e.waitOutput(t, `no command given`, 10*time.Second)
 			r := healthcheck(t, app)
-			if r.code != 1 || !strings.HasPrefix(r.stdout, "not ready: AUTO_INFER_LLAMA_CPP_ON_BOOT=1 but no instance is supervised: "+cfg) ||
-				!strings.Contains(r.stdout, c.want) {
+			if r.code != 1 || !strings.HasPrefix(r.stdout, prefix) || !strings.Contains(r.stdout, c.want) {
 				t.Errorf("%s", r)
 			}
 			e.cmd.Process.Signal(syscall.SIGTERM)

@@ -212,16 +212,18 @@ func readFile(t *testing.T, path string) string {
 
 // TestRealWatchdogFindsFrozenWorker freezes the real server's main thread
 // (its slot loop) with ptrace while its HTTP threads keep answering
-// /health — llama.cpp issue 27388's hang. Every probe it abandons makes
-// the server log "cancel task"; that is not progress. It must be found
+// /health — llama.cpp issue 27388's hang — and clients keep sending it
+// requests. Every probe it abandons makes the server log "cancel task",
+// every client request a line of its own; none of that is progress. It must be found
 // hung and restarted within interval × failures + timeout, plus one
 // interval.
 func TestRealWatchdogFindsFrozenWorker(t *testing.T) {
 	fx, exe := realServer(t)
 	dir := t.TempDir()
 	app := filepath.Join(dir, "app")
-	cfg, _ := realConfig(t, dir, exe, "liveness_interval = \"1s\"\nliveness_timeout = \"1s\"\nliveness_failures = 3\nrestart = \"always\"",
+	cfg, ports := realConfig(t, dir, exe, "liveness_interval = \"1s\"\nliveness_timeout = \"1s\"\nliveness_failures = 3\nrestart = \"always\"",
 		map[string]string{"a": fmt.Sprintf("model = %q", fx.Model)})
+	port := ports["a"]
 	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg})
 	e.waitOutput(t, `a ready after`, 60*time.Second)
 	pid := e.waitReady(t, "a")["a"].PID
@@ -232,6 +234,26 @@ func TestRealWatchdogFindsFrozenWorker(t *testing.T) {
 	}
 	defer f.Thaw()
 	frozen := time.Now()
+	// Clients keep asking the hung server, as they do in production: each
+	// request makes its HTTP threads log a line while the loop is stuck.
+	// That must not pass for work.
+	stopClients := make(chan struct{})
+	defer close(stopClients)
+	go func() {
+		c := &http.Client{Timeout: 1500 * time.Millisecond}
+		for {
+			select {
+			case <-stopClients:
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+			resp, err := c.Post(fmt.Sprintf("http://127.0.0.1:%d/v1/chat/completions", port), "application/json",
+				strings.NewReader(`{"messages":[{"role":"user","content":"hi"}],"max_tokens":4}`))
+			if err == nil {
+				resp.Body.Close()
+			}
+		}
+	}()
 	e.waitOutput(t, `a hung: 3 liveness probe\(s\) in a row failed over [0-9.]+m?s with its threads idle, no log output and no token progress`, 30*time.Second)
 	found := time.Since(frozen)
 	bound := 3*time.Second + time.Second + time.Second

@@ -162,10 +162,7 @@ func TestControlStorm(t *testing.T) {
 		}
 		pids = append(pids, in.PID)
 	}
-	var children []int
-	for _, pid := range childrenOf(e.cmd.Process.Pid) {
-		children = append(children, pid)
-	}
+	children := childrenOf(e.cmd.Process.Pid)
 	sort.Ints(pids)
 	sort.Ints(children)
 	if !slices.Equal(pids, children) {

@@ -59,7 +59,7 @@ func (w *worker) sayWedged() {
 		go func() {
 			for i := 0; ; i++ {
 				time.Sleep(w.hangLog)
-				fmt.Printf("standin-llama-server: still processing a long prompt (%d)\n", i)
+				fmt.Printf("I slot update_slots: id  0 | task 0 | prompt processing progress (%d)\n", i)
 			}
 		}()
 	}

@@ -369,6 +369,7 @@ func (e *Entry) serveOnBoot() error {
 		return nil
 	case e.o.ConfigPath == "":
 		e.p.Stepf("AUTO_INFER_LLAMA_CPP_ON_BOOT is on but AUTO_INFER_LLAMA_CPP_CONFIG is not set: no server started")
+		e.setNoInstances("AUTO_INFER_LLAMA_CPP_CONFIG is not set: set it to the instance file to serve")
 		return nil
 	}
 	plan, err := e.load()
@@ -380,7 +381,7 @@ func (e *Entry) serveOnBoot() error {
 	if err != nil {
 		e.p.Errorf("%v", err)
 		e.p.Errorf("no server was started")
-		e.setNoInstances(fmt.Sprintf("%s did not load (%s): no server was started; fix it and run llamaboot reload", e.o.ConfigPath, firstLine(err)))
+		e.setNoInstances(fmt.Sprintf("%s did not load (%s): no server was started; fix it and run llamaboot reload", e.o.ConfigPath, oneLine(err)))
 		return err
 	}
 	mo := e.o.Models
@@ -467,7 +468,8 @@ func (e *Entry) notReady(instances int) string {
 	if w := e.booting.Load(); w != nil {
 		return *w
 	}
-	if instances == 0 && e.serving() {
+	// Serving was asked (ON_BOOT), whether or not a config was named.
+	if instances == 0 && e.o.ServeOnBoot {
 		if w := e.noInstances.Load(); w != nil {
 			return "AUTO_INFER_LLAMA_CPP_ON_BOOT=1 but no instance is supervised: " + *w
 		}
@@ -475,8 +477,19 @@ func (e *Entry) notReady(instances int) string {
 	return ""
 }
 
-func firstLine(err error) string {
-	s, _, _ := strings.Cut(err.Error(), "\n")
+// oneLine is err on one line, its lines joined, cut at 300 bytes: a
+// health check's reason.
+func oneLine(err error) string {
+	var parts []string
+	for _, l := range strings.Split(err.Error(), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			parts = append(parts, strings.TrimSuffix(l, ":"))
+		}
+	}
+	s := strings.Join(parts, ": ")
+	if len(s) > 300 {
+		s = s[:297] + "..."
+	}
 	return s
 }
 

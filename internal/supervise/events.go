@@ -58,6 +58,7 @@ type Event struct {
 	Ran      time.Duration // how long the process ran
 	Took     time.Duration // EvReady: start to ready; EvDrained: time waited
 	Busy     int           // EvDrained: slots still busy when the drain ended
+	Silent   bool          // EvDrained: /slots did not answer at the end
 	Delay    time.Duration // EvRestarting
 	Grace    time.Duration // EvKilled
 	Quick    int           // EvFailed after a crash loop
@@ -117,6 +118,9 @@ func (e Event) Line() (text string, isError bool) {
 	case EvRefused:
 		return fmt.Sprintf("%s: the watchdog cannot see its worker loop: %v; it checks /health alone", n, e.Err), true
 	case EvDrained:
+		if e.Silent {
+			return fmt.Sprintf("%s: /slots did not answer for %.1fs of drain_timeout (busy or stuck); stopping it anyway", n, e.Took.Seconds()), false
+		}
 		if e.Busy > 0 {
 			return fmt.Sprintf("%s: %d slot(s) still busy after %.1fs of drain_timeout; stopping it anyway", n, e.Busy, e.Took.Seconds()), false
 		}

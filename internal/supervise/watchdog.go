@@ -111,6 +111,7 @@ type liveState struct {
 	tokens     int64     // last token count read
 	markAt     time.Time // when mark was taken
 	told       bool      // EvBusy said for this streak
+	quiet      bool      // no sign of work between the last two probes
 	refused    bool      // EvRefused said for this process
 }
 
@@ -171,7 +172,7 @@ func (o *owner) liveness(m msg) State {
 		mark.cpu, mark.cpuAll = r.cpu, r.cpuAll
 	}
 	moved := mark.logBytes != w.mark.logBytes || mark.tokens != w.mark.tokens || worked(w.mark, mark, now.Sub(w.markAt))
-	w.mark, w.markAt = mark, now
+	w.mark, w.markAt, w.quiet = mark, now, !moved
 	if r.Refused != nil && !w.refused {
 		w.refused = true
 		o.emit(Event{Kind: EvRefused, State: Ready, PID: o.proc.PID(), Err: r.Refused})
@@ -233,6 +234,12 @@ func (o *owner) stopOrDrain(r Reason, grace time.Duration) State {
 	if o.state != Ready || o.spec.DrainTimeout <= 0 {
 		return o.terminate(r, grace)
 	}
+	if o.live.fails > 0 && o.live.quiet {
+		// Its probes already fail with no sign of work: nothing it could
+		// finish is in flight, and /slots would only not answer.
+		o.sink.notef("%s: not drained: its liveness probes fail with no sign of work (%v)", o.spec.Name, o.live.err)
+		return o.terminate(r, grace)
+	}
 	o.reason = r
 	o.stopWatch()
 	o.armKill(grace)
@@ -262,6 +269,7 @@ func drain(ctx context.Context, spec config.Instance, clock Clock, slots BusySlo
 			break
 		}
 		res.busy = max(busy, 1) // a server that does not answer may be busy
+		res.silent = err != nil
 		select {
 		case <-deadline:
 			res.took = clock.Now().Sub(began)
@@ -282,6 +290,7 @@ type drainResult struct {
 	took   time.Duration // time waited
 	waited bool          // a slot was seen busy
 	err    error         // ErrNoSlots: it could not tell
+	silent bool          // the last question got no answer
 }
 
 // drained sends SIGTERM once the drain is over.
@@ -289,7 +298,7 @@ func (o *owner) drained(m msg) State {
 	d := m.drain
 	switch {
 	case d.busy > 0 || d.waited:
-		o.emit(Event{Kind: EvDrained, State: Stopping, PID: o.proc.PID(), Took: d.took, Busy: d.busy})
+		o.emit(Event{Kind: EvDrained, State: Stopping, PID: o.proc.PID(), Took: d.took, Busy: d.busy, Silent: d.silent && d.busy > 0})
 	case d.err != nil:
 		o.sink.notef("%s: not drained before stopping: %v", o.spec.Name, d.err)
 	}
@@ -591,11 +600,15 @@ func expect200(path string, code int, err error, timeout time.Duration) error {
 func hasFlag(spec config.Instance, flag string) bool { return slices.Contains(spec.Cmd, flag) }
 
 // progressReader counts the bytes of the lines a process writes into its
-// log pipe — the watchdog's "new output" signal — leaving out the lines
-// llama-server writes in answer to our own probes: it logs "cancel task"
-// for every request we abandon (while its loop is stuck, too), "all slots
-// are idle" after each /slots while idle, and "unauthorized" for a probe
-// without its key. Our probing must never look like its progress.
+// log pipe that show its slot loop at work — the watchdog's "new output"
+// signal. Only the loop's own lines count ("slot launch_slot_", "slot
+// update_slots: … prompt processing progress", "slot print_timing", …):
+// llama-server's HTTP threads keep logging while the loop is stuck, for
+// every request that arrives ("srv  params_from_: Chat format: …",
+// "got exception", "unauthorized") and every one abandoned ("stop: cancel
+// task"), so a client retrying against a hung server, or our own probes,
+// must never look like its progress. Lines it writes in answer to our
+// probes while idle ("all slots are idle") are left out too.
 type progressReader struct {
 	r     io.Reader
 	n     *atomic.Int64 // bytes of lines that are not echoes
@@ -628,7 +641,7 @@ func (c *progressReader) scan(b []byte) {
 		if i < 0 {
 			return
 		}
-		if !isEcho(c.head) {
+		if isLoopLine(c.head) && !isEcho(c.head) {
 			c.n.Add(c.size)
 		}
 		if c.lines != nil {
@@ -637,6 +650,12 @@ func (c *progressReader) scan(b []byte) {
 		c.head, c.size = c.head[:0], 0
 		b = b[i+1:]
 	}
+}
+
+// isLoopLine says whether llama-server's slot loop wrote the line: its
+// tag is "slot" ("0.01.571.300 I slot print_timing: id  3 | …").
+func isLoopLine(line []byte) bool {
+	return bytes.HasPrefix(line, []byte("slot ")) || bytes.Contains(line, []byte(" slot "))
 }
 
 func isEcho(line []byte) bool {
