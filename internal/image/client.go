@@ -56,8 +56,8 @@ type authTransport struct {
 
 	mu     sync.Mutex
 	pinged bool
-	header string // Authorization for the registry; "" anonymous
-	bearer map[string]string
+	header string            // Authorization for the registry; "" anonymous
+	bearer map[string]string // the Bearer challenge's parameters (realm, service); nil for others
 }
 
 func (t *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -106,9 +106,14 @@ func (t *authTransport) authorization(ctx context.Context, renew bool) (string, 
 		t.pinged = true
 		switch scheme {
 		case "basic":
-			if t.creds.Username != "" || t.creds.Password != "" {
+			// As go-containerregistry does: a registry token as a bearer,
+			// else a user and password, both given.
+			switch c := t.creds; {
+			case c.RegistryToken != "":
+				t.header = "Bearer " + c.RegistryToken
+			case c.Username != "" && c.Password != "":
 				req := &http.Request{Header: http.Header{}}
-				req.SetBasicAuth(t.creds.Username, t.creds.Password)
+				req.SetBasicAuth(c.Username, c.Password)
 				t.header = req.Header.Get("Authorization")
 			}
 			return t.header, false, nil

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -273,5 +274,65 @@ func TestRegistryManifestDigestChecked(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Join(cache, "sha256")); len(ents) != 0 {
 		t.Errorf("the tampered manifest was cached: %v", ents)
+	}
+}
+
+// A registry asking for Basic credentials gets the user and password, or a
+// registry token as a bearer (go-containerregistry's choice), and nothing
+// it did not ask for.
+func TestRegistryBasicAuth(t *testing.T) {
+	for _, c := range []struct{ auth, wantErr string }{
+		{auth: "user:secret"},
+		{auth: "static"},
+		{auth: "user:wrong", wantErr: "the registry refused access (HTTP 401)"},
+		{auth: "", wantErr: "the registry refused access (HTTP 401)"},
+	} {
+		t.Run(c.auth, func(t *testing.T) {
+			tr := newTokenRegistry(t)
+			ref := pushTestImage(t, tr)
+			// The same registry behind Basic instead of a token service.
+			tr.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				u, p, ok := r.BasicAuth()
+				if !(ok && u == "user" && p == "secret") && r.Header.Get("Authorization") != "Bearer static" {
+					w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+					w.WriteHeader(http.StatusUnauthorized)
+					return
+				}
+				// Proxy to the CDN host, which serves the pushed image.
+				req := r.Clone(r.Context())
+				req.RequestURI, req.URL.Scheme, req.URL.Host = "", "http", strings.TrimPrefix(tr.cdn.URL, "http://")
+				req.Header.Del("Authorization")
+				resp, err := http.DefaultTransport.RoundTrip(req)
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusBadGateway)
+					return
+				}
+				defer resp.Body.Close()
+				for k, v := range resp.Header {
+					w.Header()[k] = v
+				}
+				w.WriteHeader(resp.StatusCode)
+				io.Copy(w, resp.Body)
+			})
+			t.Setenv("HOME", t.TempDir())
+			t.Setenv("DOCKER_CONFIG", t.TempDir())
+			r, err := Parse(ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			im, err := Open(context.Background(), r, Options{Auth: c.auth, CacheDir: t.TempDir()})
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("got %v, want an error saying %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if im.Version() != "b7001" {
+				t.Errorf("version %q", im.Version())
+			}
+		})
 	}
 }
