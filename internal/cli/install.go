@@ -144,9 +144,11 @@ func newInstallCmd(env Env) *cobra.Command {
 			}
 			// Ctrl-C or SIGTERM stops a download or extraction promptly; the
 			// old bundle stays and a partial download is resumed next time.
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			_, err := install.Install(ctx, f.options(source, env, p))
+			o := f.options(source, env, p)
+			o.Interrupt = func(ctx context.Context) (context.Context, context.CancelFunc) {
+				return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+			}
+			_, err := install.Install(context.Background(), o)
 			if err != nil {
 				p.Errorf("%v", err)
 				return exitError(exitStatus(err))

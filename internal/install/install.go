@@ -63,6 +63,12 @@ type Options struct {
 	WithLibs       bool // also copy the libraries this container lacks from the image's lower layers
 	ImageJobs      int
 	ImageTransport http.RoundTripper
+
+	// Interrupt, when set, makes ctx end on Ctrl-C or SIGTERM
+	// (signal.NotifyContext). It is called only once the install has work
+	// to do: a second boot's "already installed" from stamps alone writes
+	// nothing a signal could leave half done, and does not pay for it.
+	Interrupt func(context.Context) (context.Context, context.CancelFunc)
 }
 
 // Result tells what Install did.
@@ -107,6 +113,17 @@ func Install(ctx context.Context, opts Options) (Result, error) {
 	return (&job{Options: opts}).run(ctx)
 }
 
+// interruptible makes ctx end on a signal (Options.Interrupt) from here
+// on, the extraction's and audits' too.
+func (j *job) interruptible(ctx context.Context) (context.Context, context.CancelFunc) {
+	if j.Interrupt == nil {
+		return ctx, func() {}
+	}
+	ctx, stop := j.Interrupt(ctx)
+	j.Limits.Context = ctx
+	return ctx, stop
+}
+
 // job is one install: its settings and a hook between steps, which tests
 // use to stop an install at chosen points.
 type job struct {
@@ -147,10 +164,13 @@ func (j *job) run(ctx context.Context) (Result, error) {
 			return Result{}, &InputError{Msg: fmt.Sprintf("--sha256 %q is not a SHA-256 hex digest (64 hex characters)", j.SHA256)}
 		}
 	}
-	if image.IsSource(j.Source) {
-		return j.runImage(ctx)
-	}
-	if fetch.IsURL(j.Source) {
+	if image.IsSource(j.Source) || fetch.IsURL(j.Source) {
+		// A registry or server may be asked even when nothing changed.
+		ctx, stop := j.interruptible(ctx)
+		defer stop()
+		if image.IsSource(j.Source) {
+			return j.runImage(ctx)
+		}
 		return j.runURL(ctx)
 	}
 	if t, ok := image.UnknownTransport(j.Source); ok {
@@ -166,6 +186,8 @@ func (j *job) run(ctx context.Context) (Result, error) {
 		j.Printer.Stepf("already installed: %s (sha256 %s…) from %s; nothing to do", r.Marker.ArchiveName, r.Marker.SHA256[:12], src.path)
 		return r, nil
 	}
+	ctx, stop := j.interruptible(ctx)
+	defer stop()
 	release, err := j.lock(ctx)
 	if err != nil {
 		return Result{}, err
