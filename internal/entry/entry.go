@@ -616,10 +616,20 @@ func (e *Entry) Close() {
 // killStragglers kills and reaps whatever children are left (processes
 // that left their group, orphans re-parented to us).
 func (e *Entry) killStragglers() {
-	for _, pid := range supervise.Children() {
+	left := supervise.Children()
+	for _, pid := range left {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	time.Sleep(10 * time.Millisecond)
+	// Reap them as they die (a SIGKILLed process takes a moment to become
+	// a zombie), not after a guessed sleep; one the kernel cannot kill
+	// does not hold the exit up for more than a second.
+	for deadline := time.Now().Add(time.Second); len(left) > 0 && time.Now().Before(deadline); left = supervise.Children() {
+		e.reaper.Reap()
+		if len(supervise.Children()) == 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 	e.reaper.Reap()
 }
 
