@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -305,6 +306,15 @@ func TestImageRegistryRefusals(t *testing.T) {
 				mustInstall(t, o)
 				if readServer(t, o.AppDir) != "srv" {
 					t.Error("install with the right credentials did not activate the image")
+				}
+				// The same credentials from the Docker config.json, as
+				// `docker login` leaves them.
+				cfg := fmt.Sprintf(`{"auths": {%q: {"auth": %q}}}`, host, base64.StdEncoding.EncodeToString([]byte("user:secret")))
+				must(t, os.WriteFile(filepath.Join(os.Getenv("DOCKER_CONFIG"), "config.json"), []byte(cfg), 0o644))
+				o2 := opts(filepath.Join(t.TempDir(), "app"), o.Source)
+				mustInstall(t, o2)
+				if readServer(t, o2.AppDir) != "srv" {
+					t.Error("install with the Docker config's credentials did not activate the image")
 				}
 			}
 		})
