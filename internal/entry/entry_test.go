@@ -118,8 +118,19 @@ func TestCommandStatus(t *testing.T) {
 // A command that ignores SIGTERM is killed after the grace, and entry
 // reports it as a shell would: 128+9.
 func TestKilledCommandExits137(t *testing.T) {
-	b := start(t, Options{Cmd: []string{"sh", "-c", `trap "" TERM; echo up; while :; do sleep 0.05; done`}, Grace: 300 * time.Millisecond})
+	// The file says the trap is set: a SIGTERM before it would end the
+	// shell at once (143), as a loaded machine showed.
+	up := filepath.Join(t.TempDir(), "up")
+	b := start(t, Options{Cmd: []string{"sh", "-c", `trap "" TERM; touch "$0"; while :; do sleep 0.05; done`, up}, Grace: 300 * time.Millisecond})
 	b.waitOutput(t, "started sh")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(up); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the command never set its trap:\n%s", b.out)
+		}
+	}
 	term(t)
 	if code := b.wait(t); code != 137 {
 		t.Errorf("exit %d, want 137\n%s", code, b.out)
