@@ -64,6 +64,9 @@ func TestStopDuringReloadRestartIsKept(t *testing.T) {
 	if argv := readFile(t, fmt.Sprintf("/proc/%d/cmdline", now)); !strings.Contains(argv, "--ctx-size\x002048") {
 		t.Errorf("started with %q, not the last reload's settings", argv)
 	}
+	// Stopped as a container is, so the instance (which ignores SIGTERM)
+	// is killed by entry, not left behind by the test.
+	stopEntry(t, e)
 }
 
 // TestReloadKeepsStoppedInstanceDown: after stop x, a reload that changes
@@ -97,4 +100,5 @@ func TestReloadKeepsStoppedInstanceDown(t *testing.T) {
 	if in := byName(e.status(t))["x"]; in.State != "stopped" {
 		t.Errorf("x came back up: %+v", in)
 	}
+	stopEntry(t, e)
 }
