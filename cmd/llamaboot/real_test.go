@@ -55,6 +55,20 @@ func realServer(t *testing.T) (testutil.RealLlama, string) {
 	return r, realExe
 }
 
+// fastLiveness is the watchdog the real-server tests run under: a hang is
+// found within interval × failures + timeout = 4 s.
+const fastLiveness = "liveness_interval = \"1s\"\nliveness_timeout = \"1s\"\nliveness_failures = 3"
+
+// timedStop stops name and returns how long the answer took.
+func timedStop(t *testing.T, app, name string) time.Duration {
+	t.Helper()
+	began := time.Now()
+	if r := control(t, app, "stop", name); r.code != 0 {
+		t.Fatalf("stop %s: %s", name, r)
+	}
+	return time.Since(began)
+}
+
 // realConfig writes a config of real llama-server instances on free
 // ports: control lines shared by all, and each instance's server lines.
 func realConfig(t *testing.T, dir, exe, control string, servers map[string]string) (string, map[string]int) {
@@ -119,7 +133,7 @@ func TestRealServe(t *testing.T) {
 	fx, exe := realServer(t)
 	dir := t.TempDir()
 	app := filepath.Join(dir, "app")
-	cfg, ports := realConfig(t, dir, exe, "liveness_interval = \"1s\"\nliveness_timeout = \"1s\"\nliveness_failures = 3\ndrain_timeout = \"5s\"",
+	cfg, ports := realConfig(t, dir, exe, fastLiveness+"\ndrain_timeout = \"5s\"",
 		map[string]string{"a": fmt.Sprintf("model = %q\nctx_size = 512", fx.Model)})
 	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg})
 	e.waitOutput(t, `a ready after`, 60*time.Second)
@@ -221,7 +235,7 @@ func TestRealWatchdogFindsFrozenWorker(t *testing.T) {
 	fx, exe := realServer(t)
 	dir := t.TempDir()
 	app := filepath.Join(dir, "app")
-	cfg, ports := realConfig(t, dir, exe, "liveness_interval = \"1s\"\nliveness_timeout = \"1s\"\nliveness_failures = 3\nrestart = \"always\"",
+	cfg, ports := realConfig(t, dir, exe, fastLiveness+"\nrestart = \"always\"",
 		map[string]string{"a": fmt.Sprintf("model = %q", fx.Model)})
 	port := ports["a"]
 	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg})
@@ -288,7 +302,7 @@ func TestRealWatchdogLeavesLongPromptAlone(t *testing.T) {
 	fx = testutil.NeedRealLlama64K(t)
 	dir := t.TempDir()
 	app := filepath.Join(dir, "app")
-	cfg, ports := realConfig(t, dir, exe, "liveness_interval = \"1s\"\nliveness_timeout = \"1s\"\nliveness_failures = 3\nrestart = \"always\"",
+	cfg, ports := realConfig(t, dir, exe, fastLiveness+"\nrestart = \"always\"",
 		map[string]string{"a": fmt.Sprintf("model = %q\nctx_size = 65536\nbatch_size = 32768\nubatch_size = 32768\nthreads = 2", fx.Model64K)})
 	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg})
 	e.waitOutput(t, `a ready after`, 60*time.Second)
@@ -324,7 +338,7 @@ func TestRealAPIKey(t *testing.T) {
 	dir := t.TempDir()
 	app := filepath.Join(dir, "app")
 	keyFile := writeFile(t, filepath.Join(dir, "keys"), "k-from-file-1234\n")
-	cfg, ports := realConfig(t, dir, exe, "liveness_interval = \"1s\"\nliveness_timeout = \"1s\"\nliveness_failures = 3\ndrain_timeout = \"10s\"\nrestart = \"always\"",
+	cfg, ports := realConfig(t, dir, exe, fastLiveness+"\ndrain_timeout = \"10s\"\nrestart = \"always\"",
 		map[string]string{
 			"a": fmt.Sprintf("model = %q\napi_key_file = %q\nlog_verbosity = 0\nmetrics = true", fx.Model, keyFile),
 			"b": fmt.Sprintf("model = %q\napi_key = \"inline-SECRET-5678\"\nlog_verbosity = 0", fx.Model),
@@ -362,11 +376,7 @@ func TestRealAPIKey(t *testing.T) {
 		t.Errorf("completion with the key: %d", code)
 	}
 	// Stop: drained with the key (no busy slot: at once), SIGTERM, exit 0.
-	began := time.Now()
-	if r := control(t, app, "stop", "a"); r.code != 0 {
-		t.Fatalf("stop: %s", r)
-	}
-	took := time.Since(began)
+	took := timedStop(t, app, "a")
 	t.Logf("stop of an idle keyed real server took %s", took.Round(time.Millisecond))
 	if took > 5*time.Second {
 		t.Errorf("stop took %s: the drain waited on a 401", took)
@@ -407,7 +417,7 @@ func TestRealRouterMode(t *testing.T) {
 		}
 		writeFile(t, filepath.Join(models, n+".gguf"), string(b))
 	}
-	cfg, ports := realConfig(t, dir, exe, "liveness_interval = \"1s\"\nliveness_timeout = \"1s\"\nliveness_failures = 3\ndrain_timeout = \"10s\"\nrestart = \"always\"",
+	cfg, ports := realConfig(t, dir, exe, fastLiveness+"\ndrain_timeout = \"10s\"\nrestart = \"always\"",
 		map[string]string{"r": fmt.Sprintf("models_dir = %q\nmetrics = true", models)})
 	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg})
 	pid := e.waitReady(t, "r")["r"].PID
@@ -443,12 +453,9 @@ func TestRealRouterMode(t *testing.T) {
 	if strings.Contains(e.out.String(), "hung") {
 		t.Errorf("judged hung:\n%s", e.out.String())
 	}
-	began := time.Now()
-	if r := control(t, app, "stop", "r"); r.code != 0 {
-		t.Fatalf("stop: %s", r)
-	}
-	t.Logf("stop of an idle router-mode instance with a loaded model took %s", time.Since(began).Round(time.Millisecond))
-	if took := time.Since(began); took > 5*time.Second {
+	took := timedStop(t, app, "r")
+	t.Logf("stop of an idle router-mode instance with a loaded model took %s", took.Round(time.Millisecond))
+	if took > 5*time.Second {
 		t.Errorf("stop took %s", took)
 	}
 	stopEntry(t, e)

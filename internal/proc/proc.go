@@ -22,21 +22,8 @@ const clockTick = 10 * time.Millisecond
 // to answer probes. The group covers the children llama.cpp's router mode
 // starts for its models. false: no process of the group is left.
 func MainThreadCPU(pgid int) (time.Duration, bool) {
-	var sum time.Duration
-	found := false
-	if cpu, pg, ok := mainThread(pgid); ok && pg == pgid {
-		sum, found = cpu, true
-	}
-	for _, pid := range groupMembers(pgid) {
-		if pid == pgid {
-			continue
-		}
-		if cpu, pg, ok := mainThread(pid); ok && pg == pgid {
-			sum += cpu
-			found = true
-		}
-	}
-	return sum, found
+	main, _, ok := GroupCPU(pgid)
+	return main, ok
 }
 
 // ThreadCPU is the CPU time (user + system) that thread tid of process
@@ -104,23 +91,6 @@ func groupMembers(pgid int) []int {
 		}
 	}
 	return out
-}
-
-// mainThread reads the CPU time of pid's main thread (its task pid) and
-// pid's process group.
-func mainThread(pid int) (cpu time.Duration, pgid int, ok bool) {
-	p := strconv.Itoa(pid)
-	// After the name: state(0) ppid(1) pgrp(2) … utime(11) stime(12).
-	f := statFields("/proc/" + p + "/stat")
-	if len(f) < 3 {
-		return 0, 0, false
-	}
-	pg, err := strconv.Atoi(f[2])
-	if err != nil {
-		return 0, 0, false
-	}
-	cpu, ok = ThreadCPU(pid, pid)
-	return cpu, pg, ok
 }
 
 // statFields returns the fields of a stat file after the command name
