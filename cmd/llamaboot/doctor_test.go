@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -148,5 +149,25 @@ func TestStatusShowsDevices(t *testing.T) {
 	})
 	if !regexp.MustCompile(`\n  g +CPU .*MiB free\) — llama-server found no usable GPU: it runs on the CPU\n`).MatchString(r.stdout) {
 		t.Fatalf("status:\n%s", r.stdout)
+	}
+	// --json says the same per instance.
+	r = runLB(t, []string{"AUTO_INFER_APP_DIR=" + app}, "status", "--json")
+	var st struct {
+		Instances []struct {
+			Name    string
+			Devices []struct {
+				Name        string `json:"name"`
+				Description string `json:"description"`
+			} `json:"devices"`
+			NoUsableGPU *bool `json:"no_usable_gpu"`
+		} `json:"instances"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || len(st.Instances) != 1 {
+		t.Fatalf("status --json: %v\n%s", err, r.stdout)
+	}
+	g := st.Instances[0]
+	if g.Name != "g" || len(g.Devices) != 1 || g.Devices[0].Name != "CPU" || !strings.HasSuffix(g.Devices[0].Description, "MiB free)") ||
+		g.NoUsableGPU == nil || !*g.NoUsableGPU {
+		t.Fatalf("status --json instance g: %+v\n%s", g, r.stdout)
 	}
 }

@@ -132,6 +132,7 @@ func newStatusCmd(env Env) *cobra.Command {
 			if kept == nil {
 				kept = []install.Kept{}
 			}
+			addDevices(st.Instances)
 			replaced := replacedBundles(dir, st.Instances)
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
@@ -253,11 +254,11 @@ func printRouter(w io.Writer, raw any) {
 	}
 }
 
-// printDevices says which devices each running instance runs on, as
+// addDevices fills in the devices each running instance runs on, as
 // llama-server listed them in its log when it last started.
-func printDevices(w io.Writer, ins []supervise.InstanceStatus) {
-	header := false
-	for _, in := range ins {
+func addDevices(ins []supervise.InstanceStatus) {
+	for i := range ins {
+		in := &ins[i]
 		if in.PID <= 0 {
 			continue
 		}
@@ -265,16 +266,32 @@ func printDevices(w io.Writer, ins []supervise.InstanceStatus) {
 		if !ok {
 			continue
 		}
+		in.Devices = make([]supervise.Device, len(r.Devices))
+		for k, d := range r.Devices {
+			in.Devices[k] = supervise.Device{Name: d.Name, Description: d.Description}
+		}
+		in.NoUsableGPU = r.NoGPU
+	}
+}
+
+// printDevices says which devices each running instance runs on (see
+// addDevices).
+func printDevices(w io.Writer, ins []supervise.InstanceStatus) {
+	header := false
+	for _, in := range ins {
+		if len(in.Devices) == 0 {
+			continue
+		}
 		if !header {
 			fmt.Fprintln(w, "devices (as each server listed them at its last start):")
 			header = true
 		}
 		var ds []string
-		for _, d := range r.Devices {
+		for _, d := range in.Devices {
 			ds = append(ds, d.Name+" "+d.Description)
 		}
 		note := ""
-		if r.NoGPU {
+		if in.NoUsableGPU {
 			note = " — llama-server found no usable GPU: it runs on the CPU"
 		}
 		fmt.Fprintf(w, "  %-20s %s%s\n", in.Name, strings.Join(ds, "; "), note)

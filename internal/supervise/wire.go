@@ -59,6 +59,20 @@ type InstanceStatus struct {
 	// status asked; ModelsErr says why they could not be read.
 	Models    []RouterModel `json:"models,omitempty"`
 	ModelsErr string        `json:"models_error,omitempty"`
+	// Devices are the devices the instance's llama-server listed in its
+	// log when it last started (its device_info: block), filled by
+	// `status` from that log; null when no process runs or its log has
+	// no such list. NoUsableGPU: it said it found no usable GPU for the
+	// layers asked for, so it runs on the CPU.
+	Devices     []Device `json:"devices"`
+	NoUsableGPU bool     `json:"no_usable_gpu"`
+}
+
+// Device is one device a llama-server listed: "CUDA0", "NVIDIA A100
+// (81920 MiB, 80000 MiB free)".
+type Device struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
 }
 
 // UnsupervisedStatus is an instance started by plain `run`.
