@@ -79,7 +79,7 @@ func (f *installFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.appDir, "app-dir", "", "app dir holding cache/ and llama-cpp/ (env AUTO_INFER_APP_DIR, default /soft/app)")
 	fl.StringVar(&f.sha256, "sha256", "", "expected SHA-256 of the archive (env AUTO_INFER_LLAMA_CPP_PKG_SHA256)")
 	fl.BoolVar(&f.force, "force", false, "reinstall even if the same bundle is installed")
-	fl.BoolVar(&f.verify, "verify", false, "re-hash the source instead of trusting its size, mtime and inode")
+	fl.BoolVar(&f.verify, "verify", false, "re-hash the source instead of trusting its size, mtime and inode (an image: apply its layers again and compare the installed bundle file by file)")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print only warnings and errors")
 	fl.IntVar(&f.maxEntries, "max-entries", archive.DefaultMaxEntries, "refuse archives with more entries")
 	f.maxBytes = archive.DefaultMaxBytes

@@ -58,11 +58,46 @@ func (j *job) runImage(ctx context.Context) (Result, error) {
 	}
 	desc := fmt.Sprintf("%s (%s, %d layers%s)", im.Digest, im.Platform, im.Layers(), versionNote(im.Version()))
 	if !j.Force && old.ImageRef == ref.String() && old.ImageDigest == im.Digest.String() && old.ImagePath == dir && serverPresent(j.AppDir) {
+		if j.Verify {
+			return j.verifyImage(ctx, ref, im, dir, old)
+		}
 		p.Stepf("%s still resolves to %s; nothing to do", ref, desc)
 		return Result{Marker: old, UpToDate: true}, nil
 	}
 	p.Stepf("image %s", desc)
 	return j.installImage(ctx, ref, im, dir)
+}
+
+// verifyImage is --verify of a bundle the image still resolves to: the
+// layers are applied again into a staging dir, every blob checked against
+// its digest as it streams, and the installed bundle is compared with the
+// result file by file (content, mode, link targets; the marker and helper
+// links aside). The same is kept; a difference is named and the fresh
+// tree installed in its place, as a changed archive is under --verify.
+func (j *job) verifyImage(ctx context.Context, ref image.Ref, im *image.Image, dir string, old Marker) (Result, error) {
+	p := j.Printer
+	p.Stepf("verifying %s against %s: applying its layers again", InstallDir(j.AppDir), ref)
+	// The libraries --with-libs copied then are part of what to expect.
+	s, err := j.stageImage(ctx, ref, im, dir, j.WithLibs || old.ImageLibs != "")
+	defer s.cleanup()
+	if err != nil {
+		return Result{}, err
+	}
+	installed, err := os.OpenRoot(InstallDir(j.AppDir))
+	if err != nil {
+		return Result{}, err
+	}
+	defer installed.Close()
+	n, diff, err := compareTrees(installed, s.bundle, reservedNames())
+	if err != nil {
+		return Result{}, fmt.Errorf("verify %s: %w", InstallDir(j.AppDir), err)
+	}
+	if diff == "" {
+		p.Stepf("verified: %s matches %s (%s) file for file (%d entries)", InstallDir(j.AppDir), ref, im.Digest, n)
+		return Result{Marker: old, UpToDate: true}, nil
+	}
+	p.Warnf("verify: %s: %s; installing the image's again", InstallDir(j.AppDir), diff)
+	return j.finishImage(ref, im, s)
 }
 
 func offlineNote(ref image.Ref) string {
@@ -122,6 +157,18 @@ func (j *job) imageUpToDate(ref image.Ref, dir string) (Result, bool) {
 // installImage applies the image's layers into a staging dir and installs
 // the result like any release-layout bundle.
 func (j *job) installImage(ctx context.Context, ref image.Ref, im *image.Image, dir string) (Result, error) {
+	s, err := j.stageImage(ctx, ref, im, dir, j.WithLibs)
+	defer s.cleanup()
+	if err != nil {
+		return Result{}, err
+	}
+	return j.finishImage(ref, im, s)
+}
+
+// stageImage applies the image's layers into a fresh staging dir and lays
+// the bundle out there. The staging is returned even with an error: the
+// caller cleans it up.
+func (j *job) stageImage(ctx context.Context, ref image.Ref, im *image.Image, dir string, withLibs bool) (*staging, error) {
 	p := j.Printer
 	src := source{label: ref.String(), name: imageName(ref), local: true, path: ref.String()}
 	if ref.Local() {
@@ -129,28 +176,27 @@ func (j *job) installImage(ctx context.Context, ref image.Ref, im *image.Image, 
 	}
 	s := &staging{src: src, app: j.AppDir}
 	s.old, _ = ReadMarker(InstallDir(j.AppDir))
-	defer s.cleanup()
 	var err error
 	if s.dir, err = os.MkdirTemp(filepath.Join(j.AppDir, versionsName), stagingPfx); err != nil {
-		return Result{}, fmt.Errorf("create staging dir: %w", err)
+		return s, fmt.Errorf("create staging dir: %w", err)
 	}
 	if s.root, err = os.OpenRoot(s.dir); err != nil {
-		return Result{}, err
+		return s, err
 	}
 	if err := s.root.Chmod(".", 0o755); err != nil { // through the root, not the path
-		return Result{}, err
+		return s, err
 	}
 	s.start = time.Now()
-	x, err := im.Extract(ctx, s.root, s.dir, image.ExtractOptions{Path: dir, Limits: j.Limits, Jobs: j.ImageJobs, WithLibs: j.WithLibs})
+	x, err := im.Extract(ctx, s.root, s.dir, image.ExtractOptions{Path: dir, Limits: j.Limits, Jobs: j.ImageJobs, WithLibs: withLibs})
 	if cerr := ctx.Err(); cerr != nil {
-		return Result{}, stopped(cerr)
+		return s, stopped(cerr)
 	}
 	if err != nil {
-		return Result{}, err
+		return s, err
 	}
 	j.step("extracted")
 	p.Stepf("took %s from the image: %d entries, %s in %.1fs", dir, x.Entries, printer.Bytes(x.Bytes), time.Since(s.start).Seconds())
-	if j.WithLibs {
+	if withLibs {
 		if len(x.Libs) == 0 {
 			p.Stepf("--with-libs: every library the bundle needs is found in this container; none copied")
 		}
@@ -172,15 +218,18 @@ func (j *job) installImage(ctx context.Context, ref image.Ref, im *image.Image, 
 	if !ref.Local() {
 		s.cachePath = filepath.Join(blobsDir(j.AppDir), im.Digest.Algorithm, im.Digest.Hex)
 	}
-	if err := j.stepLayout(s); err != nil {
-		return Result{}, err
-	}
+	return s, j.stepLayout(s)
+}
+
+// finishImage records, moves into place and activates a staged image
+// bundle.
+func (j *job) finishImage(ref image.Ref, im *image.Image, s *staging) (Result, error) {
 	if err := j.stepMarker(s); err != nil {
 		return Result{}, err
 	}
 	r, err := j.stepActivate(s)
 	if err == nil && !ref.Local() {
-		pruneBlobs(j.AppDir, im.Blobs(), p)
+		pruneBlobs(j.AppDir, im.Blobs(), j.Printer)
 	}
 	return r, err
 }

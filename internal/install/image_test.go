@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"github.com/llamaboot/llamaboot/internal/archive"
 	"github.com/llamaboot/llamaboot/internal/bundlegen"
 	"github.com/llamaboot/llamaboot/internal/imagegen"
+	"github.com/llamaboot/llamaboot/internal/printer"
 )
 
 var here = "linux/" + runtime.GOARCH
@@ -591,5 +593,77 @@ func TestDockerArchivePinIsTheImageID(t *testing.T) {
 	o.SHA256 = strings.Repeat("0", 64)
 	if _, err := Install(context.Background(), o); err == nil || !strings.Contains(err.Error(), "not the pinned sha256:0000") {
 		t.Errorf("a wrong image ID pin: %v", err)
+	}
+}
+
+// --verify of a bundle taken from an image applies the image's layers
+// again and compares: an untouched bundle is kept; a byte changed (at a
+// generated offset), a mode, a link, a file removed or added is named and
+// the image's bundle installed in its place.
+func TestImageVerifyFindsChanges(t *testing.T) {
+	img := cudaLike(t, archive.Gzip, "server-b7001", map[string]string{"org.opencontainers.image.version": "b7001"})
+	srcs := sources(t, img)
+	flip := func(name string, seed uint64) func(bundle string) {
+		return func(bundle string) {
+			p := filepath.Join(bundle, name)
+			b, err := os.ReadFile(p)
+			must(t, err)
+			i := rand.New(rand.NewPCG(seed, 7)).IntN(len(b))
+			b[i] ^= 1 << (seed % 8)
+			must(t, os.WriteFile(p, b, 0o755))
+		}
+	}
+	damages := []struct {
+		name, says string
+		damage     func(bundle string)
+	}{
+		{"server byte", "bin/llama-server differs in content", flip("bin/llama-server", 1)},
+		{"backend byte", "bin/libggml-cuda.so differs in content", func(bundle string) {
+			p := filepath.Join(bundle, "bin/libggml-cuda.so")
+			flip("bin/libggml-cuda.so", 2)(bundle)
+			must(t, os.Chmod(p, 0o644))
+		}},
+		{"mode", "bin/sub/kept has mode 0600", func(bundle string) { must(t, os.Chmod(filepath.Join(bundle, "bin/sub/kept"), 0o600)) }},
+		{"removed", "bin/libggml-cuda.so is missing", func(bundle string) { must(t, os.Remove(filepath.Join(bundle, "bin/libggml-cuda.so"))) }},
+		{"added", "bin/sub/extra is not in the source", func(bundle string) {
+			must(t, os.WriteFile(filepath.Join(bundle, "bin/sub/extra"), []byte("x"), 0o644))
+		}},
+		{"link", `bin/libllama.so links to "llama-server"`, func(bundle string) {
+			p := filepath.Join(bundle, "bin/libllama.so")
+			must(t, os.Remove(p))
+			must(t, os.Symlink("llama-server", p))
+		}},
+	}
+	for _, kind := range []string{"docker", "oci-archive", "docker-archive"} {
+		for _, d := range damages {
+			if kind != "docker" && d.name != "server byte" {
+				continue
+			}
+			t.Run(kind+"/"+d.name, func(t *testing.T) {
+				app := filepath.Join(t.TempDir(), "app")
+				first := mustInstall(t, opts(app, srcs[kind]))
+				verify := func() (Result, string) {
+					var out bytes.Buffer
+					o := opts(app, srcs[kind])
+					o.Verify = true
+					o.Printer = printer.New(&out, &out, "", false)
+					return mustInstall(t, o), out.String()
+				}
+				if r, out := verify(); !r.UpToDate || !strings.Contains(out, "verified: ") || r.Marker.VersionDir != first.Marker.VersionDir {
+					t.Fatalf("--verify of an untouched bundle: up to date %v, version %s\n%s", r.UpToDate, r.Marker.VersionDir, out)
+				}
+				d.damage(InstallDir(app))
+				r, out := verify()
+				if r.UpToDate || !strings.Contains(out, d.says) || r.Marker.VersionDir == first.Marker.VersionDir {
+					t.Fatalf("--verify after %s: up to date %v, version %s; want it to say %q and reinstall\n%s", d.name, r.UpToDate, r.Marker.VersionDir, d.says, out)
+				}
+				if readServer(t, app) != "server-b7001" {
+					t.Errorf("llama-server = %q after the repair", readServer(t, app))
+				}
+				if r, out := verify(); !r.UpToDate {
+					t.Errorf("--verify after the repair found a difference:\n%s", out)
+				}
+			})
+		}
 	}
 }
