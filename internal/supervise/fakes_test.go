@@ -86,6 +86,7 @@ type fakeProc struct {
 	pid        int
 	exited     chan syscall.WaitStatus
 	ignoreTerm bool
+	holdPipe   bool     // its stdout outlives it, as if a grandchild held it: the test closes out
 	out        *os.File // its stdout (the log pipe)
 
 	mu      sync.Mutex
@@ -117,7 +118,9 @@ func (p *fakeProc) end(ws syscall.WaitStatus) {
 	defer p.mu.Unlock()
 	if !p.ended {
 		p.ended = true
-		p.out.Close() // its end of the log pipe goes with it
+		if !p.holdPipe {
+			p.out.Close() // its end of the log pipe goes with it
+		}
 		p.exited <- ws
 	}
 }
@@ -134,18 +137,27 @@ type fakeStarter struct {
 	next       int
 	err        error
 	ignoreTerm bool
+	holdPipe   bool          // its processes' stdout outlives them (fakeProc.holdPipe)
+	gate       chan struct{} // when set, Start waits until it is closed (release): a slow exec
+	released   sync.Once
 	procs      map[int]*fakeProc
 	specs      map[int]config.Instance
 }
 
 func (s *fakeStarter) Start(spec config.Instance, out *os.File) (Process, error) {
 	s.mu.Lock()
+	gate := s.gate
+	s.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
+	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
 		return nil, s.err
 	}
 	s.next++
-	p := &fakeProc{pid: 1000 + s.next, exited: make(chan syscall.WaitStatus, 1), ignoreTerm: s.ignoreTerm}
+	p := &fakeProc{pid: 1000 + s.next, exited: make(chan syscall.WaitStatus, 1), ignoreTerm: s.ignoreTerm, holdPipe: s.holdPipe}
 	if s.procs == nil {
 		s.procs, s.specs = map[int]*fakeProc{}, map[int]config.Instance{}
 	}
@@ -159,6 +171,9 @@ func (s *fakeStarter) Start(spec config.Instance, out *os.File) (Process, error)
 	p.out = os.NewFile(uintptr(fd), "stdout")
 	return p, nil
 }
+
+// release lets the starts waiting at the gate through.
+func (s *fakeStarter) release() { s.released.Do(func() { close(s.gate) }) }
 
 func (s *fakeStarter) proc(pid int) *fakeProc {
 	s.mu.Lock()
@@ -207,17 +222,18 @@ func (f *fakeProbe) report(t *testing.T, pid int, pr Probe) {
 
 // harness is a supervisor on fakes, with its event stream.
 type harness struct {
-	t       *testing.T
-	logDir  string
-	sup     *Supervisor
-	clock   *fakeClock
-	starter *fakeStarter
-	probe   *fakeProbe
-	live    *fakeLive
-	events  <-chan Event
-	pending []Event // read, not yet asked for
-	ports   map[int]error
-	portsMu sync.Mutex
+	t        *testing.T
+	logDir   string
+	sup      *Supervisor
+	clock    *fakeClock
+	starter  *fakeStarter
+	probe    *fakeProbe
+	live     *fakeLive
+	events   <-chan Event
+	pending  []Event // read, not yet asked for
+	ports    map[int]error
+	portGate chan struct{} // when set, the port check waits until it is closed: a slow /proc
+	portsMu  sync.Mutex
 }
 
 var testPolicy = Policy{BackoffMin: time.Second, BackoffMax: 8 * time.Second, QuickCrash: 10 * time.Second, CrashLoop: 5}
@@ -230,6 +246,12 @@ func newHarness(t *testing.T) *harness {
 	h.sup = New(NewReaper(), testPolicy, nil, Deps{Starter: h.starter, Clock: h.clock, Probe: h.probe.probe,
 		Liveness: h.live.probe, Slots: h.live.slots, CPU: h.live.cpuOf,
 		CheckPort: func(in config.Instance) error {
+			h.portsMu.Lock()
+			gate := h.portGate
+			h.portsMu.Unlock()
+			if gate != nil {
+				<-gate
+			}
 			h.portsMu.Lock()
 			defer h.portsMu.Unlock()
 			return h.ports[in.Port]

@@ -9,35 +9,30 @@ import (
 	"net/http"
 	"sync"
 
+	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/logfile"
 )
 
-// openLog makes sure the owner's sink writes where its spec says, with its
-// spec's rotation bounds: the same log is kept (with its followers) when
-// only the bounds changed, and replaced when the file did.
-func (o *owner) openLog() error {
-	if o.sink != nil && o.sink.path == o.spec.LogFile {
-		o.sink.log.SetLimits(o.spec.LogMaxSize, o.spec.LogMaxFiles)
-		return nil
+// openLog returns the log spec says, with its rotation bounds: cur is kept
+// (with its followers) when only the bounds changed, and replaced when the
+// file did. The starter calls it, outside the owner: opening may block.
+func (o *owner) openLog(spec config.Instance, cur *sink) (*sink, error) {
+	if cur != nil && cur.path == spec.LogFile {
+		cur.log.SetLimits(spec.LogMaxSize, spec.LogMaxFiles)
+		return cur, nil
 	}
-	if o.sink != nil {
-		o.sink.close()
+	if cur != nil {
+		// Its last process's output is in, or its flush deadline passed:
+		// a copier still held open by a grandchild finds it closed.
+		cur.log.Close()
 	}
 	// Said on entry's output when it starts and when it stops: the log
 	// itself cannot say it while it is failing. Published from the
 	// writer's goroutine, so it captures what it names.
-	name, path, url, pub, clock := o.spec.Name, o.spec.LogFile, o.spec.URL, o.pub, o.d.Clock
-	s, err := openSink(o.spec, func(r logfile.LossReport) {
+	name, path, url, pub, clock := spec.Name, spec.LogFile, spec.URL, o.pub, o.d.Clock
+	return openSink(spec, func(r logfile.LossReport) {
 		pub(Event{Time: clock.Now(), Instance: name, Kind: EvLogLoss, URL: url, LogFile: path, Err: r})
 	})
-	if err != nil {
-		o.sink = nil
-		o.setLog(nil)
-		return err
-	}
-	o.sink = s
-	o.setLog(s.log)
-	return nil
 }
 
 func (o *owner) setLog(l *logfile.Log) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -28,6 +29,7 @@ type msg struct {
 	spec   *config.Instance   // inReload, inRestart: run this spec from now on
 	live   *LiveProbe         // inLiveness
 	drain  *drainResult       // inDrained
+	launch *launchResult      // inLaunched
 }
 
 // want is what is wanted of an instance: up or down by the operator's last
@@ -86,6 +88,9 @@ type owner struct {
 	reason    Reason  // why the current process is ending (None while it runs unasked)
 	lastWhy   Reason  // why the last process ended, or the last start failed: what status shows
 	proc      Process
+	exit      exitInfo      // flushing: the process that exited, judged once its output is in
+	startNext bool          // flushing: an operator start, restart or reload came: start again at once
+	stopGrace time.Duration // launching: the shortest grace a stop asked for, for the process on its way
 	startedAt time.Time
 	stopProbe context.CancelFunc
 	probeCtx  context.Context    // of the current process's probes; ends with stopProbe
@@ -158,17 +163,23 @@ func (o *owner) run() {
 		if o.proc != nil {
 			exited = o.proc.Exited()
 		}
+		var flushed <-chan struct{}
+		if o.state == flushing {
+			flushed = o.sink.copied()
+		}
 		var m msg
 		select {
 		case m = <-o.inbox:
 		case ws := <-exited:
 			m = msg{in: inExited, ws: ws, pid: o.proc.PID()}
+		case <-flushed:
+			m = msg{in: inFlushed, pid: o.exit.pid}
 		case <-o.timer:
 			m = msg{in: o.timerIn}
 			o.timer = nil
 		}
 		o.handle(m)
-		if o.want >= wantEnd && o.proc == nil {
+		if o.want >= wantEnd && o.proc == nil && o.state != launching && o.state != flushing {
 			o.finish()
 			return
 		}
@@ -199,7 +210,7 @@ func (o *owner) handle(m msg) {
 	before, saw := o.seq, o.state
 	o.will, o.note = OutcomeDone, ""
 	if m.op != OpNone {
-		o.emit(Event{Kind: EvRequested, State: o.state, Op: m.op, Req: m.req})
+		o.emit(Event{Kind: EvRequested, State: o.state.public(), Op: m.op, Req: m.req})
 	}
 	o.state = transitions[o.state][m.in](o, m)
 	// Status first, then the answer and the events: whoever reacts to
@@ -215,7 +226,7 @@ func (o *owner) handle(m msg) {
 }
 
 func (o *owner) publishSnapshot() {
-	s := Snapshot{Spec: o.spec, State: o.state, WantUp: o.want == wantUp, Restarts: o.restarts,
+	s := Snapshot{Spec: o.spec, State: o.state.public(), WantUp: o.want == wantUp, Restarts: o.restarts,
 		LastExit: o.lastExit, LastReason: o.reason, ProbeFailures: o.live.fails}
 	if s.LastReason == ReasonNone { // running again: still say why the last one ended
 		s.LastReason = o.lastWhy
@@ -248,7 +259,10 @@ func (o *owner) setTimer(d time.Duration, in input) {
 
 func (o *owner) finish() {
 	if o.sink != nil {
-		o.sink.close()
+		// The last process's output is in (or its flush deadline passed):
+		// closing flushes the file; a copier still held open by a
+		// grandchild finds the log closed and drops what comes.
+		o.sink.log.Close()
 	}
 	if o.want == wantRemove {
 		o.gone.Store(true)
@@ -313,29 +327,88 @@ func (o *owner) reloadStopping(msg) State {
 
 func (o *owner) launchAgain(msg) State { return o.launch() }
 
+// launch hands the start to the starter, a goroutine of its own: opening
+// the log (a hung NFS mount), the port check (a walk of /proc) and the
+// exec may each take their time, and the owner keeps answering meanwhile.
+// Its result comes back as inLaunched; until then the instance is
+// launching (seen as starting, with no pid).
 func (o *owner) launch() State {
-	o.timer = nil
-	if err := o.openLog(); err != nil {
-		return o.fail(ReasonStartFailed, err) // the event and the status row name the instance
+	o.timer, o.reason, o.stopGrace = nil, ReasonNone, 0
+	spec, cur, stdout, now := o.spec, o.sink, o.stdout(), o.d.Clock.Now()
+	o.sink = nil // the starter's until it answers
+	go func() {
+		r := o.start(spec, cur, stdout, now)
+		_ = o.send(msg{in: inLaunched, launch: &r}) // the owner does not end while launching
+	}()
+	return launching
+}
+
+// launchResult is what the starter did.
+type launchResult struct {
+	spec   config.Instance // the spec it started
+	sink   *sink           // the instance's log from now on; nil: it could not be opened
+	proc   Process         // nil: not started, for reason
+	reason Reason          // ReasonPortTaken or ReasonStartFailed
+	err    error
+}
+
+// start is the starter: it runs outside the owner and touches none of its
+// fields. It opens spec's log (keeping cur when the file is the same),
+// checks the port, and starts the process writing into the log.
+func (o *owner) start(spec config.Instance, cur *sink, stdout io.Writer, now time.Time) launchResult {
+	r := launchResult{spec: spec, reason: ReasonStartFailed}
+	s, err := o.openLog(spec, cur)
+	if r.sink, r.err = s, err; err != nil {
+		return r // the event and the status row name the instance
 	}
-	if err := o.d.CheckPort(o.spec); err != nil {
-		return o.fail(ReasonPortTaken, err)
+	if err := o.d.CheckPort(spec); err != nil {
+		r.reason, r.err = ReasonPortTaken, err
+		return r
 	}
-	w, err := o.sink.attach(o.stdout())
+	w, err := s.attach(stdout)
 	if err != nil {
-		return o.startFailed(err)
+		r.err = err
+		return r
 	}
-	o.sink.notef("%s starting %s %s", o.d.Clock.Now().Format(time.RFC3339), o.spec.Executable, config.ShellJoin(config.RedactArgs(o.spec.Cmd)))
-	p, err := o.d.Starter.Start(o.spec, w)
+	s.notef("%s starting %s %s", now.Format(time.RFC3339), spec.Executable, config.ShellJoin(config.RedactArgs(spec.Cmd)))
+	p, err := o.d.Starter.Start(spec, w)
 	w.Close()
 	if err != nil {
 		var nf *launch.NotFoundError
 		if !errors.As(err, &nf) {
-			err = fmt.Errorf("start %s: %w", o.spec.Executable, err)
+			err = fmt.Errorf("start %s: %w", spec.Executable, err)
 		}
-		return o.startFailed(err)
+		r.err = err
+		return r
 	}
-	o.proc, o.startedAt, o.reason, o.lastErr = p, o.d.Clock.Now(), ReasonNone, nil
+	r.proc = p
+	return r
+}
+
+// launched takes the starter's result. Requests that came meanwhile have
+// their way now: a stop stops the new process at once, a changed spec
+// restarts it.
+func (o *owner) launched(m msg) State {
+	r := m.launch
+	o.sink = r.sink
+	var l *logfile.Log
+	if r.sink != nil {
+		l = r.sink.log
+	}
+	o.setLog(l)
+	if r.proc == nil {
+		switch {
+		case o.want != wantUp: // stopped while it was on its way: down, as asked
+			o.reason, o.lastWhy, o.lastErr = ReasonStopRequested, ReasonStopRequested, r.err
+			o.emit(Event{Kind: EvStopped, State: Stopped, Reason: ReasonStopRequested})
+			return Stopped
+		case r.reason == ReasonPortTaken:
+			return o.fail(ReasonPortTaken, r.err)
+		}
+		return o.startFailed(r.err)
+	}
+	p := r.proc
+	o.proc, o.startedAt, o.lastErr = p, o.d.Clock.Now(), nil
 	ctx, cancel := context.WithCancel(context.Background())
 	o.stopProbe, o.probeCtx, o.stopWatch = cancel, ctx, func() {}
 	o.live = liveState{}
@@ -345,7 +418,34 @@ func (o *owner) launch() State {
 		o.setTimer(o.spec.ReadyTimeout, inReadyDeadline)
 	}
 	o.emit(Event{Kind: EvStarted, State: Starting, PID: pid})
+	switch {
+	case o.want != wantUp:
+		return o.terminate(ReasonStopRequested, o.stopGrace)
+	case !r.spec.Same(o.spec):
+		return o.terminate(ReasonRestartRequested, 0)
+	}
 	return Starting
+}
+
+// wantWhileLaunching records the operator's word while the process is on
+// its way; launched acts on it.
+func (o *owner) wantWhileLaunching(m msg) State {
+	switch {
+	case m.in == inStop:
+		o.want, o.will = max(o.want, wantDown), OutcomeDown
+		if m.grace > 0 && (o.stopGrace == 0 || m.grace < o.stopGrace) {
+			o.stopGrace = m.grace
+		}
+	case m.in == inReload && o.want == wantUp:
+		o.will = OutcomeUp // launched restarts it on the new spec
+	case m.in == inReload:
+		o.will = OutcomeKeptDown
+	case o.want >= wantEnd:
+		o.note = "being removed" // the supervisor refuses these before they come
+	default: // start, restart: the process on its way is a fresh one
+		o.want, o.streak, o.will = wantUp, nil, OutcomeUp
+	}
+	return o.state
 }
 
 // startFailed handles a start that failed. One that failed for lack of
@@ -474,17 +574,29 @@ func (o *owner) stopIdle(m msg) State {
 	return Stopped
 }
 
-// exited decides what follows the end of the process, from why it ended,
-// the restart policy and the crash count.
+// exitInfo is a process that exited, waiting to be judged.
+type exitInfo struct {
+	pid int
+	ws  syscall.WaitStatus
+	ran time.Duration
+}
+
+// flushLimit bounds the wait for an exited process's output: a daemonised
+// grandchild may hold its pipe open forever.
+const flushLimit = 500 * time.Millisecond
+
+// exited takes the end of the process: what is left of its group is
+// killed and its probes end at once. The exit is judged once its output
+// is all in the log (EOF on its pipe, inFlushed) or flushLimit passed,
+// so that the log, the crash-loop tail and `logs` after EvStopped hold
+// all of it; the owner does not wait for that here.
 func (o *owner) exited(m msg) State {
-	pid := o.proc.PID()
 	// What is left of its group (helpers it forked) goes with it: it
 	// would keep the port or the GPU.
 	_ = o.proc.Signal(syscall.SIGKILL)
-	ran := o.d.Clock.Now().Sub(o.startedAt)
-	o.proc, o.timer = nil, nil
+	o.exit = exitInfo{pid: o.proc.PID(), ws: m.ws, ran: o.d.Clock.Now().Sub(o.startedAt)}
+	o.proc, o.timer, o.startNext = nil, nil, false
 	o.stopProbe()
-	o.sink.drain(500 * time.Millisecond)
 	o.lastExit = describeExit(m.ws)
 	if o.reason == ReasonNone { // unasked: a clean exit is not a crash
 		o.reason = ReasonCrash
@@ -492,23 +604,60 @@ func (o *owner) exited(m msg) State {
 			o.reason = ReasonExited
 		}
 	}
+	select {
+	case <-o.sink.copied():
+		return o.judgeExit()
+	default:
+	}
+	o.setTimer(flushLimit, inFlushDeadline)
+	return flushing
+}
+
+// wantWhileFlushing records the operator's word while the exited
+// process's output is still coming: the exit is judged with it.
+func (o *owner) wantWhileFlushing(m msg) State {
+	switch {
+	case m.in == inStop:
+		o.want, o.will, o.startNext = max(o.want, wantDown), OutcomeDown, false
+	case m.in == inReload && o.want == wantUp:
+		o.will, o.startNext = OutcomeUp, true // as a reload of a restarting or failed instance
+	case m.in == inReload:
+		o.will = OutcomeKeptDown
+	case o.want >= wantEnd:
+		o.note = "being removed" // the supervisor refuses these before they come
+	default: // start, restart: it starts again at once, whatever the policy
+		o.want, o.streak, o.will, o.startNext = wantUp, nil, OutcomeUp, true
+	}
+	return o.state
+}
+
+// flushed judges the exit once its output is in, or its time is up.
+func (o *owner) flushed(msg) State {
+	o.timer = nil
+	return o.judgeExit()
+}
+
+// judgeExit decides what follows the end of the process, from why it
+// ended, what the operator wants, the restart policy and the crash count.
+func (o *owner) judgeExit() State {
+	pid, ran := o.exit.pid, o.exit.ran
 	o.lastWhy = o.reason
-	ev := Event{Kind: EvExited, PID: pid, Exit: o.lastExit, Code: ExitCode(m.ws), Ran: ran, Reason: o.reason}
+	ev := Event{Kind: EvExited, PID: pid, Exit: o.lastExit, Code: ExitCode(o.exit.ws), Ran: ran, Reason: o.reason}
 	stopped := func() State {
 		ev.State = Stopped
 		o.emit(ev)
 		o.emit(Event{Kind: EvStopped, State: Stopped, Exit: o.lastExit, Reason: o.reason})
 		return Stopped
 	}
-	if o.want != wantUp || o.reason == ReasonStopRequested {
+	if o.want != wantUp {
 		return stopped()
 	}
-	if o.reason == ReasonRestartRequested {
+	if o.reason == ReasonRestartRequested || o.startNext {
 		ev.State = Starting
 		o.emit(ev)
 		return o.launch()
 	}
-	if o.reason == ReasonExited && o.restart != RestartAlways {
+	if o.reason == ReasonStopRequested || o.reason == ReasonExited && o.restart != RestartAlways {
 		return stopped()
 	}
 	if o.restart == RestartNever {

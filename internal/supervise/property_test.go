@@ -86,7 +86,7 @@ func interleave(t *testing.T, seed uint64) {
 				p.exit(1)
 			}
 		case 4, 5:
-			if s := h.state("a"); s.State == Starting {
+			if s := h.state("a"); s.State == Starting && s.PID != 0 { // 0: still on its way
 				log = append(log, "ready")
 				h.probe.report(t, s.PID, ProbeReady)
 			}
@@ -119,10 +119,12 @@ func interleave(t *testing.T, seed uint64) {
 			settled = true
 			break
 		}
-		switch s.State {
-		case Starting:
+		switch {
+		case s.State == Starting && s.PID == 0: // the starter has not answered yet
+			h.waitUntil("the start", func() bool { return h.state("a").PID != 0 || h.state("a").State != Starting })
+		case s.State == Starting:
 			h.probe.report(t, s.PID, ProbeReady)
-		case Failed:
+		case s.State == Failed:
 			fail("failed after a final %s: %+v", last, s)
 		default:
 			h.clock.Advance(10 * time.Second) // drains, kill deadlines, backoffs

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/llamaboot/llamaboot/internal/access"
 	"github.com/llamaboot/llamaboot/internal/config"
@@ -79,22 +78,13 @@ func (s *sink) notef(format string, args ...any) {
 	s.log.Flush()
 }
 
-// drain waits until the last process's output is in the file: EOF on its
-// pipe, once it and whatever inherited the pipe have exited. A daemonised
-// grandchild may hold the pipe open forever, hence the bound.
-func (s *sink) drain(limit time.Duration) {
+// copied is closed once the last process's output is all in the log: EOF
+// on its pipe, once it and whatever inherited the pipe have exited (the
+// owner waits for it as an input, bounded by flushLimit).
+func (s *sink) copied() <-chan struct{} {
 	s.mu.Lock()
-	done := s.copying
-	s.mu.Unlock()
-	select {
-	case <-done:
-	case <-time.After(limit):
-	}
-}
-
-func (s *sink) close() {
-	s.drain(time.Second)
-	s.log.Close()
+	defer s.mu.Unlock()
+	return s.copying
 }
 
 // tail returns the log's last n lines, across rotations.

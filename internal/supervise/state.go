@@ -17,9 +17,34 @@ const (
 	Failed                  // no process; gave up (crash loop, start failed, port taken)
 	Draining                // process running, no signal yet: waiting for its busy slots before SIGTERM
 	NumStates
+
+	// The owner's own sub-states, seen from outside as the state named
+	// after them (public): they exist so that the owner never waits.
+
+	// launching: the starter is opening the log, checking the port and
+	// starting the process; its result comes back as inLaunched. Seen as
+	// Starting, with no pid yet.
+	launching = NumStates
+	// flushing: the process has exited; its output is still being copied
+	// into the log (a grandchild may hold the pipe). EOF (inFlushed) or
+	// the flush deadline ends it, and only then is the exit judged, so the
+	// log holds all of it. Seen as Stopping.
+	flushing  = NumStates + 1
+	numStates = NumStates + 2
 )
 
-var stateNames = [...]string{"stopped", "starting", "ready", "stopping", "restarting", "failed", "draining"}
+var stateNames = [...]string{"stopped", "starting", "ready", "stopping", "restarting", "failed", "draining", "launching", "flushing"}
+
+// public is the state as status, events and metrics show it.
+func (s State) public() State {
+	switch s {
+	case launching:
+		return Starting
+	case flushing:
+		return Stopping
+	}
+	return s
+}
 
 func (s State) String() string {
 	if int(s) < len(stateNames) {
@@ -138,6 +163,9 @@ const (
 	inReadyDeadline              // timer: ready_timeout passed while starting
 	inKillDeadline               // timer: grace after SIGTERM passed
 	inBackoffDone                // timer: restart delay passed
+	inLaunched                   // starter: the process started, or could not (log, port, exec)
+	inFlushed                    // sink: EOF on the exited process's output pipe
+	inFlushDeadline              // timer: the exited process's output took too long to end
 	numInputs
 )
 
@@ -148,25 +176,35 @@ type action func(o *owner, m msg) State
 // does. Every cell is written; nop marks an input that changes nothing in
 // that state (a late probe result, a timer of a process that is gone).
 //
-//	           start, restart              ready
-//	Stopped ─────────────────► Starting ──────────► Ready
-//	   ▲                          │ stop, restart,    │ stop, restart (drain_timeout set)
-//	   │                          │ ready timeout,    ▼
-//	   │                          │ hung            Draining ── drained ──┐
-//	   │                          ▼                   │ hung, stop(end)   │
-//	   │   exited, stop ◄──── Stopping ◄──────────────┴───────────────────┘
-//	   └────requested             │     (SIGTERM sent; SIGKILL at the deadline)
-//	                              └─ exited, restart requested ──► Starting
+//	        start, restart
+//	Stopped ─────────────► launching (the starter opens the log, checks the port, execs)
+//	   ▲                       │ launched
+//	   │                       ▼           ready
+//	   │                    Starting ──────────────► Ready
+//	   │                       │ stop, restart,       │ stop, restart (drain_timeout set)
+//	   │                       │ ready timeout,       ▼
+//	   │                       │ hung               Draining ── drained ──┐
+//	   │                       ▼                      │ hung, stop(end)   │
+//	   │                    Stopping ◄────────────────┴───────────────────┘
+//	   │                       │ exited  (SIGTERM sent; SIGKILL at the deadline)
+//	   │   stop requested      ▼
+//	   └──────────────────  flushing ── restart requested ──► launching
+//	     (the exit is judged at EOF of its output, or flushLimit after it)
 //
-//	Starting, Ready ── exited unasked ──► by policy and crash count:
+//	Starting, Ready ── exited unasked ──► flushing ──► by policy and crash count:
 //	    Stopped (clean exit under on-failure or never) · Failed (never; crash loop)
-//	    · Restarting ── backoff done ──► Starting
-//	Restarting, Failed ── start, restart, reload ──► Starting · ── stop ──► Stopped
+//	    · Restarting ── backoff done ──► launching
+//	Restarting, Failed ── start, restart, reload ──► launching · ── stop ──► Stopped
+//	launching ── launched, failed ──► Failed (port taken, start failed), or
+//	    Restarting (short of descriptors, memory: as a crash)
 //
-// Want-up is the operator's word: in Draining and Stopping, start, stop
-// and restart only record it (the last one wins) and the exit decides. A
-// reload changes the spec, never want-up: an instance the operator stopped
-// stays down through it, and takes the new spec at its next start.
+// Want-up is the operator's word: in launching, Draining, Stopping and
+// flushing, start, stop and restart only record it (the last one wins)
+// and the launch's result or the exit decides. A reload changes the spec,
+// never want-up: an instance the operator stopped stays down through it,
+// and takes the new spec at its next start. Stray inputs (inLaunched
+// outside launching, inFlushed outside flushing) cannot come: only those
+// states have a start or an output in flight.
 //
 // The watchdog (watchdog.go): in Ready, each liveness result is counted;
 // liveness_failures failed in a row with no progress → hung: SIGKILL to the
@@ -176,40 +214,57 @@ var transitions = [numStates][numInputs]action{
 		inStart: (*owner).launchFresh, inStop: (*owner).alreadyDown, inRestart: (*owner).launchFresh,
 		inReload: (*owner).reloadIdle, inExited: nop, inReady: nop, inLiveness: nop,
 		inDrained: nop, inReadyDeadline: nop, inKillDeadline: nop, inBackoffDone: nop,
+		inLaunched: nop, inFlushed: nop, inFlushDeadline: nop,
+	},
+	launching: {
+		inStart: (*owner).wantWhileLaunching, inStop: (*owner).wantWhileLaunching, inRestart: (*owner).wantWhileLaunching,
+		inReload: (*owner).wantWhileLaunching, inExited: nop, inReady: nop, inLiveness: nop,
+		inDrained: nop, inReadyDeadline: nop, inKillDeadline: nop, inBackoffDone: nop,
+		inLaunched: (*owner).launched, inFlushed: nop, inFlushDeadline: nop,
 	},
 	Starting: {
 		inStart: (*owner).awaitReady, inStop: (*owner).stopRequested, inRestart: (*owner).restartRequested,
 		inReload: (*owner).reloadRunning, inExited: (*owner).exited, inReady: (*owner).ready,
 		inLiveness: nop, inDrained: nop, inReadyDeadline: (*owner).loadTimeout, inKillDeadline: nop, inBackoffDone: nop,
+		inLaunched: nop, inFlushed: nop, inFlushDeadline: nop,
 	},
 	Ready: {
 		inStart: (*owner).alreadyUp, inStop: (*owner).stopRequested, inRestart: (*owner).restartRequested,
 		inReload: (*owner).reloadRunning, inExited: (*owner).exited, inReady: nop,
 		inLiveness: (*owner).liveness, inDrained: nop, inReadyDeadline: nop, inKillDeadline: nop, inBackoffDone: nop,
+		inLaunched: nop, inFlushed: nop, inFlushDeadline: nop,
 	},
 	Draining: {
 		inStart: (*owner).wantWhileStopping, inStop: (*owner).wantWhileStopping, inRestart: (*owner).wantWhileStopping,
 		inReload: (*owner).reloadStopping, inExited: (*owner).exited, inReady: nop,
 		inLiveness: nop, inDrained: (*owner).drained, inReadyDeadline: nop, inKillDeadline: (*owner).kill, inBackoffDone: nop,
+		inLaunched: nop, inFlushed: nop, inFlushDeadline: nop,
 	},
 	Stopping: {
 		inStart: (*owner).wantWhileStopping, inStop: (*owner).wantWhileStopping, inRestart: (*owner).wantWhileStopping,
 		inReload: (*owner).reloadStopping, inExited: (*owner).exited, inReady: nop,
 		inLiveness: nop, inDrained: nop, inReadyDeadline: nop, inKillDeadline: (*owner).kill, inBackoffDone: nop,
+		inLaunched: nop, inFlushed: nop, inFlushDeadline: nop,
+	},
+	flushing: {
+		inStart: (*owner).wantWhileFlushing, inStop: (*owner).wantWhileFlushing, inRestart: (*owner).wantWhileFlushing,
+		inReload: (*owner).wantWhileFlushing, inExited: nop, inReady: nop, inLiveness: nop,
+		inDrained: nop, inReadyDeadline: nop, inKillDeadline: nop, inBackoffDone: nop,
+		inLaunched: nop, inFlushed: (*owner).flushed, inFlushDeadline: (*owner).flushed,
 	},
 	Restarting: {
 		inStart: (*owner).launchFresh, inStop: (*owner).stopIdle, inRestart: (*owner).launchFresh,
 		inReload: (*owner).launchFresh, inExited: nop, inReady: nop, inLiveness: nop,
 		inDrained: nop, inReadyDeadline: nop, inKillDeadline: nop, inBackoffDone: (*owner).launchAgain,
+		inLaunched: nop, inFlushed: nop, inFlushDeadline: nop,
 	},
 	Failed: {
 		inStart: (*owner).launchFresh, inStop: (*owner).stopIdle, inRestart: (*owner).launchFresh,
 		inReload: (*owner).launchFresh, inExited: nop, inReady: nop, inLiveness: nop,
 		inDrained: nop, inReadyDeadline: nop, inKillDeadline: nop, inBackoffDone: nop,
+		inLaunched: nop, inFlushed: nop, inFlushDeadline: nop,
 	},
 }
-
-const numStates = NumStates
 
 // nop is an input that changes nothing in this state.
 func nop(o *owner, _ msg) State { return o.state }

@@ -19,30 +19,48 @@ func TestEveryCell(t *testing.T) {
 		will Outcome
 	}
 	D, K, U, C, N := OutcomeDown, OutcomeKeptDown, OutcomeUp, OutcomeCurrent, OutcomeDone
+	L, F := launching, flushing
 	want := map[State]map[input]cell{
-		Stopped: {inStart: {Starting, U}, inStop: {Stopped, N}, inRestart: {Starting, U}, inReload: {Stopped, K},
+		Stopped: {inStart: {L, U}, inStop: {Stopped, N}, inRestart: {L, U}, inReload: {Stopped, K},
 			inExited: {Stopped, N}, inReady: {Stopped, N}, inLiveness: {Stopped, N}, inDrained: {Stopped, N},
-			inReadyDeadline: {Stopped, N}, inKillDeadline: {Stopped, N}, inBackoffDone: {Stopped, N}},
+			inReadyDeadline: {Stopped, N}, inKillDeadline: {Stopped, N}, inBackoffDone: {Stopped, N},
+			inLaunched: {Stopped, N}, inFlushed: {Stopped, N}, inFlushDeadline: {Stopped, N}},
+		L: {inStart: {L, U}, inStop: {L, D}, inRestart: {L, U}, inReload: {L, U},
+			inExited: {L, N}, inReady: {L, N}, inLiveness: {L, N}, inDrained: {L, N},
+			inReadyDeadline: {L, N}, inKillDeadline: {L, N}, inBackoffDone: {L, N},
+			inLaunched: {Failed, N}, inFlushed: {L, N}, inFlushDeadline: {L, N}},
 		Starting: {inStart: {Starting, C}, inStop: {Stopping, D}, inRestart: {Stopping, U}, inReload: {Stopping, U},
-			inExited: {Restarting, N}, inReady: {Ready, N}, inLiveness: {Starting, N}, inDrained: {Starting, N},
-			inReadyDeadline: {Stopping, N}, inKillDeadline: {Starting, N}, inBackoffDone: {Starting, N}},
+			inExited: {F, N}, inReady: {Ready, N}, inLiveness: {Starting, N}, inDrained: {Starting, N},
+			inReadyDeadline: {Stopping, N}, inKillDeadline: {Starting, N}, inBackoffDone: {Starting, N},
+			inLaunched: {Starting, N}, inFlushed: {Starting, N}, inFlushDeadline: {Starting, N}},
 		Ready: {inStart: {Ready, N}, inStop: {Stopping, D}, inRestart: {Stopping, U}, inReload: {Stopping, U},
-			inExited: {Restarting, N}, inReady: {Ready, N}, inLiveness: {Ready, N}, inDrained: {Ready, N},
-			inReadyDeadline: {Ready, N}, inKillDeadline: {Ready, N}, inBackoffDone: {Ready, N}},
+			inExited: {F, N}, inReady: {Ready, N}, inLiveness: {Ready, N}, inDrained: {Ready, N},
+			inReadyDeadline: {Ready, N}, inKillDeadline: {Ready, N}, inBackoffDone: {Ready, N},
+			inLaunched: {Ready, N}, inFlushed: {Ready, N}, inFlushDeadline: {Ready, N}},
 		Draining: {inStart: {Draining, U}, inStop: {Draining, D}, inRestart: {Draining, U}, inReload: {Draining, K},
-			inExited: {Stopped, N}, inReady: {Draining, N}, inLiveness: {Draining, N}, inDrained: {Stopping, N},
-			inReadyDeadline: {Draining, N}, inKillDeadline: {Stopping, N}, inBackoffDone: {Draining, N}},
+			inExited: {F, N}, inReady: {Draining, N}, inLiveness: {Draining, N}, inDrained: {Stopping, N},
+			inReadyDeadline: {Draining, N}, inKillDeadline: {Stopping, N}, inBackoffDone: {Draining, N},
+			inLaunched: {Draining, N}, inFlushed: {Draining, N}, inFlushDeadline: {Draining, N}},
 		Stopping: {inStart: {Stopping, U}, inStop: {Stopping, D}, inRestart: {Stopping, U}, inReload: {Stopping, K},
-			inExited: {Stopped, N}, inReady: {Stopping, N}, inLiveness: {Stopping, N}, inDrained: {Stopping, N},
-			inReadyDeadline: {Stopping, N}, inKillDeadline: {Stopping, N}, inBackoffDone: {Stopping, N}},
-		Restarting: {inStart: {Starting, U}, inStop: {Stopped, D}, inRestart: {Starting, U}, inReload: {Starting, U},
+			inExited: {F, N}, inReady: {Stopping, N}, inLiveness: {Stopping, N}, inDrained: {Stopping, N},
+			inReadyDeadline: {Stopping, N}, inKillDeadline: {Stopping, N}, inBackoffDone: {Stopping, N},
+			inLaunched: {Stopping, N}, inFlushed: {Stopping, N}, inFlushDeadline: {Stopping, N}},
+		// A crash under on-failure whose output is still coming: judged
+		// at EOF or its deadline (a restart after the backoff).
+		F: {inStart: {F, U}, inStop: {F, D}, inRestart: {F, U}, inReload: {F, U},
+			inExited: {F, N}, inReady: {F, N}, inLiveness: {F, N}, inDrained: {F, N},
+			inReadyDeadline: {F, N}, inKillDeadline: {F, N}, inBackoffDone: {F, N},
+			inLaunched: {F, N}, inFlushed: {Restarting, N}, inFlushDeadline: {Restarting, N}},
+		Restarting: {inStart: {L, U}, inStop: {Stopped, D}, inRestart: {L, U}, inReload: {L, U},
 			inExited: {Restarting, N}, inReady: {Restarting, N}, inLiveness: {Restarting, N}, inDrained: {Restarting, N},
-			inReadyDeadline: {Restarting, N}, inKillDeadline: {Restarting, N}, inBackoffDone: {Starting, N}},
-		Failed: {inStart: {Starting, U}, inStop: {Stopped, D}, inRestart: {Starting, U}, inReload: {Starting, U},
+			inReadyDeadline: {Restarting, N}, inKillDeadline: {Restarting, N}, inBackoffDone: {L, N},
+			inLaunched: {Restarting, N}, inFlushed: {Restarting, N}, inFlushDeadline: {Restarting, N}},
+		Failed: {inStart: {L, U}, inStop: {Stopped, D}, inRestart: {L, U}, inReload: {L, U},
 			inExited: {Failed, N}, inReady: {Failed, N}, inLiveness: {Failed, N}, inDrained: {Failed, N},
-			inReadyDeadline: {Failed, N}, inKillDeadline: {Failed, N}, inBackoffDone: {Failed, N}},
+			inReadyDeadline: {Failed, N}, inKillDeadline: {Failed, N}, inBackoffDone: {Failed, N},
+			inLaunched: {Failed, N}, inFlushed: {Failed, N}, inFlushDeadline: {Failed, N}},
 	}
-	for st := range NumStates {
+	for st := range numStates {
 		for in := range numInputs {
 			t.Run(fmt.Sprintf("%s/%d", st, in), func(t *testing.T) {
 				c, ok := want[st][in]
@@ -51,6 +69,16 @@ func TestEveryCell(t *testing.T) {
 				}
 				h := newHarness(t)
 				o, pid := into(h, st)
+				if st == launching && in == inLaunched {
+					// The starter's own answer (no one else sends it):
+					// the exec failed.
+					h.starter.setErr(errBoom)
+					h.starter.release()
+					if e := h.expect("a", EvFailed); e.Reason != ReasonStartFailed || e.State != c.next {
+						t.Errorf("launching × launched (failed): %+v, want → %s", e, c.next)
+					}
+					return
+				}
 				reply := make(chan Decision, 1)
 				m := msg{in: in, pid: pid, reply: reply}
 				switch in {
@@ -70,6 +98,8 @@ func TestEveryCell(t *testing.T) {
 					m.live = &LiveProbe{}
 				case inDrained:
 					m.drain = &drainResult{}
+				case inLaunched: // a stray answer: none is awaited outside launching
+					m.launch = &launchResult{spec: o.spec, reason: ReasonPortTaken, err: errBoom}
 				}
 				if err := o.send(m); err != nil {
 					t.Fatal(err)
@@ -121,11 +151,29 @@ func into(h *harness, st State) (*owner, int) {
 	h.t.Helper()
 	spec := h.spec("a", 8001, "on-failure")
 	var p *fakeProc
+	if st.Running() {
+		// Its pipe outlives it, so that an exit is judged only at EOF,
+		// which the test gives at its end: a SIGKILL to the group (on
+		// every exit) would close it at a time of its own.
+		h.starter.holdPipe = true
+		h.t.Cleanup(func() { p.out.Close() })
+	}
 	switch st {
 	case Stopped:
 		h.startReady(spec)
 		h.control("a", OpStop)
 		h.expect("a", EvStopped)
+	case launching:
+		// The exec is slow: the owner waits for the starter's answer,
+		// which comes (a failed start) once the test is over.
+		h.starter.gate = make(chan struct{})
+		h.t.Cleanup(func() {
+			h.starter.setErr(errBoom)
+			h.starter.release()
+		})
+		if _, err := h.sup.Upsert([]config.Instance{spec}); err != nil {
+			h.t.Fatal(err)
+		}
 	case Starting:
 		if _, err := h.sup.Upsert([]config.Instance{spec}); err != nil {
 			h.t.Fatal(err)
@@ -145,6 +193,14 @@ func into(h *harness, st State) (*owner, int) {
 		p = h.startReady(spec)
 		h.control("a", OpStop)
 		h.waitUntil("stopping", func() bool { return h.state("a").State == Stopping })
+	case flushing:
+		// It crashed; its pipe is held open (a grandchild): the exit is
+		// judged once its output is in.
+		h.starter.holdPipe = true
+		q := h.startReady(spec)
+		h.t.Cleanup(func() { q.out.Close() })
+		q.exit(1)
+		h.waitUntil("flushing", func() bool { s := h.state("a"); return s.State == Stopping && s.PID == 0 })
 	case Restarting:
 		p = h.startReady(spec)
 		p.exit(1)
