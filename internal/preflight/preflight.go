@@ -2,8 +2,9 @@
 // llama.cpp bundle will load in this container, and on which device: it
 // resolves every DT_NEEDED of every executable and of every backend library
 // (loaded with dlopen, so not in the executable's own list) the way the
-// dynamic loader would — RPATH/RUNPATH with $ORIGIN, LD_LIBRARY_PATH,
-// /etc/ld.so.cache, the default directories — compares the highest GLIBC
+// dynamic loader would — RPATH/RUNPATH with $ORIGIN, $LIB and $PLATFORM,
+// LD_LIBRARY_PATH, /etc/ld.so.cache (old and new formats), the default
+// directories — compares the highest GLIBC
 // version required with the container's C library, and names what follows
 // for each instance: it will not start, or a GPU backend will not load and
 // it would serve on the CPU.
@@ -79,7 +80,7 @@ type object struct {
 	class   elf.Class
 	machine elf.Machine
 	needed  []string
-	rpath   []string
+	rpath   []string // as written: dynamic string tokens are expanded by the resolver
 	runpath []string
 	interp  string // PT_INTERP: the program interpreter an executable names
 	glibc   string // highest GLIBC_x.y it needs, "" for none
@@ -102,13 +103,11 @@ func readObject(p string) (*object, error) {
 			}
 		}
 	}
-	origin := filepath.Dir(p)
-	expand := func(tag elf.DynTag) []string {
+	split := func(tag elf.DynTag) []string {
 		vals, _ := f.DynString(tag)
 		var dirs []string
 		for _, v := range vals {
 			for _, d := range strings.Split(v, ":") {
-				d = strings.ReplaceAll(strings.ReplaceAll(d, "${ORIGIN}", origin), "$ORIGIN", origin)
 				if d != "" {
 					dirs = append(dirs, d)
 				}
@@ -116,7 +115,7 @@ func readObject(p string) (*object, error) {
 		}
 		return dirs
 	}
-	o.rpath, o.runpath = expand(elf.DT_RPATH), expand(elf.DT_RUNPATH)
+	o.rpath, o.runpath = split(elf.DT_RPATH), split(elf.DT_RUNPATH)
 	if needs, err := f.DynamicVersionNeeds(); err == nil {
 		for _, n := range needs {
 			for _, d := range n.Needs {
@@ -184,6 +183,124 @@ type resolver struct {
 	cache  ldCache
 	ldPath []string
 	seen   map[string]*object // by path
+	lib    string             // what $LIB expands to: see libToken
+}
+
+// libToken is what $LIB in an RPATH or RUNPATH expands to under the loader
+// at interp: glibc builds it in as its library directory (DL_DST_LIB), the
+// directory the loader itself is installed in, relative to / or /usr —
+// lib/x86_64-linux-gnu on Debian and Ubuntu, lib64 on Fedora, lib on Arch.
+// Without a loader to look at, glibc's own default for the machine.
+func libToken(interp string, m elf.Machine) string {
+	if interp == "" {
+		interp = defaultInterp[m]
+	}
+	if interp != "" {
+		if real, err := filepath.EvalSymlinks(interp); err == nil {
+			d := filepath.Dir(real)
+			if rest, ok := strings.CutPrefix(d, "/usr/"); ok {
+				d = rest
+			} else {
+				d = strings.TrimPrefix(d, "/")
+			}
+			if d != "" && d != "." {
+				return d
+			}
+		}
+	}
+	switch m {
+	case elf.EM_X86_64, elf.EM_AARCH64, elf.EM_PPC64, elf.EM_S390, elf.EM_RISCV:
+		return "lib64"
+	}
+	return "lib"
+}
+
+// defaultInterp is the program interpreter glibc's executables name, for
+// library checks with no executable at hand.
+var defaultInterp = map[elf.Machine]string{
+	elf.EM_X86_64:  "/lib64/ld-linux-x86-64.so.2",
+	elf.EM_AARCH64: "/lib/ld-linux-aarch64.so.1",
+}
+
+// platform is what $PLATFORM expands to for an object of machine m: the
+// kernel's AT_PLATFORM, as glibc passes it on ("" when not known here,
+// and the loader drops a path that names it).
+func platform(m elf.Machine) string {
+	switch m {
+	case elf.EM_X86_64:
+		return "x86_64"
+	case elf.EM_AARCH64:
+		return "aarch64"
+	}
+	return ""
+}
+
+// expandDST expands the dynamic string tokens of one RPATH or RUNPATH
+// element of o, as glibc's loader does: $ORIGIN (o's directory), $LIB and
+// $PLATFORM, written $NAME (not followed by a letter, digit or '_') or
+// ${NAME}; any other '$' stays as it is. ok is false when a token has no
+// value here: the loader drops such an element.
+func (r *resolver) expandDST(d string, o *object) (string, bool) {
+	if !strings.Contains(d, "$") {
+		return d, true
+	}
+	vals := []struct{ name, val string }{
+		{"ORIGIN", filepath.Dir(o.path)}, {"PLATFORM", platform(o.machine)}, {"LIB", r.lib},
+	}
+	var b strings.Builder
+	for i := 0; i < len(d); i++ {
+		if d[i] != '$' {
+			b.WriteByte(d[i])
+			continue
+		}
+		matched := false
+		for _, v := range vals {
+			if n := dstLen(d[i+1:], v.name); n > 0 {
+				if v.val == "" {
+					return "", false
+				}
+				b.WriteString(v.val)
+				i += n
+				matched = true
+				break
+			}
+		}
+		if !matched {
+			b.WriteByte('$')
+		}
+	}
+	return b.String(), true
+}
+
+// dstLen is how many bytes after a '$' the token name takes in s ($NAME or
+// ${NAME}), 0 when s does not start with it (glibc's is_dst).
+func dstLen(s, name string) int {
+	if strings.HasPrefix(s, "{"+name+"}") {
+		return len(name) + 2
+	}
+	rest, ok := strings.CutPrefix(s, name)
+	if !ok {
+		return 0
+	}
+	if rest != "" {
+		c := rest[0]
+		if c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' {
+			return 0
+		}
+	}
+	return len(name)
+}
+
+// searchDirs expands o's RPATH or RUNPATH elements, leaving out those the
+// loader drops.
+func (r *resolver) searchDirs(o *object, elems []string) []string {
+	var dirs []string
+	for _, e := range elems {
+		if d, ok := r.expandDST(e, o); ok && d != "" {
+			dirs = append(dirs, d)
+		}
+	}
+	return dirs
 }
 
 // Missing is a library no search found, and the file that needs it.
@@ -204,6 +321,9 @@ func Unresolved(files []string, ldPath string, sys System) []Missing {
 		o, err := readObject(f)
 		if err != nil {
 			continue
+		}
+		if r.lib == "" || o.interp != "" {
+			r.lib = libToken(o.interp, o.machine)
 		}
 		_, miss := r.closure(o)
 		for _, m := range miss {
@@ -262,13 +382,13 @@ func (r *resolver) find(soname string, o, root *object) (*object, bool) {
 	}
 	var dirs []string
 	if len(o.runpath) == 0 {
-		dirs = append(dirs, o.rpath...)
+		dirs = append(dirs, r.searchDirs(o, o.rpath)...)
 		if root != o && len(root.runpath) == 0 {
-			dirs = append(dirs, root.rpath...)
+			dirs = append(dirs, r.searchDirs(root, root.rpath)...)
 		}
 	}
 	dirs = append(dirs, r.ldPath...)
-	dirs = append(dirs, o.runpath...)
+	dirs = append(dirs, r.searchDirs(o, o.runpath)...)
 	for _, d := range dirs {
 		if dep, ok := r.load(filepath.Join(d, soname), o); ok {
 			return dep, true
@@ -306,6 +426,7 @@ func (r *resolver) target(t Target) []Finding {
 	if err != nil {
 		return nil // not an ELF file (a wrapper script): nothing to say from here
 	}
+	r.lib = libToken(exe.interp, exe.machine)
 	var out []Finding
 	base := filepath.Base(t.Executable)
 	startFail := fmt.Sprintf("%s will not start: instance %s fails", base, t.Instance)

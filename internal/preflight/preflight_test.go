@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"debug/elf"
 	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -245,11 +248,174 @@ func TestDevicesFromLog(t *testing.T) {
 	}
 }
 
+// buildOldCache writes the old ld.so.cache format ("ld.so-1.7.0"), with
+// newPart (a new-format cache) after its entries when given, as glibc's
+// ldconfig wrote both in one file before 2.32. The old entries' strings
+// come after newPart.
+func buildOldCache(libs map[string][]cacheEntry, newPart []byte) []byte {
+	type ent struct {
+		flags      int32
+		key, value string
+	}
+	var es []ent
+	for k, vs := range libs {
+		for _, v := range vs {
+			es = append(es, ent{v.flags, k, v.path})
+		}
+	}
+	le := binary.LittleEndian
+	end := cacheHeaderSizeOld + len(es)*cacheEntrySizeOld
+	var pad int
+	if newPart != nil {
+		pad = (cacheAlignNew - end%cacheAlignNew) % cacheAlignNew
+	}
+	var strs bytes.Buffer
+	add := func(s string) uint32 {
+		off := pad + len(newPart) + strs.Len() // from the end of the entries
+		strs.WriteString(s)
+		strs.WriteByte(0)
+		return uint32(off)
+	}
+	var buf bytes.Buffer
+	buf.WriteString(cacheMagicOld)
+	buf.WriteByte(0)
+	buf.Write(le.AppendUint32(nil, uint32(len(es))))
+	for _, e := range es {
+		rec := make([]byte, cacheEntrySizeOld)
+		le.PutUint32(rec[0:4], uint32(e.flags))
+		le.PutUint32(rec[4:8], add(e.key))
+		le.PutUint32(rec[8:12], add(e.value))
+		buf.Write(rec)
+	}
+	buf.Write(make([]byte, pad))
+	buf.Write(newPart)
+	buf.Write(strs.Bytes())
+	return buf.Bytes()
+}
+
+// genLibs is a generated cache content: sonames with one to three entries
+// each, of several architectures and types, in a generated order.
+func genLibs(rng *rand.Rand, tag string) map[string][]cacheEntry {
+	flags := []int32{flagELFLibc6 | flagX8664Lib64, flagELFLibc6, flagELFLibc6 | flagAArch64, 1, flagX8664Lib64 | 1}
+	libs := map[string][]cacheEntry{}
+	for i := range 1 + rng.IntN(40) {
+		soname := fmt.Sprintf("lib%d.so.%d", i, rng.IntN(3))
+		for k := range 1 + rng.IntN(3) {
+			libs[soname] = append(libs[soname], cacheEntry{path: fmt.Sprintf("/%s/d%d/%s", tag, k, soname), flags: flags[rng.IntN(len(flags))]})
+		}
+	}
+	return libs
+}
+
+// The old format alone is read entry for entry; in a combined file the
+// new part is what counts (as the loader reads it), even where the old
+// part says otherwise. Generated caches, each form.
+func TestLDCacheOldAndCombinedFormats(t *testing.T) {
+	rng := rand.New(rand.NewPCG(20, 4))
+	for i := range 300 {
+		oldLibs, newLibs := genLibs(rng, "old"), genLibs(rng, "new")
+		for _, c := range []struct {
+			name string
+			b    []byte
+			want map[string][]cacheEntry
+		}{
+			{"old", buildOldCache(oldLibs, nil), oldLibs},
+			{"combined", buildOldCache(oldLibs, buildCache(newLibs)), newLibs},
+			{"new", buildCache(newLibs), newLibs},
+		} {
+			got, err := parseLDCache(c.b)
+			if err != nil {
+				t.Fatalf("%d %s: %v", i, c.name, err)
+			}
+			if !reflect.DeepEqual(map[string][]cacheEntry(got), c.want) {
+				t.Fatalf("%d %s: read %v, want %v", i, c.name, got, c.want)
+			}
+			// Cut inside its entry table, a cache is refused.
+			n := 0
+			for _, es := range c.want {
+				n += len(es)
+			}
+			table := cacheHeaderSize + n*cacheEntrySize
+			if c.name == "old" {
+				table = cacheHeaderSizeOld + n*cacheEntrySizeOld
+			}
+			if c.name != "combined" {
+				if _, err := parseLDCache(c.b[:rng.IntN(table)]); err == nil {
+					t.Fatalf("%d %s: a cache cut inside its entries was read", i, c.name)
+				}
+			}
+		}
+	}
+}
+
+// ldconfig writes the old, the combined and the new format from the same
+// libraries (this machine's ld.so.conf); each reads to what `ldconfig -p`
+// lists for it, and all three to the same x86-64 lookups.
+func TestLDCacheFormatsFromLdconfig(t *testing.T) {
+	if _, err := exec.LookPath("ldconfig"); err != nil {
+		t.Skipf("no ldconfig here: %v", err)
+	}
+	dir := t.TempDir()
+	var lookups []map[string]string
+	for _, format := range []string{"old", "compat", "new"} {
+		path := filepath.Join(dir, format+".cache")
+		if out, err := exec.Command("ldconfig", "-c", format, "-C", path, "-f", "/etc/ld.so.conf").CombinedOutput(); err != nil {
+			t.Fatalf("ldconfig -c %s: %v\n%s", format, err, out)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if format != "new" && !bytes.HasPrefix(b, []byte(cacheMagicOld)) {
+			t.Fatalf("ldconfig -c %s wrote no old header", format)
+		}
+		c, err := parseLDCache(b)
+		if err != nil {
+			t.Fatalf("%s: %v", format, err)
+		}
+		out, err := exec.Command("ldconfig", "-p", "-C", path).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, line := range strings.Split(string(out), "\n") {
+			name, path, ok := strings.Cut(strings.TrimSpace(line), " => ")
+			if !ok || !strings.Contains(name, "x86-64") {
+				continue
+			}
+			soname := strings.Fields(name)[0]
+			found := false
+			for _, e := range c[soname] {
+				found = found || e.path == path
+			}
+			if !found {
+				t.Errorf("%s: ldconfig -p lists %s => %s, the parser does not", format, soname, path)
+			}
+			n++
+		}
+		if n < 10 {
+			t.Errorf("%s: compared only %d entries", format, n)
+		}
+		l := map[string]string{}
+		for soname := range c {
+			l[soname], _ = c.lookup(soname, elf.EM_X86_64)
+		}
+		lookups = append(lookups, l)
+	}
+	if !reflect.DeepEqual(lookups[0], lookups[1]) || !reflect.DeepEqual(lookups[1], lookups[2]) {
+		t.Errorf("the formats look up differently:\nold %v\ncompat %v\nnew %v", lookups[0], lookups[1], lookups[2])
+	}
+}
+
 // FuzzParseLDCache: a damaged or hostile cache is refused or read, never
 // a panic, and every path it gives comes from inside the file.
 func FuzzParseLDCache(f *testing.F) {
-	f.Add(buildCache(map[string][]cacheEntry{"libfoo.so.1": {{path: "/lib64/libfoo.so.1", flags: flagELFLibc6 | flagX8664Lib64}}}))
+	one := map[string][]cacheEntry{"libfoo.so.1": {{path: "/lib64/libfoo.so.1", flags: flagELFLibc6 | flagX8664Lib64}}}
+	f.Add(buildCache(one))
+	f.Add(buildOldCache(one, nil))
+	f.Add(buildOldCache(one, buildCache(one)))
 	f.Add([]byte(cacheMagicNew))
+	f.Add([]byte(cacheMagicOld))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := parseLDCache(b)
 		if err != nil {
@@ -263,4 +429,77 @@ func FuzzParseLDCache(f *testing.F) {
 			}
 		}
 	})
+}
+
+// $ORIGIN, $LIB and $PLATFORM in RUNPATH and RPATH, in both the $NAME and
+// ${NAME} forms, are expanded as this machine's own loader expands them
+// (and a $NAME followed by more of a name is no token): programs built here
+// with each form, the library they need placed in each candidate directory
+// in turn; preflight finds it exactly when the loader does, which is when
+// the program runs.
+func TestDSTExpansionMatchesTheLoader(t *testing.T) {
+	if runtime.GOARCH != "amd64" {
+		t.Skip("the expected expansions are x86-64's")
+	}
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skipf("no gcc to build the programs (make test-deps installs it): %v", err)
+	}
+	build := t.TempDir()
+	gcc := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+			t.Fatalf("gcc %v: %v\n%s", args, err, out)
+		}
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(build, "foo.c"), []byte("int foo(void) { return 0; }\n"), 0o644))
+	must(os.WriteFile(filepath.Join(build, "main.c"), []byte("int foo(void);\nint main(void) { return foo(); }\n"), 0o644))
+	lib := filepath.Join(build, "libfoo.so.1")
+	gcc("-shared", "-fPIC", "-Wl,-soname,libfoo.so.1", "-o", lib, filepath.Join(build, "foo.c"))
+	must(os.Symlink("libfoo.so.1", filepath.Join(build, "libfoo.so")))
+
+	forms := []struct{ path, dtags string }{
+		{"$ORIGIN/../$LIB", "new"}, {"$ORIGIN/../${LIB}", "new"}, {"${ORIGIN}/../$LIB", "old"},
+		{"$ORIGIN/$PLATFORM", "new"}, {"$ORIGIN/${PLATFORM}/x", "old"},
+		{"$ORIGIN/$LIBX", "new"}, {"$ORIGIN/$PLATFORM_", "new"}, {"/nowhere:$ORIGIN/../$LIB", "new"},
+	}
+	places := []string{"lib/x86_64-linux-gnu", "lib64", "lib", "bin/x86_64", "bin/x86_64/x", "bin/$LIBX", "bin/$PLATFORM_"}
+	for i, f := range forms {
+		exe := filepath.Join(build, fmt.Sprintf("main%d", i))
+		dtags := "-Wl,--enable-new-dtags"
+		if f.dtags == "old" {
+			dtags = "-Wl,--disable-new-dtags"
+		}
+		gcc("-o", exe, filepath.Join(build, "main.c"), "-L"+build, "-lfoo", dtags, "-Wl,-rpath,"+f.path)
+		found := 0
+		for _, place := range places {
+			root := t.TempDir()
+			must(os.MkdirAll(filepath.Join(root, "bin"), 0o755))
+			must(os.MkdirAll(filepath.Join(root, place), 0o755))
+			for _, c := range [][2]string{{exe, "bin/main"}, {lib, place + "/libfoo.so.1"}} {
+				b, err := os.ReadFile(c[0])
+				must(err)
+				must(os.WriteFile(filepath.Join(root, c[1]), b, 0o755))
+			}
+			run := exec.Command(filepath.Join(root, "bin", "main"))
+			run.Env = []string{} // no LD_LIBRARY_PATH
+			loader := run.Run() == nil
+			missing := Unresolved([]string{filepath.Join(root, "bin", "main")}, "", System{})
+			ours := len(missing) == 0
+			if ours != loader {
+				t.Errorf("RUNPATH/RPATH %q (%s dtags), libfoo.so.1 in %s: the loader finds it: %v, preflight: %v (%v)", f.path, f.dtags, place, loader, ours, missing)
+			}
+			if loader {
+				found++
+			}
+		}
+		if found == 0 {
+			t.Errorf("%q: no placement the loader finds; the check would see nothing", f.path)
+		}
+	}
 }
