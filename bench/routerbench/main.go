@@ -19,8 +19,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,7 +41,20 @@ func main() {
 	duration := flag.Duration("duration", time.Second, "length of each throughput round")
 	events := flag.Int("events", 8, "server-sent events per streamed answer")
 	profile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
+	memProfile := flag.String("memprofile", "", "write a heap profile (allocations) at the end of the run here")
 	flag.Parse()
+	if *memProfile != "" {
+		defer func() {
+			f, err := os.Create(*memProfile)
+			if err != nil {
+				log.Fatal(err)
+			}
+			defer f.Close()
+			if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+				log.Fatal(err)
+			}
+		}()
+	}
 	if *profile != "" {
 		f, err := os.Create(*profile)
 		if err != nil {
@@ -50,16 +65,25 @@ func main() {
 	}
 	log.SetFlags(0)
 
-	up := upstream(*events)
+	// Labels split a CPU profile by part (pprof -tagfocus part=router):
+	// goroutines inherit them from the one that starts them.
+	var up net.Listener
+	pprof.Do(context.Background(), pprof.Labels("part", "upstream"), func(context.Context) { up = upstream(*events) })
 	port := up.Addr().(*net.TCPAddr).Port
 	in := config.Instance{Name: "fast", Host: "127.0.0.1", Port: port}
 	table := router.NewTable(&config.Router{Listen: "127.0.0.1:0", MaxWait: time.Minute, MaxQueue: 100}, []config.Instance{in})
-	r := router.New(ready{in}, table, router.Options{Metrics: router.NewMetrics()})
+	var r *router.Router
+	pprof.Do(context.Background(), pprof.Labels("part", "router"), func(context.Context) {
+		r = router.New(ready{in}, table, router.Options{Metrics: router.NewMetrics()})
+	})
 	defer r.Close()
-	srv, err := r.Listen("127.0.0.1:0")
+	var srv *router.Server
+	var err error
+	pprof.Do(context.Background(), pprof.Labels("part", "router"), func(context.Context) { srv, err = r.Listen("127.0.0.1:0") })
 	if err != nil {
 		log.Fatal(err)
 	}
+	pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("part", "client")))
 	defer srv.Close()
 	direct := "http://" + up.Addr().String()
 	routed := "http://" + srv.Addr()
@@ -77,7 +101,9 @@ func main() {
 	// the figures are medians over rounds of each round's pair.
 	var dMed, rMed, added []float64
 	var dRPS, rRPS, ratios, dStream, rStream, sratios []float64
-	var dCPU, rCPU, dSCPU, rSCPU []float64 // CPU µs per answer
+	var dCPU, rCPU, dSCPU, rSCPU []float64         // CPU µs per answer
+	var dAlloc, rAlloc, dSAlloc, rSAlloc []float64 // heap allocations per answer
+	var dSys, rSys, dSSys, rSSys []float64         // read and write system calls per answer
 	cpuOf := func(routed bool, d, r *[]float64) *[]float64 {
 		if routed {
 			return r
@@ -96,11 +122,11 @@ func main() {
 		d, rt := pair(func(url string) float64 { return median(latencies(client, url, body, *requests, &errs)) })
 		dMed, rMed, added = append(dMed, d), append(rMed, rt), append(added, rt-d)
 		d, rt = pair(func(url string) float64 {
-			return throughput(client, url, body, *clients, *duration, false, &errs, cpuOf(url == routed, &dCPU, &rCPU))
+			return throughput(client, url, body, *clients, *duration, false, &errs, cpuOf(url == routed, &dCPU, &rCPU), cpuOf(url == routed, &dAlloc, &rAlloc), cpuOf(url == routed, &dSys, &rSys))
 		})
 		dRPS, rRPS, ratios = append(dRPS, d), append(rRPS, rt), append(ratios, rt/d)
 		d, rt = pair(func(url string) float64 {
-			return throughput(client, url, stream, *clients, *duration, true, &errs, cpuOf(url == routed, &dSCPU, &rSCPU))
+			return throughput(client, url, stream, *clients, *duration, true, &errs, cpuOf(url == routed, &dSCPU, &rSCPU), cpuOf(url == routed, &dSAlloc, &rSAlloc), cpuOf(url == routed, &dSSys, &rSSys))
 		})
 		dStream, rStream, sratios = append(dStream, d), append(rStream, rt), append(sratios, rt/d)
 	}
@@ -113,6 +139,10 @@ func main() {
 	// to itself, throughput goes as its inverse.
 	fmt.Printf("CPU per answer (client + router + upstream): direct %.0f µs, router %.0f µs → %.2f× (streamed: %.0f µs, %.0f µs → %.2f×)\n",
 		median(dCPU), median(rCPU), median(dCPU)/median(rCPU), median(dSCPU), median(rSCPU), median(dSCPU)/median(rSCPU))
+	fmt.Printf("heap allocations per answer (client + router + upstream): direct %.0f, router %.0f (streamed: %.0f, %.0f)\n",
+		median(dAlloc), median(rAlloc), median(dSAlloc), median(rSAlloc))
+	fmt.Printf("read+write system calls per answer: direct %.1f, router %.1f (streamed: %.1f, %.1f)\n",
+		median(dSys), median(rSys), median(dSSys), median(rSSys))
 	fmt.Printf("errors: %d\n", errs.Load())
 	if errs.Load() > 0 {
 		pprof.StopCPUProfile()
@@ -202,10 +232,35 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// mallocs is how many heap allocations this process has made so far.
+func mallocs() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.Mallocs
+}
+
+// syscalls is how many read and write system calls this process has
+// made so far (Linux's /proc/self/io; 0 elsewhere).
+func syscalls() uint64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return 0
+	}
+	var n uint64
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ": "); ok && (k == "syscr" || k == "syscw") {
+			x, _ := strconv.ParseUint(v, 10, 64)
+			n += x
+		}
+	}
+	return n
+}
+
 // throughput runs c clients for d and returns answers per second; cpu
-// receives the CPU time used per answer.
-func throughput(client *http.Client, url string, body []byte, c int, d time.Duration, streamed bool, errs *atomic.Int64, cpu *[]float64) float64 {
-	cpu0 := cpuTime()
+// receives the CPU time used per answer, allocs the heap allocations,
+// sys the read and write system calls.
+func throughput(client *http.Client, url string, body []byte, c int, d time.Duration, streamed bool, errs *atomic.Int64, cpu, allocs, sys *[]float64) float64 {
+	cpu0, m0, s0 := cpuTime(), mallocs(), syscalls()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var done atomic.Int64
@@ -226,6 +281,8 @@ func throughput(client *http.Client, url string, body []byte, c int, d time.Dura
 	}
 	wg.Wait()
 	*cpu = append(*cpu, float64((cpuTime()-cpu0).Microseconds())/float64(max(done.Load(), 1)))
+	*allocs = append(*allocs, float64(mallocs()-m0)/float64(max(done.Load(), 1)))
+	*sys = append(*sys, float64(syscalls()-s0)/float64(max(done.Load(), 1)))
 	return float64(done.Load()) / time.Since(began).Seconds()
 }
 

@@ -1,7 +1,6 @@
 package router
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -60,7 +60,7 @@ func (r *Router) authorized(next http.Handler) http.Handler {
 func (r *Router) routed(w http.ResponseWriter, req *http.Request) {
 	began := time.Now()
 	t := r.table.Load()
-	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, r.o.MaxBody))
+	body, pooled, err := r.readBody(w, req)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -70,27 +70,53 @@ func (r *Router) routed(w http.ResponseWriter, req *http.Request) {
 		r.fail(w, "", http.StatusBadRequest, "invalid_request_error", "cannot read the request body: "+err.Error())
 		return
 	}
-	var head struct {
-		Model string `json:"model"`
-	}
-	if err := json.Unmarshal(body, &head); err != nil {
-		r.fail(w, "", http.StatusBadRequest, "invalid_request_error", "the request body is not a JSON object: "+err.Error())
+	model, err := modelOf(body)
+	if err != nil {
+		r.fail(w, "", http.StatusBadRequest, "invalid_request_error", "the request body is not a JSON object naming a model: "+err.Error())
 		return
 	}
-	tg, label := r.resolve(t, head.Model)
+	tg, label := r.resolve(t, model)
 	if tg == nil {
 		names := r.allNames(t)
-		if head.Model == "" {
+		if model == "" {
 			r.fail(w, "", http.StatusBadRequest, "invalid_request_error", fmt.Sprintf("the request names no model; one of: %s", strings.Join(names, ", ")))
 			return
 		}
-		r.fail(w, "", http.StatusNotFound, "model_not_found", fmt.Sprintf("model %q is not served here; models: %s", head.Model, strings.Join(names, ", ")))
+		r.fail(w, "", http.StatusNotFound, "model_not_found", fmt.Sprintf("model %q is not served here; models: %s", model, strings.Join(names, ", ")))
 		return
 	}
-	req.Body = io.NopCloser(bytes.NewReader(body))
+	rb := replay(body)
+	req.Body, _ = rb.getBody()
 	req.ContentLength = int64(len(body))
-	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
-	r.serve(w, req, tg, label, req.URL.Path, began)
+	req.GetBody = rb.getBody
+	r.serve(w, req, tg, label, "", began)
+	if pooled != nil {
+		// The proxy is done with the body: the transport writes a
+		// request whole before it returns the answer.
+		bodyPool.Put(pooled)
+	}
+}
+
+// pooledBody is the largest request body read into a reused buffer (a
+// chat request with some history); larger ones are allocated.
+const pooledBody = 64 << 10
+
+var bodyPool = sync.Pool{New: func() any { return new([pooledBody]byte) }}
+
+// readBody reads a request body whole, at most MaxBody bytes. A body
+// whose length is given and fits is read into a pooled buffer, returned
+// too: the caller puts it back when the request is done.
+func (r *Router) readBody(w http.ResponseWriter, req *http.Request) ([]byte, *[pooledBody]byte, error) {
+	if n := req.ContentLength; n > 0 && n <= pooledBody && n <= r.o.MaxBody {
+		buf := bodyPool.Get().(*[pooledBody]byte)
+		if _, err := io.ReadFull(req.Body, buf[:n]); err != nil {
+			bodyPool.Put(buf)
+			return nil, nil, err
+		}
+		return buf[:n], buf, nil
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, r.o.MaxBody))
+	return body, nil, err
 }
 
 // resolve finds the instance a model name routes to, and the name to
@@ -152,9 +178,9 @@ func (r *Router) serve(w http.ResponseWriter, req *http.Request, tg *Target, lab
 		return
 	}
 	defer r.release(tg.Name)
-	rec := &recorder{ResponseWriter: w, began: began, m: r.o.Metrics, label: label}
+	rec := &recorder{ResponseWriter: w, began: began, m: r.o.Metrics.of(label)}
 	r.proxy.serve(rec, req, v.target, path)
-	r.o.Metrics.done(label, rec.code(), time.Since(began))
+	rec.m.done(r.o.Metrics, label, rec.code(), time.Since(began))
 }
 
 func (r *Router) fail(w http.ResponseWriter, label string, code int, errType, msg string) {

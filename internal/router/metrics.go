@@ -1,7 +1,9 @@
 package router
 
 import (
+	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/promtext"
@@ -17,6 +19,28 @@ type Metrics struct {
 	starts    *promtext.CounterVec
 	stops     *promtext.CounterVec
 	collector []promtext.Collector
+
+	byModel sync.Map // model label → *series
+}
+
+// series are one model's per-request series, found once: a request
+// updates them without building label keys.
+type series struct {
+	ok       *promtext.Value64 // requests_total{code="200"}
+	duration *promtext.Hist
+	ttfb     *promtext.Hist
+}
+
+// of is model's series; nil when m is nil.
+func (m *Metrics) of(model string) *series {
+	if m == nil {
+		return nil
+	}
+	if s, ok := m.byModel.Load(model); ok {
+		return s.(*series)
+	}
+	s, _ := m.byModel.LoadOrStore(model, &series{ok: m.requests.With(model, "200"), duration: m.duration.With(model), ttfb: m.ttfb.With(model)})
+	return s.(*series)
 }
 
 // NewMetrics makes the router's series; register Collectors.
@@ -58,16 +82,22 @@ func (m *Metrics) request(model string, code int) {
 	}
 }
 
-func (m *Metrics) done(model string, code int, d time.Duration) {
-	if m != nil {
-		m.request(model, code)
-		m.duration.With(model).Observe(d.Seconds())
+// done counts a request served (or tried) on an instance.
+func (s *series) done(m *Metrics, model string, code int, d time.Duration) {
+	if s == nil {
+		return
 	}
+	if code == http.StatusOK {
+		s.ok.Inc()
+	} else {
+		m.request(model, code)
+	}
+	s.duration.Observe(d.Seconds())
 }
 
-func (m *Metrics) firstByte(model string, d time.Duration) {
-	if m != nil {
-		m.ttfb.With(model).Observe(d.Seconds())
+func (s *series) firstByte(d time.Duration) {
+	if s != nil {
+		s.ttfb.Observe(d.Seconds())
 	}
 }
 

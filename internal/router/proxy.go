@@ -1,8 +1,10 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -10,75 +12,111 @@ import (
 	"time"
 )
 
-// proxy forwards a request to the instance its verdict named.
+// proxy forwards requests to instances: one httputil.ReverseProxy per
+// target (made on its first request), all over one transport.
 type proxy struct {
-	r  *Router
-	rp *httputil.ReverseProxy
+	tr http.RoundTripper
 }
 
-type targetKey struct{}
+func newProxy() *proxy { return &proxy{tr: newTransport()} }
 
-type routeTo struct {
-	t    *Target
-	path string
-	u    *url.URL
+// reverseProxy is t's ReverseProxy: the target is known to its Rewrite
+// and ErrorHandler, so a request carries nothing more to find it.
+func (p *proxy) reverseProxy(t *Target) *httputil.ReverseProxy {
+	t.once.Do(func() {
+		u, err := url.Parse(t.URL)
+		if err == nil && (u.Scheme != "http" || u.Host == "") {
+			err = errors.New("not http://HOST:PORT")
+		}
+		if err != nil {
+			t.rp = &httputil.ReverseProxy{
+				Rewrite: func(*httputil.ProxyRequest) {},
+				Transport: roundTripFunc(func(*http.Request) (*http.Response, error) {
+					return nil, errors.New("its URL " + t.URL + " is not usable: " + err.Error())
+				}),
+				ErrorHandler: func(w http.ResponseWriter, _ *http.Request, rerr error) {
+					writeError(w, http.StatusInternalServerError, "internal_error", "instance "+t.Name+" cannot be reached: "+rerr.Error())
+				},
+			}
+			return
+		}
+		scheme, host := u.Scheme, u.Host
+		auth := ""
+		if t.APIKey != "" {
+			auth = "Bearer " + t.APIKey
+		}
+		t.rp = &httputil.ReverseProxy{
+			Transport: p.tr,
+			// FlushInterval stays 0: ReverseProxy flushes every write of
+			// a stream (text/event-stream, or a body of unknown length)
+			// by itself. -1 for every answer would also cost each one a
+			// timer, a goroutine and a flush of its headers alone.
+			BufferPool: buffers{},
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				// Out is a copy of In (URL included): path and query stay.
+				pr.Out.URL.Scheme, pr.Out.URL.Host = scheme, host
+				pr.Out.Host = host
+				pr.Out.Header.Del("Expect") // the body is read already: no 100-continue to wait for
+				if pr.In.GetBody != nil {
+					// The body read to find the model, as the in-memory
+					// reader it is: net/http sends headers and such a body
+					// in one write, but flushes the headers alone before a
+					// body it cannot see into (ReverseProxy's wrapper),
+					// which cost a second write, and a second read
+					// upstream, per request.
+					if b, err := pr.In.GetBody(); err == nil {
+						pr.Out.Body = b
+					}
+				}
+				if t.stripKeys {
+					// The client's key is the router's, not the server's.
+					pr.Out.Header.Del("Authorization")
+					pr.Out.Header.Del("x-api-key")
+				}
+				if auth != "" {
+					pr.Out.Header.Set("Authorization", auth)
+				}
+			},
+			ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
+				if errors.Is(err, context.Canceled) || req.Context().Err() != nil {
+					return // the client went away; the upstream request was cancelled with it
+				}
+				writeError(w, http.StatusBadGateway, "upstream_error", "instance "+t.Name+" did not answer: "+err.Error())
+			},
+		}
+	})
+	return t.rp
 }
 
-func newProxy(r *Router) *proxy {
-	p := &proxy{r: r}
-	p.rp = &httputil.ReverseProxy{
-		Transport:     newTransport(),
-		FlushInterval: -1, // streamed answers (SSE) reach the client event by event
-		BufferPool:    buffers{},
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			to := pr.In.Context().Value(targetKey{}).(routeTo)
-			pr.SetURL(to.u)
-			pr.Out.URL.Path, pr.Out.URL.RawPath = to.path, ""
-			pr.Out.Host = to.u.Host
-			pr.Out.Header.Del("Expect") // the body is read already: no 100-continue to wait for
-			if p.r.table.Load().KeyRequired() {
-				// The client's key is the router's, not the server's.
-				pr.Out.Header.Del("Authorization")
-				pr.Out.Header.Del("x-api-key")
-			}
-			if to.t.APIKey != "" {
-				pr.Out.Header.Set("Authorization", "Bearer "+to.t.APIKey)
-			}
-		},
-		ErrorHandler: func(w http.ResponseWriter, req *http.Request, err error) {
-			if errors.Is(err, context.Canceled) || req.Context().Err() != nil {
-				return // the client went away; the upstream request was cancelled with it
-			}
-			to := req.Context().Value(targetKey{}).(routeTo)
-			writeError(w, http.StatusBadGateway, "upstream_error", "instance "+to.t.Name+" did not answer: "+err.Error())
-		},
-	}
-	return p
-}
+type roundTripFunc func(*http.Request) (*http.Response, error)
 
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// serve proxies req to t; path, when not "", replaces the request's path
+// (/upstream/NAME/REST goes to /REST).
 func (p *proxy) serve(w http.ResponseWriter, req *http.Request, t *Target, path string) {
-	u, err := url.Parse(t.URL)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "internal_error", "instance "+t.Name+" has no usable URL: "+err.Error())
-		return
+	if path != "" {
+		r2 := *req
+		u := *req.URL
+		u.Path, u.RawPath = path, ""
+		r2.URL = &u
+		req = &r2
 	}
-	ctx := context.WithValue(req.Context(), targetKey{}, routeTo{t: t, path: path, u: u})
-	p.rp.ServeHTTP(w, req.WithContext(ctx))
+	p.reverseProxy(t).ServeHTTP(w, req)
 }
 
 // recorder notes the status and the time to the first byte of an answer.
 type recorder struct {
 	http.ResponseWriter
 	began  time.Time
-	m      *Metrics
-	label  string
+	m      *series // nil: no metrics
 	status int
 }
 
 func (rc *recorder) WriteHeader(code int) {
 	if rc.status == 0 {
 		rc.status = code
-		rc.m.firstByte(rc.label, time.Since(rc.began))
+		rc.m.firstByte(time.Since(rc.began))
 	}
 	rc.ResponseWriter.WriteHeader(code)
 }
@@ -108,10 +146,25 @@ func (rc *recorder) code() int {
 }
 
 // buffers reuses the proxy's copy buffers: one per request would be 32
-// KiB of garbage each.
+// KiB of garbage each. Pooled as array pointers, so that putting one back
+// allocates nothing.
 type buffers struct{}
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+const copyBufferSize = 32 << 10
 
-func (buffers) Get() []byte  { return *bufPool.Get().(*[]byte) }
-func (buffers) Put(b []byte) { bufPool.Put(&b) }
+var bufPool = sync.Pool{New: func() any { return new([copyBufferSize]byte) }}
+
+func (buffers) Get() []byte { return bufPool.Get().(*[copyBufferSize]byte)[:] }
+func (buffers) Put(b []byte) {
+	if cap(b) == copyBufferSize {
+		bufPool.Put((*[copyBufferSize]byte)(b[:copyBufferSize]))
+	}
+}
+
+// replay is a request body read already (to find its model), given to
+// the transport as often as it asks (a retry on a fresh connection).
+// (io.NopCloser over a *bytes.Reader, which net/http knows is in memory:
+// it sends such a body with its headers in one write.)
+type replay []byte
+
+func (r replay) getBody() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(r)), nil }

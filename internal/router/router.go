@@ -96,7 +96,7 @@ func New(b Backend, t *Table, o Options) *Router {
 	}
 	r := &Router{b: b, o: o, wake: make(chan struct{}, 1), done: make(chan struct{}), gauges: map[string][2]*promtext.Value64{}}
 	r.table.Store(t)
-	r.proxy = newProxy(r)
+	r.proxy = newProxy()
 	r.remote = newRemoteNames()
 	events, cancel := b.Subscribe()
 	r.s = newSched(t, b.Snapshots(), time.Now())

@@ -3,7 +3,9 @@ package router
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"net/http/httputil"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/config"
@@ -19,6 +21,10 @@ type Target struct {
 	IdleTimeout time.Duration
 	Group       string
 	RouterMode  bool // llama.cpp's router mode: routed the names its /models lists
+
+	stripKeys bool // its table has client keys: they are not passed on
+	once      sync.Once
+	rp        *httputil.ReverseProxy // made on first use (proxy.reverseProxy)
 }
 
 // Table is one routing table: a reload builds a new one and swaps it in
@@ -46,6 +52,9 @@ func NewTable(r *config.Router, instances []config.Instance) *Table {
 	}
 	for _, k := range r.Keys {
 		t.keys = append(t.keys, sha256.Sum256([]byte(k)))
+	}
+	for _, tg := range t.targets {
+		tg.stripKeys = t.KeyRequired()
 	}
 	return t
 }

@@ -21,6 +21,8 @@ import (
 type transport struct {
 	dialer  net.Dialer
 	maxIdle int // idle connections kept per host
+	// wrap, when set, wraps each new connection (tests count its writes).
+	wrap func(net.Conn) net.Conn
 
 	mu   sync.Mutex
 	idle map[string][]*pconn
@@ -87,6 +89,9 @@ func (t *transport) dial(ctx context.Context, host string) (*pconn, error) {
 	c, err := t.dialer.DialContext(ctx, "tcp", host)
 	if err != nil {
 		return nil, err
+	}
+	if t.wrap != nil {
+		c = t.wrap(c)
 	}
 	return &pconn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 16<<10), host: host}, nil
 }
