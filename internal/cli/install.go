@@ -40,6 +40,7 @@ type downloadFlags struct {
 	maxDownload    sizeFlag
 	connectTimeout time.Duration
 	stallTimeout   time.Duration
+	minRate        sizeFlag // bytes per second; 0: no floor
 	retries        int
 	retryBase      time.Duration
 	// lockTimeout bounds the wait for another process fetching the same
@@ -52,7 +53,9 @@ func (f *downloadFlags) register(cmd *cobra.Command, what string) {
 	f.maxDownload = fetch.DefaultMaxBytes
 	fl.Var(&f.maxDownload, "max-download", what+"refuse downloads larger than this (bytes, or with a unit: 64GiB, 500MB)")
 	fl.DurationVar(&f.connectTimeout, "connect-timeout", 30*time.Second, what+"connection setup timeout")
-	fl.DurationVar(&f.stallTimeout, "stall-timeout", 60*time.Second, what+"abort an attempt that gets less than 1 KiB/s over this long (or no data at all)")
+	fl.DurationVar(&f.stallTimeout, "stall-timeout", 60*time.Second, what+"abort an attempt that gets less than --min-rate over this long (or no data at all)")
+	f.minRate = fetch.DefaultMinRate
+	fl.Var(&f.minRate, "min-rate", what+"the least average rate per second over each --stall-timeout window (bytes, or with a unit: 1KiB, 1MB; 0: any data at all will do)")
 	fl.IntVar(&f.retries, "retries", 5, what+"attempts after the first on network errors and 5xx")
 	fl.DurationVar(&f.retryBase, "retry-delay", time.Second, what+"first retry delay (doubles each time)")
 }
@@ -63,10 +66,20 @@ func (f *downloadFlags) options(token string) fetch.Options {
 		MaxBytes:       int64(f.maxDownload),
 		ConnectTimeout: f.connectTimeout,
 		StallTimeout:   f.stallTimeout,
+		MinRate:        minRate(int64(f.minRate)),
 		Retries:        f.retries,
 		RetryBase:      f.retryBase,
 		LockTimeout:    f.lockTimeout,
 	}
+}
+
+// minRate is --min-rate as fetch takes it: 0 (no floor) is negative there,
+// where 0 means the default.
+func minRate(n int64) int64 {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 func (f downloadFlags) withLockTimeout(d time.Duration) *downloadFlags {

@@ -98,8 +98,9 @@ type Options struct {
 	ConnectTimeout time.Duration // default 30s
 	StallTimeout   time.Duration // no byte for this long aborts an attempt (default 60s)
 	// MinRate is the least average rate, in bytes per second, over each
-	// StallTimeout window (default 1 KiB/s): a server trickling a byte now
-	// and then cannot keep a download alive forever.
+	// StallTimeout window (0: DefaultMinRate; negative: none, any byte
+	// will do): a server trickling a byte now and then cannot keep a
+	// download alive forever.
 	MinRate   int64
 	Retries   int           // attempts after the first
 	RetryBase time.Duration // first retry delay, doubling (default 1s)
@@ -122,6 +123,10 @@ type Options struct {
 // DefaultMaxBytes is the download size limit when Options.MaxBytes is 0.
 const DefaultMaxBytes = 64 << 30
 
+// DefaultMinRate is the least rate (bytes per second over each stall
+// window) when Options.MinRate is 0.
+const DefaultMinRate = 1 << 10
+
 func (o *Options) defaults() {
 	if o.MaxBytes <= 0 {
 		o.MaxBytes = DefaultMaxBytes
@@ -132,8 +137,8 @@ func (o *Options) defaults() {
 	if o.StallTimeout <= 0 {
 		o.StallTimeout = 60 * time.Second
 	}
-	if o.MinRate <= 0 {
-		o.MinRate = 1 << 10
+	if o.MinRate == 0 {
+		o.MinRate = DefaultMinRate
 	}
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = 10 * time.Minute
@@ -592,7 +597,7 @@ func attemptFetch(ctx context.Context, o *Options, part sideFiles) (Result, erro
 		case errors.As(err, &le):
 			return Result{}, fmt.Errorf("write %s: %w", part, le.error)
 		case body.stalled.Load() && body.trickled.Load():
-			err = fmt.Errorf("less than %s in %s (under %s/s)", printer.Bytes(body.minBytes), o.StallTimeout, printer.Bytes(o.MinRate))
+			err = fmt.Errorf("less than %s in %s (under %s/s, the --min-rate floor)", printer.Bytes(body.minBytes), o.StallTimeout, printer.Bytes(o.MinRate))
 		case body.stalled.Load():
 			err = fmt.Errorf("no data for %s", o.StallTimeout)
 		}
