@@ -38,7 +38,7 @@ func TestTrickleCannotKeepADownloadAlive(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	_, err := Fetch(ctx, o)
-	if err == nil || !strings.Contains(err.Error(), "less than 307 B in 300ms (under 1.0 KiB/s)") {
+	if err == nil || !strings.Contains(err.Error(), "less than 307 B in 300ms (under 1.0 KiB/s, the --min-rate floor)") {
 		t.Errorf("want the trickle cut off by the minimum rate: %v", err)
 	}
 }
