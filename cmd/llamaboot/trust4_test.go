@@ -5,8 +5,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -64,4 +66,64 @@ func TestMinRateFlag(t *testing.T) {
 			t.Errorf("--min-rate %q: the model holds %d bytes, not the %d served", c.rate, len(got), len(body))
 		}
 	}
+}
+
+// TestModelHashNeverFollowsASwappedLink: a model without a marker is
+// hashed against its pin before it is reused; the hash opened it by path
+// after look() had checked it. uid 1000, who owns the models dir, swaps
+// the model for a link to a root-only file whose digest is the pin and
+// back, every tenth of a millisecond or so: root never vouches for the root-only
+// file (no "matches", no marker) in 300 runs, and never changes it.
+func TestModelHashNeverFollowsASwappedLink(t *testing.T) {
+	outside, vol := userVolume(t)
+	secret := filepath.Join(outside, "secret")
+	pin := sha(mustRead(t, secret))
+	srv := httptest.NewServer(http.NotFoundHandler())
+	t.Cleanup(srv.Close)
+	models := filepath.Join(vol, "models")
+	os.Mkdir(models, 0o755)
+	os.Chown(models, 1000, 1000)
+	model := filepath.Join(models, "m.gguf")
+	os.WriteFile(model, ggufBody(5000, 4), 0o644)
+	os.Chown(model, 1000, 1000)
+	cfg := writeFile(t, filepath.Join(t.TempDir(), "cfg.toml"), fmt.Sprintf("[instance.a.server]\nport = 1\nmodel = %q\nmodel_sha256 = %q\n", srv.URL+"/m.gguf", pin))
+	before := treeState(outside)
+
+	sw := exec.Command(swapper, models, secret, "m.gguf", "1")
+	sw.Env = []string{"SWAPPER_FILES=1"}
+	sw.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1000, Gid: 1000}}
+	sw.Dir = "/"
+	stdin, _ := sw.StdinPipe()
+	if err := sw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer sw.Wait()
+	defer stdin.Close()
+	codes := map[int]int{}
+	for range 300 {
+		r := runLB(t, []string{"AUTO_INFER_MODELS_DIR=" + models}, "fetch-models", "--config", cfg, "--retries", "0")
+		codes[r.code]++
+		if strings.Contains(r.stdout, "matches its pinned sha256") || r.code == 0 {
+			t.Errorf("root vouched for the root-only file a swapped link led to: %v", r)
+			break
+		}
+	}
+	stdin.Close()
+	sw.Wait()
+	if m, _ := filepath.Glob(filepath.Join(models, ".m.gguf.llamaboot.json*")); len(m) > 0 {
+		t.Errorf("a marker vouches for the model: %v", m)
+	}
+	if after := treeState(outside); after != before {
+		t.Errorf("root changed the root-only dir:\n%s\nwas\n%s", after, before)
+	}
+	t.Logf("exit codes of 300 runs under the swapper: %v", codes)
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

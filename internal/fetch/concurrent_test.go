@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -125,5 +126,35 @@ func writeStateAt(t *testing.T, p string, st partState) {
 	defer d.Close()
 	if err := writeState(sideFiles{dir: d, name: filepath.Base(p)}, st); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSumFileNeverFollowsALink: the hash before a model is reused once
+// opened its path plainly: a link at the name (to a root-only file whose
+// digest is the pin, or to /dev/zero) was followed, and a dir link a user
+// planted on the way too. Both are refused now, as every side file is.
+func TestSumFileNeverFollowsALink(t *testing.T) {
+	dir := t.TempDir()
+	secret := filepath.Join(dir, "secret")
+	os.WriteFile(secret, []byte("root only\n"), 0o600)
+	link := filepath.Join(dir, "model.gguf")
+	os.Symlink(secret, link)
+	var nr *dirs.NotRegularError
+	if _, err := SumFile(link); !errors.As(err, &nr) {
+		t.Errorf("a link at the model's name: want it refused as not a regular file, got %v", err)
+	}
+	if os.Getuid() != 0 {
+		t.Fatal("the rest needs root (CI runs as root) to plant a link as uid 1000")
+	}
+	vol := filepath.Join(dir, "vol")
+	os.Mkdir(vol, 0o755)
+	os.Chown(vol, 1000, 1000)
+	os.WriteFile(filepath.Join(dir, "model.gguf.real"), []byte("x"), 0o644)
+	dlink := filepath.Join(vol, "models")
+	os.Symlink(dir, dlink)
+	os.Lchown(dlink, 1000, 1000)
+	var le *dirs.LinkError
+	if _, err := SumFile(filepath.Join(dlink, "model.gguf.real")); !errors.As(err, &le) {
+		t.Errorf("a dir link uid 1000 owns on the way: want it refused, got %v", err)
 	}
 }

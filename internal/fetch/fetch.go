@@ -624,21 +624,44 @@ func attemptFetch(ctx context.Context, o *Options, part sideFiles) (Result, erro
 	return Result{Path: o.Dest, Name: name, SHA256: sum, Size: offset + n, ETag: st.ETag, LastModified: st.LastModified}, nil
 }
 
-// SumFile returns the SHA-256 (hex) of the file at path.
-//
-// Only a regular file is read: a FIFO planted at path would otherwise
-// block the read forever (O_NONBLOCK keeps even the open from waiting).
+// SumFile returns the SHA-256 (hex) of the regular file at path, opened
+// as llamaboot opens its own files (package dirs): no link another user
+// owns followed on the way, no link at path itself, no waiting on a FIFO
+// (O_NONBLOCK keeps even the open from blocking), nothing but a regular
+// file read.
 func SumFile(path string) (string, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	sum, _, err := SumStat(path)
+	return sum, err
+}
+
+// SumStat is SumFile with the description of the very file hashed (from
+// the same descriptor), for a marker vouching for it.
+func SumStat(path string) (string, os.FileInfo, error) {
+	d, name, err := dirs.OpenParent(path, false, 0)
 	if err != nil {
-		return "", err
+		return "", nil, err
+	}
+	defer d.Close()
+	f, err := d.OpenFile(name, os.O_RDONLY, 0)
+	if err != nil {
+		return "", nil, err
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("%s is not a regular file", path)
+	fi, err := f.Stat()
+	if err != nil {
+		return "", nil, err
 	}
 	sum, _, err := sumOf(f)
-	return sum, err
+	return sum, fi, err
+}
+
+// SumReader returns the SHA-256 (hex) of what r holds.
+func SumReader(r io.Reader) (string, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 func sumOf(f *os.File) (string, int64, error) {

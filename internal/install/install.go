@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/access"
@@ -288,7 +289,7 @@ func (j *job) matches(dir, label string, local fs.FileInfo) (Marker, bool) {
 		if local != nil {
 			file = label
 		}
-		sum, err := fetch.SumFile(file)
+		sum, err := sumFile(file, local != nil)
 		if err != nil || sum != m.SHA256 {
 			return Marker{}, false
 		}
@@ -302,6 +303,24 @@ func (j *job) matches(dir, label string, local fs.FileInfo) (Marker, bool) {
 	}
 	cache, ok := statStamp(m.CachePath)
 	return m, ok && cache == m.CacheStamp
+}
+
+// sumFile hashes a bundle's archive: the user's own file by its path as
+// given (a link they keep to their package is theirs to keep), the cache's
+// copy through package dirs as every file of the app dir.
+func sumFile(path string, users bool) (string, error) {
+	if !users {
+		return fetch.SumFile(path)
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is not a regular file", path)
+	}
+	return fetch.SumReader(f)
 }
 
 // installLocked runs the steps after the source is known, under the lock.

@@ -445,9 +445,11 @@ func (f *Fetcher) inPlace(fl *file, hash bool) (bool, error) {
 		return true, nil
 	case fl.pin != "" && hash:
 		// A file from elsewhere, or from another URL: the pin decides.
-		if sum, err := fetch.SumFile(fl.path); err == nil && sum == fl.pin {
+		// Hashed through the same opener as look (no link, no FIFO, regular
+		// only), and vouched for by the stamp of the very file hashed.
+		if sum, fi, err := fetch.SumStat(fl.path); err == nil && sum == fl.pin {
 			p.Stepf("model %s matches its pinned sha256; using it", fl.path)
-			return true, writeMarker(fl.path, newMarker(fl.url, sum, seen.fi, "", ""))
+			return true, writeMarker(fl.path, newMarker(fl.url, sum, fi, "", ""))
 		}
 		p.Stepf("model %s does not match its pinned sha256; downloading %s", fl.path, shown)
 	}

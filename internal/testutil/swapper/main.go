@@ -5,6 +5,10 @@
 // root-only target and back, until its stdin closes: it pounces on a dir
 // the moment root has created it.
 //
+// With SWAPPER_FILES=1 it swaps regular files too (its own included),
+// holding the link and the file each up to 0.2ms, so a name root looked at
+// as a file is a link an instant later.
+//
 // Usage: swapper VOL TARGET[:TARGET...] NAME[:NAME...] DEPTH
 package main
 
@@ -34,6 +38,7 @@ func main() {
 		}
 	}
 	add(vol, 1)
+	files := os.Getenv("SWAPPER_FILES") == "1"
 	stop := make(chan struct{})
 	go func() { io.Copy(io.Discard, os.Stdin); close(stop) }()
 	for {
@@ -47,6 +52,17 @@ func main() {
 		// root goes on by path.
 		p := cands[rand.IntN(len(cands))]
 		var st syscall.Stat_t
+		if files && syscall.Lstat(p, &st) == nil && st.Mode&syscall.S_IFMT == syscall.S_IFREG {
+			if os.Rename(p, p+".swap") != nil {
+				continue
+			}
+			os.Symlink(targets[rand.IntN(len(targets))], p)
+			time.Sleep(time.Duration(rand.IntN(200)) * time.Microsecond)
+			os.Remove(p)
+			os.Rename(p+".swap", p)
+			time.Sleep(time.Duration(rand.IntN(200)) * time.Microsecond)
+			continue
+		}
 		if syscall.Lstat(p, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFDIR || st.Uid != 0 && rand.IntN(8) != 0 {
 			continue
 		}
