@@ -18,21 +18,39 @@ import (
 // worst. 100 entries near depth 250 cost 340k (1.4s), 1000 of them 2.6M.
 const workPerEntry = 30
 
-// budget counts the work spent on one archive and says when to stop: over
+// Budget counts the work spent on one archive and says when to stop: over
 // the budget (bad input), or when the context ends (SIGTERM), checked
-// every so many steps so the check costs nothing noticeable.
-type budget struct {
+// every so many steps so the check costs nothing noticeable. One install
+// shares one Budget (Limits.Budget) between its extraction and every audit
+// after it, so the install as a whole is bounded, not each pass: two
+// passes each just under their own budget once cost twice the time the
+// limit promised.
+type Budget struct {
 	left, max int64
 	ctx       context.Context
 	tick      int
 }
 
-func newBudget(lim Limits) *budget {
+type budget = Budget
+
+// NewBudget is a budget of lim.MaxWork path steps (its default from
+// MaxEntries when unset), stopping when lim.Context ends. Not safe for
+// concurrent use: one install spends it one step after another.
+func NewBudget(lim Limits) *Budget {
+	lim = lim.withDefaults()
 	ctx := lim.Context
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	return &budget{left: lim.MaxWork, max: lim.MaxWork, ctx: ctx}
+	return &Budget{left: lim.MaxWork, max: lim.MaxWork, ctx: ctx}
+}
+
+// newBudget is lim's shared budget, or a fresh one for this pass alone.
+func newBudget(lim Limits) *budget {
+	if lim.Budget != nil {
+		return lim.Budget
+	}
+	return NewBudget(lim)
 }
 
 func (b *budget) spend(n int) error {

@@ -32,6 +32,10 @@ type Limits struct {
 	// Context, when set, stops the work when it ends (SIGTERM): every loop
 	// checks it, the audit after extraction included.
 	Context context.Context
+	// Budget, when set, is the work budget this call spends from, shared
+	// with the other passes of the same install (NewBudget); MaxWork and
+	// Context are then the Budget's.
+	Budget *Budget
 }
 
 // Default limits: generous enough for multi-GB CUDA builds with every backend,

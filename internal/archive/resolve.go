@@ -151,10 +151,11 @@ func split(p string) []string { return strings.Split(p, "/") }
 // installer's marker and helper links): a link leading to one of them is
 // refused too, since it would lead wherever the caller's file does.
 //
-// Its work is bounded as extraction's is (lim.MaxWork path steps), and it
+// Its work is bounded as extraction's is (lim.MaxWork path steps, or what
+// is left of lim.Budget shared with the extraction), and it
 // stops when lim.Context ends (SIGTERM).
 func Audit(root *os.Root, lim Limits, reserved ...string) error {
-	return audit(root, newBudget(lim.withDefaults()), reserved...)
+	return audit(root, newBudget(lim), reserved...)
 }
 
 func audit(root *os.Root, work *budget, reserved ...string) error {

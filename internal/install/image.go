@@ -174,6 +174,7 @@ func (j *job) stageImage(ctx context.Context, ref image.Ref, im *image.Image, di
 	if ref.Local() {
 		src.info, _ = os.Stat(ref.StampFile())
 	}
+	j.shareBudget()
 	s := &staging{src: src, app: j.AppDir}
 	s.old, _ = ReadMarker(InstallDir(j.AppDir))
 	var err error

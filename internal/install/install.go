@@ -326,6 +326,7 @@ func sumFile(path string, users bool) (string, error) {
 // installLocked runs the steps after the source is known, under the lock.
 // The staging owns every half-made thing and removes what was not kept.
 func (j *job) installLocked(ctx context.Context, src source) (Result, error) {
+	j.shareBudget()
 	s := j.stageSource(src)
 	defer s.cleanup()
 	if err := j.stepUnpack(ctx, s); err != nil {
@@ -345,6 +346,14 @@ func (j *job) installLocked(ctx context.Context, src source) (Result, error) {
 		return Result{}, err
 	}
 	return j.stepActivate(s)
+}
+
+// shareBudget gives the install one work budget for the extraction and
+// every audit after it (archive.Budget), so --max-entries' budget bounds the
+// whole install, as the promise of 10 s at worst is about. Called once the
+// context is final (signals watched).
+func (j *job) shareBudget() {
+	j.Limits.Budget = archive.NewBudget(j.Limits)
 }
 
 func tagNote(tag string) string {
