@@ -1,6 +1,9 @@
 package main
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -126,4 +129,41 @@ func mustRead(t *testing.T, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestMaxBytesCountsWhatIsWritten: --max-bytes bounds the disk an install
+// takes, so 256 MiB of zeros in one member (left as holes, nothing
+// written) passes a 100 MiB --max-bytes — it was refused, its length
+// counted in full — and takes no disk; its length counts against
+// --max-expanded, which refuses it at 200 MiB with exit 2 naming the flag.
+func TestMaxBytesCountsWhatIsWritten(t *testing.T) {
+	dir := t.TempDir()
+	var buf bytes.Buffer
+	gz, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	tw := tar.NewWriter(gz)
+	tw.WriteHeader(&tar.Header{Name: "llama-b7001/llama-server", Typeflag: tar.TypeReg, Mode: 0o755, Size: 2})
+	tw.Write([]byte("x\n"))
+	tw.WriteHeader(&tar.Header{Name: "llama-b7001/zeros.bin", Typeflag: tar.TypeReg, Mode: 0o644, Size: 256 << 20})
+	zero := make([]byte, 1<<20)
+	for range 256 {
+		tw.Write(zero)
+	}
+	tw.Close()
+	gz.Close()
+	pkg := filepath.Join(dir, "llama-b7001-bin-ubuntu-x64.tar.gz")
+	os.WriteFile(pkg, buf.Bytes(), 0o644)
+
+	app := filepath.Join(dir, "app")
+	r := runLB(t, nil, "install", "--app-dir", app, "--max-bytes", "100MiB", pkg)
+	if r.code != 0 {
+		t.Fatalf("256 MiB of holes under a 100 MiB --max-bytes: %v", r)
+	}
+	fi, err := os.Stat(filepath.Join(app, "llama-cpp", "bin", "zeros.bin"))
+	if err != nil || fi.Size() != 256<<20 || fi.Sys().(*syscall.Stat_t).Blocks*512 > 1<<20 {
+		t.Errorf("zeros.bin should be 256 MiB long and take no disk: %v %v", fi, err)
+	}
+	r = runLB(t, nil, "install", "--app-dir", filepath.Join(dir, "app2"), "--max-bytes", "100MiB", "--max-expanded", "200MiB", pkg)
+	if want := `"llama-b7001/zeros.bin": expands past 200MiB, holes included (--max-expanded`; r.code != 2 || !strings.Contains(r.stderr, want) {
+		t.Errorf("want exit 2 and %q: %v", want, r)
+	}
 }

@@ -23,8 +23,16 @@ import (
 
 // Limits bound what one archive may expand to. Zero fields take defaults.
 type Limits struct {
-	MaxEntries int   // number of entries of any kind
-	MaxBytes   int64 // sum of regular file sizes once expanded
+	MaxEntries int // number of entries of any kind
+	// MaxBytes bounds what is written to disk: the data of regular files,
+	// holes (runs of zeros left unwritten) not counted.
+	MaxBytes int64
+	// MaxExpanded bounds what the archive expands to and what reading it
+	// costs: every regular file's length with its holes, members skipped
+	// (an image's files outside the path taken) and data after the tar end
+	// (default ExpandedPerByte × MaxBytes). A bomb of holes writes nothing
+	// but takes time to read: this stops it.
+	MaxExpanded int64
 	// MaxWork bounds the path steps unpacking and auditing may cost
 	// (default 30 per entry MaxEntries allows): deep names are cheap to
 	// write into an archive and dear to check.
@@ -43,6 +51,9 @@ type Limits struct {
 const (
 	DefaultMaxEntries = 100_000
 	DefaultMaxBytes   = 64 << 30
+	// ExpandedPerByte is MaxExpanded's default per byte of MaxBytes: room
+	// for genuinely sparse files, not for hours of reading zeros.
+	ExpandedPerByte = 4
 )
 
 func (l Limits) withDefaults() Limits {
@@ -51,6 +62,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxBytes <= 0 {
 		l.MaxBytes = DefaultMaxBytes
+	}
+	if l.MaxExpanded <= 0 {
+		l.MaxExpanded = ExpandedPerByte * l.MaxBytes
 	}
 	if l.MaxWork <= 0 {
 		l.MaxWork = int64(l.MaxEntries) * workPerEntry
@@ -84,8 +98,9 @@ func (e *Error) BadInput() bool { return true }
 
 // Stats describes what an extraction wrote.
 type Stats struct {
-	Entries int
-	Bytes   int64 // regular file bytes
+	Entries  int
+	Bytes    int64 // regular file bytes written (holes not counted)
+	Expanded int64 // regular file lengths, holes included
 }
 
 // Decompress returns the tar stream inside r, read as format f. Call done
@@ -135,7 +150,7 @@ func Extract(r io.Reader, f Format, dst *os.Root, lim Limits) (Stats, error) {
 	if _, err := extractTar(br, w); err != nil {
 		return w.stats, err
 	}
-	if err := drain(br, f, w.lim.MaxBytes-w.stats.Bytes, w.lim.MaxBytes, "tar archive"); err != nil {
+	if err := drain(br, f, w.lim.MaxExpanded-w.stats.Expanded, w.lim.MaxExpanded, "tar archive"); err != nil {
 		return w.stats, err
 	}
 	return w.stats, w.finish()
@@ -144,13 +159,13 @@ func Extract(r io.Reader, f Format, dst *os.Root, lim Limits) (Stats, error) {
 // drain reads a stream on past its tar end marker. The marker comes before
 // the compressor's own trailer (gzip's CRC-32, xz's and zstd's checks), so
 // reading to the end catches a damaged trailer. Whatever follows the tar
-// archive counts against --max-bytes (budget), so padding cannot hide a
+// archive counts against --max-expanded (budget), so padding cannot hide a
 // trailer nor cost unbounded time.
 func drain(r io.Reader, f Format, budget, limit int64, what string) error {
 	if n, err := io.CopyN(io.Discard, r, budget+1); err != nil && err != io.EOF {
 		return &Error{Reason: fmt.Sprintf("corrupt %s stream after the %s", f, what), Err: err}
 	} else if n > budget {
-		return &Error{Reason: fmt.Sprintf("data after the %s expands past %s (raise --max-bytes if the bundle is genuine)", what, bytesize.Format(limit))}
+		return &Error{Reason: fmt.Sprintf("data after the %s expands past %s (raise --max-expanded if the bundle is genuine)", what, bytesize.Format(limit))}
 	}
 	return nil
 }
@@ -424,8 +439,8 @@ func (w *writer) file(name string, mode fs.FileMode, size int64, r io.Reader) er
 	if p == "" {
 		return &Error{Entry: name, Reason: "a file entry names the archive root"}
 	}
-	if size < 0 || w.stats.Bytes+size > w.lim.MaxBytes {
-		return &Error{Entry: name, Reason: fmt.Sprintf("expands past %s (raise --max-bytes if the bundle is genuine)", bytesize.Format(w.lim.MaxBytes))}
+	if size < 0 || w.stats.Expanded+size > w.lim.MaxExpanded {
+		return &Error{Entry: name, Reason: fmt.Sprintf("expands past %s, holes included (--max-expanded, default %d × --max-bytes: raise it if the bundle is genuine)", bytesize.Format(w.lim.MaxExpanded), ExpandedPerByte)}
 	}
 	if err := w.parent(p); err != nil {
 		return err
@@ -443,7 +458,10 @@ func (w *writer) file(name string, mode fs.FileMode, size int64, r io.Reader) er
 	if err != nil {
 		return w.fsError(name, err)
 	}
-	n, err := copySparse(f, io.LimitReader(r, size))
+	n, written, err := copySparse(f, io.LimitReader(r, size), w.lim.MaxBytes-w.stats.Bytes)
+	if errors.Is(err, errWritten) {
+		err = &Error{Entry: name, Reason: fmt.Sprintf("writes past %s to disk (raise --max-bytes if the bundle is genuine)", bytesize.Format(w.lim.MaxBytes))}
+	}
 	if err == nil && n != size {
 		err = &Error{Entry: name, Reason: fmt.Sprintf("truncated: %d of %d bytes", n, size)}
 	}
@@ -460,7 +478,8 @@ func (w *writer) file(name string, mode fs.FileMode, size int64, r io.Reader) er
 		}
 		return w.readOrWriteError(name, err)
 	}
-	w.stats.Bytes += n
+	w.stats.Bytes += written
+	w.stats.Expanded += n
 	w.wrote(p)
 	return nil
 }

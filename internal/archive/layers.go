@@ -72,8 +72,8 @@ func (l *Layers) Apply(r io.Reader) error {
 			return err
 		}
 	}
-	budget := l.w.lim.MaxBytes - l.w.stats.Bytes - l.skipped
-	return drain(br, Tar, max(budget, 0), l.w.lim.MaxBytes, "layer's tar archive")
+	budget := l.w.lim.MaxExpanded - l.w.stats.Expanded - l.skipped
+	return drain(br, Tar, max(budget, 0), l.w.lim.MaxExpanded, "layer's tar archive")
 }
 
 func allZero(b []byte) bool {
@@ -177,15 +177,15 @@ func (l *Layers) rel(full string) (string, bool) {
 }
 
 // skip reads past a member outside the image path. Its bytes cost only
-// time, but a bomb would cost a lot of it: they count against the same
-// size limit as what is written.
+// time, but a bomb would cost a lot of it: they count against the limit of
+// what the layers expand to (--max-expanded), as files' lengths do.
 func (l *Layers) skip(h *tar.Header, r io.Reader) error {
 	if h.Typeflag != tar.TypeReg && h.Typeflag != tar.TypeGNUSparse {
 		return nil
 	}
 	l.skipped += h.Size
-	if h.Size < 0 || l.skipped+l.w.stats.Bytes > l.w.lim.MaxBytes {
-		return &Error{Entry: h.Name, Reason: fmt.Sprintf("the image's layers expand past %s (raise --max-bytes if the image is genuine)", bytesize.Format(l.w.lim.MaxBytes))}
+	if h.Size < 0 || l.skipped+l.w.stats.Expanded > l.w.lim.MaxExpanded {
+		return &Error{Entry: h.Name, Reason: fmt.Sprintf("the image's layers expand past %s (--max-expanded, default %d × --max-bytes: raise it if the image is genuine)", bytesize.Format(l.w.lim.MaxExpanded), ExpandedPerByte)}
 	}
 	if _, err := io.Copy(io.Discard, r); err != nil {
 		return &Error{Entry: h.Name, Reason: "layer is truncated or corrupt", Err: err}

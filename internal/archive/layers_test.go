@@ -225,9 +225,9 @@ func TestLayersPathAndLimits(t *testing.T) {
 	if l.LinkTarget() != "opt/llama" {
 		t.Errorf("app as a symlink: target %q", l.LinkTarget())
 	}
-	// Bytes read past outside /app count against the limit too: a bomb
+	// Bytes read past outside /app count against --max-expanded too: a bomb
 	// elsewhere in the image costs no more than one inside it.
-	if _, err := apply("/app", archive.Limits{MaxBytes: 1024}, base); err == nil || !strings.Contains(err.Error(), `"usr/big": the image's layers expand past`) {
+	if _, err := apply("/app", archive.Limits{MaxExpanded: 1024}, base); err == nil || !strings.Contains(err.Error(), `"usr/big": the image's layers expand past`) {
 		t.Errorf("skipped bytes over the limit: %v", err)
 	}
 	if _, err := apply("/app", archive.Limits{MaxEntries: 1}, append(base, bundlegen.File("app/lib", 0o644, "l"))); err == nil || !strings.Contains(err.Error(), "more than 1 entries") {

@@ -111,3 +111,49 @@ func TestControlCharactersInEntryNames(t *testing.T) {
 		}
 	}
 }
+
+// TestSparseLimits: --max-bytes is about the disk, so it counts what is
+// written, not holes: a 10 KiB member 2 GiB long (64 KiB written, the
+// block holding its data) passes a 600 MiB limit
+// (it was refused, its length counted in full). Its length still counts
+// against --max-expanded (default 4 × --max-bytes), since a bomb of holes
+// writes nothing but takes time to read: under a 100 MiB --max-bytes it is
+// refused, the limit named. Data that is written counts in full, and
+// stops the copy at the limit.
+func TestSparseLimits(t *testing.T) {
+	extract := func(data []byte, lim archive.Limits) (archive.Stats, string, error) {
+		dst := t.TempDir()
+		root, err := os.OpenRoot(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer root.Close()
+		st, err := archive.Extract(bytes.NewReader(data), archive.Tar, root, lim)
+		return st, dst, err
+	}
+	st, _, err := extract(sparseTar("big", 2<<30), archive.Limits{MaxBytes: 600 << 20})
+	if err != nil || st.Bytes != 64<<10 || st.Expanded != 2<<30 { // its data in one 64 KiB block
+		t.Errorf("2 GiB long, 10 KiB written, under a 600 MiB --max-bytes: %+v %v", st, err)
+	}
+	_, _, err = extract(sparseTar("big", 2<<30), archive.Limits{MaxBytes: 1 << 20, MaxExpanded: 3 << 30})
+	if err != nil {
+		t.Errorf("--max-bytes 1 MiB, --max-expanded 3 GiB: %v", err)
+	}
+	var ae *archive.Error
+	_, _, err = extract(sparseTar("big", 2<<30), archive.Limits{MaxBytes: 100 << 20})
+	if !errors.As(err, &ae) || !strings.Contains(err.Error(), `"big": expands past 400MiB, holes included (--max-expanded, default 4 × --max-bytes`) {
+		t.Errorf("a bomb of holes under a 100 MiB --max-bytes: %v", err)
+	}
+	dense := bytes.Repeat([]byte("0123456789abcdef"), 128<<10) // 2 MiB, no zeros
+	var tb bytes.Buffer
+	tb.Write(rawHeader("dense", '0', int64(len(dense))))
+	tb.Write(pad512(dense))
+	tb.Write(make([]byte, 1024))
+	_, dst, err := extract(tb.Bytes(), archive.Limits{MaxBytes: 1 << 20})
+	if !errors.As(err, &ae) || !strings.Contains(err.Error(), `"dense": writes past 1MiB to disk (raise --max-bytes`) {
+		t.Errorf("2 MiB of data under a 1 MiB --max-bytes: %v", err)
+	}
+	if fi, err := os.Stat(filepath.Join(dst, "dense")); err == nil && fi.Size() > 1<<20 {
+		t.Errorf("%d bytes written past the 1 MiB limit", fi.Size())
+	}
+}

@@ -24,6 +24,7 @@ type installFlags struct {
 	quiet       bool
 	maxEntries  int
 	maxBytes    sizeFlag
+	maxExpanded sizeFlag
 	lockTimeout time.Duration
 	keep        int
 
@@ -96,7 +97,8 @@ func (f *installFlags) register(cmd *cobra.Command) {
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "print only warnings and errors")
 	fl.IntVar(&f.maxEntries, "max-entries", archive.DefaultMaxEntries, "refuse archives with more entries")
 	f.maxBytes = archive.DefaultMaxBytes
-	fl.Var(&f.maxBytes, "max-bytes", "refuse archives expanding past this size (bytes, or with a unit: 64GiB, 500MB)")
+	fl.Var(&f.maxBytes, "max-bytes", "refuse archives writing more than this to disk (holes in sparse files not counted; bytes, or with a unit: 64GiB, 500MB)")
+	fl.Var(&f.maxExpanded, "max-expanded", "refuse archives whose files' lengths, holes included (and for an image, the members skipped), add up to more than this (default 4 × --max-bytes)")
 	fl.DurationVar(&f.lockTimeout, "lock-timeout", 10*time.Minute, "how long to wait for another install into the same app dir (or another process fetching the same file)")
 	fl.IntVar(&f.keep, "keep", install.DefaultKeep, "previous bundles kept for llamaboot rollback")
 	fl.BoolVar(&f.refresh, "refresh", false, "for a URL: ask the server whether the bundle changed (ETag / If-Modified-Since); for an image tag: resolve it again")
@@ -121,7 +123,7 @@ func (f *installFlags) options(source string, env Env, p *printer.Printer) insta
 		SHA256:       sum,
 		Force:        f.force,
 		Verify:       f.verify,
-		Limits:       archive.Limits{MaxEntries: f.maxEntries, MaxBytes: int64(f.maxBytes)},
+		Limits:       archive.Limits{MaxEntries: f.maxEntries, MaxBytes: int64(f.maxBytes), MaxExpanded: int64(f.maxExpanded)},
 		LockTimeout:  f.lockTimeout,
 		Keep:         keepOption(f.keep),
 		EntryPoints:  install.EntryPointNames,
