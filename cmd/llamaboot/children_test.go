@@ -94,7 +94,7 @@ func TestServersGetNoCredentials(t *testing.T) {
 // TestLongAppDirSocketNotSquatted: with an app dir too long for a socket
 // address, root's socket went to $TMPDIR/llamaboot-0/, which any user
 // could make first: entry then had no socket and healthcheck said 1 for
-// ever. Root's goes to /run/llamaboot-0/, which only root can make.
+// ever. The socket stays in the app dir, bound through a descriptor of it.
 func TestLongAppDirSocketNotSquatted(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Fatal("this test needs root (CI runs as root)")

@@ -167,3 +167,62 @@ func TestMaxBytesCountsWhatIsWritten(t *testing.T) {
 		t.Errorf("want exit 2 and %q: %v", want, r)
 	}
 }
+
+// TestNonRootSocketCannotBeSquatted: a non-root supervisor whose app dir
+// path is too long for a socket address kept its socket in
+// $TMPDIR/llamaboot-<uid>, which any user could make first: the
+// supervisor then had no socket, and status and the healthcheck failed for
+// good. Now the socket lives in the app dir whatever its length: with that
+// name squatted by uid 1001, uid 1000's supervisor still answers status
+// and healthcheck, root's status finds the same socket, and nothing is
+// made in the temp dir.
+func TestNonRootSocketCannotBeSquatted(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test needs root (CI runs as root) to act as other users")
+	}
+	base := openDir(t)
+	tmp := filepath.Join(base, "tmp")
+	os.Mkdir(tmp, 0o1777)
+	os.Chmod(tmp, 0o1777)
+	squat := filepath.Join(tmp, "llamaboot-1000")
+	os.Mkdir(squat, 0o777)
+	os.Chown(squat, 1001, 1001)
+	app := filepath.Join(base, strings.Repeat("deep/", 25), "app")
+	os.MkdirAll(app, 0o755)
+	for d := app; d != base; d = filepath.Dir(d) {
+		os.Chown(d, 1000, 0)
+	}
+	env := []string{"TMPDIR=" + tmp, "AUTO_INFER_APP_DIR=" + app}
+	cmd := exec.Command(llamaboot, "entry", "--app-dir", app, "--", "sleep", "120")
+	cmd.Env = cleanEnv(env...)
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: asUser1000}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}()
+	var r result
+	waitFor(t, "uid 1000's supervisor to answer status", 20*time.Second, func() bool {
+		r = runAs(t, asUser1000, env, "status")
+		return strings.Contains(r.stdout, "supervisor: pid ") || strings.Contains(out.String(), "status socket unavailable")
+	})
+	if !strings.Contains(r.stdout, "supervisor: pid ") || strings.Contains(out.String(), "status socket unavailable") {
+		t.Errorf("status: %v\nentry:\n%s", r, out.String())
+	}
+	if h := runAs(t, asUser1000, env, "healthcheck"); h.code != 0 {
+		t.Errorf("healthcheck: %v", h)
+	}
+	// Root's clients look in the same place (they looked under /run) and
+	// find uid 1000's supervisor, which they do not talk to.
+	if r := runLB(t, env, "status"); !strings.Contains(r.stderr, filepath.Join(app, ".llamaboot.sock")+" is served by uid 1000") {
+		t.Errorf("root's status: %v", r)
+	}
+	if left, _ := os.ReadDir(squat); len(left) != 0 {
+		t.Errorf("the squatted dir was used: %v", left)
+	}
+}

@@ -3,8 +3,6 @@ package supervise
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +15,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,66 +25,52 @@ import (
 
 	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/connlimit"
+	"github.com/llamaboot/llamaboot/internal/dirs"
 )
 
 // SocketPath is where the supervisor of app listens: <app>/.llamaboot.sock,
-// or a name in the temp dir when that path is too long for a unix socket.
+// whatever the app dir's length and whoever asks.
 //
-// Where the app dir path is too long for a socket address, the socket goes
-// in a directory of the user's own (0700, checked before use), so no other
-// user can bind the name first and collect what `run` hands over: for root
-// under /run, where only root can create it (under the temp dir another
-// user could make it first, and root's supervisor would have no socket),
-// for others under the temp dir.
+// A unix socket's address holds at most 107 bytes. A longer path is
+// reached through a descriptor of its directory (/proc/self/fd/N/NAME, as
+// systemd does), by the supervisor to bind it and by clients to connect.
+// There is no fallback directory elsewhere: one under the temp dir could be
+// made first by another user (the supervisor then had no socket, and the
+// healthcheck failed for good), and one that depends on who asks (root's
+// under /run, others' under the temp dir) was not found by root's
+// clients of a non-root supervisor.
 func SocketPath(app string) string {
-	p := filepath.Join(app, ".llamaboot.sock")
-	if len(p) < 100 {
-		return p
-	}
-	sum := sha256.Sum256([]byte(app))
-	return filepath.Join(privateDir(), hex.EncodeToString(sum[:6])+".sock")
+	return filepath.Join(app, ".llamaboot.sock")
 }
 
-func privateDir() string {
-	if os.Getuid() == 0 && rootOnlyDir(runDir) {
-		return filepath.Join(runDir, "llamaboot-0")
-	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("llamaboot-%d", os.Getuid()))
-}
+// maxSockAddr is the longest path bound or dialled by its name (sun_path
+// holds 108 bytes with the NUL).
+const maxSockAddr = 107
 
-// runDir is where root's private socket dir goes; tests move it.
-var runDir = "/run"
-
-// rootOnlyDir reports a directory (not a link) owned by root in which no
-// one else can create anything.
-func rootOnlyDir(dir string) bool {
-	fi, err := os.Lstat(dir)
-	if err != nil || !fi.IsDir() {
-		return false
+// viaDir calls fn with an address for sock that fits a socket address:
+// sock itself, or for a longer path /proc/self/fd/N/NAME, N an O_PATH
+// descriptor of its directory open while fn runs (open is how it is
+// opened). The descriptor is closed after fn: for a bind, the address
+// must never be used again (a later descriptor N could be another dir).
+func viaDir(sock string, open func(dir string) (int, error), fn func(addr string) error) error {
+	if len(sock) <= maxSockAddr {
+		return fn(sock)
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	return ok && st.Uid == 0 && fi.Mode().Perm()&0o022 == 0
-}
-
-// ensurePrivateDir makes the socket's dir if it is our private dir, and
-// refuses one that someone else made or opened up.
-func ensurePrivateDir(sock string) error {
-	dir := filepath.Dir(sock)
-	if dir != privateDir() {
-		return nil
-	}
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return err
-	}
-	fi, err := os.Lstat(dir)
+	fd, err := open(filepath.Dir(sock))
 	if err != nil {
 		return err
 	}
-	st, _ := fi.Sys().(*syscall.Stat_t)
-	if !fi.IsDir() || st == nil || int(st.Uid) != os.Getuid() || fi.Mode().Perm()&0o077 != 0 {
-		return fmt.Errorf("%s is not a private directory of uid %d (someone else made it, or it is a link or open to others); remove it", dir, os.Getuid())
+	defer unix.Close(fd)
+	return fn("/proc/self/fd/" + strconv.Itoa(fd) + "/" + filepath.Base(sock))
+}
+
+// openPath opens dir by its path, as a client reaches it.
+func openPath(dir string) (int, error) {
+	fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, &fs.PathError{Op: "open", Path: dir, Err: err}
 	}
-	return nil
+	return fd, nil
 }
 
 // validName is what config accepts as an instance name; anything else in
@@ -119,6 +104,17 @@ type Server struct {
 	IdleTimeout time.Duration
 	srv         *http.Server
 	path        string
+	dir         *dirs.Dir // the socket's, open while it serves
+	name        string
+}
+
+// squatter says who holds name in d when a bind failed on it.
+func squatter(d *dirs.Dir, name string) string {
+	var st unix.Stat_t
+	if err := unix.Fstatat(d.Fd(), name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return ""
+	}
+	return fmt.Sprintf(" (%s is there already, owned by uid %d: if no llamaboot runs on this app dir, remove it)", d.Join(name), st.Uid)
 }
 
 // socketLimits bound the control socket's connections, as the --listen
@@ -133,23 +129,44 @@ type peer struct {
 	err  error
 }
 
-// Listen serves on path until Close.
+// Listen serves on path until Close. Its directory is reached through
+// package dirs (no link another user owns followed), the socket bound,
+// made 0600 and later removed relative to that directory's descriptor.
 func (s *Server) Listen(path string) error {
 	if s.UID == 0 {
 		s.UID = os.Getuid()
 	}
-	if err := ensurePrivateDir(path); err != nil {
-		return fmt.Errorf("listen on %s: %w", path, err)
-	}
-	_ = os.Remove(path) // a socket left by a killed supervisor
-	ln, err := net.Listen("unix", path)
+	d, err := dirs.Open(filepath.Dir(path))
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	name := filepath.Base(path)
+	// A socket left by a killed supervisor; anything else is not ours to
+	// remove, and the bind below names it.
+	if m, _, err := d.Lstat(name); err == nil && m&fs.ModeSocket != 0 {
+		_ = d.Remove(name)
+	}
+	var ln net.Listener
+	dup := func(string) (int, error) { return unix.FcntlInt(uintptr(d.Fd()), unix.F_DUPFD_CLOEXEC, 0) }
+	err = viaDir(path, dup, func(addr string) error {
+		var lerr error
+		ln, lerr = net.Listen("unix", addr)
+		return lerr
+	})
+	if err != nil {
+		d.Close()
+		return fmt.Errorf("listen on %s: %w%s", path, err, squatter(d, name))
+	}
+	// Removed by Close relative to d, never by a name that may since
+	// lead elsewhere.
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := unix.Fchmodat(d.Fd(), name, 0o600, 0); err != nil {
 		ln.Close()
+		_ = d.Remove(name)
+		d.Close()
 		return fmt.Errorf("restrict %s to its owner: %w", path, err)
 	}
+	s.dir, s.name = d, name
 	s.path = path
 	if s.IdleTimeout <= 0 {
 		s.IdleTimeout = 30 * time.Second
@@ -457,7 +474,11 @@ func (s *Server) Close() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_ = s.srv.Shutdown(ctx)
-		_ = os.Remove(s.path)
+	}
+	if s.dir != nil {
+		_ = s.dir.Remove(s.name)
+		_ = s.dir.Close()
+		s.dir = nil
 	}
 }
 
@@ -478,7 +499,12 @@ func client(sock string) *http.Client {
 		Timeout: 30 * time.Minute,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
-			c, err := d.DialContext(ctx, "unix", sock)
+			var c net.Conn
+			err := viaDir(sock, openPath, func(addr string) error {
+				var derr error
+				c, derr = d.DialContext(ctx, "unix", addr)
+				return derr
+			})
 			if err != nil {
 				return nil, err
 			}

@@ -2,6 +2,8 @@ package supervise
 
 import (
 	"bufio"
+	"errors"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -34,34 +36,29 @@ func init() {
 	os.Exit(0)
 }
 
-// TestSquattedSocketIsRefused: with an app dir path too long for a socket
-// address, the socket lives under the temp dir. Another user who binds that
-// name first must get nothing: the client refuses a server that is neither
-// root nor us, and the supervisor refuses a socket dir it does not own.
+// TestSquattedSocketIsRefused: where others can create names in the app
+// dir (here sticky and world-writable, as /tmp is), another user may bind
+// the socket's name first. The client refuses a server that is neither
+// root nor us; the supervisor (root) removes the stale name and binds its
+// own, which its clients then reach.
 func TestSquattedSocketIsRefused(t *testing.T) {
-	tmp := t.TempDir()
-	if err := os.Chmod(filepath.Dir(tmp), 0o755); err != nil { // t.TempDir's parent is 0700
+	if os.Getuid() != 0 {
+		t.Fatal("this test needs root (CI runs as root) to act as another user")
+	}
+	app := t.TempDir()
+	if err := os.Chmod(filepath.Dir(app), 0o755); err != nil { // t.TempDir's parent is 0700
 		t.Fatal(err)
 	}
-	if err := os.Chmod(tmp, 0o1777); err != nil { // as /tmp is
+	if err := os.Chmod(app, 0o1777); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("TMPDIR", tmp)
-	// Where /run is not root's alone, root falls back to the temp dir too.
-	defer func(d string) { runDir = d }(runDir)
-	runDir = tmp
-	app := filepath.Join("/soft", strings.Repeat("deep/", 25), "app")
 	sock := SocketPath(app)
-	if !strings.HasPrefix(sock, filepath.Join(tmp, "llamaboot-0")+"/") {
-		t.Fatalf("socket for a long app dir is %s, want it in the user's private dir under %s", sock, tmp)
-	}
-
 	// The test binary sits in a root-only build dir; uid 1000 runs a copy.
 	self, err := os.ReadFile(os.Args[0])
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(tmp, "squatter")
+	bin := filepath.Join(app, "squatter")
 	if err := os.WriteFile(bin, self, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -85,58 +82,52 @@ func TestSquattedSocketIsRefused(t *testing.T) {
 		t.Error("a plan was handed to the squatter")
 	}
 
-	s := &Server{}
-	err = s.Listen(sock)
-	if err == nil {
-		s.Close()
-		t.Fatal("the supervisor listened in a socket dir another user made")
-	}
-	if !strings.Contains(err.Error(), "not a private directory of uid 0") {
-		t.Errorf("listen: %v", err)
-	}
-}
-
-// TestRootSocketDirOnlyRootCanMake: root's socket for a long app dir lives
-// in /run (here a stand-in root-only dir), where another user cannot make
-// the dir first: its squat in the temp dir changes nothing, the supervisor
-// listens and its clients reach it.
-func TestRootSocketDirOnlyRootCanMake(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Fatal("this test needs root (CI runs as root)")
-	}
-	run := t.TempDir()
-	os.Chmod(filepath.Dir(run), 0o755)
-	os.Chmod(run, 0o755)
-	defer func(d string) { runDir = d }(runDir)
-	runDir = run
-	tmp := t.TempDir()
-	os.Chmod(tmp, 0o1777)
-	t.Setenv("TMPDIR", tmp)
-	// uid 1000 made the temp dir's name first.
-	squat := filepath.Join(tmp, "llamaboot-0")
-	os.Mkdir(squat, 0o777)
-	os.Chown(squat, 1000, 1000)
-
-	app := filepath.Join("/soft", strings.Repeat("deep/", 25), "app")
-	sock := SocketPath(app)
-	if !strings.HasPrefix(sock, filepath.Join(run, "llamaboot-0")+"/") {
-		t.Fatalf("root's socket for a long app dir is %s, want it under %s", sock, run)
-	}
 	h := newHarness(t)
 	s := &Server{Sup: h.sup, Info: func() SupervisorInfo { return SupervisorInfo{PID: 42} }, Bundle: func() any { return nil }}
 	if err := s.Listen(sock); err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := GetStatus(sock); err != nil {
-		t.Errorf("status: %v", err)
+	if st, err := GetStatus(sock); err != nil || st.Supervisor == nil || st.Supervisor.PID != 42 {
+		t.Errorf("status once the supervisor listens: %+v %v", st.Supervisor, err)
 	}
-	if fi, err := os.Stat(filepath.Dir(sock)); err != nil || fi.Mode().Perm() != 0o700 {
-		t.Errorf("socket dir %v %v, want 0700", fi, err)
+}
+
+// TestLongAppDirSocket: an app dir too long for a socket address keeps its
+// socket in the app dir, bound and reached through a descriptor of the dir
+// (there was a fallback dir under the temp dir, which another user could
+// make first, leaving the supervisor with no socket). Nothing is made
+// outside the app dir; the socket is 0600 and gone after Close.
+func TestLongAppDirSocket(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	app := filepath.Join(t.TempDir(), strings.Repeat("deep/", 30), "app")
+	if err := os.MkdirAll(app, 0o755); err != nil {
+		t.Fatal(err)
 	}
-	// Where /run is writable by others, it is not used.
-	os.Chmod(run, 0o777)
-	if strings.HasPrefix(SocketPath(app), run) {
-		t.Error("a /run others can write in was used")
+	sock := SocketPath(app)
+	if sock != filepath.Join(app, ".llamaboot.sock") || len(sock) <= maxSockAddr {
+		t.Fatalf("socket %s (%d bytes): want it in the app dir, longer than an address holds", sock, len(sock))
+	}
+	if _, err := GetStatus(sock); !errors.Is(err, ErrNoSupervisor) {
+		t.Errorf("before it listens: %v", err)
+	}
+	h := newHarness(t)
+	s := &Server{Sup: h.sup, Info: func() SupervisorInfo { return SupervisorInfo{PID: 42} }, Bundle: func() any { return nil }}
+	if err := s.Listen(sock); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := GetStatus(sock); err != nil || st.Supervisor == nil || st.Supervisor.PID != 42 {
+		t.Errorf("status: %+v %v", st.Supervisor, err)
+	}
+	if fi, err := os.Lstat(sock); err != nil || fi.Mode()&fs.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket %v %v, want a 0600 socket", fi, err)
+	}
+	if left, _ := os.ReadDir(tmp); len(left) != 0 {
+		t.Errorf("made in the temp dir: %v", left)
+	}
+	s.Close()
+	if _, err := os.Lstat(sock); err == nil {
+		t.Error("the socket was left after Close")
 	}
 }
