@@ -226,3 +226,69 @@ func TestNonRootSocketCannotBeSquatted(t *testing.T) {
 		t.Errorf("the squatted dir was used: %v", left)
 	}
 }
+
+// TestAppDirTreeChangedByAUser: the app dir passing the check on its own
+// path covered the names in it, not what lies below: a versions dir, a
+// bundle or its bin/ chowned to uid 1000, a cache opened to anyone, a link
+// uid 1000 owns in a bundle, or a legacy llama-cpp dir it owns let it swap
+// a staging dir, a bundle or the executable root runs, and the install
+// went on. Each is refused now with exit 2 naming the directory (or link)
+// and its owner; the active bundle stays.
+func TestAppDirTreeChangedByAUser(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test needs root (CI runs as root) to act for uid 1000")
+	}
+	dir := openDir(t)
+	app := filepath.Join(dir, "app")
+	if r := runLB(t, nil, "install", "--app-dir", app, releaseArchive(t, dir, "llama-b7001-bin-ubuntu-x64.tar.gz", "b7001")); r.code != 0 {
+		t.Fatal(r)
+	}
+	next := releaseArchive(t, dir, "llama-b7002-bin-ubuntu-x64.tar.gz", "b7002")
+	active, _ := os.Readlink(filepath.Join(app, "llama-cpp"))
+	bundle := filepath.Join(app, active)
+	chown := func(p string) func() { os.Lchown(p, 1000, 1000); return func() { os.Lchown(p, 0, 0) } }
+	for _, c := range []struct {
+		name   string
+		change func() (undo func())
+		want   string
+	}{
+		{"versions dir chowned", func() func() { return chown(filepath.Join(app, "llama-cpp.versions")) },
+			"holds the directory " + filepath.Join(app, "llama-cpp.versions") + ", owned by uid 1000"},
+		{"active bundle chowned", func() func() { return chown(bundle) }, "holds the directory " + bundle + ", owned by uid 1000"},
+		{"its bin chowned", func() func() { return chown(filepath.Join(bundle, "bin")) }, "holds the directory " + filepath.Join(bundle, "bin") + ", owned by uid 1000"},
+		{"cache open to anyone", func() func() {
+			os.Chmod(filepath.Join(app, "cache"), 0o777)
+			return func() { os.Chmod(filepath.Join(app, "cache"), 0o755) }
+		}, "holds the directory " + filepath.Join(app, "cache") + ", writable by anyone (mode -rwxrwxrwx, no sticky bit)"},
+		{"a user's link in a bundle", func() func() {
+			l := filepath.Join(bundle, "bin", "planted")
+			os.Symlink("/etc", l)
+			os.Lchown(l, 1000, 1000)
+			return func() { os.Remove(l) }
+		}, "holds the symbolic link " + filepath.Join(bundle, "bin", "planted") + ", owned by uid 1000"},
+	} {
+		undo := c.change()
+		r := runLB(t, nil, "install", "--app-dir", app, next)
+		undo()
+		if r.code != 2 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("%s: want exit 2 and %q: %v", c.name, c.want, r)
+		}
+		if now, _ := os.Readlink(filepath.Join(app, "llama-cpp")); now != active {
+			t.Errorf("%s: the active bundle changed to %s", c.name, now)
+		}
+	}
+
+	// A legacy llama-cpp dir (from the old scripts, or baked into an
+	// image) that uid 1000 owns: it was copied by path as root.
+	legacy := filepath.Join(dir, "legacy")
+	os.MkdirAll(filepath.Join(legacy, "llama-cpp", "bin"), 0o755)
+	os.WriteFile(filepath.Join(legacy, "llama-cpp", "bin", "llama-server"), []byte("#!/bin/sh\n"), 0o755)
+	os.Chown(filepath.Join(legacy, "llama-cpp", "bin"), 1000, 1000)
+	r := runLB(t, nil, "install", "--app-dir", legacy, next)
+	if want := "holds the directory " + filepath.Join(legacy, "llama-cpp", "bin") + ", owned by uid 1000"; r.code != 2 || !strings.Contains(r.stderr, want) {
+		t.Errorf("legacy dir: want exit 2 and %q: %v", want, r)
+	}
+	if r := runLB(t, nil, "install", "--app-dir", app, next); r.code != 0 {
+		t.Errorf("with every change undone: %v", r)
+	}
+}

@@ -12,6 +12,7 @@ package dirs
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -56,12 +57,21 @@ type ChangeableError struct {
 	Dir   string // the one another user can change
 	Owner int
 	Mode  fs.FileMode
+	// Inside: Dir lies under Path (CheckTree), not on the way to it.
+	Inside bool
 }
 
 func (e *ChangeableError) Error() string {
 	who := fmt.Sprintf("owned by uid %d", e.Owner)
 	if trusted(e.Owner) {
 		who = fmt.Sprintf("writable by anyone (mode %v, no sticky bit)", e.Mode.Perm())
+	}
+	if e.Inside {
+		what := "directory"
+		if e.Mode&fs.ModeSymlink != 0 {
+			who, what = fmt.Sprintf("owned by uid %d", e.Owner), "symbolic link"
+		}
+		return fmt.Sprintf("%s holds the %s %s, %s, who could swap what is in it for a link while llamaboot works there as uid %d; give it back to uid %d (chown -R) or remove it (llamaboot makes what it needs again)", e.Path, what, e.Dir, who, os.Geteuid(), os.Geteuid())
 	}
 	return fmt.Sprintf("%s lies in %s, %s, who could swap it for a link while llamaboot works in it as uid %d; put it in directories only root (or uid %d) can change", e.Path, e.Dir, who, os.Geteuid(), os.Geteuid())
 }
@@ -105,6 +115,89 @@ func CheckPath(path string) error {
 		}
 		if d == "/" {
 			return nil
+		}
+	}
+}
+
+// CheckTree refuses the tree at dir/name when a user other than root and
+// the current one could change any name in it: a directory such a user owns
+// or anyone can write without the sticky bit (CheckPath's rule), or a
+// symbolic link such a user owns. With dir itself passing CheckPath, no
+// other user can then create, rename or swap any name in the tree, so
+// llamaboot may work in it by path. Missing is fine. The walk holds a
+// descriptor per directory (no path is looked up twice, whatever the
+// depth) and calls stop, when set, every so many entries (SIGTERM).
+func CheckTree(dir, name string, stop func() error) error {
+	d, err := Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	var st unix.Stat_t
+	if err := unix.Fstatat(d.fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return &fs.PathError{Op: "lstat", Path: d.Join(name), Err: err}
+	}
+	n := 0
+	return checkEntry(d.fd, name, d.Join(name), &st, dir, stop, &n)
+}
+
+func checkEntry(parent int, name, p string, st *unix.Stat_t, top string, stop func() error, n *int) error {
+	mode := fs.FileMode(st.Mode & 0o777)
+	if st.Mode&unix.S_ISVTX != 0 {
+		mode |= fs.ModeSticky
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFLNK:
+		if !trusted(int(st.Uid)) {
+			return &ChangeableError{Path: top, Dir: p, Owner: int(st.Uid), Mode: mode | fs.ModeSymlink, Inside: true}
+		}
+		return nil
+	case unix.S_IFDIR:
+	default:
+		return nil
+	}
+	if !trusted(int(st.Uid)) || mode&0o002 != 0 && mode&fs.ModeSticky == 0 {
+		return &ChangeableError{Path: top, Dir: p, Owner: int(st.Uid), Mode: mode, Inside: true}
+	}
+	fd, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &fs.PathError{Op: "open", Path: p, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), p)
+	defer f.Close()
+	for {
+		ents, err := f.ReadDir(1024)
+		for _, e := range ents {
+			// A regular file cannot lead anywhere: only dirs and links
+			// (and what the file system does not type) are looked at.
+			if t := e.Type(); t.IsRegular() {
+				continue
+			}
+			c := e.Name()
+			if *n++; *n%4096 == 0 && stop != nil {
+				if err := stop(); err != nil {
+					return err
+				}
+			}
+			var cst unix.Stat_t
+			if err := unix.Fstatat(fd, c, &cst, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				if errors.Is(err, unix.ENOENT) {
+					continue
+				}
+				return &fs.PathError{Op: "lstat", Path: filepath.Join(p, c), Err: err}
+			}
+			if err := checkEntry(fd, c, filepath.Join(p, c), &cst, top, stop, n); err != nil {
+				return err
+			}
+		}
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return &fs.PathError{Op: "readdir", Path: p, Err: err}
 		}
 	}
 }

@@ -230,7 +230,8 @@ func (j *job) localSource() (source, error) {
 // behind. Call the returned func to release the lock.
 func (j *job) lock(ctx context.Context) (release func(), err error) {
 	// The install works in the app dir by path (staging, renames, the
-	// llama-cpp link): no other user may be able to swap it meanwhile.
+	// llama-cpp link): no other user may be able to swap it meanwhile, nor
+	// anything in it (CheckTree below).
 	if err := dirs.CheckPath(j.AppDir); err != nil {
 		return nil, err
 	}
@@ -246,6 +247,19 @@ func (j *job) lock(ctx context.Context) (release func(), err error) {
 	release, err = lockFile(ctx, filepath.Join(j.AppDir, ".llamaboot-install.lock"), wait, j.Printer)
 	if err != nil {
 		return nil, err
+	}
+	// The app dir passing CheckPath covers the names in it; what the
+	// install then works in by path below it (the cache, the versions and
+	// their bundles, a legacy llama-cpp dir) must be just as closed to
+	// others: a subdirectory chowned to a user, opened to anyone or a
+	// user's link there would let them swap a staging dir, a bundle or the
+	// executable root runs. Checked under the lock, before anything there
+	// is removed or written.
+	for _, name := range []string{"cache", versionsName, installName} {
+		if err := dirs.CheckTree(j.AppDir, name, ctx.Err); err != nil {
+			release()
+			return nil, err
+		}
 	}
 	cleanStale(j.AppDir)
 	if v, ok := recoverLink(j.AppDir); ok {

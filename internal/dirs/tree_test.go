@@ -1,0 +1,93 @@
+package dirs
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestCheckTreeProperty: over 300 generated trees of dirs, links and files
+// (owned by root or uid 1000, dirs 0755, 0777 or 01777), CheckTree refuses
+// exactly the trees in which uid 1000 could change a name — a dir it owns,
+// a dir anyone can write without the sticky bit, a link it owns — and names
+// one of them; every other tree passes. That is the ground of the install
+// working below a checked app dir by path: nothing there can be swapped.
+func TestCheckTreeProperty(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test needs root (CI runs as root) to make uid 1000's files")
+	}
+	rng := rand.New(rand.NewPCG(19, 3))
+	refused := 0
+	for i := range 300 {
+		base := t.TempDir()
+		var bad []string
+		var grow func(dir string, depth int)
+		grow = func(dir string, depth int) {
+			for k := range rng.IntN(4) {
+				p := filepath.Join(dir, fmt.Sprintf("e%d", k))
+				owner := 0
+				if rng.IntN(12) == 0 {
+					owner = 1000
+				}
+				switch kind := rng.IntN(5); {
+				case kind <= 1 && depth < 4:
+					mode := []fs.FileMode{0o755, 0o755, 0o755, 0o755, 0o777, 0o777 | fs.ModeSticky}[rng.IntN(6)]
+					os.Mkdir(p, 0o755)
+					os.Chmod(p, mode)
+					os.Lchown(p, owner, owner)
+					if owner != 0 || mode == 0o777 {
+						bad = append(bad, p)
+					}
+					grow(p, depth+1)
+				case kind == 2:
+					os.Symlink("/etc", p)
+					os.Lchown(p, owner, owner)
+					if owner != 0 {
+						bad = append(bad, p)
+					}
+				default:
+					os.WriteFile(p, []byte("x"), 0o644)
+					os.Chown(p, owner, owner) // a file cannot lead anywhere
+				}
+			}
+		}
+		top := filepath.Join(base, "cache")
+		os.Mkdir(top, 0o755)
+		grow(top, 0)
+		err := CheckTree(base, "cache", nil)
+		var ce *ChangeableError
+		switch {
+		case len(bad) == 0 && err != nil:
+			t.Fatalf("tree %d: nothing changeable by uid 1000, refused: %v", i, err)
+		case len(bad) > 0 && !errors.As(err, &ce):
+			t.Fatalf("tree %d: %v changeable by uid 1000, got %v", i, bad, err)
+		case len(bad) > 0 && !contains(bad, ce.Dir):
+			t.Fatalf("tree %d: refused naming %s, not one of %v", i, ce.Dir, bad)
+		case len(bad) > 0 && !strings.Contains(err.Error(), ce.Dir):
+			t.Fatalf("tree %d: message does not name %s: %v", i, ce.Dir, err)
+		}
+		if len(bad) > 0 {
+			refused++
+		}
+	}
+	if refused < 50 || refused > 250 {
+		t.Errorf("%d of 300 trees changeable by uid 1000: the generator tests too little of one side", refused)
+	}
+	if err := CheckTree(t.TempDir(), "missing", nil); err != nil {
+		t.Errorf("a missing tree: %v", err)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
