@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/llamaboot/llamaboot/internal/testutil"
 )
 
 // trickleServer sends body 10 bytes every 50ms (about 200 B/s), however
@@ -290,5 +292,49 @@ func TestAppDirTreeChangedByAUser(t *testing.T) {
 	}
 	if r := runLB(t, nil, "install", "--app-dir", app, next); r.code != 0 {
 		t.Errorf("with every change undone: %v", r)
+	}
+}
+
+// TestInstallLockClosedToOthers: flock needs only an open descriptor, and
+// the install lock was made 0644: any user could open it and hold it, and
+// root's next install waited --lock-timeout and failed. It is 0660 now
+// (the group is the administrator's), so uid 1000 (not in the group)
+// cannot open it, and the install goes on.
+func TestInstallLockClosedToOthers(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test needs root (CI runs as root) to act as uid 1000")
+	}
+	dir := openDir(t)
+	app := filepath.Join(dir, "app")
+	if r := runLB(t, nil, "install", "--app-dir", app, releaseArchive(t, dir, "llama-b7001-bin-ubuntu-x64.tar.gz", "b7001")); r.code != 0 {
+		t.Fatal(r)
+	}
+	lock := filepath.Join(app, ".llamaboot-install.lock")
+	if fi, err := os.Stat(lock); err != nil || fi.Mode().Perm() != 0o660 {
+		t.Errorf("install lock %v %v, want 0660", fi, err)
+	}
+	holder := exec.Command("flock", "-n", lock, "-c", "echo locked; exec sleep 60")
+	holder.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: &syscall.Credential{Uid: 1000, Gid: 1000, Groups: []uint32{}}}
+	holder.Dir = "/"
+	hout := &testutil.SyncBuffer{}
+	holder.Stdout, holder.Stderr = hout, hout
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { holder.Wait(); close(exited) }()
+	defer func() { syscall.Kill(-holder.Process.Pid, syscall.SIGKILL); <-exited }() // flock and its sleep
+	// It either fails to open the lock (exits) or says it holds it.
+	waitFor(t, "uid 1000's flock to hold the lock or give up", 10*time.Second, func() bool {
+		select {
+		case <-exited:
+			return true
+		default:
+			return strings.Contains(hout.String(), "locked")
+		}
+	})
+	r := runLB(t, nil, "install", "--app-dir", app, "--lock-timeout", "2s", releaseArchive(t, dir, "llama-b7002-bin-ubuntu-x64.tar.gz", "b7002"))
+	if r.code != 0 {
+		t.Errorf("root's install with uid 1000 after its lock (%q): %v", hout.String(), r)
 	}
 }

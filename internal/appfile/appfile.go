@@ -191,8 +191,32 @@ func LockEphemeral(ctx context.Context, path string, timeout time.Duration, wait
 	}
 }
 
+// LockMode is a lock file's mode: flock needs only an open descriptor, so a
+// lock file others can read is one any user can hold, keeping root's
+// install or download waiting; the group is the administrator's (shared
+// volumes, fsGroup).
+const LockMode fs.FileMode = 0o660
+
+// OpenLock opens (creating) the lock file at path through OpenFile with
+// LockMode; one of ours that others can open (0644, as llamaboot once made
+// them) is closed to them first.
+func OpenLock(path string) (*os.File, error) {
+	f, err := OpenFile(path, os.O_RDWR, LockMode)
+	if err != nil {
+		return nil, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err == nil && int(st.Uid) == os.Geteuid() && st.Mode&0o007 != 0 {
+		if err := unix.Fchmod(int(f.Fd()), uint32(LockMode)); err != nil {
+			f.Close()
+			return nil, &fs.PathError{Op: "chmod", Path: path, Err: err}
+		}
+	}
+	return f, nil
+}
+
 func lockFile(ctx context.Context, path string, timeout time.Duration, waiting func(holder int), progress func() int64) (*os.File, error) {
-	f, err := OpenFile(path, os.O_RDWR, 0o644)
+	f, err := OpenLock(path)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}

@@ -20,7 +20,7 @@ import (
 // the kernel, so flock serialises them too. A loser waits up to timeout,
 // saying once who it waits for.
 func lockFile(ctx context.Context, path string, timeout time.Duration, p *printer.Printer) (release func(), err error) {
-	f, err := appfile.OpenFile(path, os.O_RDWR, 0o644)
+	f, err := appfile.OpenLock(path)
 	if err != nil {
 		return nil, fmt.Errorf("install lock: %w", access.Explain(err, AppDirSetting))
 	}
@@ -36,8 +36,9 @@ func lockFile(ctx context.Context, path string, timeout time.Duration, p *printe
 			return nil, fmt.Errorf("lock %s: %w", path, err)
 		}
 		if time.Now().After(deadline) {
+			holder := appfile.Holder(f)
 			f.Close()
-			return nil, fmt.Errorf("gave up after %s waiting for the install lock %s (another install is still running; retry later)", timeout, path)
+			return nil, fmt.Errorf("gave up after %s waiting for the install lock %s (%s; retry later)", timeout, path, heldBy(holder))
 		}
 		if !said {
 			holder, _ := appfile.ReadFile(path, 64)
@@ -58,4 +59,16 @@ func lockFile(ctx context.Context, path string, timeout time.Duration, p *printe
 		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
 		f.Close()
 	}, nil
+}
+
+// heldBy names the process holding a lock, as the kernel says.
+func heldBy(pid int) string {
+	if pid <= 0 {
+		return "another install is still running"
+	}
+	who := "pid " + strconv.Itoa(pid)
+	if comm, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm"); err == nil {
+		who += " (" + strings.TrimSpace(string(comm)) + ")"
+	}
+	return "held by " + who
 }
