@@ -108,6 +108,27 @@ type Server struct {
 	name        string
 }
 
+// restrictSocket makes the socket name in d 0600 without following a link
+// there: chmod by name follows one, and whoever can rename in d could swap
+// the socket just bound for a link to a file of root's. The name is
+// opened O_PATH|O_NOFOLLOW, must be a socket of ours, and is changed
+// through its descriptor (as glibc's fchmodat AT_SYMLINK_NOFOLLOW does).
+func restrictSocket(d *dirs.Dir, name string) error {
+	fd, err := unix.Openat(d.Fd(), name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%s was replaced (by uid %d) right after it was bound", d.Join(name), st.Uid)
+	}
+	return unix.Chmod("/proc/self/fd/"+strconv.Itoa(fd), 0o600)
+}
+
 // squatter says who holds name in d when a bind failed on it.
 func squatter(d *dirs.Dir, name string) string {
 	var st unix.Stat_t
@@ -160,7 +181,7 @@ func (s *Server) Listen(path string) error {
 	// Removed by Close relative to d, never by a name that may since
 	// lead elsewhere.
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
-	if err := unix.Fchmodat(d.Fd(), name, 0o600, 0); err != nil {
+	if err := restrictSocket(d, name); err != nil {
 		ln.Close()
 		_ = d.Remove(name)
 		d.Close()

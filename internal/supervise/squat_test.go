@@ -20,6 +20,9 @@ import (
 // bound the supervisor's socket name first: it answers every request with
 // 200 and an empty status, as a harvesting fake would.
 func init() {
+	if sw := os.Getenv("SWAP_SOCKET"); sw != "" {
+		swapSocket(sw)
+	}
 	sock := os.Getenv("SQUAT_SOCKET")
 	if sock == "" {
 		return
@@ -34,6 +37,79 @@ func init() {
 	println("squatting")
 	http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte(`{"instances":[]}`)) }))
 	os.Exit(0)
+}
+
+// swapSocket plays uid 1000 owning the app dir: "SOCK:TARGET" swaps the
+// socket, whenever one is bound at SOCK, for a link to TARGET and back,
+// until killed.
+func swapSocket(arg string) {
+	sock, target, _ := strings.Cut(arg, ":")
+	println("swapping")
+	for {
+		var st syscall.Stat_t
+		if syscall.Lstat(sock, &st) != nil || st.Mode&syscall.S_IFMT != syscall.S_IFSOCK {
+			continue
+		}
+		if os.Rename(sock, sock+".swap") != nil {
+			continue
+		}
+		os.Symlink(target, sock)
+		for range 1000 {
+			syscall.Getpid() // hold the link a moment
+		}
+		os.Remove(sock)
+		os.Rename(sock+".swap", sock)
+	}
+}
+
+// TestSocketModeNeverThroughALink: the socket was made 0600 by its name
+// right after the bind; uid 1000, owning the app dir, swaps it for a link
+// to a root-only file in that instant, over 300 listens: the file's mode
+// never changes (chmod goes through an O_PATH|O_NOFOLLOW descriptor of the
+// socket itself).
+func TestSocketModeNeverThroughALink(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test needs root (CI runs as root) to act as another user")
+	}
+	base := t.TempDir()
+	os.Chmod(base, 0o755)
+	os.Chmod(filepath.Dir(base), 0o755)
+	target := filepath.Join(base, "root-file")
+	os.WriteFile(target, []byte("root's\n"), 0o644)
+	app := filepath.Join(base, "app")
+	os.Mkdir(app, 0o755)
+	os.Chown(app, 1000, 1000)
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(base, "swapper")
+	os.WriteFile(bin, self, 0o755)
+	sock := SocketPath(app)
+	sw := exec.Command(bin, "-test.run=^$")
+	sw.Env = append(os.Environ(), "SWAP_SOCKET="+sock+":"+target)
+	sw.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1000, Gid: 1000, Groups: []uint32{}}}
+	stderr, _ := sw.StderrPipe()
+	if err := sw.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sw.Process.Kill(); sw.Wait() }()
+	if line, _ := bufio.NewReader(stderr).ReadString('\n'); !strings.Contains(line, "swapping") {
+		t.Fatalf("swapper did not start: %q", line)
+	}
+	h := newHarness(t)
+	failed := 0
+	for range 300 {
+		s := &Server{Sup: h.sup, Info: func() SupervisorInfo { return SupervisorInfo{} }, Bundle: func() any { return nil }}
+		if err := s.Listen(sock); err != nil {
+			failed++
+		}
+		s.Close()
+		if fi, err := os.Stat(target); err != nil || fi.Mode().Perm() != 0o644 {
+			t.Fatalf("root's file changed through the swapped link: %v %v", fi, err)
+		}
+	}
+	t.Logf("%d of 300 listens refused under the swapper", failed)
 }
 
 // TestSquattedSocketIsRefused: where others can create names in the app
