@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -336,5 +337,51 @@ func TestInstallLockClosedToOthers(t *testing.T) {
 	r := runLB(t, nil, "install", "--app-dir", app, "--lock-timeout", "2s", releaseArchive(t, dir, "llama-b7002-bin-ubuntu-x64.tar.gz", "b7002"))
 	if r.code != 0 {
 		t.Errorf("root's install with uid 1000 after its lock (%q): %v", hout.String(), r)
+	}
+}
+
+// TestModelLockTrickleDoesNotHoldForever: a lock holder's download that
+// grows is waited for — each growth started --lock-timeout again — so a
+// user holding the lock in a dir it owns and adding a byte to the .part
+// now and then kept root waiting for ever. Growth counts only at the
+// --min-rate floor over a --lock-timeout window: 10 bytes a second against
+// 1 KiB/s is given up on (exit 1, holder named) within seconds.
+func TestModelLockTrickleDoesNotHoldForever(t *testing.T) {
+	dir := t.TempDir()
+	models := filepath.Join(dir, "models")
+	os.MkdirAll(models, 0o755)
+	srv := newGatedServer(t, map[string][]byte{"/m.gguf": ggufBody(1000, 1)})
+	close(srv.open)
+	cfg := writeFile(t, filepath.Join(dir, "cfg.toml"), fmt.Sprintf("[instance.a.server]\nport = 1\nmodel = %q\n", srv.URL+"/m.gguf"))
+	holder := exec.Command("flock", filepath.Join(models, ".m.gguf.llamaboot.lock"), "sleep", "60")
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Wait()
+	defer holder.Process.Kill()
+	waitFor(t, "the holder's flock", 10*time.Second, func() bool {
+		b, _ := os.ReadFile("/proc/locks")
+		return bytes.Contains(b, []byte(" "+strconv.Itoa(holder.Process.Pid)+" "))
+	})
+	part, err := os.Create(filepath.Join(models, "m.gguf.part"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer part.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+				part.Write([]byte("x"))
+			}
+		}
+	}()
+	r, hung := runWithin(t, 60*time.Second, []string{"AUTO_INFER_MODELS_DIR=" + models}, "fetch-models", "--config", cfg, "--lock-timeout", "1s")
+	if hung || r.code != 1 || !strings.Contains(r.stderr, "gave up after") || !strings.Contains(r.stderr, "held by pid "+strconv.Itoa(holder.Process.Pid)) {
+		t.Errorf("want exit 1 naming the holder: hung=%v %v", hung, r)
 	}
 }

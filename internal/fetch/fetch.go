@@ -380,7 +380,7 @@ func (s sideFiles) remove() {
 func lockDest(ctx context.Context, o Options, part sideFiles, shown string) (func(), error) {
 	unlock, err := appfile.LockEphemeral(ctx, LockPath(o.Dest), o.LockTimeout, func(int) {
 		o.Printer.Stepf("another process is downloading %s; waiting for it", shown)
-	}, part.size)
+	}, Growth(part.size, o.MinRate, o.LockTimeout))
 	if err != nil && ctx.Err() != nil {
 		return nil, fmt.Errorf("download of %s stopped while waiting for another download of it: %w", shown, context.Cause(ctx))
 	}
@@ -842,6 +842,30 @@ func sumFromFile(ctx context.Context, o Options, sumsURL, name string) (string, 
 		}
 	}
 	return "", &Error{URL: shown, Kind: Checksum, Msg: fmt.Sprintf("lists no sha256 for %s", name)}
+}
+
+// Growth turns the size of a download another process holds the lock for
+// into the progress a lock waiter watches (appfile.Lock): a value that
+// changes only once the file has grown by what minRate (bytes per second;
+// 0 the default, negative any growth) brings over a window of the lock
+// timeout. A holder that makes its .part grow a byte now and then (a
+// user's own lock and file in a dir it owns) would otherwise keep root
+// waiting for ever, each byte starting the timeout again.
+func Growth(size func() int64, minRate int64, window time.Duration) func() int64 {
+	if minRate == 0 {
+		minRate = DefaultMinRate
+	}
+	step := int64(1)
+	if minRate > 0 {
+		step = max(int64(window.Seconds()*float64(minRate)), 1)
+	}
+	return func() int64 {
+		n := size()
+		if n < 0 {
+			return -1
+		}
+		return n / step
+	}
 }
 
 // LockPath is the one lock file of a download to dest: hidden beside it,

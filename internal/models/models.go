@@ -384,7 +384,7 @@ func (f *Fetcher) get(ctx context.Context, fl *file) error {
 	unlock, err := appfile.LockEphemeral(ctx, fetch.LockPath(fl.path), lockWait, func(int) {
 		waited = true
 		f.o.Printer.Stepf("another process is fetching model %s; waiting for it", fl.path)
-	}, func() int64 { return partSize(fl.path) })
+	}, fetch.Growth(func() int64 { return partSize(fl.path) }, f.o.Download.MinRate, lockWait))
 	if err != nil {
 		return fmt.Errorf("model %s: %w", fl.path, err)
 	}
