@@ -499,9 +499,9 @@ func TestRouterGroupEvictsIdleOnly(t *testing.T) {
 	})
 }
 
-// Waiting is bounded: by max_queue (503 at once) and max_wait (503 after
-// it), both with Retry-After; an instance that fails to start is a 503
-// with the reason.
+// Waiting is bounded: by max_queue for each instance (503 at once) and
+// max_wait (503 after it), both with Retry-After; an instance that fails
+// to start is a 503 with the reason.
 func TestRouterBoundsWaiting(t *testing.T) {
 	dir, app := t.TempDir(), t.TempDir()
 	cfg, base, ports := routerConfig(t, dir, "max_queue = 1\nmax_wait = \"3s\"",
@@ -523,6 +523,12 @@ func TestRouterBoundsWaiting(t *testing.T) {
 	r := call(t, "POST", base+"/tokenize", "", `{"model":"slow"}`)
 	if msg, _ := apiError(t, r); r.code != 503 || r.header.Get("Retry-After") == "" || !strings.Contains(msg, "router.max_queue") || r.took > 2*time.Second {
 		t.Errorf("queue full: %s (Retry-After %q) in %s", r, r.header.Get("Retry-After"), r.took)
+	}
+	// Each instance has its own queue: with slow's full, a request for
+	// taken still waits for its start (which fails: its port is held).
+	r = call(t, "POST", base+"/tokenize", "", `{"model":"taken"}`)
+	if msg, _ := apiError(t, r); r.code != 503 || !strings.Contains(msg, "taken failed:") || !strings.Contains(msg, "port") {
+		t.Errorf("taken while slow's queue is full: %s", r)
 	}
 	r = <-first
 	if msg, _ := apiError(t, r); r.code != 503 || r.header.Get("Retry-After") == "" || !strings.Contains(msg, "router.max_wait") || r.took < 2900*time.Millisecond || r.took > 7*time.Second {

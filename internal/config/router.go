@@ -110,7 +110,7 @@ func (v *validator) router(root *Table, file string, o Options) *Router {
 	if raw, ok := t.Get("max_queue"); ok {
 		n, ok := raw.(int64)
 		if !ok || n < 0 || n > 1<<20 {
-			v.add(t, "router", "max_queue", "must be an integer from 0 to %d (requests waiting for a model to start; 0: none wait), not %s", 1<<20, describe(raw))
+			v.add(t, "router", "max_queue", "must be an integer from 0 to %d (requests that may wait for each instance to start; 0: none wait), not %s", 1<<20, describe(raw))
 		}
 		r.MaxQueue = int(n)
 	}
@@ -232,7 +232,7 @@ func (v *validator) routing(name string, control, server *Table, r *Router, in *
 	}
 	if rt.OnDemand && rt.RouterMode {
 		v.problems = append(v.problems, Problem{Pos: control.PosOf("on_demand"), Key: path + ".on_demand",
-			Msg: "an instance in llama.cpp's router mode (models_dir) is routed the names its /models lists, known only while it runs: start it at boot (on_demand = false); it loads its models itself"})
+			Msg: "an instance in llama.cpp's router mode (models_dir) is routed the names its /models lists, known only while it runs: start it at boot (on_demand = false); it holds no model until a request asks for one, loads each itself and keeps at most models_max"})
 	}
 }
 

@@ -70,7 +70,7 @@ type istate struct {
 type sched struct {
 	table  *Table
 	inst   map[string]*istate
-	queued int
+	queued int // waiters of every instance
 }
 
 func newSched(t *Table, snaps []supervise.Snapshot, now time.Time) *sched {
@@ -146,8 +146,11 @@ func (s *sched) acquire(now time.Time, name string) (verdict, *waiter, []action)
 	}
 	// Starting, restarting, being stopped by us (it starts again after),
 	// or down and started on demand: wait, bounded.
-	if s.queued >= s.table.MaxQueue {
-		v := refuse(http.StatusServiceUnavailable, "unavailable_error", "%s is not loaded and %d request(s) already wait for models to start (router.max_queue)", name, s.queued)
+	// Each instance has its own queue (as llama-swap and llama.cpp's
+	// router let each model's requests wait for it): a burst for one model
+	// that is loading does not turn away requests for another.
+	if len(i.waiters) >= s.table.MaxQueue {
+		v := refuse(http.StatusServiceUnavailable, "unavailable_error", "%s is not loaded and %d request(s) already wait for it (router.max_queue)", name, len(i.waiters))
 		v.retryAfter = 1
 		return v, nil, nil
 	}

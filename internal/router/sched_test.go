@@ -217,13 +217,16 @@ func TestSched(t *testing.T) {
 			{0, "ev a exited", ""},
 			{1, "req a", "503(stopped)"},
 		}},
-		{"the queue is bounded by max_queue", testTable(2, 1, "a+od", "b+od"), nil, []step{
+		{"each instance's queue is bounded by max_queue", testTable(2, 1, "a+od", "b+od"), nil, []step{
 			{0, "req a", "wait:w1 start:a"},
-			{0, "req b", "wait:w2 start:b"},
+			{0, "req a", "wait:w2"},
+			{0, "req b", "wait:w3 start:b"},
 			{0, "req a", "503/retry1(max_queue)"},
-			{1, "ev a ready", "w1:serve"},
+			{0, "req b", "wait:w4"},
+			{0, "req b", "503/retry1(max_queue)"},
+			{1, "ev a ready", "w1:serve w2:serve"},
 			{1, "req a", "serve"},
-			{1, "req b", "wait:w3"},
+			{1, "req b", "503/retry1(max_queue)"},
 		}},
 		{"the wait is bounded by max_wait", testTable(10, 1, "a+od"), nil, []step{
 			{0, "req a", "wait:w1 start:a"},
