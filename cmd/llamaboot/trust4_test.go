@@ -235,15 +235,17 @@ func TestNonRootSocketCannotBeSquatted(t *testing.T) {
 // bundle or its bin/ chowned to uid 1000, a cache opened to anyone, a link
 // uid 1000 owns in a bundle, or a legacy llama-cpp dir it owns let it swap
 // a staging dir, a bundle or the executable root runs, and the install
-// went on. Each is refused now with exit 2 naming the directory (or link)
-// and its owner; the active bundle stays.
+// went on (and a second boot, finding the bundle installed, ran it as
+// root). Each is refused now with exit 2 naming the directory (or link)
+// and its owner, installing or already installed; the active bundle stays.
 func TestAppDirTreeChangedByAUser(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Fatal("this test needs root (CI runs as root) to act for uid 1000")
 	}
 	dir := openDir(t)
 	app := filepath.Join(dir, "app")
-	if r := runLB(t, nil, "install", "--app-dir", app, releaseArchive(t, dir, "llama-b7001-bin-ubuntu-x64.tar.gz", "b7001")); r.code != 0 {
+	first := releaseArchive(t, dir, "llama-b7001-bin-ubuntu-x64.tar.gz", "b7001")
+	if r := runLB(t, nil, "install", "--app-dir", app, first); r.code != 0 {
 		t.Fatal(r)
 	}
 	next := releaseArchive(t, dir, "llama-b7002-bin-ubuntu-x64.tar.gz", "b7002")
@@ -272,9 +274,14 @@ func TestAppDirTreeChangedByAUser(t *testing.T) {
 	} {
 		undo := c.change()
 		r := runLB(t, nil, "install", "--app-dir", app, next)
+		// The same bundle again writes nothing, but root runs it next.
+		again := runLB(t, nil, "install", "--app-dir", app, first)
 		undo()
 		if r.code != 2 || !strings.Contains(r.stderr, c.want) {
 			t.Errorf("%s: want exit 2 and %q: %v", c.name, c.want, r)
+		}
+		if again.code != 2 || !strings.Contains(again.stderr, c.want) {
+			t.Errorf("%s, the installed bundle again: want exit 2 and %q: %v", c.name, c.want, again)
 		}
 		if now, _ := os.Readlink(filepath.Join(app, "llama-cpp")); now != active {
 			t.Errorf("%s: the active bundle changed to %s", c.name, now)

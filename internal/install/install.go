@@ -111,7 +111,32 @@ func cacheDir(app string) string   { return filepath.Join(app, "cache") }
 func Install(ctx context.Context, opts Options) (Result, error) {
 	// Extraction and the audits check ctx in every loop: SIGTERM ends them.
 	opts.Limits.Context = ctx
-	return (&job{Options: opts}).run(ctx)
+	r, err := (&job{Options: opts}).run(ctx)
+	if err == nil && r.UpToDate {
+		// Nothing was written, but root runs llama-server from here next:
+		// an app dir (or a bundle dir) another user can change since the
+		// install is theirs to swap for their own executable.
+		if err := checkAppDir(ctx, opts.AppDir); err != nil {
+			return Result{}, err
+		}
+	}
+	return r, err
+}
+
+// checkAppDir refuses an app dir another user could change anything in
+// that the install works in or root runs from: the app dir and its parents
+// (dirs.CheckPath), then the cache, the versions and a legacy dir
+// (dirs.CheckTree).
+func checkAppDir(ctx context.Context, app string) error {
+	if err := dirs.CheckPath(app); err != nil {
+		return err
+	}
+	for _, name := range []string{"cache", versionsName, installName} {
+		if err := dirs.CheckTree(app, name, ctx.Err); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // interruptible makes ctx end on a signal (Options.Interrupt) from here
@@ -255,11 +280,9 @@ func (j *job) lock(ctx context.Context) (release func(), err error) {
 	// user's link there would let them swap a staging dir, a bundle or the
 	// executable root runs. Checked under the lock, before anything there
 	// is removed or written.
-	for _, name := range []string{"cache", versionsName, installName} {
-		if err := dirs.CheckTree(j.AppDir, name, ctx.Err); err != nil {
-			release()
-			return nil, err
-		}
+	if err := checkAppDir(ctx, j.AppDir); err != nil {
+		release()
+		return nil, err
 	}
 	cleanStale(j.AppDir)
 	if v, ok := recoverLink(j.AppDir); ok {
