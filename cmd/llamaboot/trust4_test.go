@@ -392,3 +392,29 @@ func TestModelLockTrickleDoesNotHoldForever(t *testing.T) {
 		t.Errorf("want exit 1 naming the holder: hung=%v %v", hung, r)
 	}
 }
+
+// TestPackageLinkOfAUserRefused: the package was opened by its path,
+// following any link: a link uid 1000 planted in its volume at the
+// package's name, leading to a root-only archive, had root install that
+// archive — its files readable by all in the bundle. Such a link is
+// refused with exit 2 naming it and its owner; one root owns is followed.
+func TestPackageLinkOfAUserRefused(t *testing.T) {
+	outside, vol := userVolume(t)
+	secret := releaseArchive(t, outside, "llama-b7003-bin-ubuntu-x64.tar.gz", "b7003")
+	os.Chmod(secret, 0o600)
+	link := filepath.Join(vol, "llama-b7003-bin-ubuntu-x64.tar.gz")
+	os.Symlink(secret, link)
+	os.Lchown(link, 1000, 1000)
+	app := filepath.Join(openDir(t), "app")
+	r := runLB(t, nil, "install", "--app-dir", app, link)
+	if want := link + " is a symbolic link owned by uid 1000"; r.code != 2 || !strings.Contains(r.stderr, want) {
+		t.Errorf("want exit 2 and %q: %v", want, r)
+	}
+	if _, err := os.Lstat(filepath.Join(app, "llama-cpp")); err == nil {
+		t.Error("the root-only archive was installed")
+	}
+	os.Lchown(link, 0, 0)
+	if r := runLB(t, nil, "install", "--app-dir", app, link); r.code != 0 {
+		t.Errorf("a link root owns: %v", r)
+	}
+}

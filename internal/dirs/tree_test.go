@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -90,4 +91,42 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestOpenRegular: links root owns are followed to the file (relative and
+// absolute, a chain of two), a link uid 1000 owns is refused (LinkError,
+// whatever it leads to), a FIFO is refused without waiting.
+func TestOpenRegular(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test needs root (CI runs as root) to make uid 1000's links")
+	}
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "pkg"), []byte("archive"), 0o600)
+	os.Symlink("pkg", filepath.Join(dir, "rel"))
+	os.Symlink(filepath.Join(dir, "rel"), filepath.Join(dir, "abs"))
+	f, err := OpenRegular(filepath.Join(dir, "abs"))
+	if err != nil {
+		t.Fatalf("root's links: %v", err)
+	}
+	b := make([]byte, 7)
+	f.Read(b)
+	f.Close()
+	if string(b) != "archive" {
+		t.Errorf("read %q through root's links", b)
+	}
+	os.Symlink("pkg", filepath.Join(dir, "users"))
+	os.Lchown(filepath.Join(dir, "users"), 1000, 1000)
+	var le *LinkError
+	if _, err := OpenRegular(filepath.Join(dir, "users")); !errors.As(err, &le) || le.Owner != 1000 {
+		t.Errorf("uid 1000's link: %v", err)
+	}
+	os.Symlink("users", filepath.Join(dir, "via"))
+	if _, err := OpenRegular(filepath.Join(dir, "via")); !errors.As(err, &le) {
+		t.Errorf("root's link to uid 1000's link: %v", err)
+	}
+	syscall.Mkfifo(filepath.Join(dir, "fifo"), 0o666)
+	var nr *NotRegularError
+	if _, err := OpenRegular(filepath.Join(dir, "fifo")); !errors.As(err, &nr) {
+		t.Errorf("a FIFO: %v", err)
+	}
 }

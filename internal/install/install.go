@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/access"
@@ -343,20 +342,17 @@ func (j *job) matches(dir, label string, local fs.FileInfo) (Marker, bool) {
 }
 
 // sumFile hashes a bundle's archive: the user's own file by its path as
-// given (a link they keep to their package is theirs to keep), the cache's
+// given (a link root or we own is followed, dirs.OpenRegular), the cache's
 // copy through package dirs as every file of the app dir.
 func sumFile(path string, users bool) (string, error) {
 	if !users {
 		return fetch.SumFile(path)
 	}
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	f, err := dirs.OpenRegular(path)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
-		return "", fmt.Errorf("%s is not a regular file", path)
-	}
 	return fetch.SumReader(f)
 }
 
@@ -445,7 +441,7 @@ func unpack(ctx context.Context, r io.Reader, srcPath string, format archive.For
 		if cache != nil {
 			zipPath = copyTo
 		}
-		zf, err := os.Open(zipPath)
+		zf, err := dirs.OpenRegular(zipPath)
 		if err != nil {
 			return "", stats, err
 		}

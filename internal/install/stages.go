@@ -14,6 +14,7 @@ import (
 
 	"github.com/llamaboot/llamaboot/internal/access"
 	"github.com/llamaboot/llamaboot/internal/archive"
+	"github.com/llamaboot/llamaboot/internal/dirs"
 	"github.com/llamaboot/llamaboot/internal/printer"
 )
 
@@ -86,7 +87,9 @@ func (j *job) stageSource(src source) *staging {
 // archive into a fresh staging dir.
 func (j *job) stepUnpack(ctx context.Context, s *staging) error {
 	p := j.Printer
-	in, err := os.Open(s.readFrom)
+	// The user's package or the cache copy: links on the way followed only
+	// when root (or we) own them, as everything root reads by a path.
+	in, err := dirs.OpenRegular(s.readFrom)
 	if err != nil {
 		return &InputError{Msg: fmt.Sprintf("package %s cannot be read", s.readFrom), Err: err}
 	}
