@@ -175,8 +175,9 @@ func (s *Server) Listen(path string) error {
 		return lerr
 	})
 	if err != nil {
+		who := squatter(d, name)
 		d.Close()
-		return fmt.Errorf("listen on %s: %w%s", path, err, squatter(d, name))
+		return fmt.Errorf("listen on %s: %w%s", path, err, who)
 	}
 	// Removed by Close relative to d, never by a name that may since
 	// lead elsewhere.

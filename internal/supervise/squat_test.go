@@ -207,3 +207,28 @@ func TestLongAppDirSocket(t *testing.T) {
 		t.Error("the socket was left after Close")
 	}
 }
+
+// TestSocketNameTakenIsNamed: something not a socket at the socket's name
+// (a dir uid 1000 made there) is left alone, and the supervisor's error
+// names it and its owner.
+func TestSocketNameTakenIsNamed(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Fatal("this test needs root (CI runs as root) to make uid 1000's dir")
+	}
+	app := t.TempDir()
+	sock := SocketPath(app)
+	os.Mkdir(sock, 0o755)
+	os.Chown(sock, 1000, 1000)
+	s := &Server{}
+	err := s.Listen(sock)
+	if err == nil {
+		s.Close()
+		t.Fatal("listened over a dir at the socket's name")
+	}
+	if want := sock + " is there already, owned by uid 1000"; !strings.Contains(err.Error(), want) {
+		t.Errorf("want %q: %v", want, err)
+	}
+	if fi, err := os.Stat(sock); err != nil || !fi.IsDir() {
+		t.Errorf("the dir at the name was touched: %v %v", fi, err)
+	}
+}
