@@ -10,12 +10,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/llamaboot/llamaboot/internal/archive"
+	"github.com/llamaboot/llamaboot/internal/bundlegen"
+	"github.com/llamaboot/llamaboot/internal/imagegen"
 	"github.com/llamaboot/llamaboot/internal/testutil"
 )
 
@@ -416,5 +420,46 @@ func TestPackageLinkOfAUserRefused(t *testing.T) {
 	os.Lchown(link, 0, 0)
 	if r := runLB(t, nil, "install", "--app-dir", app, link); r.code != 0 {
 		t.Errorf("a link root owns: %v", r)
+	}
+}
+
+// TestImageArchiveLinkOfAUserRefused: a docker-archive (and an OCI layout
+// dir) was opened by its path as the package once was: uid 1000's link at
+// its name in its volume led root to a root-only image. Refused with exit
+// 2, the link and its owner named.
+func TestImageArchiveLinkOfAUserRefused(t *testing.T) {
+	outside, vol := userVolume(t)
+	top, err := imagegen.NewLayer(archive.Gzip, []bundlegen.Entry{bundlegen.Dir("app/"), {Name: "app/llama-server", Type: '0', Mode: 0o755, Body: []byte("x\n")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := imagegen.Image("linux/"+runtime.GOARCH, nil, top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(outside, "img.tar")
+	if err := imagegen.WriteDockerArchive(secret, "llama:b1", img); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(secret, 0o600)
+	layout := filepath.Join(outside, "layout")
+	if err := imagegen.WriteLayout(layout, img, "b1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ target, name, src string }{
+		{secret, "img.tar", "docker-archive:"},
+		{layout, "layout", "oci:"},
+	} {
+		link := filepath.Join(vol, c.name)
+		os.Symlink(c.target, link)
+		os.Lchown(link, 1000, 1000)
+		app := filepath.Join(openDir(t), "app")
+		r := runLB(t, []string{"DOCKER_CONFIG=" + t.TempDir()}, "install", "--app-dir", app, c.src+link)
+		if want := link + " is a symbolic link owned by uid 1000"; r.code != 2 || !strings.Contains(r.stderr, want) {
+			t.Errorf("%s: want exit 2 and %q: %v", c.src, want, r)
+		}
+		if _, err := os.Lstat(filepath.Join(app, "llama-cpp")); err == nil {
+			t.Errorf("%s: the root-only image was installed", c.src)
+		}
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/llamaboot/llamaboot/internal/dirs"
 )
 
 // blobs opens the files of an OCI image layout (a directory, or a tar of
@@ -26,7 +28,14 @@ type blobs interface {
 type dirBlobs string
 
 func (d dirBlobs) open(name string) (io.ReadCloser, int64, error) {
-	root, err := os.OpenRoot(string(d))
+	// Reached as root reaches any path (no link another user owns
+	// followed on the way), then nothing inside leads out of it.
+	dir, err := dirs.Open(string(d))
+	if err != nil {
+		return nil, 0, err
+	}
+	defer dir.Close()
+	root, err := dir.Root()
 	if err != nil {
 		return nil, 0, err
 	}
@@ -56,7 +65,9 @@ type tarEntry struct {
 }
 
 func indexTar(p string) (*tarIndex, error) {
-	f, err := os.Open(p)
+	// Links followed only when root (or we) own them: a user's link at
+	// the archive's name could lead root to a root-only image.
+	f, err := dirs.OpenRegular(p)
 	if err != nil {
 		return nil, bad(fmt.Sprintf("image archive %s cannot be read", p), err)
 	}
