@@ -236,8 +236,9 @@ func TestNonRootSocketCannotBeSquatted(t *testing.T) {
 
 // TestAppDirTreeChangedByAUser: the app dir passing the check on its own
 // path covered the names in it, not what lies below: a versions dir, a
-// bundle or its bin/ chowned to uid 1000, a cache opened to anyone, a link
-// uid 1000 owns in a bundle, or a legacy llama-cpp dir it owns let it swap
+// bundle or its bin/ chowned to uid 1000, a cache opened to anyone, the
+// llama-server root runs chowned to uid 1000 or a library anyone can
+// write, a link uid 1000 owns in a bundle, or a legacy llama-cpp dir it owns let it swap
 // a staging dir, a bundle or the executable root runs, and the install
 // went on (and a second boot, finding the bundle installed, ran it as
 // root). Each is refused now with exit 2 naming the directory (or link)
@@ -269,6 +270,14 @@ func TestAppDirTreeChangedByAUser(t *testing.T) {
 			os.Chmod(filepath.Join(app, "cache"), 0o777)
 			return func() { os.Chmod(filepath.Join(app, "cache"), 0o755) }
 		}, "holds the directory " + filepath.Join(app, "cache") + ", writable by anyone (mode -rwxrwxrwx, no sticky bit)"},
+		{"its llama-server chowned", func() func() { return chown(filepath.Join(bundle, "bin", "llama-server")) },
+			"holds the file " + filepath.Join(bundle, "bin", "llama-server") + ", owned by uid 1000"},
+		{"a library open to anyone", func() func() {
+			lib := filepath.Join(bundle, "bin", "libplanted.so")
+			os.WriteFile(lib, []byte("lib"), 0o644)
+			os.Chmod(lib, 0o666)
+			return func() { os.Remove(lib) }
+		}, "holds the file " + filepath.Join(bundle, "bin", "libplanted.so") + ", writable by anyone (mode -rw-rw-rw-)"},
 		{"a user's link in a bundle", func() func() {
 			l := filepath.Join(bundle, "bin", "planted")
 			os.Symlink("/etc", l)

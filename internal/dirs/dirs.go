@@ -59,6 +59,8 @@ type ChangeableError struct {
 	Mode  fs.FileMode
 	// Inside: Dir lies under Path (CheckTree), not on the way to it.
 	Inside bool
+	// File: Dir is a regular file another user can write.
+	File bool
 }
 
 func (e *ChangeableError) Error() string {
@@ -68,8 +70,14 @@ func (e *ChangeableError) Error() string {
 	}
 	if e.Inside {
 		what := "directory"
-		if e.Mode&fs.ModeSymlink != 0 {
+		switch {
+		case e.Mode&fs.ModeSymlink != 0:
 			who, what = fmt.Sprintf("owned by uid %d", e.Owner), "symbolic link"
+		case e.File && trusted(e.Owner):
+			who = fmt.Sprintf("writable by anyone (mode %v)", e.Mode.Perm())
+		}
+		if e.File {
+			return fmt.Sprintf("%s holds the file %s, %s, who could change it while llamaboot (uid %d) installs and runs from there; give it back to uid %d and close it to others (chown, chmod o-w) or remove it", e.Path, e.Dir, who, os.Geteuid(), os.Geteuid())
 		}
 		return fmt.Sprintf("%s holds the %s %s, %s, who could swap what is in it for a link while llamaboot works there as uid %d; give it back to uid %d (chown -R) or remove it (llamaboot makes what it needs again)", e.Path, what, e.Dir, who, os.Geteuid(), os.Geteuid())
 	}
@@ -122,7 +130,8 @@ func CheckPath(path string) error {
 // CheckTree refuses the tree at dir/name when a user other than root and
 // the current one could change any name in it: a directory such a user owns
 // or anyone can write without the sticky bit (CheckPath's rule), or a
-// symbolic link such a user owns. With dir itself passing CheckPath, no
+// symbolic link such a user owns; or any file's content: a regular file
+// such a user owns or anyone can write. With dir itself passing CheckPath, no
 // other user can then create, rename or swap any name in the tree, so
 // llamaboot may work in it by path. Missing is fine. The walk holds a
 // descriptor per directory (no path is looked up twice, whatever the
@@ -155,6 +164,13 @@ func checkEntry(parent int, name, p string, st *unix.Stat_t, top string, stop fu
 			return &ChangeableError{Path: top, Dir: p, Owner: int(st.Uid), Mode: mode | fs.ModeSymlink, Inside: true}
 		}
 		return nil
+	case unix.S_IFREG:
+		// A file cannot lead anywhere, but one another user can write is
+		// theirs to change: the llama-server root runs, a library.
+		if !trusted(int(st.Uid)) || mode&0o002 != 0 {
+			return &ChangeableError{Path: top, Dir: p, Owner: int(st.Uid), Mode: mode, Inside: true, File: true}
+		}
+		return nil
 	case unix.S_IFDIR:
 	default:
 		return nil
@@ -171,11 +187,6 @@ func checkEntry(parent int, name, p string, st *unix.Stat_t, top string, stop fu
 	for {
 		ents, err := f.ReadDir(1024)
 		for _, e := range ents {
-			// A regular file cannot lead anywhere: only dirs and links
-			// (and what the file system does not type) are looked at.
-			if t := e.Type(); t.IsRegular() {
-				continue
-			}
 			c := e.Name()
 			if *n++; *n%4096 == 0 && stop != nil {
 				if err := stop(); err != nil {

@@ -13,10 +13,12 @@ import (
 )
 
 // TestCheckTreeProperty: over 300 generated trees of dirs, links and files
-// (owned by root or uid 1000, dirs 0755, 0777 or 01777), CheckTree refuses
-// exactly the trees in which uid 1000 could change a name — a dir it owns,
-// a dir anyone can write without the sticky bit, a link it owns — and names
-// one of them; every other tree passes. That is the ground of the install
+// (owned by root or uid 1000, dirs 0755, 0777 or 01777, files 0644, 0664
+// or 0666), CheckTree refuses exactly the trees in which uid 1000 could
+// change a name or a file — a dir it owns, a dir anyone can write without
+// the sticky bit, a link it owns, a file it owns or anyone can write — and
+// names one of them; every other tree passes (group-writable is the
+// administrator's). That is the ground of the install
 // working below a checked app dir by path: nothing there can be swapped.
 func TestCheckTreeProperty(t *testing.T) {
 	if os.Getuid() != 0 {
@@ -52,8 +54,15 @@ func TestCheckTreeProperty(t *testing.T) {
 						bad = append(bad, p)
 					}
 				default:
+					mode := []fs.FileMode{0o644, 0o644, 0o664, 0o666}[rng.IntN(4)]
 					os.WriteFile(p, []byte("x"), 0o644)
-					os.Chown(p, owner, owner) // a file cannot lead anywhere
+					os.Chmod(p, mode)
+					os.Chown(p, owner, owner)
+					// Its content is theirs to change: the executable
+					// root runs, a library.
+					if owner != 0 || mode == 0o666 {
+						bad = append(bad, p)
+					}
 				}
 			}
 		}
