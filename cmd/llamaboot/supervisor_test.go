@@ -126,8 +126,11 @@ func TestReadinessIsTheInstancesOwn(t *testing.T) {
 // TestKilledCommandExitStatus: a command that ignores SIGTERM is killed
 // after the grace and entry exits 128+9, as tini does.
 func TestKilledCommandExitStatus(t *testing.T) {
-	e := startEntry(t, t.TempDir(), nil, "--grace", "500ms", "--", "sh", "-c", `trap "" TERM; while :; do sleep 0.05; done`)
-	e.waitOutput(t, `started sh`, 10*time.Second)
+	// SIGTERM only once the trap is set (a file says so): under load it
+	// came first, the shell died of it and entry said 143.
+	trapped := filepath.Join(t.TempDir(), "trapped")
+	e := startEntry(t, t.TempDir(), nil, "--grace", "500ms", "--", "sh", "-c", `trap "" TERM; touch `+trapped+`; while :; do sleep 0.05; done`)
+	waitFor(t, "the command's trap", 10*time.Second, func() bool { _, err := os.Stat(trapped); return err == nil })
 	e.cmd.Process.Signal(syscall.SIGTERM)
 	if code := e.wait(t, 15*time.Second); code != 137 {
 		t.Errorf("exit %d, want 137\n%s", code, e.out.String())
