@@ -472,3 +472,39 @@ func TestImageArchiveLinkOfAUserRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestOCIBlobFIFODoesNotHang: a blob of an OCI layout dir was opened
+// without O_NONBLOCK: a FIFO in its place (the dir may be a user's) held
+// root in open for ever, SIGTERM or not. It is refused within seconds.
+func TestOCIBlobFIFODoesNotHang(t *testing.T) {
+	dir := t.TempDir()
+	top, err := imagegen.NewLayer(archive.Gzip, []bundlegen.Entry{bundlegen.Dir("app/"), {Name: "app/llama-server", Type: '0', Mode: 0o755, Body: bytes.Repeat([]byte("x"), 100_000)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := imagegen.Image("linux/"+runtime.GOARCH, nil, top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layout := filepath.Join(dir, "layout")
+	if err := imagegen.WriteLayout(layout, img, "b1"); err != nil {
+		t.Fatal(err)
+	}
+	// The layer is the largest blob.
+	blobs, _ := filepath.Glob(filepath.Join(layout, "blobs", "sha256", "*"))
+	var layer string
+	var size int64
+	for _, b := range blobs {
+		if fi, err := os.Stat(b); err == nil && fi.Size() > size {
+			layer, size = b, fi.Size()
+		}
+	}
+	os.Remove(layer)
+	if err := syscall.Mkfifo(layer, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	r, hung := runWithin(t, 20*time.Second, []string{"DOCKER_CONFIG=" + t.TempDir()}, "install", "--app-dir", filepath.Join(dir, "app"), "oci:"+layout)
+	if hung || r.code == 0 || !strings.Contains(r.stderr, "not a regular file") {
+		t.Errorf("want a refusal naming the FIFO within seconds: hung=%v %v", hung, r)
+	}
+}
