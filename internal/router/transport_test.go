@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -210,5 +211,40 @@ func TestTransportCloseDoesNotDrainAStream(t *testing.T) {
 	case <-gone:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the server never saw its client go")
+	}
+}
+
+// 32 clients at once through the transport use at most 32 connections:
+// each goes back to the pool when its answer is read, and the pool keeps
+// enough per host (net/http's default of 2 idle per host would close and
+// dial again all the time).
+func TestTransportKeepsConcurrentConnections(t *testing.T) {
+	srv, conns := countingServer(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, "ok")
+	})
+	tr := newTransport()
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			for range 30 {
+				req, _ := http.NewRequest("POST", srv.URL, strings.NewReader("x"))
+				resp, err := tr.RoundTrip(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				got, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if string(got) != "ok" {
+					t.Errorf("answer %q", got)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if n := conns.Load(); n > 32 {
+		t.Errorf("%d connections for 32 clients' 960 requests, want at most 32", n)
 	}
 }
