@@ -1,10 +1,12 @@
-// Package proc reads what the kernel says about processes in /proc: the
-// CPU time of their main threads, which the watchdog takes as the one sign
-// of work that probing a server cannot fake.
+// Package proc reads what the kernel says about a server's processes in
+// /proc: the CPU time of their main threads and of all their threads, and
+// how long their main threads waited for a CPU. The watchdog takes these
+// as the signs of work that probing a server cannot fake.
 package proc
 
 import (
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,15 +17,30 @@ import (
 // 100 on every Linux the binary runs on.
 const clockTick = 10 * time.Millisecond
 
-// MainThreadCPU is the CPU time (user + system) that the main thread of
-// every process in process group pgid has used, summed. llama-server's
-// main thread runs its slot loop: it burns a core while a long prompt is
-// decoded and none while the loop is stuck, whatever its HTTP threads do
-// to answer probes. The group covers the children llama.cpp's router mode
-// starts for its models. false: no process of the group is left.
+// Usage is what the threads of a server's processes did, summed over
+// them since they started.
+type Usage struct {
+	// Main is the CPU time (user + system) of the main threads.
+	// llama-server's main thread runs its slot loop: it burns a core while
+	// a long prompt is decoded and none while the loop is stuck, whatever
+	// its HTTP threads do to answer probes.
+	Main time.Duration
+	// All is the CPU time of all their threads: a decode may run on
+	// worker threads while the main thread waits for them.
+	All time.Duration
+	// MainWait is the time the main threads spent runnable but waiting
+	// for a CPU (schedstat's run delay; 0 where the kernel does not keep
+	// it). On a machine loaded far past its cores a healthy loop may get
+	// almost no CPU for seconds, but it waits in the run queue; a stuck
+	// one never becomes runnable.
+	MainWait time.Duration
+}
+
+// MainThreadCPU is Usage.Main of the server whose process group pgid
+// leads; false when none of its processes is left.
 func MainThreadCPU(pgid int) (time.Duration, bool) {
-	main, _, ok := GroupCPU(pgid)
-	return main, ok
+	u, ok := ServerUsage(pgid)
+	return u.Main, ok
 }
 
 // ThreadCPU is the CPU time (user + system) that thread tid of process
@@ -41,20 +58,30 @@ func ThreadCPU(pid, tid int) (time.Duration, bool) {
 	return time.Duration(ut+st) * clockTick, true
 }
 
-// GroupCPU is the CPU time of process group pgid: of the main threads
-// of its processes (see MainThreadCPU), and of all their threads. A
-// decode may run on worker threads while the main thread waits for them;
-// a stuck server burns nothing in any thread but what answering probes
-// takes. false: no process of the group is left.
-func GroupCPU(pgid int) (main, all time.Duration, ok bool) {
+// ServerUsage is the Usage of the server whose process group pgid leads:
+// of every process in the group that runs the leader's executable or one
+// named llama-server* (the children llama.cpp's router mode starts for its
+// models; the server under a wrapper script that does not exec it). Other
+// programs in the group — a wrapper's helper, a log pipe — are not the
+// server, and the CPU they burn says nothing about it. When the leader's
+// executable cannot be read, every process in the group counts. false: no
+// process of the group is left.
+func ServerUsage(pgid int) (Usage, bool) {
 	pids := groupMembers(pgid)
 	if !slices.Contains(pids, pgid) {
 		pids = append(pids, pgid)
 	}
+	leaderExe, _ := os.Readlink("/proc/" + strconv.Itoa(pgid) + "/exe")
+	var u Usage
+	ok := false
 	for _, pid := range pids {
 		p := strconv.Itoa(pid)
 		f := statFields("/proc/" + p + "/stat")
 		if len(f) < 13 || f[2] != strconv.Itoa(pgid) || f[0] == "Z" || f[0] == "X" {
+			continue
+		}
+		ok = true
+		if leaderExe != "" && pid != pgid && !isServer(p, leaderExe) {
 			continue
 		}
 		ut, err1 := strconv.ParseInt(f[11], 10, 64)
@@ -66,11 +93,39 @@ func GroupCPU(pgid int) (main, all time.Duration, ok bool) {
 		if !mok {
 			continue
 		}
-		main += m
-		all += time.Duration(ut+st) * clockTick
-		ok = true
+		u.Main += m
+		u.All += time.Duration(ut+st) * clockTick
+		u.MainWait += runDelay(pid, pid)
 	}
-	return main, all, ok
+	return u, ok
+}
+
+// isServer says whether process pid runs the server: the leader's
+// executable, or one named like llama-server.
+func isServer(pid, leaderExe string) bool {
+	exe, err := os.Readlink("/proc/" + pid + "/exe")
+	if err != nil {
+		return false
+	}
+	return exe == leaderExe || strings.HasPrefix(filepath.Base(exe), "llama-server")
+}
+
+// runDelay is how long thread tid of pid has waited in a run queue:
+// the second field of its schedstat, in nanoseconds.
+func runDelay(pid, tid int) time.Duration {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/task/" + strconv.Itoa(tid) + "/schedstat")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	ns, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return time.Duration(ns)
 }
 
 // groupMembers lists the processes whose group is pgid. A full /proc scan

@@ -244,7 +244,7 @@ func newHarness(t *testing.T) *harness {
 	logDir := t.TempDir()
 	h := &harness{t: t, logDir: logDir, clock: newFakeClock(), starter: &fakeStarter{}, probe: &fakeProbe{}, live: &fakeLive{}, ports: map[int]error{}}
 	h.sup = New(NewReaper(), testPolicy, nil, Deps{Starter: h.starter, Clock: h.clock, Probe: h.probe.probe,
-		Liveness: h.live.probe, Slots: h.live.slots, CPU: h.live.cpuOf,
+		Liveness: h.live.probe, Slots: h.live.slots, Usage: h.live.usage,
 		CheckPort: func(in config.Instance) error {
 			h.portsMu.Lock()
 			gate := h.portGate

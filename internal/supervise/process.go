@@ -54,10 +54,9 @@ type Deps struct {
 	Probe    Prober
 	Liveness Liveness  // the watchdog's probe
 	Slots    BusySlots // the drain's question
-	// CPU is the CPU time of the process group pid leads, of its main
-	// threads and of all its threads (false: none is left): the
-	// watchdog's sign of work.
-	CPU       func(pid int) (main, all time.Duration, ok bool)
+	// Usage is what the threads of the server whose process group pid
+	// leads did (false: none is left): the watchdog's sign of work.
+	Usage     func(pid int) (proc.Usage, bool)
 	CheckPort func(config.Instance) error // nil error: free
 	// Stdout takes the [name]-prefixed copies of log_to_stdout instances;
 	// one writer shared by all, serialised per line (logfile.Locked).
@@ -80,8 +79,8 @@ func (d Deps) withDefaults(r *Reaper, env []string) Deps {
 	if d.Slots == nil {
 		d.Slots = HTTPBusySlots
 	}
-	if d.CPU == nil {
-		d.CPU = proc.GroupCPU
+	if d.Usage == nil {
+		d.Usage = proc.ServerUsage
 	}
 	if d.CheckPort == nil {
 		d.CheckPort = launch.CheckPort

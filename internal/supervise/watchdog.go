@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/proc"
 	"github.com/llamaboot/llamaboot/internal/promtext"
 )
 
@@ -57,9 +58,8 @@ type LiveProbe struct {
 	// probe by then, not by when it got to the result.
 	at       time.Time
 	logBytes int64
-	cpu      time.Duration // main threads'
-	cpuAll   time.Duration // all threads'
-	hasCPU   bool
+	use      proc.Usage
+	hasUse   bool
 }
 
 // Liveness probes a ready process once, within ctx's deadline.
@@ -76,8 +76,7 @@ var ErrNoSlots = errors.New("it cannot tell whether its slots are busy (/slots i
 type progress struct {
 	logBytes int64
 	tokens   int64
-	cpu      time.Duration // its main threads' CPU time
-	cpuAll   time.Duration // all its threads'
+	use      proc.Usage // what its threads did (see proc.ServerUsage)
 }
 
 // busyCPU is the CPU time a main thread must use over elapsed to count as
@@ -95,9 +94,20 @@ func busyAllCPU(elapsed time.Duration) time.Duration {
 	return max(elapsed/10, 50*time.Millisecond)
 }
 
-// worked says whether the CPU time between two marks is work.
+// busyWait is the time a main thread must wait, runnable, for a CPU over
+// elapsed to count as working: 1% of a core, as busyCPU. A stuck loop is
+// never runnable, so it waits for nothing; a live one on a machine loaded
+// far past its cores waits where it cannot run (seconds a second,
+// measured with the real server under 16 spinning processes on 2 cores).
+func busyWait(elapsed time.Duration) time.Duration {
+	return max(elapsed/100, 20*time.Millisecond)
+}
+
+// worked says whether what the threads did between two marks is work.
 func worked(from, to progress, elapsed time.Duration) bool {
-	return to.cpu-from.cpu >= busyCPU(elapsed) || to.cpuAll-from.cpuAll >= busyAllCPU(elapsed)
+	return to.use.Main-from.use.Main >= busyCPU(elapsed) ||
+		to.use.All-from.use.All >= busyAllCPU(elapsed) ||
+		to.use.MainWait-from.use.MainWait >= busyWait(elapsed)
 }
 
 // liveState is the owner's count of a ready process's liveness probes.
@@ -143,11 +153,11 @@ func watch(ctx context.Context, spec config.Instance, d Deps, logBytes *atomic.I
 			return
 		}
 		at, seen := clock.Now(), logBytes.Load()
-		cpu, cpuAll, hasCPU := d.CPU(pid)
+		use, hasUse := d.Usage(pid)
 		pctx, cancel := context.WithTimeout(ctx, spec.LivenessTimeout)
 		r := d.Liveness(pctx, spec)
 		cancel()
-		r.at, r.logBytes, r.cpu, r.cpuAll, r.hasCPU = at, seen, cpu, cpuAll, hasCPU
+		r.at, r.logBytes, r.use, r.hasUse = at, seen, use, hasUse
 		if ctx.Err() != nil || send(msg{in: inLiveness, pid: pid, live: &r}) != nil {
 			return
 		}
@@ -167,9 +177,9 @@ func (o *owner) liveness(m msg) State {
 		w.tokens = r.Tokens
 	}
 	now := r.at
-	mark := progress{logBytes: r.logBytes, tokens: w.tokens, cpu: w.mark.cpu, cpuAll: w.mark.cpuAll}
-	if r.hasCPU {
-		mark.cpu, mark.cpuAll = r.cpu, r.cpuAll
+	mark := progress{logBytes: r.logBytes, tokens: w.tokens, use: w.mark.use}
+	if r.hasUse {
+		mark.use = r.use
 	}
 	moved := mark.logBytes != w.mark.logBytes || mark.tokens != w.mark.tokens || worked(w.mark, mark, now.Sub(w.markAt))
 	w.mark, w.markAt, w.quiet = mark, now, !moved
@@ -209,8 +219,10 @@ func (o *owner) liveness(m msg) State {
 			grew = append(grew, fmt.Sprintf("its token counters moved by %d", d))
 		}
 		if worked(w.streakMark, mark, now.Sub(w.since)) {
-			grew = append(grew, fmt.Sprintf("its main thread used %s of CPU (all its threads %s)",
-				(mark.cpu-w.streakMark.cpu).Round(10*time.Millisecond), (mark.cpuAll-w.streakMark.cpuAll).Round(10*time.Millisecond)))
+			from, to := w.streakMark.use, mark.use
+			grew = append(grew, fmt.Sprintf("its main thread used %s of CPU (all its threads %s) and waited %s for one",
+				(to.Main-from.Main).Round(10*time.Millisecond), (to.All-from.All).Round(10*time.Millisecond),
+				(to.MainWait-from.MainWait).Round(10*time.Millisecond)))
 		}
 		o.emit(Event{Kind: EvBusy, State: Ready, PID: o.proc.PID(),
 			Err: fmt.Errorf("%d liveness probes in a row failed (last: %v), but %s since they began failing", w.fails, r.Err, strings.Join(grew, " and "))})

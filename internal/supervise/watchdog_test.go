@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/proc"
 )
 
 // fakeLive answers the watchdog's probes and the drain's questions as the
@@ -31,13 +32,14 @@ type fakeLive struct {
 	slotsErr  error
 	cpu       time.Duration // main threads' CPU time
 	cpuOthers time.Duration // the other threads'
+	wait      time.Duration // main threads' time waiting for a CPU
 	refused   error
 }
 
-func (f *fakeLive) cpuOf(pid int) (main, all time.Duration, ok bool) {
+func (f *fakeLive) usage(pid int) (proc.Usage, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.cpu, f.cpu + f.cpuOthers, true
+	return proc.Usage{Main: f.cpu, All: f.cpu + f.cpuOthers, MainWait: f.wait}, true
 }
 
 func (f *fakeLive) probe(ctx context.Context, spec config.Instance) LiveProbe {
@@ -199,7 +201,7 @@ func TestWatchdogHungUnderNeverFails(t *testing.T) {
 }
 
 func TestWatchdogLeavesBusyServerAlone(t *testing.T) {
-	for _, how := range []string{"log", "tokens", "cpu", "workers"} {
+	for _, how := range []string{"log", "tokens", "cpu", "workers", "starved"} {
 		t.Run(how, func(t *testing.T) {
 			h := newHarness(t)
 			p := h.startWatched(watched(h, 3))
@@ -221,6 +223,11 @@ func TestWatchdogLeavesBusyServerAlone(t *testing.T) {
 					// The decode runs on worker threads while the main
 					// thread waits for them.
 					h.live.set(func(f *fakeLive) { f.cpuOthers += 5 * time.Second })
+				case "starved":
+					// A machine loaded far past its cores: the loop
+					// gets no CPU at all, but it is runnable, waiting
+					// in the run queue for one.
+					h.live.set(func(f *fakeLive) { f.wait += 4 * time.Second })
 				}
 				h.tick(15 * time.Second)
 			}
@@ -230,9 +237,11 @@ func TestWatchdogLeavesBusyServerAlone(t *testing.T) {
 			case "tokens":
 				want = "its token counters moved by 1536"
 			case "cpu":
-				want = "its main thread used 36s of CPU (all its threads 36s)"
+				want = "its main thread used 36s of CPU (all its threads 36s) and waited 0s for one"
 			case "workers":
-				want = "its main thread used 0s of CPU (all its threads 15s)"
+				want = "its main thread used 0s of CPU (all its threads 15s) and waited 0s for one"
+			case "starved":
+				want = "its main thread used 0s of CPU (all its threads 0s) and waited 12s for one"
 			}
 			if line, isErr := busy.Line(); isErr || line != "a busy, left alone: 3 liveness probes in a row failed (last: GET /slots: no answer within 10s), but "+want+" since they began failing" {
 				t.Errorf("line %q", line)
@@ -267,7 +276,11 @@ func TestWatchdogProbeEchoesAreNotProgress(t *testing.T) {
 	for i := range 2 {
 		h.echo("a", p, fmt.Sprintf("0.02.529.301 W srv          stop: cancel task, id_task = %d", i))
 		h.echo("a", p, "0.03.579.084 W srv    operator(): unauthorized: Invalid API Key")
-		h.live.set(func(f *fakeLive) { f.cpu += 10 * time.Millisecond; f.cpuOthers += 100 * time.Millisecond })
+		h.live.set(func(f *fakeLive) {
+			f.cpu += 10 * time.Millisecond
+			f.cpuOthers += 100 * time.Millisecond
+			f.wait += 10 * time.Millisecond // waking to answer, on a busy machine
+		})
 		h.tick(15 * time.Second)
 	}
 	if got := p.got(); len(got) != 0 {
