@@ -21,7 +21,7 @@ const (
 	EvRequested                   // an operator asked for Op
 	EvExited                      // its process ended unasked (Exit, Ran)
 	EvRestarting                  // it will start again after Delay
-	EvStopped                     // it is down and stays down (Exit, if a process ended)
+	EvStopped                     // it is down and stays down (Exit, if a process ended; Err, if a start asked meanwhile failed)
 	EvFailed                      // gave up: crash loop (Quick, LogTail) or could not start (Err)
 	EvKilled                      // SIGKILL after Grace
 	EvRemoved                     // no longer supervised
@@ -90,6 +90,9 @@ func (e Event) Line() (text string, isError bool) {
 		}
 		return fmt.Sprintf("%s restarting in %.1fs", n, e.Delay.Seconds()), false
 	case EvStopped:
+		if e.Err != nil { // a stop came while it was starting, and the start failed
+			return fmt.Sprintf("%s failed to start (%v); stopped, as asked meanwhile", n, e.Err), true
+		}
 		if e.Exit == "" {
 			return fmt.Sprintf("%s stopped", n), false
 		}

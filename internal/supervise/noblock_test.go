@@ -1,6 +1,7 @@
 package supervise
 
 import (
+	"errors"
 	"os"
 	"slices"
 	"strings"
@@ -143,6 +144,31 @@ func TestReloadWhileLaunching(t *testing.T) {
 	h.starter.mu.Unlock()
 	if !ran.Same(spec) {
 		t.Errorf("ready on %v, want the reloaded %v", ran.Cmd, spec.Cmd)
+	}
+}
+
+// A stop that comes while the start is on its way, and a start that then
+// fails: the instance is down as asked, and the failure is said with it,
+// not swallowed (a container whose command exits at once stops its
+// instances while they are starting).
+func TestStopWhileLaunchingAStartThatFails(t *testing.T) {
+	h := newHarness(t)
+	h.starter.gate = make(chan struct{})
+	h.starter.err = errors.New(`exec: "/nonexistent/llama-server": no such file`)
+	if _, err := h.sup.Apply([]config.Instance{h.spec("a", 8001, "on-failure")}); err != nil {
+		t.Fatal(err)
+	}
+	if d := h.answered("a", OpStop); d.Saw != launching || d.Will != OutcomeDown {
+		t.Fatalf("stop while launching: %+v", d)
+	}
+	h.starter.release()
+	st := h.expect("a", EvStopped)
+	line, isErr := st.Line()
+	if !isErr || !strings.Contains(line, "a failed to start (") || !strings.Contains(line, "no such file") {
+		t.Errorf("line %q (error %v)", line, isErr)
+	}
+	if s := h.status("a"); s.State != Stopped || s.WantUp {
+		t.Errorf("after: %+v", s)
 	}
 }
 

@@ -398,9 +398,11 @@ func (o *owner) launched(m msg) State {
 	o.setLog(l)
 	if r.proc == nil {
 		switch {
-		case o.want != wantUp: // stopped while it was on its way: down, as asked
+		case o.want != wantUp:
+			// Stopped while it was on its way: down, as asked — and the
+			// start failed all the same, which is said, not swallowed.
 			o.reason, o.lastWhy, o.lastErr = ReasonStopRequested, ReasonStopRequested, r.err
-			o.emit(Event{Kind: EvStopped, State: Stopped, Reason: ReasonStopRequested})
+			o.emit(Event{Kind: EvStopped, State: Stopped, Reason: ReasonStopRequested, Err: r.err})
 			return Stopped
 		case r.reason == ReasonPortTaken:
 			return o.fail(ReasonPortTaken, r.err)
