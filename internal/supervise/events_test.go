@@ -148,20 +148,29 @@ func TestSlowReaderIsBounded(t *testing.T) {
 		b.publish(Event{Instance: "a", Kind: EvStarted, PID: i})
 	}
 	s.mu.Lock()
-	queued, dropped := len(s.queue), s.dropped
+	queued := len(s.queue)
 	s.mu.Unlock()
-	if queued > maxQueue || dropped < n-2*maxQueue {
-		t.Fatalf("queued %d, dropped %d of %d", queued, dropped, n)
+	if queued > maxQueue {
+		t.Fatalf("queued %d of %d for a reader that does not read", queued, n)
 	}
+	// The reader comes back: every event is either read or counted in an
+	// EvLost, and what was held for it (the pump's batch, taken whenever
+	// the pump ran, and the queue) is bounded.
 	got, lost := 0, 0
-	for e := range ch {
-		if e.Kind == EvLost {
-			lost = e.Busy
-			break
+	guard := time.After(30 * time.Second)
+	for got+lost < n {
+		select {
+		case e := <-ch:
+			if e.Kind == EvLost {
+				lost += e.Busy
+			} else {
+				got++
+			}
+		case <-guard:
+			t.Fatalf("read %d, told of %d lost, of %d", got, lost, n)
 		}
-		got++
 	}
-	if got+lost != n || lost != dropped {
-		t.Errorf("read %d, told of %d lost (dropped %d of %d)", got, lost, dropped, n)
+	if got > 2*maxQueue || got+lost != n {
+		t.Errorf("read %d (at most 2×%d may be held), told of %d lost, of %d", got, maxQueue, lost, n)
 	}
 }
