@@ -113,3 +113,115 @@ func TestSpecChanges(t *testing.T) {
 		t.Errorf("%q", got)
 	}
 }
+
+// A reload's report says per instance what it did (or, dry, would do),
+// in the config's words; the operator's stop holds through it; a dry run
+// changes nothing; held-back instances (After) are counted.
+func TestReloaderReport(t *testing.T) {
+	h := newHarness(t)
+	a, b, x := h.spec("a", 8001, "on-failure"), h.spec("b", 8002, "on-failure"), h.spec("x", 8009, "on-failure")
+	if _, err := h.sup.Apply([]config.Instance{a, b, x}); err != nil {
+		t.Fatal(err)
+	}
+	pa := h.ready("a")
+	h.ready("b")
+	h.ready("x")
+	h.control("b", OpStop)
+	h.expect("b", EvStopped)
+	a2, b2, c := a, b, h.spec("c", 8003, "on-failure")
+	a2.Cmd = []string{"--port", "2"}
+	b2.Restart = "always"
+	var out, errb strings.Builder
+	var applied []bool
+	r := &Reloader{Sup: h.sup, P: printer.New(&out, &errb, "", false),
+		Load: func() (string, []config.Instance, []string, error) {
+			return "cfg.toml", []config.Instance{a2, b2, c}, []string{"a warning"}, nil
+		},
+		After: func(apply bool) []string {
+			applied = append(applied, apply)
+			return []string{"… m: waiting for its model"}
+		}}
+
+	dry, err := r.Run(true, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDry := []string{"+ c: would start (http://127.0.0.1:1)", "~ a: would restart: port 1 → 2",
+		"~ b: would keep down (stopped by the operator), new settings at its next start: restart on-failure → always",
+		"- x: would stop and remove", "… m: waiting for its model"}
+	if !slices.Equal(dry.Lines(), wantDry) {
+		t.Errorf("dry run:\n%s\nwant\n%s", strings.Join(dry.Lines(), "\n"), strings.Join(wantDry, "\n"))
+	}
+	if s := h.state("a"); s.PID != pa.pid || s.State != Ready || out.Len() != 0 {
+		t.Errorf("a dry run changed a (%+v) or said something (%q)", s, out.String())
+	}
+
+	rep, err := r.Run(false, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"+ c: started (http://127.0.0.1:1)", "~ a: restarted: port 1 → 2",
+		"~ b: kept down (stopped by the operator), new settings at its next start: restart on-failure → always",
+		"- x: stopped and removed", "… m: waiting for its model"}
+	if !slices.Equal(rep.Lines(), want) {
+		t.Errorf("reload:\n%s\nwant\n%s", strings.Join(rep.Lines(), "\n"), strings.Join(want, "\n"))
+	}
+	if !slices.Equal(applied, []bool{false, true}) {
+		t.Errorf("After(apply) calls %v, want the dry run's false, then true", applied)
+	}
+	if !strings.Contains(out.String(), "reload (test) of cfg.toml: 1 added, 2 changed, 1 removed, 0 unchanged, 1 waiting for their models") ||
+		!strings.Contains(errb.String()+out.String(), "a warning") {
+		t.Errorf("said %q / %q", out.String(), errb.String())
+	}
+	h.expect("x", EvRemoved)
+	h.ready("c")
+	if q := h.ready("a"); q.pid == pa.pid {
+		t.Error("a was not restarted")
+	}
+	if s := h.state("b"); s.State != Stopped || s.WantUp || s.Spec.Restart != "always" {
+		t.Errorf("b after the reload: %+v, want stopped with its new spec", s)
+	}
+
+	// Unchanged: said with the pid that runs.
+	again, _ := r.Run(true, "test")
+	if l := again.Lines(); len(l) < 1 || !strings.HasPrefix(l[0], "= a: unchanged (pid ") {
+		t.Errorf("unchanged: %q", l)
+	}
+}
+
+// An on-demand instance is not started by Apply (the router starts it on
+// its first request); one added later by AddConfigured (held back for its
+// model) is the config's: a reload without it removes it.
+func TestOnDemandAndAddConfigured(t *testing.T) {
+	h := newHarness(t)
+	od := h.spec("od", 8001, "on-failure")
+	od.Routing.OnDemand = true
+	res, err := h.sup.Apply([]config.Instance{od})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := res.Decisions["od"]; d.Will != OutcomeDone || !strings.Contains(d.Note, "on demand") {
+		t.Errorf("on-demand decision %+v", d)
+	}
+	if s := h.state("od"); s.State != Stopped || s.WantUp || s.PID != 0 {
+		t.Errorf("on demand, before any request: %+v", s)
+	}
+	if d := h.control("od", OpStart); d.Will != OutcomeUp {
+		t.Errorf("its first request's start: %+v", d)
+	}
+	h.ready("od")
+
+	late := h.spec("late", 8002, "on-failure")
+	res, err = h.sup.AddConfigured([]config.Instance{late})
+	if err != nil || !slices.Equal(res.Added, []string{"late"}) {
+		t.Fatalf("AddConfigured: %+v, %v", res, err)
+	}
+	h.ready("late")
+	if res, _ := h.sup.Apply([]config.Instance{od}); !slices.Equal(res.Removed, []string{"late"}) {
+		t.Errorf("a reload without the held-back instance kept it: %+v", res)
+	}
+	h.expect("late", EvRemoved)
+	if _, err := h.sup.Control("late", OpStart); !errors.Is(err, ErrUnknownInstance) {
+		t.Errorf("start of a removed instance: %v", err)
+	}
+}
