@@ -26,7 +26,7 @@ build:
 test: test-deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
-	CGO_ENABLED=1 $(GO) test -count=1 -race ./internal/supervise/ ./internal/entry/
+	CGO_ENABLED=1 $(GO) test -count=1 -race ./internal/supervise/ ./internal/entry/ ./internal/control/ ./internal/logstream/
 
 test-deps:
 	@command -v gcc >/dev/null 2>&1 || { \

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	ctl "github.com/llamaboot/llamaboot/internal/control"
 	"github.com/llamaboot/llamaboot/internal/models"
-	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
 // heldModelServer serves one model: the first request gets half and then
@@ -59,8 +59,8 @@ func newHeldModelServer(t *testing.T, path string, body []byte) *heldModelServer
 }
 
 type statusWithDownloads struct {
-	Instances []supervise.InstanceStatus `json:"instances"`
-	Downloads []models.Download          `json:"downloads"`
+	Instances []ctl.InstanceStatus `json:"instances"`
+	Downloads []models.Download    `json:"downloads"`
 }
 
 func downloadStatus(t *testing.T, app string) statusWithDownloads {
@@ -71,13 +71,13 @@ func downloadStatus(t *testing.T, app string) statusWithDownloads {
 	return st
 }
 
-func stateOf(st statusWithDownloads, name string) supervise.InstanceStatus {
+func stateOf(st statusWithDownloads, name string) ctl.InstanceStatus {
 	for _, in := range st.Instances {
 		if in.Name == name {
 			return in
 		}
 	}
-	return supervise.InstanceStatus{}
+	return ctl.InstanceStatus{}
 }
 
 // TestEntryDownloadsModels: instances wait for their model in state

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llamaboot/llamaboot/internal/supervise"
+	ctl "github.com/llamaboot/llamaboot/internal/control"
 	"github.com/llamaboot/llamaboot/internal/testutil"
 )
 
@@ -92,13 +92,13 @@ func (e *entryProc) waitOutput(t *testing.T, re string, timeout time.Duration) [
 	}
 }
 
-func (e *entryProc) status(t *testing.T) supervise.Status {
+func (e *entryProc) status(t *testing.T) ctl.Status {
 	t.Helper()
 	r := runLB(t, []string{"AUTO_INFER_APP_DIR=" + e.app}, "status", "--json")
 	if r.code != 0 {
 		t.Fatal(r)
 	}
-	var st supervise.Status
+	var st ctl.Status
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, r.stdout)
 	}

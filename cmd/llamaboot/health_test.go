@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/llamaboot/llamaboot/internal/supervise"
+	"github.com/llamaboot/llamaboot/internal/health"
 )
 
 // watchConfig writes a config of stand-in instances on free ports, with
@@ -95,7 +95,7 @@ func TestHealthcheckAndHTTPEndpoint(t *testing.T) {
 		return resp.StatusCode, string(b)
 	}
 	code, body := get("/readyz")
-	var h supervise.Health
+	var h health.Health
 	if err := json.Unmarshal([]byte(body), &h); err != nil || code != 200 || !h.OK || len(h.Instances) != 2 || !h.Instances[1].Ready {
 		t.Errorf("/readyz: %d %s", code, body)
 	}

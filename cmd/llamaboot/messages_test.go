@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llamaboot/llamaboot/internal/supervise"
+	ctl "github.com/llamaboot/llamaboot/internal/control"
 	"github.com/llamaboot/llamaboot/internal/testutil"
 )
 
@@ -68,7 +68,7 @@ func TestMessagesAPersonReads(t *testing.T) {
 	if !chat.MatchString(r.stdout) || !embed.MatchString(r.stdout) {
 		t.Errorf("status rows:\n%s", r.stdout)
 	}
-	var st supervise.Status
+	var st ctl.Status
 	r = runLB(t, env, "status", "--json")
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil {
 		t.Fatal(err)

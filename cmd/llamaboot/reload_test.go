@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llamaboot/llamaboot/internal/supervise"
+	ctl "github.com/llamaboot/llamaboot/internal/control"
 )
 
 // server is one instance of a reload test's config.
@@ -33,8 +33,8 @@ func writeServers(t *testing.T, path, logDir string, servers ...server) {
 }
 
 // byName is the status of each supervised instance.
-func byName(st supervise.Status) map[string]supervise.InstanceStatus {
-	m := map[string]supervise.InstanceStatus{}
+func byName(st ctl.Status) map[string]ctl.InstanceStatus {
+	m := map[string]ctl.InstanceStatus{}
 	for _, in := range st.Instances {
 		m[in.Name] = in
 	}
@@ -43,9 +43,9 @@ func byName(st supervise.Status) map[string]supervise.InstanceStatus {
 
 // waitReady waits until every named instance is ready and returns the
 // status then.
-func (e *entryProc) waitReady(t *testing.T, names ...string) map[string]supervise.InstanceStatus {
+func (e *entryProc) waitReady(t *testing.T, names ...string) map[string]ctl.InstanceStatus {
 	t.Helper()
-	var m map[string]supervise.InstanceStatus
+	var m map[string]ctl.InstanceStatus
 	waitFor(t, fmt.Sprintf("%v ready", names), 30*time.Second, func() bool {
 		m = byName(e.status(t))
 		for _, n := range names {

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llamaboot/llamaboot/internal/supervise"
+	ctl "github.com/llamaboot/llamaboot/internal/control"
 )
 
 // asUser1000 is uid 1000 in group 0 with no supplementary groups, as
@@ -46,7 +46,7 @@ func TestControlSocketRefusesOtherUsers(t *testing.T) {
 	if err := os.Chmod(app, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	sock := supervise.SocketPath(app)
+	sock := ctl.SocketPath(app)
 	fi, err := os.Stat(sock)
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket mode %v (%v), want 0600", fi.Mode(), err)

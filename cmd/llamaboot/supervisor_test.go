@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llamaboot/llamaboot/internal/supervise"
+	ctl "github.com/llamaboot/llamaboot/internal/control"
 )
 
 // TestRestartStopStart: restart restarts a running instance whatever its
@@ -166,7 +166,7 @@ func TestPlainRunInstancesStatusAndStop(t *testing.T) {
 		t.Fatal(r)
 	}
 	r = runLB(t, appEnv, "status", "--json")
-	var st supervise.Status
+	var st ctl.Status
 	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || len(st.Unsupervised) != 1 {
 		t.Fatalf("%v %v", err, r)
 	}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/llamaboot/llamaboot/internal/supervise"
+	"github.com/llamaboot/llamaboot/internal/control"
 	"github.com/llamaboot/llamaboot/internal/testutil"
 )
 
@@ -50,7 +50,7 @@ func TestStatusAndControlWithoutSupervisor(t *testing.T) {
 		t.Errorf("%+v", r)
 	}
 	r = call(env, "status", "--json")
-	var st supervise.Status
+	var st control.Status
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil || st.Supervisor != nil || st.Instances == nil {
 		t.Errorf("%+v", r)
 	}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/llamaboot/llamaboot/internal/supervise"
+	"github.com/llamaboot/llamaboot/internal/control"
 )
 
 // newHealthcheckCmd is the probe for Docker's HEALTHCHECK and Kubernetes'
@@ -32,7 +32,7 @@ Live (--live): the supervisor answers and no instance is failed or being killed 
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			h, err := supervise.GetHealth(supervise.SocketPath(appDir(app, env)), instance, live, timeout)
+			h, err := control.GetHealth(control.SocketPath(appDir(app, env)), instance, live, timeout)
 			if err != nil {
 				return err
 			}

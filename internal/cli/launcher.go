@@ -14,10 +14,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/control"
 	"github.com/llamaboot/llamaboot/internal/launch"
 	"github.com/llamaboot/llamaboot/internal/printer"
 	"github.com/llamaboot/llamaboot/internal/serverflags"
-	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
 const launchPrefix = "[llamaboot]"
@@ -216,7 +216,7 @@ func newRunCmd(env Env) *cobra.Command {
 			}
 			// Inside a container run by `llamaboot entry`, hand the
 			// instances to the supervisor so they are supervised too.
-			if sock := supervise.SocketPath(appDir(app, env)); supervise.Running(sock) {
+			if sock := control.SocketPath(appDir(app, env)); control.Running(sock) {
 				return handOver(p, sock, plan, wait, replace)
 			}
 			ro := launch.RunOptions{Wait: wait, Timeout: timeout, RecordPath: launch.RunRecordPath(appDir(app, env))}
@@ -236,16 +236,16 @@ func newRunCmd(env Env) *cobra.Command {
 }
 
 func handOver(p *printer.Printer, sock string, plan *config.Plan, wait, replace bool) error {
-	res, err := supervise.Adopt(sock, plan, wait, replace)
+	res, err := control.Adopt(sock, plan, wait, replace)
 	for _, line := range res {
 		p.Stepf("%s", line)
 	}
 	if err != nil {
-		var re *supervise.RemoteError
+		var re *control.RemoteError
 		switch {
 		case errors.As(err, &re) && re.BadInput():
 			p.Errorf("%s", re.Msg) // the supervisor says what to change
-		case !errors.Is(err, supervise.ErrNotReached):
+		case !errors.Is(err, control.ErrNotReached):
 			p.Errorf("hand instances to the supervisor at %s: %v", sock, err)
 		}
 		return exitError(exitStatus(err))

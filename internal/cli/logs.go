@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/llamaboot/llamaboot/internal/supervise"
+	"github.com/llamaboot/llamaboot/internal/control"
 )
 
 func newLogsCmd(env Env) *cobra.Command {
@@ -30,13 +30,13 @@ interleaved, each prefixed [NAME].`,
 			if tail < 0 {
 				return usageError{fmt.Errorf("--tail must be 0 or more lines, not %d", tail)}
 			}
-			req := supervise.LogsRequest{Tail: tail, Follow: follow}
+			req := control.LogsRequest{Tail: tail, Follow: follow}
 			if len(args) == 1 {
 				req.Name = args[0]
 			}
 			dir := appDir(app, env)
-			err := supervise.Logs(supervise.SocketPath(dir), req, cmd.OutOrStdout())
-			if errors.Is(err, supervise.ErrNoSupervisor) {
+			err := control.Logs(control.SocketPath(dir), req, cmd.OutOrStdout())
+			if errors.Is(err, control.ErrNoSupervisor) {
 				// No supervisor to read through; say where a plain run's log is.
 				for _, in := range unsupervised(dir) {
 					if in.Name == req.Name || req.Name == "" {

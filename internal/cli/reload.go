@@ -5,8 +5,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/llamaboot/llamaboot/internal/control"
 	"github.com/llamaboot/llamaboot/internal/printer"
-	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
 func newReloadCmd(env Env) *cobra.Command {
@@ -23,7 +23,7 @@ ones are left alone (same pid). --dry-run prints the difference and does nothing
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			p := printer.New(cmd.OutOrStdout(), cmd.ErrOrStderr(), launchPrefix, false)
-			rep, err := supervise.Reload(supervise.SocketPath(appDir(app, env)), dryRun, !noWait)
+			rep, err := control.Reload(control.SocketPath(appDir(app, env)), dryRun, !noWait)
 			if err != nil {
 				return err
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/control"
 	"github.com/llamaboot/llamaboot/internal/entry"
 	"github.com/llamaboot/llamaboot/internal/install"
 	"github.com/llamaboot/llamaboot/internal/launch"
@@ -113,19 +114,19 @@ func newStatusCmd(env Env) *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dir := appDir(app, env)
-			sock := supervise.SocketPath(dir)
-			st, err := supervise.GetStatus(sock)
+			sock := control.SocketPath(dir)
+			st, err := control.GetStatus(sock)
 			if err != nil {
-				if !errors.Is(err, supervise.ErrNoSupervisor) {
+				if !errors.Is(err, control.ErrNoSupervisor) {
 					return err
 				}
-				st = supervise.Status{Instances: []supervise.InstanceStatus{}}
+				st = control.Status{Instances: []control.InstanceStatus{}}
 				if m, err := install.ReadMarker(install.InstallDir(dir)); err == nil {
 					st.Bundle = m
 				}
 			}
 			if st.Instances == nil {
-				st.Instances = []supervise.InstanceStatus{}
+				st.Instances = []control.InstanceStatus{}
 			}
 			st.Unsupervised = unsupervised(dir)
 			kept := install.Previous(dir)
@@ -138,7 +139,7 @@ func newStatusCmd(env Env) *cobra.Command {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
 				return enc.Encode(struct {
-					supervise.Status
+					control.Status
 					Active   string           `json:"active_bundle"`
 					Previous []install.Kept   `json:"previous_bundles"`
 					Replaced []replacedBundle `json:"replaced_bundles"`
@@ -158,7 +159,7 @@ func newStatusCmd(env Env) *cobra.Command {
 
 // printRouterModels lists a router-mode instance's models under its row:
 // "  models: a (loaded, port 41235), b (unloaded)".
-func printRouterModels(w io.Writer, in supervise.InstanceStatus) {
+func printRouterModels(w io.Writer, in control.InstanceStatus) {
 	if in.ModelsErr != "" {
 		fmt.Fprintf(w, "  models: cannot tell (%s)\n", in.ModelsErr)
 		return
@@ -176,7 +177,7 @@ func printRouterModels(w io.Writer, in supervise.InstanceStatus) {
 	fmt.Fprintf(w, "  models: %s\n", strings.Join(parts, ", "))
 }
 
-func printStatus(w io.Writer, app, sock string, st supervise.Status, kept []install.Kept) {
+func printStatus(w io.Writer, app, sock string, st control.Status, kept []install.Kept) {
 	switch b := st.Bundle.(type) {
 	case nil:
 		fmt.Fprintf(w, "bundle: none installed in %s\n", install.InstallDir(app))
@@ -256,7 +257,7 @@ func printRouter(w io.Writer, raw any) {
 
 // addDevices fills in the devices each running instance runs on, as
 // llama-server listed them in its log when it last started.
-func addDevices(ins []supervise.InstanceStatus) {
+func addDevices(ins []control.InstanceStatus) {
 	for i := range ins {
 		in := &ins[i]
 		if in.PID <= 0 {
@@ -266,9 +267,9 @@ func addDevices(ins []supervise.InstanceStatus) {
 		if !ok {
 			continue
 		}
-		in.Devices = make([]supervise.Device, len(r.Devices))
+		in.Devices = make([]control.Device, len(r.Devices))
 		for k, d := range r.Devices {
-			in.Devices[k] = supervise.Device{Name: d.Name, Description: d.Description}
+			in.Devices[k] = control.Device{Name: d.Name, Description: d.Description}
 		}
 		in.NoUsableGPU = r.NoGPU
 	}
@@ -276,7 +277,7 @@ func addDevices(ins []supervise.InstanceStatus) {
 
 // printDevices says which devices each running instance runs on (see
 // addDevices).
-func printDevices(w io.Writer, ins []supervise.InstanceStatus) {
+func printDevices(w io.Writer, ins []control.InstanceStatus) {
 	header := false
 	for _, in := range ins {
 		if len(in.Devices) == 0 {
@@ -303,7 +304,7 @@ func printDevices(w io.Writer, ins []supervise.InstanceStatus) {
 // start.
 // Once a later process is ready, how the one before ended is history: the
 // table drops it (--json keeps it).
-func lastExit(in supervise.InstanceStatus) string {
+func lastExit(in control.InstanceStatus) string {
 	switch {
 	case in.State == "ready":
 		return "-"
@@ -364,14 +365,14 @@ func newControlCmd(op supervise.Op, env Env) *cobra.Command {
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dir := appDir(app, env)
-			lines, err := supervise.Control(supervise.SocketPath(dir), op, args[0], !noWait)
-			if errors.Is(err, supervise.ErrNoSupervisor) {
+			lines, err := control.Control(control.SocketPath(dir), op, args[0], !noWait)
+			if errors.Is(err, control.ErrNoSupervisor) {
 				return controlUnsupervised(cmd.OutOrStdout(), dir, op, args[0], err)
 			}
 			for _, l := range lines {
 				fmt.Fprintln(cmd.OutOrStdout(), launchPrefix, l)
 			}
-			if errors.Is(err, supervise.ErrNotReached) {
+			if errors.Is(err, control.ErrNotReached) {
 				return exitError(ExitFailure) // the lines said what happened
 			}
 			return err
@@ -383,18 +384,18 @@ func newControlCmd(op supervise.Op, env Env) *cobra.Command {
 }
 
 // unsupervised lists the live background instances plain `run` recorded.
-func unsupervised(app string) []supervise.UnsupervisedStatus {
+func unsupervised(app string) []control.UnsupervisedStatus {
 	recs, _ := launch.ReadRunRecords(launch.RunRecordPath(app))
-	var out []supervise.UnsupervisedStatus
+	var out []control.UnsupervisedStatus
 	for _, r := range recs {
 		if r.Alive() {
-			out = append(out, supervise.UnsupervisedStatus{Name: r.Name, PID: r.PID, Alive: true, Port: r.Port, URL: r.URL, LogFile: r.LogFile})
+			out = append(out, control.UnsupervisedStatus{Name: r.Name, PID: r.PID, Alive: true, Port: r.Port, URL: r.URL, LogFile: r.LogFile})
 		}
 	}
 	return out
 }
 
-func printUnsupervised(w io.Writer, app string, list []supervise.UnsupervisedStatus) {
+func printUnsupervised(w io.Writer, app string, list []control.UnsupervisedStatus) {
 	if len(list) == 0 {
 		return
 	}
@@ -458,7 +459,7 @@ type replacedBundle struct {
 
 // replacedBundles checks each running instance's /proc/PID/exe against the
 // active bundle. A process that cannot be read (another user's) is left out.
-func replacedBundles(app string, ins []supervise.InstanceStatus) []replacedBundle {
+func replacedBundles(app string, ins []control.InstanceStatus) []replacedBundle {
 	out := []replacedBundle{}
 	active := install.Active(app)
 	real, err := filepath.EvalSymlinks(app) // /proc/PID/exe names the real path

@@ -22,6 +22,7 @@ import (
 
 	"github.com/llamaboot/llamaboot/internal/access"
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/control"
 	"github.com/llamaboot/llamaboot/internal/dirs"
 	"github.com/llamaboot/llamaboot/internal/install"
 	"github.com/llamaboot/llamaboot/internal/launch"
@@ -90,7 +91,7 @@ type Entry struct {
 	sigs    chan os.Signal
 	reaper  *supervise.Reaper
 	sup     *supervise.Supervisor
-	srv     *supervise.Server
+	srv     *control.Server
 	metrics *metrics.Server
 	printed chan struct{} // closed when the event printer has printed everything
 	began   time.Time
@@ -197,10 +198,10 @@ func (e *Entry) Start() (int, error) {
 	}()
 	recorded, _ := e.sup.Subscribe()
 	go e.recordSupervised(recorded)
-	sock := supervise.SocketPath(e.o.AppDir)
-	e.srv = &supervise.Server{Sup: e.sup,
-		Info: func() supervise.SupervisorInfo {
-			return supervise.SupervisorInfo{PID: os.Getpid(), UptimeS: supervise.Seconds(time.Since(e.began)),
+	sock := control.SocketPath(e.o.AppDir)
+	e.srv = &control.Server{Sup: e.sup,
+		Info: func() control.SupervisorInfo {
+			return control.SupervisorInfo{PID: os.Getpid(), UptimeS: control.Seconds(time.Since(e.began)),
 				Cmd: e.o.Cmd, CmdPID: int(e.cmdPID.Load()), Socket: sock, AppDir: e.o.AppDir, Instance: len(e.sup.Snapshots())}
 		},
 		Bundle: func() any {

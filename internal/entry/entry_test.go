@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/control"
 	"github.com/llamaboot/llamaboot/internal/install"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 	"github.com/llamaboot/llamaboot/internal/testutil"
@@ -156,7 +157,7 @@ func TestServeOnBootThenStop(t *testing.T) {
 	b.waitOutput(t, "a ready after")
 	b.waitOutput(t, "b ready after")
 	b.waitOutput(t, "no command given")
-	st, err := supervise.GetStatus(supervise.SocketPath(app))
+	st, err := control.GetStatus(control.SocketPath(app))
 	if err != nil || len(st.Instances) != 2 || st.Instances[1].State != "ready" || st.Supervisor.AppDir != app {
 		t.Fatalf("%+v %v", st, err)
 	}
@@ -177,7 +178,7 @@ func TestServeOnBootThenStop(t *testing.T) {
 	if strings.Index(out, "b stopped") > strings.Index(out, "stopped; exit status") {
 		t.Errorf("events after the final line:\n%s", out)
 	}
-	if _, err := os.Stat(supervise.SocketPath(app)); !os.IsNotExist(err) {
+	if _, err := os.Stat(control.SocketPath(app)); !os.IsNotExist(err) {
 		t.Errorf("socket left behind: %v", err)
 	}
 }

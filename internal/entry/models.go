@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/control"
 	"github.com/llamaboot/llamaboot/internal/models"
 	"github.com/llamaboot/llamaboot/internal/printer"
 	"github.com/llamaboot/llamaboot/internal/supervise"
@@ -141,12 +142,12 @@ func (b *modelBoot) stop() {
 
 // pending reports the instances still waiting for a download, or failed
 // there, for status.
-func (b *modelBoot) pending() []supervise.InstanceStatus {
+func (b *modelBoot) pending() []control.InstanceStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	out := make([]supervise.InstanceStatus, 0, len(b.waiting))
+	out := make([]control.InstanceStatus, 0, len(b.waiting))
 	for _, in := range b.waiting {
-		st := supervise.InstanceStatus{Name: in.Name, State: models.Downloading, Want: "up", Port: in.Port, URL: in.URL, LogFile: in.LogFile}
+		st := control.InstanceStatus{Name: in.Name, State: models.Downloading, Want: "up", Port: in.Port, URL: in.URL, LogFile: in.LogFile}
 		if reason, ok := b.failed[in.Name]; ok {
 			st.State, st.Error = "failed", reason
 		}
@@ -156,7 +157,7 @@ func (b *modelBoot) pending() []supervise.InstanceStatus {
 }
 
 // pending is what status and health show of instances waiting for models.
-func (e *Entry) pending() []supervise.InstanceStatus {
+func (e *Entry) pending() []control.InstanceStatus {
 	if b := e.boot.Load(); b != nil {
 		return b.pending()
 	}

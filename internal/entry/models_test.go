@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/control"
 	"github.com/llamaboot/llamaboot/internal/fetch"
 	"github.com/llamaboot/llamaboot/internal/models"
-	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
 // heldServer serves /m.gguf (half of it, then the rest once released) and
@@ -68,12 +68,12 @@ port = 18013
 }
 
 type bootStatus struct {
-	Instances []supervise.InstanceStatus `json:"instances"`
-	Downloads []models.Download          `json:"downloads"`
+	Instances []control.InstanceStatus `json:"instances"`
+	Downloads []models.Download        `json:"downloads"`
 }
 
 func getStatus(t *testing.T, app string) bootStatus {
-	st, err := supervise.GetStatus(supervise.SocketPath(app))
+	st, err := control.GetStatus(control.SocketPath(app))
 	if err != nil {
 		return bootStatus{}
 	}
@@ -83,13 +83,13 @@ func getStatus(t *testing.T, app string) bootStatus {
 	return out
 }
 
-func stateOf(st bootStatus, name string) supervise.InstanceStatus {
+func stateOf(st bootStatus, name string) control.InstanceStatus {
 	for _, in := range st.Instances {
 		if in.Name == name {
 			return in
 		}
 	}
-	return supervise.InstanceStatus{}
+	return control.InstanceStatus{}
 }
 
 func TestModelsOnBoot(t *testing.T) {
@@ -117,11 +117,11 @@ func TestModelsOnBoot(t *testing.T) {
 	}
 	// Health: alive but not ready while downloading, through the socket
 	// (llamaboot healthcheck) and /readyz.
-	sock := supervise.SocketPath(app)
-	if h, err := supervise.GetHealth(sock, "a", false, 5*time.Second); err != nil || h.OK || !strings.Contains(h.Summary, "a: downloading its model") {
+	sock := control.SocketPath(app)
+	if h, err := control.GetHealth(sock, "a", false, 5*time.Second); err != nil || h.OK || !strings.Contains(h.Summary, "a: downloading its model") {
 		t.Errorf("ready check while downloading: %+v %v", h, err)
 	}
-	if h, err := supervise.GetHealth(sock, "a", true, 5*time.Second); err != nil || !h.OK {
+	if h, err := control.GetHealth(sock, "a", true, 5*time.Second); err != nil || !h.OK {
 		t.Errorf("live check while downloading: %+v %v", h, err)
 	}
 	addr := b.out.String()
@@ -146,7 +146,7 @@ func TestModelsOnBoot(t *testing.T) {
 	}
 	close(release)
 	b.waitOutput(t, "a ready after")
-	if h, err := supervise.GetHealth(sock, "a", false, 5*time.Second); err != nil || !h.OK {
+	if h, err := control.GetHealth(sock, "a", false, 5*time.Second); err != nil || !h.OK {
 		t.Errorf("ready check after the download: %+v %v", h, err)
 	}
 	term(t)

@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/llamaboot/llamaboot/internal/health"
 	"github.com/llamaboot/llamaboot/internal/logfile"
 	"github.com/llamaboot/llamaboot/internal/promtext"
 	"github.com/llamaboot/llamaboot/internal/supervise"
@@ -112,7 +113,7 @@ func (c *collector) counts(name string) map[string]float64 {
 func (c *collector) Collect() []promtext.Family {
 	now := time.Now()
 	snaps := c.o.Sup.Snapshots()
-	health, _ := supervise.Judge(snaps, now, false, "")
+	health, _ := health.Judge(snaps, now, false, "")
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	fam := func(name, help, typ string) *promtext.Family {

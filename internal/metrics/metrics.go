@@ -18,6 +18,8 @@ import (
 
 	"github.com/llamaboot/llamaboot/internal/buildinfo"
 	"github.com/llamaboot/llamaboot/internal/connlimit"
+	"github.com/llamaboot/llamaboot/internal/control"
+	"github.com/llamaboot/llamaboot/internal/health"
 	"github.com/llamaboot/llamaboot/internal/promtext"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
@@ -37,11 +39,11 @@ type Options struct {
 	InstallTook func() (time.Duration, bool)
 	// Pending reports instances not handed to the supervisor yet (waiting
 	// for their model downloads); /readyz counts them as not ready.
-	Pending func() []supervise.InstanceStatus
+	Pending func() []control.InstanceStatus
 	// Collectors are more series to serve (the router's).
 	Collectors []promtext.Collector
 	// NotReady says why the supervisor itself is not ready, if so (see
-	// supervise.Health.Gated).
+	// health.Health.Gated).
 	NotReady func(instances int) string
 	// ProxyTimeout bounds each scrape of a llama-server's /metrics
 	// (default 5s): a wedged server must not wedge the scrape.
@@ -129,12 +131,12 @@ func Handler(o Options) (h http.Handler, stop func()) {
 	})
 	judge := func(live bool) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
-			var pending []supervise.InstanceHealth
+			var pending []health.InstanceHealth
 			if o.Pending != nil {
-				pending = supervise.PendingHealth(o.Pending())
+				pending = control.PendingHealth(o.Pending())
 			}
 			only := r.URL.Query().Get("instance")
-			h, err := supervise.JudgeWith(o.Sup.Snapshots(), pending, time.Now(), live, only)
+			h, err := health.JudgeWith(o.Sup.Snapshots(), pending, time.Now(), live, only)
 			h = h.Gated(o.NotReady, only)
 			code := http.StatusOK
 			switch {

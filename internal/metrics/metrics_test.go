@@ -26,6 +26,7 @@ import (
 
 	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/connlimit"
+	"github.com/llamaboot/llamaboot/internal/health"
 	"github.com/llamaboot/llamaboot/internal/launch"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
@@ -313,7 +314,7 @@ func TestMetricsAndProbes(t *testing.T) {
 	} {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", c.path, nil))
-		var got supervise.Health
+		var got health.Health
 		if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil || rec.Code != c.code || !strings.Contains(got.Summary, c.want) {
 			t.Errorf("%s: %d %s (%v); want %d with %q", c.path, rec.Code, rec.Body, err, c.code, c.want)
 		}

@@ -160,39 +160,6 @@ func TestRouterModeProbesTheChildren(t *testing.T) {
 	}
 }
 
-func TestGated(t *testing.T) {
-	ready := Health{OK: true, Check: "ready", Summary: "ready: a", Instances: []InstanceHealth{{Name: "a", Ready: true}}}
-	booting := func(int) string { return "booting: loading cfg.toml and starting its instances" }
-	none := func(n int) string {
-		if n == 0 {
-			return "no instance"
-		}
-		return ""
-	}
-	for _, c := range []struct {
-		h      Health
-		gate   func(int) string
-		only   string
-		ok     bool
-		prefix string
-	}{
-		{ready, nil, "", true, "ready"},
-		{ready, booting, "", false, "not ready: booting"},
-		{ready, booting, "a", true, "ready"}, // one instance asked about: its own verdict
-		{ready, none, "", true, "ready"},
-		{Health{OK: true, Check: "ready"}, none, "", false, "not ready: no instance"},
-		{Health{OK: true, Check: "live"}, booting, "", true, ""}, // live is not gated
-	} {
-		got := c.h.Gated(c.gate, c.only)
-		if got.OK != c.ok || !strings.HasPrefix(got.Summary, c.prefix) {
-			t.Errorf("%+v gated: %+v", c.h, got)
-		}
-	}
-	if h := PendingHealth([]InstanceStatus{{Name: "d", State: "downloading"}, {Name: "e", Error: "HTTP 404"}}); h[0].Ready || !h[0].Live || h[1].Live {
-		t.Errorf("pending: %+v", h)
-	}
-}
-
 // A ready instance whose probes already fail with no sign of work is not
 // drained on stop: /slots would only not answer, and the stop would wait
 // out drain_timeout for nothing.

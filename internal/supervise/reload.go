@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -280,60 +279,3 @@ func (e *RefusedError) Error() string {
 }
 
 func (e *RefusedError) Unwrap() error { return e.Err }
-
-// ErrNoConfig refuses a reload when the supervisor serves no config.
-var ErrNoConfig = errors.New("this supervisor serves no config: set AUTO_INFER_LLAMA_CPP_ON_BOOT=1 and AUTO_INFER_LLAMA_CPP_CONFIG for entry to serve (and reload) one")
-
-func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
-	var req ReloadRequest
-	if !decode(w, r, &req) {
-		return
-	}
-	if s.Reloader == nil {
-		writeError(w, http.StatusBadRequest, "no_config", ErrNoConfig.Error())
-		return
-	}
-	events, cancel := s.Sup.Subscribe()
-	defer cancel()
-	rep, err := s.Reloader.Run(req.DryRun, "llamaboot reload")
-	var bad interface{ BadInput() bool }
-	switch {
-	case err != nil && errors.As(err, &bad) && bad.BadInput():
-		writeError(w, http.StatusBadRequest, "invalid_config", err.Error())
-		return
-	case errors.Is(err, ErrShuttingDown):
-		writeError(w, http.StatusServiceUnavailable, "shutting_down", err.Error())
-		return
-	case err != nil:
-		writeError(w, http.StatusInternalServerError, "internal", err.Error())
-		return
-	}
-	head := fmt.Sprintf("reload of %s", rep.File)
-	if req.DryRun {
-		head += " (dry run: nothing done)"
-	}
-	reply := ReloadReply{Lines: append([]string{head}, rep.Lines()...), Warnings: rep.Warnings,
-		Added: rep.Result.Added, Changed: rep.Result.Changed, Removed: rep.Result.Removed, Unchanged: rep.Result.Unchanged}
-	if req.Wait && !req.DryRun {
-		want := map[string]Decision{}
-		for _, n := range append(slices.Clone(rep.Result.Added), rep.Result.Changed...) {
-			if d, ok := rep.Result.Decisions[n]; ok {
-				want[n] = d
-			}
-		}
-		if len(want) > 0 {
-			lines, ok := s.follow(r.Context(), events, want)
-			reply.Lines = append(reply.Lines, lines...)
-			reply.NotReady = !ok
-		}
-	}
-	writeJSON(w, http.StatusOK, reply)
-}
-
-// Reload asks the supervisor on sock to reload its config; with wait, the
-// answer comes once started and restarted instances are ready.
-func Reload(sock string, dryRun, wait bool) (ReloadReply, error) {
-	var rep ReloadReply
-	err := post(sock, "/reload", ReloadRequest{DryRun: dryRun, Wait: wait}, &rep)
-	return rep, err
-}

@@ -2,8 +2,10 @@
 // instances and the container's command as children, reaps every zombie,
 // keeps each instance in the state the operator wants (one owner goroutine
 // per instance, one transition table), publishes what happens as typed
-// events, writes each instance's output to its log through a pipe, and
-// answers status and control requests on a unix socket.
+// events, and writes each instance's output to its log through a pipe.
+// Operators reach it through the control socket (package control); health
+// verdicts (package health) and log streaming (package logstream) are
+// judged and served from its snapshots, events and logs.
 package supervise
 
 import (

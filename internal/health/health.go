@@ -1,13 +1,15 @@
-package supervise
+// Package health owns the supervisor's health verdicts: whether every
+// supervised instance is ready, or the supervisor is live, judged from the
+// owners' snapshots by one rule set shared by `llamaboot healthcheck`, the
+// control socket's /health and the HTTP endpoint's /readyz and /livez.
+package health
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"net/http"
-	"net/url"
 	"strings"
 	"time"
+
+	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
 // Health is the verdict of `llamaboot healthcheck` and of the HTTP
@@ -35,13 +37,13 @@ type InstanceHealth struct {
 
 // Judge returns the health of snaps (only the instance named only, when
 // set): readiness, or liveness when live is set.
-func Judge(snaps []Snapshot, now time.Time, live bool, only string) (Health, error) {
+func Judge(snaps []supervise.Snapshot, now time.Time, live bool, only string) (Health, error) {
 	return JudgeWith(snaps, nil, now, live, only)
 }
 
 // JudgeWith is Judge with instances not handed to the supervisor yet
 // (entry's model downloads; see PendingHealth) judged beside snaps.
-func JudgeWith(snaps []Snapshot, pending []InstanceHealth, now time.Time, live bool, only string) (Health, error) {
+func JudgeWith(snaps []supervise.Snapshot, pending []InstanceHealth, now time.Time, live bool, only string) (Health, error) {
 	all := make([]InstanceHealth, 0, len(snaps)+len(pending))
 	for _, s := range snaps {
 		all = append(all, judgeOne(s, now))
@@ -69,7 +71,7 @@ func JudgeWith(snaps []Snapshot, pending []InstanceHealth, now time.Time, live b
 		for _, ih := range all {
 			names = append(names, ih.Name)
 		}
-		return h, fmt.Errorf("%w: %q (supervised: %s)", ErrUnknownInstance, only, strings.Join(names, ", "))
+		return h, fmt.Errorf("%w: %q (supervised: %s)", supervise.ErrUnknownInstance, only, strings.Join(names, ", "))
 	}
 	switch {
 	case !h.OK:
@@ -104,7 +106,7 @@ func (h Health) Gated(notReady func(instances int) string, only string) Health {
 	return h
 }
 
-func judgeOne(s Snapshot, now time.Time) InstanceHealth {
+func judgeOne(s supervise.Snapshot, now time.Time) InstanceHealth {
 	ih := InstanceHealth{Name: s.Spec.Name, State: s.State.String(), Live: true}
 	since := func(t time.Time) string { return now.Sub(t).Round(time.Second).String() }
 	exit := ""
@@ -112,27 +114,27 @@ func judgeOne(s Snapshot, now time.Time) InstanceHealth {
 		exit = " (" + s.LastExit + ")"
 	}
 	switch s.State {
-	case Ready:
+	case supervise.Ready:
 		if s.ProbeFailures == 0 {
 			ih.Ready = true
 			return ih
 		}
 		ih.Why = fmt.Sprintf("not answering: %d liveness probe(s) in a row failed (%s)", s.ProbeFailures, s.ProbeErr)
-	case Starting:
+	case supervise.Starting:
 		ih.Why = fmt.Sprintf("starting for %s (loading; ready_timeout %s)", since(s.StartedAt), s.Spec.ReadyTimeout)
 		if s.Spec.ReadyTimeout == 0 {
 			ih.Why = fmt.Sprintf("starting for %s (loading; no ready_timeout)", since(s.StartedAt))
 		}
-	case Draining:
+	case supervise.Draining:
 		ih.Why = "draining: waiting for its busy slots before stopping (" + s.LastReason.String() + ")"
-	case Stopping:
+	case supervise.Stopping:
 		ih.Why = "stopping: " + s.LastReason.String()
-		if s.LastReason == ReasonHung {
+		if s.LastReason == supervise.ReasonHung {
 			ih.Live, ih.Why = false, "hung: being killed and restarted by the watchdog"
 		}
-	case Restarting:
+	case supervise.Restarting:
 		ih.Why = "restarting after " + s.LastReason.String() + exit
-	case Stopped:
+	case supervise.Stopped:
 		if s.Spec.Routing.OnDemand {
 			// Down until a request comes: the router starts it.
 			ih.Ready, ih.Why = true, "on demand: the router starts it on a request"
@@ -142,7 +144,7 @@ func judgeOne(s Snapshot, now time.Time) InstanceHealth {
 		if !s.WantUp {
 			ih.Why = fmt.Sprintf("stopped on request (llamaboot start %s brings it back)", s.Spec.Name)
 		}
-	case Failed:
+	case supervise.Failed:
 		ih.Live = false
 		ih.Why = "failed: " + s.LastReason.String() + exit + "; not restarting"
 		if s.Err != "" {
@@ -150,67 +152,4 @@ func judgeOne(s Snapshot, now time.Time) InstanceHealth {
 		}
 	}
 	return ih
-}
-
-// PendingHealth judges instances waiting outside the supervisor (as
-// Server.Pending reports them): one still downloading its model is alive
-// but not ready; one whose download failed is neither.
-func PendingHealth(st []InstanceStatus) []InstanceHealth {
-	out := make([]InstanceHealth, 0, len(st))
-	for _, s := range st {
-		ih := InstanceHealth{Name: s.Name, State: s.State, Live: true, Why: "downloading its model (progress in llamaboot status)"}
-		if s.Error != "" {
-			ih.Live, ih.Why = false, "failed: "+s.Error
-		}
-		out = append(out, ih)
-	}
-	return out
-}
-
-func (s *Server) pendingHealth() []InstanceHealth {
-	if s.Pending == nil {
-		return nil
-	}
-	return PendingHealth(s.Pending())
-}
-
-// health answers GET /health?live=1&instance=NAME on the control socket.
-func (s *Server) health(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	name := q.Get("instance")
-	if name != "" && !validName().MatchString(name) {
-		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("invalid instance name %q: names are letters, digits, '.', '_' and '-'", name))
-		return
-	}
-	h, err := JudgeWith(s.Sup.Snapshots(), s.pendingHealth(), time.Now(), q.Get("live") == "1", name)
-	if errors.Is(err, ErrUnknownInstance) {
-		writeError(w, http.StatusNotFound, "unknown_instance", err.Error())
-		return
-	}
-	writeJSON(w, http.StatusOK, h.Gated(s.NotReady, name))
-}
-
-// GetHealth asks the supervisor on sock for its verdict, giving up after
-// timeout (a supervisor that does not answer is not healthy).
-func GetHealth(sock, instance string, live bool, timeout time.Duration) (Health, error) {
-	var h Health
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	q := url.Values{}
-	if instance != "" {
-		q.Set("instance", instance)
-	}
-	if live {
-		q.Set("live", "1")
-	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://llamaboot/health?"+q.Encode(), nil)
-	resp, err := client(sock).Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return h, fmt.Errorf("the supervisor did not answer on %s within %s", sock, timeout)
-		}
-		return h, dialError(sock, err)
-	}
-	defer resp.Body.Close()
-	return h, readReply(resp, &h)
 }

@@ -1,4 +1,4 @@
-package supervise
+package control
 
 import (
 	"context"
@@ -15,13 +15,15 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/supervise"
+	"github.com/llamaboot/llamaboot/internal/supervise/supervisetest"
 )
 
 // serve puts a control socket in front of h's supervisor.
-func serve(t *testing.T, h *harness) string {
+func serve(t *testing.T, h *supervisetest.Harness) string {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "s.sock")
-	srv := &Server{Sup: h.sup, Info: func() SupervisorInfo { return SupervisorInfo{PID: 42, Socket: sock} },
+	srv := &Server{Sup: h.Sup, Info: func() SupervisorInfo { return SupervisorInfo{PID: 42, Socket: sock} },
 		Bundle: func() any { return map[string]string{"build_tag": "b1"} }}
 	if err := srv.Listen(sock); err != nil {
 		t.Fatal(err)
@@ -46,13 +48,13 @@ type result[T any] struct {
 }
 
 func TestSocketStatusAndMode(t *testing.T) {
-	h := newHarness(t)
+	h := supervisetest.New(t)
 	sock := serve(t, h)
 	fi, err := os.Stat(sock)
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket mode %v %v, want 0600", fi.Mode(), err)
 	}
-	h.startReady(h.spec("a", 8001, "on-failure"))
+	h.StartReady(h.Spec("a", 8001, "on-failure"))
 	st, err := GetStatus(sock)
 	if err != nil {
 		t.Fatal(err)
@@ -73,57 +75,57 @@ func TestSocketStatusAndMode(t *testing.T) {
 }
 
 func TestSocketRestartWaitsForReady(t *testing.T) {
-	h := newHarness(t)
+	h := supervisetest.New(t)
 	sock := serve(t, h)
-	h.startReady(h.spec("a", 8001, "on-failure"))
-	res := async(func() ([]string, error) { return Control(sock, OpRestart, "a", true) })
-	h.ready("a")
+	h.StartReady(h.Spec("a", 8001, "on-failure"))
+	res := async(func() ([]string, error) { return Control(sock, supervise.OpRestart, "a", true) })
+	h.Ready("a")
 	r := <-res
 	if r.err != nil || len(r.v) != 2 || r.v[0] != "a: restart requested" || !strings.HasPrefix(r.v[1], "a: ready after 0.00s (pid 1002)") {
 		t.Fatalf("%q %v", r.v, r.err)
 	}
 	// stop answers once it is down; start once it is ready; start of a
 	// running instance says so at once.
-	lines, err := Control(sock, OpStop, "a", true)
+	lines, err := Control(sock, supervise.OpStop, "a", true)
 	if err != nil || !slices.Equal(lines, []string{"a: stop requested", "a: stopped"}) {
 		t.Errorf("%q %v", lines, err)
 	}
-	res = async(func() ([]string, error) { return Control(sock, OpStart, "a", true) })
-	h.ready("a")
+	res = async(func() ([]string, error) { return Control(sock, supervise.OpStart, "a", true) })
+	h.Ready("a")
 	if r := <-res; r.err != nil || !strings.HasPrefix(r.v[1], "a: ready after") {
 		t.Errorf("%q %v", r.v, r.err)
 	}
-	lines, err = Control(sock, OpStart, "a", true)
+	lines, err = Control(sock, supervise.OpStart, "a", true)
 	if err != nil || lines[1] != "a: already ready" {
 		t.Errorf("%q %v", lines, err)
 	}
 	// A restart that ends in a crash loop or a failure says so.
-	h.starter.setErr(errBoom)
-	lines, err = Control(sock, OpRestart, "a", true)
+	h.Starter.SetErr(supervisetest.ErrBoom)
+	lines, err = Control(sock, supervise.OpRestart, "a", true)
 	if !errors.Is(err, ErrNotReached) || !strings.Contains(lines[1], "a: failed: start /x/llama-server: boom") {
 		t.Errorf("%q %v", lines, err)
 	}
-	lines, err = Control(sock, OpStop, "a", false)
+	lines, err = Control(sock, supervise.OpStop, "a", false)
 	if err != nil || len(lines) != 1 {
 		t.Errorf("no wait: %q %v", lines, err)
 	}
 }
 
 func TestSocketRefusesBadRequests(t *testing.T) {
-	h := newHarness(t)
+	h := supervisetest.New(t)
 	sock := serve(t, h)
-	h.startReady(h.spec("a", 8001, "on-failure"))
-	h.startReady(h.spec("b", 8002, "on-failure"))
+	h.StartReady(h.Spec("a", 8001, "on-failure"))
+	h.StartReady(h.Spec("b", 8002, "on-failure"))
 	for _, c := range []struct {
 		name   string
-		op     Op
+		op     supervise.Op
 		status int
 		want   string
 	}{
-		{"nope", OpRestart, http.StatusNotFound, `no instance "nope" is supervised (instances: a, b)`},
+		{"nope", supervise.OpRestart, http.StatusNotFound, `no instance "nope" is supervised (instances: a, b)`},
 		// Path tricks reach nothing: the name is data, checked as such.
-		{"a/../b", OpRestart, http.StatusBadRequest, `invalid instance name "a/../b"`},
-		{"../b", OpStop, http.StatusBadRequest, "invalid instance name"},
+		{"a/../b", supervise.OpRestart, http.StatusBadRequest, `invalid instance name "a/../b"`},
+		{"../b", supervise.OpStop, http.StatusBadRequest, "invalid instance name"},
 	} {
 		_, err := Control(sock, c.op, c.name, false)
 		var re *RemoteError
@@ -134,7 +136,7 @@ func TestSocketRefusesBadRequests(t *testing.T) {
 	if _, err := call(sock, "/control", ControlRequest{Op: "explode", Name: "b"}); err == nil || !strings.Contains(err.Error(), `unknown operation "explode"`) {
 		t.Errorf("an unknown operation: %v", err)
 	}
-	if s := h.state("b"); s.State != Ready || s.PID != 1002 {
+	if s := h.State("b"); s.State != supervise.Ready || s.PID != 1002 {
 		t.Errorf("b was touched: %+v", s)
 	}
 	var rep Reply
@@ -143,24 +145,24 @@ func TestSocketRefusesBadRequests(t *testing.T) {
 	if !errors.As(err, &re) || re.Code != "bad_request" {
 		t.Errorf("malformed: %v", err)
 	}
-	err = post(sock, "/adopt", AdoptRequest{Instances: []config.Instance{{Name: "x/y"}}}, &rep)
+	err = post(sock, "/adopt", AdoptRequest{Instances: []Instance{{Name: "x/y"}}}, &rep)
 	if !errors.As(err, &re) || re.Status != http.StatusBadRequest {
 		t.Errorf("bad adopt name: %v", err)
 	}
 }
 
 func TestSocketAdopt(t *testing.T) {
-	h := newHarness(t)
+	h := supervisetest.New(t)
 	sock := serve(t, h)
-	a := h.spec("a", 8001, "on-failure")
+	a := h.Spec("a", 8001, "on-failure")
 	plan := &config.Plan{Instances: []config.Instance{a}}
 	res := async(func() ([]string, error) { return Adopt(sock, plan, true, false) })
-	h.ready("a")
+	h.Ready("a")
 	r := <-res
 	if r.err != nil || len(r.v) != 2 || !strings.Contains(r.v[0], "a: handed to the supervisor") || !strings.HasPrefix(r.v[1], "a: ready after") {
 		t.Fatalf("%q %v", r.v, r.err)
 	}
-	if spec, _ := h.sup.Spec("a"); spec.ReadyTimeout != a.ReadyTimeout || spec.StopTimeout != a.StopTimeout {
+	if spec, _ := h.Sup.Spec("a"); spec.ReadyTimeout != a.ReadyTimeout || spec.StopTimeout != a.StopTimeout {
 		t.Errorf("timeouts lost on the wire: %+v", spec)
 	}
 	lines, err := Adopt(sock, plan, true, false)
@@ -175,27 +177,27 @@ func TestSocketAdopt(t *testing.T) {
 	if !errors.As(err, &re) || !re.BadInput() || re.Code != "would_replace" || !strings.Contains(re.Msg, "a: port 1 removed, changed added") || !strings.Contains(re.Msg, "--replace") {
 		t.Errorf("other settings without replace: %v", err)
 	}
-	if spec, _ := h.sup.Spec("a"); !slices.Equal(spec.Cmd, a.Cmd) {
+	if spec, _ := h.Sup.Spec("a"); !slices.Equal(spec.Cmd, a.Cmd) {
 		t.Errorf("a refused hand-over changed the spec: %q", spec.Cmd)
 	}
 	res = async(func() ([]string, error) { return Adopt(sock, plan, true, true) })
-	h.ready("a")
+	h.Ready("a")
 	if r := <-res; r.err != nil || !strings.Contains(r.v[0], "a: replaced (") || !strings.HasPrefix(r.v[1], "a: ready after") {
 		t.Errorf("%q %v", r.v, r.err)
 	}
 }
 
 func TestSocketShuttingDown(t *testing.T) {
-	h := newHarness(t)
+	h := supervisetest.New(t)
 	sock := serve(t, h)
-	h.startReady(h.spec("a", 8001, "on-failure"))
-	h.sup.StopAll(0)
-	_, err := Control(sock, OpRestart, "a", false)
+	h.StartReady(h.Spec("a", 8001, "on-failure"))
+	h.Sup.StopAll(0)
+	_, err := Control(sock, supervise.OpRestart, "a", false)
 	var re *RemoteError
 	if !errors.As(err, &re) || re.Status != http.StatusServiceUnavailable || re.BadInput() {
 		t.Errorf("%v", err)
 	}
-	_, err = Adopt(sock, &config.Plan{Instances: []config.Instance{h.spec("b", 1, "")}}, false, false)
+	_, err = Adopt(sock, &config.Plan{Instances: []config.Instance{h.Spec("b", 1, "")}}, false, false)
 	if !errors.As(err, &re) || re.Code != "shutting_down" {
 		t.Errorf("%v", err)
 	}
@@ -214,7 +216,7 @@ func TestPeerCheck(t *testing.T) {
 		{peer{cred: &unix.Ucred{Uid: 0, Gid: 0}}, 299, ""},
 		{peer{cred: &unix.Ucred{Uid: 500, Gid: 7}}, 299, ""},
 		{peer{cred: &unix.Ucred{Uid: 1000, Gid: 0}}, 403, "uid 1000 may not use this supervisor (only root and uid 500 may"},
-		{peer{err: errBoom}, 403, "cannot tell who is asking (boom)"},
+		{peer{err: supervisetest.ErrBoom}, 403, "cannot tell who is asking (boom)"},
 	} {
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequestWithContext(context.WithValue(context.Background(), credKey{}, c.p), "GET", "/status", nil)
@@ -239,7 +241,7 @@ func TestSocketPath(t *testing.T) {
 // at once when it changes nothing, never waiting for an event that cannot
 // come (a stop of a stopped instance waited ready_timeout+stop_timeout).
 func TestSocketWaitFromEveryState(t *testing.T) {
-	h := newHarness(t)
+	h := supervisetest.New(t)
 	sock := serve(t, h)
 	answer := func(res chan result[[]string]) ([]string, error) {
 		t.Helper()
@@ -251,7 +253,7 @@ func TestSocketWaitFromEveryState(t *testing.T) {
 		}
 		return nil, nil
 	}
-	call := func(op Op) ([]string, error) {
+	call := func(op supervise.Op) ([]string, error) {
 		t.Helper()
 		return answer(async(func() ([]string, error) { return Control(sock, op, "a", true) }))
 	}
@@ -261,45 +263,45 @@ func TestSocketWaitFromEveryState(t *testing.T) {
 			t.Errorf("%s: %q %v, want %q %v", what, lines, err, want, wantErr)
 		}
 	}
-	p := h.startReady(h.spec("a", 8001, "on-failure"))
+	p := h.StartReady(h.Spec("a", 8001, "on-failure"))
 
-	// Stopped after a clean exit, then stopped on request: stop is a no-op.
-	p.exit(0)
-	h.expect("a", EvStopped)
-	lines, err := call(OpStop)
+	// supervise.Stopped after a clean exit, then stopped on request: stop is a no-op.
+	p.Exit(0)
+	h.Expect("a", supervise.EvStopped)
+	lines, err := call(supervise.OpStop)
 	check("stop after a clean exit", lines, err, "a: already stopped", nil)
-	lines, err = call(OpStop)
+	lines, err = call(supervise.OpStop)
 	check("stop of stopped", lines, err, "a: already stopped", nil)
 
-	// Starting: start waits for its readiness.
-	res := async(func() ([]string, error) { return Control(sock, OpStart, "a", true) })
-	started := h.expect("a", EvStarted) // after its EvRequested
-	res2 := async(func() ([]string, error) { return Control(sock, OpStart, "a", true) })
-	h.expect("a", EvRequested) // the second start, while starting
-	h.probe.report(t, started.PID, ProbeReady)
+	// supervise.Starting: start waits for its readiness.
+	res := async(func() ([]string, error) { return Control(sock, supervise.OpStart, "a", true) })
+	started := h.Expect("a", supervise.EvStarted) // after its supervise.EvRequested
+	res2 := async(func() ([]string, error) { return Control(sock, supervise.OpStart, "a", true) })
+	h.Expect("a", supervise.EvRequested) // the second start, while starting
+	h.Probe.Report(t, started.PID)
 	lines, err = answer(res)
 	check("start of stopped", lines, err, "a: ready after", nil)
 	lines, err = answer(res2)
 	check("start of starting", lines, err, "a: ready after", nil)
-	lines, err = call(OpStart)
+	lines, err = call(supervise.OpStart)
 	check("start of ready", lines, err, "a: already ready", nil)
 
 	// Restarting (after a crash): stop takes it down, start brings it up.
-	h.starter.proc(started.PID).exit(1)
-	h.expect("a", EvRestarting)
-	lines, err = call(OpStop)
+	h.Starter.Proc(started.PID).Exit(1)
+	h.Expect("a", supervise.EvRestarting)
+	lines, err = call(supervise.OpStop)
 	check("stop of restarting", lines, err, "a: stopped", nil)
 
-	// Failed: restart and start launch it, stop leaves it stopped.
-	h.starter.setErr(errBoom)
-	lines, err = call(OpStart)
+	// supervise.Failed: restart and start launch it, stop leaves it stopped.
+	h.Starter.SetErr(supervisetest.ErrBoom)
+	lines, err = call(supervise.OpStart)
 	check("start that fails", lines, err, "a: failed: start /x/llama-server: boom", ErrNotReached)
-	lines, err = call(OpStop)
+	lines, err = call(supervise.OpStop)
 	check("stop of failed", lines, err, "a: stopped", nil)
-	_, _ = call(OpStart) // failed again
-	h.starter.setErr(nil)
-	res = async(func() ([]string, error) { return Control(sock, OpRestart, "a", true) })
-	h.ready("a")
+	_, _ = call(supervise.OpStart) // failed again
+	h.Starter.SetErr(nil)
+	res = async(func() ([]string, error) { return Control(sock, supervise.OpRestart, "a", true) })
+	h.Ready("a")
 	lines, err = answer(res)
 	check("restart of failed", lines, err, "a: ready after", nil)
 }

@@ -1,4 +1,12 @@
-package supervise
+// Package control owns the supervisor's control socket: the server that
+// answers status, control (start/stop/restart), hand-overs from `run`,
+// logs, health and reload requests on a unix socket only root and the
+// supervisor's own user may use, the client calls the CLI makes, and the
+// wire types that travel between them (kept apart from the supervisor's
+// domain types, so that neither changes the other silently). What a
+// request leads to is the instance owner's decision (supervise.Decision);
+// this package follows the events from there and reports them.
+package control
 
 import (
 	"bytes"
@@ -26,6 +34,7 @@ import (
 	"github.com/llamaboot/llamaboot/internal/config"
 	"github.com/llamaboot/llamaboot/internal/connlimit"
 	"github.com/llamaboot/llamaboot/internal/dirs"
+	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
 // SocketPath is where the supervisor of app listens: <app>/.llamaboot.sock,
@@ -82,11 +91,11 @@ var validName = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile
 // connection's peer credentials (SO_PEERCRED) are checked, because `run`
 // hands executables to the supervisor, which runs them as its own user.
 type Server struct {
-	Sup    *Supervisor
+	Sup    *supervise.Supervisor
 	Info   func() SupervisorInfo
 	Bundle func() any
 	// Reloader reloads the config served; nil when none is.
-	Reloader *Reloader
+	Reloader *supervise.Reloader
 	// Pending, when set, reports instances not handed to the supervisor
 	// yet (waiting for their model downloads, or failed there); Downloads
 	// reports the downloads themselves.
@@ -262,13 +271,13 @@ func (s *Server) status() Status {
 	var wg sync.WaitGroup
 	for i, sn := range snaps {
 		st.Instances = append(st.Instances, wireInstance(sn, now))
-		if sn.Spec.RouterMode() && sn.State == Ready {
+		if sn.Spec.RouterMode() && sn.State == supervise.Ready {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 				defer cancel()
-				models, err := RouterStatus(ctx, sn.Spec)
+				models, err := supervise.RouterStatus(ctx, sn.Spec)
 				if err != nil {
 					st.Instances[i].ModelsErr = err.Error()
 				}
@@ -302,7 +311,7 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	op, ok := ParseOp(req.Op)
+	op, ok := supervise.ParseOp(req.Op)
 	if !ok {
 		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("unknown operation %q (start, stop, restart)", req.Op))
 		return
@@ -320,7 +329,7 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 	}
 	rep := Reply{Lines: []string{fmt.Sprintf("%s: %s requested", req.Name, op)}}
 	if req.Wait {
-		more, ok := s.follow(r.Context(), events, map[string]Decision{req.Name: d})
+		more, ok := s.follow(r.Context(), events, map[string]supervise.Decision{req.Name: d})
 		rep.Lines, rep.Failed = append(rep.Lines, more...), !ok
 	}
 	writeJSON(w, http.StatusOK, rep)
@@ -328,22 +337,22 @@ func (s *Server) control(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) controlError(w http.ResponseWriter, name string, err error) {
 	switch {
-	case errors.Is(err, ErrUnknownInstance):
+	case errors.Is(err, supervise.ErrUnknownInstance):
 		writeError(w, http.StatusNotFound, "unknown_instance", unknownInstance(name, s.Sup.Snapshots()))
-	case errors.Is(err, ErrShuttingDown):
+	case errors.Is(err, supervise.ErrShuttingDown):
 		writeError(w, http.StatusServiceUnavailable, "shutting_down", err.Error())
 	default:
 		writeError(w, http.StatusInternalServerError, "internal", err.Error())
 	}
 }
 
-func (s *Server) snapshot(name string) Snapshot {
+func (s *Server) snapshot(name string) supervise.Snapshot {
 	for _, sn := range s.Sup.Snapshots() {
 		if sn.Spec.Name == name {
 			return sn
 		}
 	}
-	return Snapshot{}
+	return supervise.Snapshot{}
 }
 
 func (s *Server) adopt(w http.ResponseWriter, r *http.Request) {
@@ -351,21 +360,21 @@ func (s *Server) adopt(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	for i := range req.Instances {
-		in := &req.Instances[i]
-		if !validName().MatchString(in.Name) {
-			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("invalid instance name %q", in.Name))
+	specs := make([]config.Instance, len(req.Instances))
+	for i, wi := range req.Instances {
+		if !validName().MatchString(wi.Name) {
+			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("invalid instance name %q", wi.Name))
 			return
 		}
-		in.DurationsFromJSON()
+		specs[i] = wi.Spec()
 	}
 	// A same-named instance running other settings (another config's, or
 	// entry's own) is replaced only when asked: run --config other.toml
 	// must not silently restart it.
 	changes := map[string]string{}
-	for _, in := range req.Instances {
+	for _, in := range specs {
 		if old, ok := s.Sup.Spec(in.Name); ok && !old.Same(in) {
-			changes[in.Name] = strings.Join(SpecChanges(old, in), ", ")
+			changes[in.Name] = strings.Join(supervise.SpecChanges(old, in), ", ")
 		}
 	}
 	if len(changes) > 0 && !req.Replace {
@@ -379,7 +388,7 @@ func (s *Server) adopt(w http.ResponseWriter, r *http.Request) {
 	}
 	events, cancel := s.Sup.Subscribe()
 	defer cancel()
-	res, err := s.Sup.Upsert(req.Instances)
+	res, err := s.Sup.Upsert(specs)
 	if err != nil {
 		s.controlError(w, "", err)
 		return
@@ -409,7 +418,7 @@ func (s *Server) adopt(w http.ResponseWriter, r *http.Request) {
 // the other way (stop after start, start or restart after stop) supersedes
 // the one waited for. The deadline is the longest stop plus ready timeout
 // among them.
-func (s *Server) follow(ctx context.Context, events <-chan Event, decided map[string]Decision) ([]string, bool) {
+func (s *Server) follow(ctx context.Context, events <-chan supervise.Event, decided map[string]supervise.Decision) ([]string, bool) {
 	result := map[string]string{}
 	ok := true // every instance got where it was going
 	started := map[string]bool{}
@@ -422,10 +431,10 @@ func (s *Server) follow(ctx context.Context, events <-chan Event, decided map[st
 		}
 		limit = max(limit, ready+spec.StopTimeout)
 		switch d.Will {
-		case OutcomeDone:
+		case supervise.OutcomeDone:
 			result[name] = d.Note
 			ok = ok && d.Note != "failed"
-		case OutcomeKeptDown:
+		case supervise.OutcomeKeptDown:
 			result[name] = fmt.Sprintf("kept down (stopped by the operator: llamaboot start %s starts it with the new settings)", name)
 			if spec.Routing.OnDemand {
 				result[name] = "down until a request comes (on demand); it starts with the new settings then"
@@ -447,7 +456,7 @@ func (s *Server) follow(ctx context.Context, events <-chan Event, decided map[st
 			if !open {
 				return lines(decided, result), false
 			}
-			if ev.Kind == EvLost { // what came of the requests may be among them
+			if ev.Kind == supervise.EvLost { // what came of the requests may be among them
 				for name := range decided {
 					if _, got := result[name]; !got {
 						fail(name, fmt.Sprintf("%s (lost track: %d events dropped)", s.snapshot(name).State, ev.Busy))
@@ -459,22 +468,22 @@ func (s *Server) follow(ctx context.Context, events <-chan Event, decided map[st
 			if _, done := result[ev.Instance]; !watched || done || ev.Seq <= d.Seq {
 				continue
 			}
-			down := d.Will == OutcomeDown
+			down := d.Will == supervise.OutcomeDown
 			switch {
-			case ev.Kind == EvRequested && ev.Req != d.Req && (ev.Op == OpStop) != down:
+			case ev.Kind == supervise.EvRequested && ev.Req != d.Req && (ev.Op == supervise.OpStop) != down:
 				fail(ev.Instance, fmt.Sprintf("superseded by %s (asked after this request)", ev.Op))
-			case ev.Kind == EvStarted:
+			case ev.Kind == supervise.EvStarted:
 				started[ev.Instance] = true
-			case ev.Kind == EvReady && !down && (started[ev.Instance] || d.Will == OutcomeCurrent):
+			case ev.Kind == supervise.EvReady && !down && (started[ev.Instance] || d.Will == supervise.OutcomeCurrent):
 				result[ev.Instance] = fmt.Sprintf("ready after %.2fs (pid %d)", ev.Took.Seconds(), ev.PID)
-			case ev.Kind == EvFailed:
+			case ev.Kind == supervise.EvFailed:
 				text, _ := ev.Line() // "<name> failed: why"; the line names it already
 				fail(ev.Instance, strings.TrimPrefix(text, ev.Instance+" "))
-			case ev.Kind == EvStopped && down:
+			case ev.Kind == supervise.EvStopped && down:
 				result[ev.Instance] = "stopped"
-			case ev.Kind == EvStopped:
+			case ev.Kind == supervise.EvStopped:
 				fail(ev.Instance, "stopped ("+ev.Exit+", "+ev.Reason.String()+") before it was ready")
-			case ev.Kind == EvRestarting && !down:
+			case ev.Kind == supervise.EvRestarting && !down:
 				fail(ev.Instance, fmt.Sprintf("%s (%s) before it was ready; restarting in %.1fs", ev.Exit, ev.Reason, ev.Delay.Seconds()))
 			}
 		}
@@ -482,7 +491,7 @@ func (s *Server) follow(ctx context.Context, events <-chan Event, decided map[st
 	return lines(decided, result), ok
 }
 
-func lines(decided map[string]Decision, result map[string]string) []string {
+func lines(decided map[string]supervise.Decision, result map[string]string) []string {
 	var out []string
 	for _, name := range slices.Sorted(maps.Keys(decided)) {
 		out = append(out, fmt.Sprintf("%s: %s", name, result[name]))
@@ -593,13 +602,17 @@ var ErrNotReached = errors.New("not every instance got there")
 
 // Control asks the supervisor on sock for op on an instance; with wait,
 // the answer comes once the instance is ready again (or down, for stop).
-func Control(sock string, op Op, name string, wait bool) ([]string, error) {
+func Control(sock string, op supervise.Op, name string, wait bool) ([]string, error) {
 	return call(sock, "/control", ControlRequest{Op: op.String(), Name: name, Wait: wait})
 }
 
 // Adopt hands the plan's instances to the supervisor on sock.
 func Adopt(sock string, plan *config.Plan, wait, replace bool) ([]string, error) {
-	return call(sock, "/adopt", AdoptRequest{Instances: plan.Instances, Wait: wait, Replace: replace})
+	req := AdoptRequest{Wait: wait, Replace: replace}
+	for _, in := range plan.Instances {
+		req.Instances = append(req.Instances, WireInstance(in))
+	}
+	return call(sock, "/adopt", req)
 }
 
 func call(sock, path string, req any) ([]string, error) {
@@ -637,7 +650,7 @@ func readReply(resp *http.Response, out any) error {
 
 // unknownInstance says name is not supervised and which are. One being
 // removed may still be in the snapshots: it is not listed as there.
-func unknownInstance(name string, snaps []Snapshot) string {
+func unknownInstance(name string, snaps []supervise.Snapshot) string {
 	var names []string
 	for _, sn := range snaps {
 		if sn.Spec.Name != name {

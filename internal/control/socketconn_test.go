@@ -1,4 +1,4 @@
-package supervise
+package control
 
 import (
 	"bufio"
@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/llamaboot/llamaboot/internal/supervise/supervisetest"
 )
 
 // dialAs connects to the unix socket at path with uid as the connecting
@@ -59,13 +61,13 @@ func TestSocketClosesRefusedAndIdleConnections(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("this test needs root (CI runs as root) to connect as uid 1000")
 	}
-	h := newHarness(t)
+	h := supervisetest.New(t)
 	dir := t.TempDir()
 	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
 		os.Chmod(d, 0o755)
 	}
 	sock := filepath.Join(dir, "s.sock")
-	srv := &Server{Sup: h.sup, Info: func() SupervisorInfo { return SupervisorInfo{PID: 42, Socket: sock} },
+	srv := &Server{Sup: h.Sup, Info: func() SupervisorInfo { return SupervisorInfo{PID: 42, Socket: sock} },
 		Bundle: func() any { return nil }, IdleTimeout: 300 * time.Millisecond}
 	if err := srv.Listen(sock); err != nil {
 		t.Fatal(err)

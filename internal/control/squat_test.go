@@ -1,4 +1,4 @@
-package supervise
+package control
 
 import (
 	"bufio"
@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/supervise/supervisetest"
 )
 
 // When SQUAT_SOCKET is set, the test binary plays an unprivileged user who
@@ -97,10 +98,10 @@ func TestSocketModeNeverThroughALink(t *testing.T) {
 	if line, _ := bufio.NewReader(stderr).ReadString('\n'); !strings.Contains(line, "swapping") {
 		t.Fatalf("swapper did not start: %q", line)
 	}
-	h := newHarness(t)
+	h := supervisetest.New(t)
 	failed := 0
 	for range 300 {
-		s := &Server{Sup: h.sup, Info: func() SupervisorInfo { return SupervisorInfo{} }, Bundle: func() any { return nil }}
+		s := &Server{Sup: h.Sup, Info: func() SupervisorInfo { return SupervisorInfo{} }, Bundle: func() any { return nil }}
 		if err := s.Listen(sock); err != nil {
 			failed++
 		}
@@ -158,8 +159,8 @@ func TestSquattedSocketIsRefused(t *testing.T) {
 		t.Error("a plan was handed to the squatter")
 	}
 
-	h := newHarness(t)
-	s := &Server{Sup: h.sup, Info: func() SupervisorInfo { return SupervisorInfo{PID: 42} }, Bundle: func() any { return nil }}
+	h := supervisetest.New(t)
+	s := &Server{Sup: h.Sup, Info: func() SupervisorInfo { return SupervisorInfo{PID: 42} }, Bundle: func() any { return nil }}
 	if err := s.Listen(sock); err != nil {
 		t.Fatal(err)
 	}
@@ -188,8 +189,8 @@ func TestLongAppDirSocket(t *testing.T) {
 	if _, err := GetStatus(sock); !errors.Is(err, ErrNoSupervisor) {
 		t.Errorf("before it listens: %v", err)
 	}
-	h := newHarness(t)
-	s := &Server{Sup: h.sup, Info: func() SupervisorInfo { return SupervisorInfo{PID: 42} }, Bundle: func() any { return nil }}
+	h := supervisetest.New(t)
+	s := &Server{Sup: h.Sup, Info: func() SupervisorInfo { return SupervisorInfo{PID: 42} }, Bundle: func() any { return nil }}
 	if err := s.Listen(sock); err != nil {
 		t.Fatal(err)
 	}

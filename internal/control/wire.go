@@ -1,4 +1,4 @@
-package supervise
+package control
 
 import (
 	"math"
@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
 // The control socket's wire types: what travels as JSON between the CLI
@@ -51,14 +52,14 @@ type InstanceStatus struct {
 	Restarts   int     `json:"restarts"`
 	UptimeS    float64 `json:"uptime_s"`
 	LastExit   *string `json:"last_exit"`
-	LastReason string  `json:"last_reason,omitempty"`
+	LastReason string  `json:"last_reason"` // "" while none is known: always present, as the README says
 	Error      string  `json:"error,omitempty"`
 	LogFile    string  `json:"log_file"`
 	// Models are what a llama.cpp router-mode instance offers, each with
 	// its status (loaded, loading, unloaded), read from its /models when
 	// status asked; ModelsErr says why they could not be read.
-	Models    []RouterModel `json:"models,omitempty"`
-	ModelsErr string        `json:"models_error,omitempty"`
+	Models    []supervise.RouterModel `json:"models,omitempty"`
+	ModelsErr string                  `json:"models_error,omitempty"`
 	// Devices are the devices the instance's llama-server listed in its
 	// log when it last started (its device_info: block), filled by
 	// `status` from that log; null when no process runs or its log has
@@ -97,8 +98,8 @@ type ControlRequest struct {
 // AdoptRequest hands instances (as `plan --json` prints them) to the
 // supervisor.
 type AdoptRequest struct {
-	Instances []config.Instance `json:"instances"`
-	Wait      bool              `json:"wait"`
+	Instances []Instance `json:"instances"`
+	Wait      bool       `json:"wait"`
 	// Replace allows handing over an instance the supervisor already
 	// runs with other settings; without it the request is refused.
 	Replace bool `json:"replace,omitempty"`
@@ -138,7 +139,7 @@ func Seconds(d time.Duration) float64 {
 }
 
 // wireInstance turns a snapshot into its wire form.
-func wireInstance(s Snapshot, now time.Time) InstanceStatus {
+func wireInstance(s supervise.Snapshot, now time.Time) InstanceStatus {
 	st := InstanceStatus{Name: s.Spec.Name, State: s.State.String(), Want: "down", PID: s.PID, Port: s.Spec.Port,
 		URL: s.Spec.URL, Restarts: s.Restarts, LogFile: s.Spec.LogFile, Error: s.Err}
 	if s.WantUp {
@@ -151,7 +152,7 @@ func wireInstance(s Snapshot, now time.Time) InstanceStatus {
 		e := s.LastExit
 		st.LastExit = &e
 	}
-	if s.LastReason != ReasonNone {
+	if s.LastReason != supervise.ReasonNone {
 		st.LastReason = s.LastReason.String()
 	}
 	return st
@@ -183,4 +184,76 @@ type ReloadReply struct {
 	Removed   []string `json:"removed"`
 	Unchanged []string `json:"unchanged"`
 	NotReady  bool     `json:"not_ready,omitempty"` // with wait: one did not get ready
+}
+
+// Instance is an instance as `run` hands it over: what reaches the process
+// and its supervision, with durations as seconds (numbers), in the JSON
+// form `plan --json` prints. Positions in the config file and what only
+// the config's own checks need do not travel. TestWireInstanceCarriesEverything
+// fails when config.Instance gains a JSON field this one lacks.
+type Instance struct {
+	Name              string            `json:"name"`
+	Executable        string            `json:"executable"`
+	Cmd               []string          `json:"cmd"`
+	LogFile           string            `json:"log_file"`
+	Background        bool              `json:"background"`
+	GPUIDs            *string           `json:"gpu_ids"`
+	Env               map[string]string `json:"env"`
+	LibDir            string            `json:"ld_library_path_prepend,omitempty"`
+	Host              string            `json:"host"`
+	Port              int               `json:"port"`
+	URL               string            `json:"url"`
+	Model             string            `json:"model,omitempty"`
+	ModelSource       *ModelSource      `json:"model_source,omitempty"`
+	Restart           string            `json:"restart"`
+	ReadyTimeoutS     float64           `json:"ready_timeout_s"`
+	StopTimeoutS      float64           `json:"stop_timeout_s"`
+	LogMaxSize        int64             `json:"log_max_size"`
+	LogMaxFiles       int               `json:"log_max_files"`
+	LogToStdout       bool              `json:"log_to_stdout"`
+	LivenessIntervalS float64           `json:"liveness_interval_s"`
+	LivenessTimeoutS  float64           `json:"liveness_timeout_s"`
+	DrainTimeoutS     float64           `json:"drain_timeout_s"`
+	LivenessFailures  int               `json:"liveness_failures"`
+	MetricsProxy      bool              `json:"metrics_proxy"`
+}
+
+// ModelSource is where a downloaded model came from (its URL redacted).
+type ModelSource struct {
+	Name     string   `json:"name,omitempty"`
+	URL      string   `json:"url"` // redacted: the real one may carry secrets and never travels
+	SHA256   []string `json:"sha256,omitempty"`
+	Path     string   `json:"path"`
+	Parts    int      `json:"parts"`
+	TokenEnv string   `json:"token_env,omitempty"`
+}
+
+// WireInstance is in's wire form.
+func WireInstance(in config.Instance) Instance {
+	w := Instance{Name: in.Name, Executable: in.Executable, Cmd: in.Cmd, LogFile: in.LogFile, Background: in.Background,
+		GPUIDs: in.GPUIDs, Env: in.Env, LibDir: in.LibDir, Host: in.Host, Port: in.Port, URL: in.URL, Model: in.Model,
+		Restart: in.Restart, ReadyTimeoutS: in.ReadyTimeout.Seconds(), StopTimeoutS: in.StopTimeout.Seconds(),
+		LogMaxSize: in.LogMaxSize, LogMaxFiles: in.LogMaxFiles, LogToStdout: in.LogToStdout,
+		LivenessIntervalS: in.LivenessInterval.Seconds(), LivenessTimeoutS: in.LivenessTimeout.Seconds(), DrainTimeoutS: in.DrainTimeout.Seconds(),
+		LivenessFailures: in.LivenessFailures, MetricsProxy: in.MetricsProxy}
+	if m := in.ModelSource; m != nil {
+		w.ModelSource = &ModelSource{Name: m.Name, URL: m.Shown, SHA256: m.SHA256, Path: m.Path, Parts: m.Parts, TokenEnv: m.TokenEnv}
+	}
+	return w
+}
+
+// Spec is the instance w describes, as the supervisor runs it.
+func (w Instance) Spec() config.Instance {
+	sec := func(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+	in := config.Instance{Name: w.Name, Executable: w.Executable, Cmd: w.Cmd, LogFile: w.LogFile, Background: w.Background,
+		GPUIDs: w.GPUIDs, Env: w.Env, LibDir: w.LibDir, Host: w.Host, Port: w.Port, URL: w.URL, Model: w.Model,
+		Restart: w.Restart, ReadyTimeout: sec(w.ReadyTimeoutS), StopTimeout: sec(w.StopTimeoutS), ReadyTimeoutS: w.ReadyTimeoutS, StopTimeoutS: w.StopTimeoutS,
+		LogMaxSize: w.LogMaxSize, LogMaxFiles: w.LogMaxFiles, LogToStdout: w.LogToStdout,
+		LivenessInterval: sec(w.LivenessIntervalS), LivenessTimeout: sec(w.LivenessTimeoutS), DrainTimeout: sec(w.DrainTimeoutS),
+		LivenessIntervalS: w.LivenessIntervalS, LivenessTimeoutS: w.LivenessTimeoutS, DrainTimeoutS: w.DrainTimeoutS,
+		LivenessFailures: w.LivenessFailures, MetricsProxy: w.MetricsProxy}
+	if m := w.ModelSource; m != nil {
+		in.ModelSource = &config.ModelSource{Name: m.Name, Shown: m.URL, SHA256: m.SHA256, Path: m.Path, Parts: m.Parts, TokenEnv: m.TokenEnv}
+	}
+	return in
 }
