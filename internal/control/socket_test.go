@@ -305,3 +305,31 @@ func TestSocketWaitFromEveryState(t *testing.T) {
 	lines, err = answer(res)
 	check("restart of failed", lines, err, "a: ready after", nil)
 }
+
+// The last word wins and every waiter hears about its own request: a
+// restart waiting for readiness is told a later stop superseded it (exit
+// 1 in the CLI), and the stop answers stopped.
+func TestSocketWaiterToldItWasSuperseded(t *testing.T) {
+	h := supervisetest.New(t)
+	sock := serve(t, h)
+	first := h.StartReady(h.Spec("a", 8001, "on-failure"))
+	restart := async(func() ([]string, error) { return Control(sock, supervise.OpRestart, "a", true) })
+	if st := h.Expect("a", supervise.EvStarted); st.PID == first.PID() {
+		t.Fatalf("restart started %+v", st)
+	}
+	lines, err := Control(sock, supervise.OpStop, "a", true)
+	if err != nil || !slices.Equal(lines, []string{"a: stop requested", "a: stopped"}) {
+		t.Errorf("stop: %q %v", lines, err)
+	}
+	select {
+	case r := <-restart:
+		if !errors.Is(r.err, ErrNotReached) || len(r.v) != 2 || r.v[1] != "a: superseded by stop (asked after this request)" {
+			t.Errorf("restart's waiter: %q %v", r.v, r.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the restart's waiter was never answered")
+	}
+	if s := h.State("a"); s.State != supervise.Stopped || s.WantUp {
+		t.Errorf("after the stop: %+v", s)
+	}
+}
