@@ -41,7 +41,7 @@ func TestWireInstanceCarriesEverything(t *testing.T) {
 		Background: true, GPUIDs: &gpus, Env: map[string]string{"K": "v"}, LibDir: "/lib", Host: "127.0.0.1", Port: 8001,
 		URL: "http://127.0.0.1:8001", Model: "/m/a.gguf",
 		ModelSource: &config.ModelSource{Name: "m", URL: "https://secret@host/a.gguf", Shown: "https://host/a.gguf", SHA256: []string{"ab"}, Path: "/m/a.gguf", Parts: 1, TokenEnv: "TOK"},
-		Restart: "always", ReadyTimeout: 1500 * time.Millisecond, StopTimeout: 7 * time.Second, ReadyTimeoutS: 1.5, StopTimeoutS: 7,
+		Restart:     "always", ReadyTimeout: 1500 * time.Millisecond, StopTimeout: 7 * time.Second, ReadyTimeoutS: 1.5, StopTimeoutS: 7,
 		LogMaxSize: 1 << 20, LogMaxFiles: 3, LogToStdout: true,
 		LivenessInterval: 15 * time.Second, LivenessTimeout: 10 * time.Second, DrainTimeout: 30 * time.Second,
 		LivenessIntervalS: 15, LivenessTimeoutS: 10, DrainTimeoutS: 30, LivenessFailures: 3, MetricsProxy: true}
