@@ -68,3 +68,46 @@ func TestInstallImageCommand(t *testing.T) {
 		t.Fatal(r)
 	}
 }
+
+// TestInstallLocalImageBuildFromTag installs images with no version label
+// from a `docker save` archive and an OCI archive: the build is read from
+// the tag the archive records (RepoTags, the ref.name annotation), as the
+// README promises, so the bundle is named b9597-… rather than bundle-….
+func TestInstallLocalImageBuildFromTag(t *testing.T) {
+	server, err := os.ReadFile(standin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := imagegen.NewLayer(archive.Tar, []bundlegen.Entry{bundlegen.Dir("app/"), {Name: "app/llama-server", Type: '0', Mode: 0o755, Body: server}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := imagegen.Image("linux/"+runtime.GOARCH, nil, top)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	saved := filepath.Join(dir, "llama.tar")
+	if err := imagegen.WriteDockerArchive(saved, "ghcr.io/ggml-org/llama.cpp:server-cuda-b9597", img); err != nil {
+		t.Fatal(err)
+	}
+	if err := imagegen.WriteLayout(filepath.Join(dir, "layout"), img, "server-b9598"); err != nil {
+		t.Fatal(err)
+	}
+	ociTar := filepath.Join(dir, "llama-oci.tar")
+	if err := imagegen.TarDir(filepath.Join(dir, "layout"), ociTar); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ src, build string }{
+		{"docker-archive:" + saved, "b9597"},
+		{"docker-archive:" + saved + ":ghcr.io/ggml-org/llama.cpp:server-cuda-b9597", "b9597"},
+		{"oci-archive:" + ociTar, "b9598"},
+		{"oci:" + filepath.Join(dir, "layout"), "b9598"},
+	} {
+		app := filepath.Join(t.TempDir(), "app")
+		r := runLB(t, []string{"AUTO_INFER_APP_DIR=" + app}, "install", c.src)
+		if r.code != 0 || !strings.Contains(r.stdout, "activated "+c.build+"-") || !strings.Contains(r.stdout, "build "+c.build) {
+			t.Errorf("%s: want build %s: %v", c.src, c.build, r)
+		}
+	}
+}

@@ -77,9 +77,12 @@ type Image struct {
 	Config   *v1.ConfigFile
 	// Offline: resolved from the cache without asking the registry.
 	Offline bool
-	layers  []layer
-	closer  io.Closer
-	blobs   []v1.Hash // registry blobs it is made of: manifests, config, layers
+	// tag is the tag a local image carries inside its archive or layout
+	// (docker save's RepoTags, an OCI ref.name annotation), "" without one.
+	tag    string
+	layers []layer
+	closer io.Closer
+	blobs  []v1.Hash // registry blobs it is made of: manifests, config, layers
 }
 
 // Blobs lists the registry blobs the image is made of (none for a local
@@ -103,6 +106,27 @@ func (im *Image) Version() string {
 		return ""
 	}
 	return im.Config.Config.Labels[VersionLabel]
+}
+
+// Tag is the tag the image is known by: the one its registry reference
+// names, else the one a local archive or layout records for it (the tag
+// named in the reference, else its only one); "" without one. The build
+// name is read from it when the image has no version label.
+func (im *Image) Tag() string {
+	if t := im.Ref.Tag(); t != "" {
+		return t
+	}
+	return im.tag
+}
+
+// tagOf is the tag part of a reference such as host:5000/repo:tag (the
+// whole string when it names no repository: an OCI ref.name may be a
+// bare tag).
+func tagOf(name string) string {
+	if i := strings.LastIndexByte(name, ':'); i >= 0 && !strings.Contains(name[i:], "/") {
+		return name[i+1:]
+	}
+	return name
 }
 
 // Layers is how many layers the image has.

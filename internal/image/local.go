@@ -197,6 +197,11 @@ func openLayout(ref Ref, b blobs, o Options) (*Image, error) {
 		}
 	}
 	im := &Image{Ref: ref, Digest: top.Digest}
+	if n := top.Annotations["org.opencontainers.image.ref.name"]; n != "" {
+		im.tag = tagOf(n)
+	} else if n := top.Annotations["io.containerd.image.name"]; n != "" {
+		im.tag = tagOf(n)
+	}
 	mf, err := readBlob(ref, b, top.Digest)
 	if err != nil {
 		return nil, err
@@ -276,11 +281,12 @@ func dockerArchiveImage(ref Ref, ti *tarIndex) (*Image, error) {
 	}
 	var tags []string
 	var chosen *dockerManifest
+	var chosenTag string
 	for i, m := range ms {
 		tags = append(tags, m.RepoTags...)
 		for _, t := range m.RepoTags {
 			if ref.Name != "" && (t == ref.Name || strings.HasSuffix(t, "/"+ref.Name)) {
-				chosen = &ms[i]
+				chosen, chosenTag = &ms[i], t
 			}
 		}
 	}
@@ -288,6 +294,9 @@ func dockerArchiveImage(ref Ref, ti *tarIndex) (*Image, error) {
 	case chosen != nil:
 	case ref.Name == "" && len(ms) == 1:
 		chosen = &ms[0]
+		if len(chosen.RepoTags) == 1 {
+			chosenTag = chosen.RepoTags[0]
+		}
 	case ref.Name == "":
 		return nil, bad(fmt.Sprintf("%s holds %d images; name one: %s:REPO:TAG with one of %s", ref, len(ms), ref, listOr(tags)), nil)
 	default:
@@ -298,6 +307,9 @@ func dockerArchiveImage(ref Ref, ti *tarIndex) (*Image, error) {
 		return nil, bad(fmt.Sprintf("%s: config %s cannot be read", ref, chosen.Config), err)
 	}
 	im := &Image{Ref: ref, Digest: sha256Of(cfg)}
+	if chosenTag != "" {
+		im.tag = tagOf(chosenTag)
+	}
 	if im.Config, err = parseConfig(ref, cfg); err != nil {
 		return nil, err
 	}

@@ -208,7 +208,7 @@ func (j *job) stageImage(ctx context.Context, ref image.Ref, im *image.Image, di
 	s.sum, s.format = im.Digest.Hex, archive.Unknown
 	s.image = &imageInfo{
 		ref: ref.String(), digest: im.Digest.String(), version: im.Version(), path: dir, platform: im.Platform,
-		transport: ref.Transport, tag: ref.Tag(),
+		transport: ref.Transport, tag: im.Tag(),
 	}
 	for _, l := range x.Libs {
 		s.image.libs = append(s.image.libs, l.Name+" <- "+l.From)
