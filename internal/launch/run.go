@@ -82,7 +82,7 @@ func Run(ctx context.Context, p *printer.Printer, plan *config.Plan, o RunOption
 			failed = true
 			continue
 		}
-		err = cmd.Start()
+		err = ExplainStart(cmd.Path, cmd.Start())
 		log.Close()
 		if err != nil {
 			p.Errorf("instance %q: start %s: %v", in.Name, cmd.Path, err)

@@ -119,7 +119,7 @@ func (s *execStarter) Start(spec config.Instance, out *os.File) (Process, error)
 	cmd.Stdout, cmd.Stderr = out, out
 	ch, err := s.reaper.Start(cmd)
 	if err != nil {
-		return nil, err
+		return nil, launch.ExplainStart(cmd.Path, err)
 	}
 	return &groupProcess{pid: cmd.Process.Pid, exited: ch}, nil
 }
