@@ -171,3 +171,68 @@ func TestStatusShowsDevices(t *testing.T) {
 		t.Fatalf("status --json instance g: %+v\n%s", g, r.stdout)
 	}
 }
+
+// TestStatusNoUsableGPUOnlyWhenAsked runs three instances whose server
+// warns, as llama-server does for any --n-gpu-layers on a machine without
+// a usable GPU, that it found none: status says it runs on the CPU only
+// for the one that asks for GPU layers, not for those that ask for the CPU
+// (gpu_ids "none", n_gpu_layers 0), for which doctor finds nothing either.
+func TestStatusNoUsableGPUOnlyWhenAsked(t *testing.T) {
+	dir := t.TempDir()
+	app := filepath.Join(dir, "app")
+	exe := writeFile(t, filepath.Join(dir, "llama-server"), fmt.Sprintf(`#!/bin/sh
+printf 'warning: no usable GPU found, --gpu-layers option will be ignored\n0.00.011.466 I device_info:\n0.00.011.476 I   - CPU     : AMD EPYC (24105 MiB, 24105 MiB free)\n0.00.011.581 I system_info: n_threads = 2\n'
+exec %q "$@"
+`, standin))
+	if err := os.Chmod(exe, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ports := freePorts(t, 3)
+	cfg := writeFile(t, filepath.Join(dir, "g.toml"), fmt.Sprintf(`[master]
+llama_cpp_path = %q
+[instance.control]
+log_dir = %q
+[instance.server]
+host = "127.0.0.1"
+[instance.gpu.server]
+port = %d
+n_gpu_layers = 99
+[instance.none.control]
+gpu_ids = "none"
+[instance.none.server]
+port = %d
+n_gpu_layers = 99
+[instance.zero.server]
+port = %d
+n_gpu_layers = 0
+`, exe, dir, ports[0], ports[1], ports[2]))
+	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg, "STANDIN_LOAD_MS=50"})
+	e.waitReady(t, "gpu", "none", "zero")
+	appEnv := []string{"AUTO_INFER_APP_DIR=" + app}
+	r := runLB(t, appEnv, "status")
+	for _, n := range []string{"gpu", "none", "zero"} {
+		line := regexp.MustCompile(`\n  ` + n + ` +CPU AMD EPYC \(24105 MiB, 24105 MiB free\)( — llama-server found no usable GPU: it runs on the CPU)?\n`).FindStringSubmatch(r.stdout)
+		if line == nil {
+			t.Fatalf("status lists no devices for %s:\n%s", n, r.stdout)
+		}
+		if said := line[1] != ""; said != (n == "gpu") {
+			t.Errorf("instance %s: no-usable-GPU note said = %v, want %v:\n%s", n, said, n == "gpu", r.stdout)
+		}
+	}
+	var st struct {
+		Instances []struct {
+			Name        string `json:"name"`
+			NoUsableGPU bool   `json:"no_usable_gpu"`
+			Asks        bool   `json:"asks_gpu_layers"`
+		} `json:"instances"`
+	}
+	r = runLB(t, appEnv, "status", "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || len(st.Instances) != 3 {
+		t.Fatalf("status --json: %v\n%s", err, r.stdout)
+	}
+	for _, in := range st.Instances {
+		if in.NoUsableGPU != (in.Name == "gpu") || in.Asks != (in.Name == "gpu") {
+			t.Errorf("status --json %s: %+v", in.Name, in)
+		}
+	}
+}

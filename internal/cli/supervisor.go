@@ -271,7 +271,9 @@ func addDevices(ins []control.InstanceStatus) {
 		for k, d := range r.Devices {
 			in.Devices[k] = control.Device{Name: d.Name, Description: d.Description}
 		}
-		in.NoUsableGPU = r.NoGPU
+		// llama-server warns about its --gpu-layers even when they are 0
+		// or no GPU is visible on purpose: only news when GPU layers are asked.
+		in.NoUsableGPU = r.NoGPU && in.AsksGPULayers
 	}
 }
 

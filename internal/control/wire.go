@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/config"
+	"github.com/llamaboot/llamaboot/internal/preflight"
 	"github.com/llamaboot/llamaboot/internal/supervise"
 )
 
@@ -67,6 +68,9 @@ type InstanceStatus struct {
 	// layers asked for, so it runs on the CPU.
 	Devices     []Device `json:"devices"`
 	NoUsableGPU bool     `json:"no_usable_gpu"`
+	// AsksGPULayers: the instance asks for layers on a GPU (see
+	// preflight.AsksGPULayers); NoUsableGPU is only said for such.
+	AsksGPULayers bool `json:"asks_gpu_layers"`
 }
 
 // Device is one device a llama-server listed: "CUDA0", "NVIDIA A100
@@ -141,7 +145,7 @@ func Seconds(d time.Duration) float64 {
 // wireInstance turns a snapshot into its wire form.
 func wireInstance(s supervise.Snapshot, now time.Time) InstanceStatus {
 	st := InstanceStatus{Name: s.Spec.Name, State: s.State.String(), Want: "down", PID: s.PID, Port: s.Spec.Port,
-		URL: s.Spec.URL, Restarts: s.Restarts, LogFile: s.Spec.LogFile, Error: s.Err}
+		URL: s.Spec.URL, Restarts: s.Restarts, LogFile: s.Spec.LogFile, Error: s.Err, AsksGPULayers: preflight.AsksGPULayers(s.Spec)}
 	if s.WantUp {
 		st.Want = "up"
 	}

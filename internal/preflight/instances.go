@@ -91,6 +91,19 @@ func gpuLayers(cmd []string) string {
 	return ""
 }
 
+// AsksGPULayers reports whether in asks for layers on a GPU: n_gpu_layers
+// other than 0, or gpu_ids naming GPUs, and gpu_ids not "none". An
+// instance that asks for the CPU (gpu_ids "none", n_gpu_layers 0) is not
+// told that llama-server found no usable GPU.
+func AsksGPULayers(in config.Instance) bool {
+	ngl := gpuLayers(in.Cmd)
+	ids := ""
+	if in.GPUIDs != nil {
+		ids = *in.GPUIDs
+	}
+	return ids != "none" && ngl != "0" && (ngl != "" || ids != "")
+}
+
 // devices compares the devices llama-server sees with what the instance
 // asks for: GPUs through gpu_ids, or layers on a GPU through n_gpu_layers.
 func devices(ctx context.Context, in config.Instance, exe string, env []string) []Finding {
