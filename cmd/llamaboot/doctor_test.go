@@ -57,8 +57,11 @@ func TestDoctor(t *testing.T) {
 		!strings.Contains(r.stderr, "the CUDA backend will not load: instance g would run on the CPU") {
 		t.Fatalf("missing driver: %v", r)
 	}
-	// Without a config, the installed llama-server alone.
-	if r := runLB(t, env, "doctor"); r.code != 1 || !strings.Contains(r.stderr, want) {
+	// Without a config, the installed llama-server alone: no instance
+	// exists, so the findings name the bundle's files, not one.
+	if r := runLB(t, env, "doctor"); r.code != 1 || !strings.Contains(r.stderr, want) || strings.Contains(r.stderr, "instance") ||
+		!strings.Contains(r.stderr, ": "+filepath.Join(bin, "libggml-cuda.so")+": needs libcuda.so.1") ||
+		!strings.Contains(r.stderr, "the CUDA backend will not load: llama-server would run on the CPU") {
 		t.Fatalf("doctor without config: %v", r)
 	}
 	// plan says the same, as a warning, and still exits 0.

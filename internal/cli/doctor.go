@@ -42,7 +42,7 @@ func newDoctorCmd(env Env) *cobra.Command {
 				if v := env("LD_LIBRARY_PATH"); v != "" {
 					ld += ":" + v
 				}
-				findings = preflight.Check([]preflight.Target{{Instance: "llama-server", Executable: exe, LDLibraryPath: ld}}, preflight.System{})
+				findings = preflight.Check([]preflight.Target{{Executable: exe, LDLibraryPath: ld}}, preflight.System{})
 				what = exe
 			}
 			for _, f := range findings {
@@ -61,8 +61,12 @@ func newDoctorCmd(env Env) *cobra.Command {
 	return cmd
 }
 
-// findingLine is how a finding is said in doctor, plan and at boot.
+// findingLine is how a finding is said in doctor, plan and at boot; one
+// about the bundle alone (no config) names its file, which it starts with.
 func findingLine(f preflight.Finding) string {
+	if f.Instance == "" {
+		return f.String()
+	}
 	return fmt.Sprintf("instance %s: %s", f.Instance, f)
 }
 

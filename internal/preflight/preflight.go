@@ -39,6 +39,8 @@ func (s System) defaults() System {
 // Target is one instance's server: its executable and the library path its
 // process gets.
 type Target struct {
+	// Instance names the instance; "" for a bundle checked without a
+	// config (doctor alone), whose findings name its executable instead.
 	Instance      string
 	Executable    string
 	LDLibraryPath string
@@ -429,7 +431,11 @@ func (r *resolver) target(t Target) []Finding {
 	r.lib = libToken(exe.interp, exe.machine)
 	var out []Finding
 	base := filepath.Base(t.Executable)
-	startFail := fmt.Sprintf("%s will not start: instance %s fails", base, t.Instance)
+	who := "instance " + t.Instance
+	startFail := fmt.Sprintf("%s will not start: %s fails", base, who)
+	if t.Instance == "" {
+		who, startFail = base, base+" will not start"
+	}
 	if exe.interp != "" {
 		if _, ok := r.load(exe.interp, exe); !ok {
 			out = append(out, Finding{Instance: t.Instance, File: t.Executable,
@@ -444,9 +450,9 @@ func (r *resolver) target(t Target) []Finding {
 			continue
 		}
 		kind := backendName(b)
-		cons := fmt.Sprintf("the %s backend will not load: instance %s would run on the CPU", kind, t.Instance)
+		cons := fmt.Sprintf("the %s backend will not load: %s would run on the CPU", kind, who)
 		if kind == "CPU" {
-			cons = fmt.Sprintf("the CPU backend will not load: instance %s may have no device to run on", t.Instance)
+			cons = fmt.Sprintf("the CPU backend will not load: %s may have no device to run on", who)
 		}
 		out = append(out, r.check(t, lib, cons, kind == "CUDA")...)
 	}

@@ -130,6 +130,12 @@ func TestFindings(t *testing.T) {
 	}
 	os.WriteFile(exe, bytes.Replace(b, interp, []byte("/lib64/ld-linux-x86-64.so.9"), 1), 0o755)
 	want(t, check("", System{}), "llama-server", "its program interpreter /lib64/ld-linux-x86-64.so.9 (the dynamic loader) is not in this container", "llama-server will not start")
+	// The bundle checked alone (doctor without a config) names no instance.
+	for _, f := range Check([]Target{{Executable: exe}}, System{}) {
+		if strings.Contains(f.String(), "instance") || filepath.Base(f.File) == "llama-server" && f.Consequence != "llama-server will not start" {
+			t.Errorf("bundle alone: %q", f)
+		}
+	}
 
 	// Without the cache, libc (in a multiarch dir) is found only where the
 	// default dirs list it.
