@@ -46,8 +46,27 @@ func TestMissingInterpreterIsSaid(t *testing.T) {
 		t.Errorf("status error %q, want it to contain %q", in.Error, want)
 	}
 	appEnv := []string{"AUTO_INFER_APP_DIR=" + e.app}
-	if r := runLB(t, appEnv, "status"); !strings.Contains(r.stdout, want) {
+	r := runLB(t, appEnv, "status")
+	if !strings.Contains(r.stdout, want) {
 		t.Errorf("status text does not say the interpreter is missing:\n%s", r)
+	}
+	// So long a reason does not push the table's LOG column out of line:
+	// it is said under the row.
+	lines := strings.Split(r.stdout, "\n")
+	head, row := -1, -1
+	for i, l := range lines {
+		if strings.HasPrefix(l, "INSTANCE ") {
+			head = i
+		}
+		if strings.HasPrefix(l, "a ") {
+			row = i
+		}
+	}
+	if head < 0 || row < 0 {
+		t.Fatalf("no table header or row a:\n%s", r.stdout)
+	}
+	if col, at := strings.Index(lines[head], " LOG"), strings.Index(lines[row], " "+filepath.Join(dir, "logs")); col < 0 || col != at {
+		t.Errorf("row a's log at column %d, the LOG header at %d:\n%s", at, col, r.stdout)
 	}
 	if r := runLB(t, appEnv, "healthcheck"); r.code == 0 || !strings.Contains(r.stdout+r.stderr, want) {
 		t.Errorf("healthcheck does not say the interpreter is missing:\n%s", r)

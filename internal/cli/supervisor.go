@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -218,14 +219,28 @@ func printStatus(w io.Writer, app, sock string, st control.Status, kept []instal
 		fmt.Fprintln(w, "instances: none")
 		return
 	}
-	fmt.Fprintf(w, "%-20s %-10s %7s %6s %8s %9s  %-40s %s\n", "INSTANCE", "STATE", "PID", "PORT", "RESTARTS", "UPTIME", "LAST EXIT (WHY)", "LOG")
+	// Columns stay aligned: the name column widens for a long name, and a
+	// reason too long for its column (a start failure names paths) is
+	// said in full on a line of its own under the row.
+	nameW := 20
+	for _, in := range st.Instances {
+		nameW = max(nameW, utf8.RuneCountInString(in.Name))
+	}
+	fmt.Fprintf(w, "%-*s %-10s %7s %6s %8s %9s  %-*s %s\n", nameW, "INSTANCE", "STATE", "PID", "PORT", "RESTARTS", "UPTIME", whyWidth, "LAST EXIT (WHY)", "LOG")
 	for _, in := range st.Instances {
 		// No process: no pid and no uptime, rather than 0 and 0s.
 		pid, uptime := "-", "-"
 		if in.PID > 0 {
 			pid, uptime = fmt.Sprint(in.PID), fmt.Sprintf("%.0fs", in.UptimeS)
 		}
-		fmt.Fprintf(w, "%-20s %-10s %7s %6d %8d %9s  %-40s %s\n", in.Name, in.State, pid, in.Port, in.Restarts, uptime, lastExit(in), in.LogFile)
+		why, long := lastExit(in), ""
+		if utf8.RuneCountInString(why) > whyWidth || strings.ContainsAny(why, "\n\t") {
+			why, long = "(below)", strings.Join(strings.Fields(why), " ")
+		}
+		fmt.Fprintf(w, "%-*s %-10s %7s %6d %8d %9s  %-*s %s\n", nameW, in.Name, in.State, pid, in.Port, in.Restarts, uptime, whyWidth, why, in.LogFile)
+		if long != "" {
+			fmt.Fprintf(w, "  last exit (why): %s\n", long)
+		}
 		printRouterModels(w, in)
 	}
 	printDevices(w, st.Instances)
@@ -306,6 +321,9 @@ func printDevices(w io.Writer, ins []control.InstanceStatus) {
 // start.
 // Once a later process is ready, how the one before ended is history: the
 // table drops it (--json keeps it).
+// whyWidth is the LAST EXIT (WHY) column's width in the status table.
+const whyWidth = 40
+
 func lastExit(in control.InstanceStatus) string {
 	switch {
 	case in.State == "ready":
