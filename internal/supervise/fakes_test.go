@@ -3,6 +3,7 @@ package supervise
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -172,6 +173,21 @@ func (s *fakeStarter) Start(spec config.Instance, out *os.File) (Process, error)
 	return p, nil
 }
 
+// holder says which live process listens on port, if one does.
+func (s *fakeStarter) holder(port int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for pid, p := range s.procs {
+		p.mu.Lock()
+		ended := p.ended
+		p.mu.Unlock()
+		if !ended && s.specs[pid].Port == port {
+			return fmt.Errorf("port %d is already in use by pid %d (%s)", port, pid, s.specs[pid].Name)
+		}
+	}
+	return nil
+}
+
 // release lets the starts waiting at the gate through.
 func (s *fakeStarter) release() { s.released.Do(func() { close(s.gate) }) }
 
@@ -234,6 +250,9 @@ type harness struct {
 	ports    map[int]error
 	portGate chan struct{} // when set, the port check waits until it is closed: a slow /proc
 	portsMu  sync.Mutex
+	// portsLive: a port is taken while a fake process of a spec on it
+	// has not ended (instead of ports).
+	portsLive bool
 }
 
 var testPolicy = Policy{BackoffMin: time.Second, BackoffMax: 8 * time.Second, QuickCrash: 10 * time.Second, CrashLoop: 5}
@@ -251,6 +270,12 @@ func newHarness(t *testing.T) *harness {
 			h.portsMu.Unlock()
 			if gate != nil {
 				<-gate
+			}
+			h.portsMu.Lock()
+			live := h.portsLive
+			h.portsMu.Unlock()
+			if live {
+				return h.starter.holder(in.Port)
 			}
 			h.portsMu.Lock()
 			defer h.portsMu.Unlock()

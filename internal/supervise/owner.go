@@ -27,6 +27,8 @@ type msg struct {
 	end    bool               // inStop: end the owner once down (removal, shutdown)
 	remove bool               // inStop with end: removed by Apply (published as EvRemoved)
 	spec   *config.Instance   // inReload, inRestart: run this spec from now on
+	down   chan struct{}      // inReload: closed once the process running now has ended (a reload's port holder)
+	gate   <-chan struct{}    // inReload: the next start waits until it is closed (its port's holders are down)
 	live   *LiveProbe         // inLiveness
 	drain  *drainResult       // inDrained
 	launch *launchResult      // inLaunched
@@ -104,7 +106,9 @@ type owner struct {
 	restarts  int
 	lastExit  string
 	lastErr   error
-	pending   []Event // emitted while handling an input
+	pending   []Event         // emitted while handling an input
+	downs     []chan struct{} // closed once the current process has ended (msg.down)
+	gate      <-chan struct{} // the next start waits for it (msg.gate)
 
 	// What status readers see, written by the goroutine under mu.
 	mu   sync.Mutex
@@ -201,6 +205,18 @@ func (o *owner) handle(m msg) {
 		o.spec = *m.spec
 		o.restart, _ = ParsePolicy(m.spec.Restart) // checked by the supervisor before
 	}
+	if m.gate != nil {
+		o.gate = m.gate
+	}
+	if m.down != nil {
+		// Asked before the transition: a reload may launch the new
+		// process at once, and the old one is what holds the port.
+		if o.proc == nil && o.state != launching && o.state != flushing {
+			close(m.down)
+		} else {
+			o.downs = append(o.downs, m.down)
+		}
+	}
 	if m.end {
 		o.want = max(o.want, wantEnd)
 		if m.remove {
@@ -257,7 +273,17 @@ func (o *owner) setTimer(d time.Duration, in input) {
 	o.timer, o.timerIn = o.d.Clock.After(d), in
 }
 
+// processGone tells those waiting for the current process to end (a
+// reload's instances that take its port) that it has.
+func (o *owner) processGone() {
+	for _, c := range o.downs {
+		close(c)
+	}
+	o.downs = nil
+}
+
 func (o *owner) finish() {
+	o.processGone()
 	if o.sink != nil {
 		// The last process's output is in (or its flush deadline passed):
 		// closing flushes the file; a copier still held open by a
@@ -334,10 +360,10 @@ func (o *owner) launchAgain(msg) State { return o.launch() }
 // launching (seen as starting, with no pid).
 func (o *owner) launch() State {
 	o.timer, o.reason, o.stopGrace = nil, ReasonNone, 0
-	spec, cur, stdout, now := o.spec, o.sink, o.stdout(), o.d.Clock.Now()
-	o.sink = nil // the starter's until it answers
+	spec, cur, stdout, now, gate := o.spec, o.sink, o.stdout(), o.d.Clock.Now(), o.gate
+	o.sink, o.gate = nil, nil // the starter's until it answers
 	go func() {
-		r := o.start(spec, cur, stdout, now)
+		r := o.start(spec, cur, stdout, now, gate)
 		_ = o.send(msg{in: inLaunched, launch: &r}) // the owner does not end while launching
 	}()
 	return launching
@@ -354,12 +380,17 @@ type launchResult struct {
 
 // start is the starter: it runs outside the owner and touches none of its
 // fields. It opens spec's log (keeping cur when the file is the same),
-// checks the port, and starts the process writing into the log.
-func (o *owner) start(spec config.Instance, cur *sink, stdout io.Writer, now time.Time) launchResult {
+// waits for gate (closed once the other instances of a reload that held
+// its port are down), checks the port, and starts the process writing
+// into the log.
+func (o *owner) start(spec config.Instance, cur *sink, stdout io.Writer, now time.Time, gate <-chan struct{}) launchResult {
 	r := launchResult{spec: spec, reason: ReasonStartFailed}
 	s, err := o.openLog(spec, cur)
 	if r.sink, r.err = s, err; err != nil {
 		return r // the event and the status row name the instance
+	}
+	if gate != nil {
+		<-gate // closed by a bounded wait (Reload)
 	}
 	if err := o.d.CheckPort(spec); err != nil {
 		r.reason, r.err = ReasonPortTaken, err
@@ -397,6 +428,7 @@ func (o *owner) launched(m msg) State {
 	}
 	o.setLog(l)
 	if r.proc == nil {
+		o.processGone() // the process on its way never came
 		switch {
 		case o.want != wantUp:
 			// Stopped while it was on its way: down, as asked — and the
@@ -642,6 +674,7 @@ func (o *owner) flushed(msg) State {
 // judgeExit decides what follows the end of the process, from why it
 // ended, what the operator wants, the restart policy and the crash count.
 func (o *owner) judgeExit() State {
+	o.processGone() // its output is in: its group is down, its port free
 	pid, ran := o.exit.pid, o.exit.ran
 	o.lastWhy = o.reason
 	ev := Event{Kind: EvExited, PID: pid, Exit: o.lastExit, Code: ExitCode(o.exit.ws), Ran: ran, Reason: o.reason}

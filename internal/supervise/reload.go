@@ -42,7 +42,9 @@ func (s *Supervisor) Diff(desired []config.Instance) ApplyResult {
 // Reload applies desired as Apply does, but in two steps: removed
 // instances are stopped (and changed ones restarted) first, and new ones
 // start once the removed are down, so an instance renamed in the config
-// finds its port free.
+// finds its port free. A changed instance whose new port another changed
+// or removed instance holds starts once that one's process has ended, so
+// that a reload may swap ports (see portOrder).
 func (s *Supervisor) Reload(desired []config.Instance) (ApplyResult, error) {
 	diff := s.Diff(desired)
 	var gone []<-chan struct{}
@@ -53,9 +55,10 @@ func (s *Supervisor) Reload(desired []config.Instance) (ApplyResult, error) {
 		gone = append(gone, m.o.done)
 		longest = max(longest, m.spec.DrainTimeout+m.spec.StopTimeout)
 	}
+	steps := s.portOrder(diff, desired)
 	s.mu.Unlock()
 	first := slices.DeleteFunc(slices.Clone(desired), func(in config.Instance) bool { return slices.Contains(diff.Added, in.Name) })
-	res, err := s.Apply(first)
+	res, err := s.apply(first, steps)
 	if err != nil || len(diff.Added) == 0 {
 		return res, err
 	}
@@ -75,6 +78,76 @@ wait:
 		res.decided(n, rest.Decisions[n]) // what to wait for: the second Apply started them
 	}
 	return res, err
+}
+
+// reloadStep is what a reload asks of one changed instance beyond its new
+// spec: to say when its old process has ended (down), or to start only
+// once the old processes on its new port have (gate).
+type reloadStep struct {
+	down chan struct{}
+	gate <-chan struct{}
+}
+
+// portOrder orders the starts of a reload's changed instances by port:
+// one whose new port a changed or removed instance of the same reload
+// listens on now (ports swapped, or shifted along) starts once that
+// instance's process has ended. Every old process is stopped at once and
+// only starts wait, so a cycle of ports cannot deadlock; each wait is
+// bounded, as the wait for removed instances is. s.mu is held.
+func (s *Supervisor) portOrder(diff ApplyResult, desired []config.Instance) map[string]reloadStep {
+	holders := map[int][]string{} // port → the instances of the reload that listen on it now
+	for _, n := range slices.Concat(diff.Changed, diff.Removed) {
+		if p := s.owners[n].spec.Port; p > 0 {
+			holders[p] = append(holders[p], n)
+		}
+	}
+	steps := map[string]reloadStep{}
+	for _, in := range desired {
+		if !slices.Contains(diff.Changed, in.Name) {
+			continue
+		}
+		var waits [][2]<-chan struct{} // per holder: its owner ended, or its old process did
+		var longest time.Duration
+		for _, h := range holders[in.Port] {
+			if h == in.Name || in.Port <= 0 {
+				continue
+			}
+			m := s.owners[h]
+			longest = max(longest, m.spec.DrainTimeout+m.spec.StopTimeout)
+			w := [2]<-chan struct{}{m.o.done} // removed (or ended meanwhile)
+			if slices.Contains(diff.Changed, h) {
+				st := steps[h]
+				if st.down == nil {
+					st.down = make(chan struct{})
+					steps[h] = st
+				}
+				w[1] = st.down
+			}
+			waits = append(waits, w)
+		}
+		if len(waits) == 0 {
+			continue
+		}
+		gate := make(chan struct{})
+		st := steps[in.Name]
+		st.gate = gate
+		steps[in.Name] = st
+		// Bounded: a process the kernel cannot kill must not keep this
+		// one down for good (its start then says who holds the port).
+		deadline := s.deps.Clock.After(2*longest + 10*time.Second)
+		go func() {
+			defer close(gate)
+			for _, w := range waits {
+				select {
+				case <-w[0]:
+				case <-w[1]: // nil for a removed holder: its owner's end says it
+				case <-deadline:
+					return
+				}
+			}
+		}()
+	}
+	return steps
 }
 
 // SpecChanges says what differs between an instance's old and new spec,

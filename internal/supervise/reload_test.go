@@ -2,6 +2,7 @@ package supervise
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -223,5 +224,71 @@ func TestOnDemandAndAddConfigured(t *testing.T) {
 	h.expect("late", EvRemoved)
 	if _, err := h.sup.Control("late", OpStart); !errors.Is(err, ErrUnknownInstance) {
 		t.Errorf("start of a removed instance: %v", err)
+	}
+}
+
+// A reload that swaps two instances' ports, or turns three round, starts
+// each on its new port only once the instance that listened there is down:
+// none fails with its port taken, whichever old process is slow to go.
+func TestReloadPortCycle(t *testing.T) {
+	for _, n := range []int{2, 3} {
+		t.Run(fmt.Sprintf("%d instances", n), func(t *testing.T) {
+			h := newHarness(t)
+			h.portsLive = true
+			var specs []config.Instance
+			for i := range n {
+				specs = append(specs, h.spec(string(rune('a'+i)), 8001+i, "on-failure"))
+			}
+			if _, err := h.sup.Apply(specs); err != nil {
+				t.Fatal(err)
+			}
+			procs := map[string]*fakeProc{}
+			for _, in := range specs {
+				procs[in.Name] = h.ready(in.Name)
+			}
+			for round := range 10 {
+				ports := make([]int, n)
+				for i := range specs {
+					ports[i] = specs[(i+1)%n].Port
+				}
+				for i := range specs {
+					specs[i].Port = ports[i]
+				}
+				// One old process holds on to its port until SIGKILL; the
+				// others go at SIGTERM and their instances start at once.
+				slow := specs[round%n].Name
+				procs[slow].ignoreTerm = true
+				res, err := h.sup.Reload(specs)
+				if err != nil || len(res.Changed) != n {
+					t.Fatalf("round %d: %+v, %v", round, res, err)
+				}
+				for _, in := range specs {
+					if in.Name != slow {
+						h.expect(in.Name, EvExited) // then it starts on its new port
+					}
+				}
+				h.clock.Advance(specs[0].StopTimeout)
+				for _, in := range specs {
+					for {
+						e := h.next(in.Name)
+						if e.Kind == EvFailed {
+							t.Fatalf("round %d: %s failed: %v", round, in.Name, e.Err)
+						}
+						if e.Kind == EvStarted {
+							h.starter.mu.Lock()
+							got := h.starter.specs[e.PID].Port
+							h.starter.mu.Unlock()
+							if got != in.Port {
+								t.Fatalf("round %d: %s started on %d, want %d", round, in.Name, got, in.Port)
+							}
+							h.probe.report(t, e.PID, ProbeReady)
+							h.expect(in.Name, EvReady)
+							procs[in.Name] = h.starter.proc(e.PID)
+							break
+						}
+					}
+				}
+			}
+		})
 	}
 }

@@ -149,7 +149,12 @@ func (r *ApplyResult) decided(name string, d Decision) {
 // (Upsert) are not the config's: they stay unless desired names them. Boot
 // is the Apply of the first plan; reload (Reload) is the Apply of the next.
 func (s *Supervisor) Apply(desired []config.Instance) (ApplyResult, error) {
-	res, err := s.upsert(desired, false)
+	return s.apply(desired, nil)
+}
+
+// apply is Apply, with a reload's port order (see portOrder).
+func (s *Supervisor) apply(desired []config.Instance, steps map[string]reloadStep) (ApplyResult, error) {
+	res, err := s.upsertAgain(desired, false, ApplyResult{}, steps)
 	if err != nil {
 		return res, err
 	}
@@ -188,7 +193,7 @@ func (s *Supervisor) AddConfigured(specs []config.Instance) (ApplyResult, error)
 
 func (s *Supervisor) upsert(specs []config.Instance, startDown bool) (ApplyResult, error) {
 	var res ApplyResult
-	return s.upsertAgain(specs, startDown, res)
+	return s.upsertAgain(specs, startDown, res, nil)
 }
 
 // trimLast takes name off the end of the Unchanged and Changed lists.
@@ -200,7 +205,7 @@ func trimLast(res *ApplyResult, name string) {
 	}
 }
 
-func (s *Supervisor) upsertAgain(specs []config.Instance, startDown bool, res ApplyResult) (ApplyResult, error) {
+func (s *Supervisor) upsertAgain(specs []config.Instance, startDown bool, res ApplyResult, steps map[string]reloadStep) (ApplyResult, error) {
 	for i, spec := range specs {
 		if _, err := ParsePolicy(spec.Restart); err != nil {
 			return res, fmt.Errorf("instance %s: %w", spec.Name, err)
@@ -247,7 +252,7 @@ func (s *Supervisor) upsertAgain(specs []config.Instance, startDown bool, res Ap
 		default:
 			// The config changed it: a new spec, never a new want-up. The
 			// owner says whether it starts or stays down.
-			mg = msg{in: inReload, spec: &sp}
+			mg = msg{in: inReload, spec: &sp, down: steps[spec.Name].down, gate: steps[spec.Name].gate}
 			res.Changed = append(res.Changed, spec.Name)
 		}
 		mg.reply, mg.req = reply, s.reqs.Add(1)
@@ -264,7 +269,7 @@ func (s *Supervisor) upsertAgain(specs []config.Instance, startDown bool, res Ap
 			// Removed meanwhile (a concurrent Apply): take it again as new.
 			s.forget(spec.Name, m)
 			trimLast(&res, spec.Name)
-			return s.upsertAgain(specs[i:], startDown, res)
+			return s.upsertAgain(specs[i:], startDown, res, steps)
 		}
 		res.decided(spec.Name, d)
 		if d.Will == OutcomeKeptDown {
