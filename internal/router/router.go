@@ -220,10 +220,15 @@ func (r *Router) run(acts []action) {
 					r.do(a.name, func(s *sched) []action { return s.startFailed(time.Now(), a.name, err) })
 				}
 			}()
+		case actNote:
+			r.o.P.Stepf("%s", a.why)
 		case actStop:
-			if a.why == "evicted" {
+			switch {
+			case a.bound != "":
+				r.o.P.Stepf("router: stopping %s, the least recently used instance of group %s, to keep the group to its max_loaded now that %s was started", a.name, a.bound, a.forName)
+			case a.why == "evicted":
 				r.o.P.Stepf("router: stopping %s, the least recently used idle instance of its group, to make room for %s", a.name, a.forName)
-			} else {
+			default:
 				r.o.P.Stepf("router: stopping %s: idle for its idle_timeout", a.name)
 			}
 			m.stopped(a.name, a.why)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/llamaboot/llamaboot/internal/supervise"
@@ -38,15 +39,19 @@ type actionKind int
 const (
 	actStart actionKind = iota
 	actStop
+	actNote // nothing to ask: a line to print (why)
 )
 
 // action is one request to the supervisor, with why (for logs and
-// metrics): "request" for a start; "idle" or "evicted" for a stop.
+// metrics): "request" for a start; "idle" or "evicted" for a stop
+// ("evicted" with bound set when it keeps a group to its max_loaded after
+// a start the router did not ask for).
 type action struct {
 	kind    actionKind
 	name    string
 	why     string
 	forName string // evicted: the instance it makes room for
+	bound   string // evicted to bring this group back to its max_loaded
 }
 
 // istate is the router's record of one instance.
@@ -61,6 +66,7 @@ type istate struct {
 	pending  bool   // wants a start that waits for room in its group
 	inFlight int
 	lastUse  time.Time
+	upSince  time.Time // when its process last started from down (the newest of a group is never evicted to bound it)
 	waiters  []*waiter
 }
 
@@ -71,10 +77,20 @@ type sched struct {
 	table  *Table
 	inst   map[string]*istate
 	queued int // waiters of every instance
+	// over are the groups running more members than their max_loaded
+	// (a member started by the operator or a reload), with when that
+	// began and whether the wait for a busy member was said.
+	over map[string]*overflow
+}
+
+type overflow struct {
+	since   time.Time
+	said    bool
+	waiting bool // for a busy member: tick stops it at since+max_wait
 }
 
 func newSched(t *Table, snaps []supervise.Snapshot, now time.Time) *sched {
-	s := &sched{inst: map[string]*istate{}}
+	s := &sched{inst: map[string]*istate{}, over: map[string]*overflow{}}
 	s.swap(t, snaps, now)
 	return s
 }
@@ -219,6 +235,83 @@ func (s *sched) pump(now time.Time) []action {
 			i.pending = false
 		}
 	}
+	return append(acts, s.bound(now)...)
+}
+
+// held says whether i holds a place in its group: a process runs (not on
+// its way down) or comes, and the router is not stopping it.
+func held(i *istate) bool {
+	return i.ours == "" && (i.state.Running() && !stopping(i.state) || i.state == supervise.Restarting || i.starting)
+}
+
+// bound keeps each group to its max_loaded whatever started its members:
+// the router's own starts wait for room (wantStart), but the operator's
+// start or a reload may bring one more up. Then the least recently used
+// idle members go, never the newest (the one just started) and never one
+// with requests in flight or waiting: that one is waited for, at most
+// max_wait, then stopped (drained first by the supervisor).
+func (s *sched) bound(now time.Time) []action {
+	var acts []action
+	for g, max := range s.table.Groups {
+		var up []*istate
+		var newest *istate
+		for _, name := range s.table.order {
+			i := s.inst[name]
+			if i == nil || i.t.Group != g || !held(i) {
+				continue
+			}
+			up = append(up, i)
+			if newest == nil || i.upSince.After(newest.upSince) {
+				newest = i
+			}
+		}
+		need := len(up) - max
+		if need <= 0 {
+			delete(s.over, g)
+			continue
+		}
+		o := s.over[g]
+		if o == nil {
+			o = &overflow{since: now}
+			s.over[g] = o
+		}
+		var idle, busy []*istate
+		for _, i := range up {
+			switch {
+			case i == newest:
+			case i.state == supervise.Ready && i.inFlight == 0 && len(i.waiters) == 0:
+				idle = append(idle, i)
+			case i.state == supervise.Ready:
+				busy = append(busy, i)
+			}
+		}
+		byUse := func(a, b *istate) int {
+			if c := a.lastUse.Compare(b.lastUse); c != 0 {
+				return c
+			}
+			return strings.Compare(a.t.Name, b.t.Name)
+		}
+		slices.SortFunc(idle, byUse)
+		slices.SortFunc(busy, byUse)
+		victims := idle[:min(need, len(idle))]
+		o.waiting = false
+		if rest := need - len(victims); rest > 0 && len(busy) > 0 {
+			if now.Before(o.since.Add(s.table.MaxWait)) {
+				o.waiting = true
+				if !o.said {
+					o.said = true
+					acts = append(acts, action{kind: actNote, why: fmt.Sprintf("router: group %s runs %d instance(s), over its max_loaded %d, since %s started: waiting for %s to finish its requests (at most router.max_wait, %s) before stopping it",
+						g, len(up), max, newest.t.Name, busy[0].t.Name, s.table.MaxWait)})
+				}
+			} else {
+				victims = append(victims, busy[:min(rest, len(busy))]...)
+			}
+		}
+		for _, v := range victims {
+			v.ours = "evicted"
+			acts = append(acts, action{kind: actStop, name: v.t.Name, why: "evicted", forName: newest.t.Name, bound: g})
+		}
+	}
 	return acts
 }
 
@@ -268,6 +361,9 @@ func (s *sched) event(now time.Time, e supervise.Event) []action {
 	i := s.inst[e.Instance]
 	if i == nil {
 		return nil
+	}
+	if e.Kind == supervise.EvStarted && !i.state.Running() && i.state != supervise.Restarting {
+		i.upSince = now
 	}
 	if e.Kind != supervise.EvRequested {
 		i.state = e.State
@@ -350,7 +446,7 @@ func (s *sched) tick(now time.Time) []action {
 			acts = append(acts, action{kind: actStop, name: name, why: "idle"})
 		}
 	}
-	return acts
+	return append(acts, s.bound(now)...)
 }
 
 // next is when tick has something to do (zero: nothing ever).
@@ -367,6 +463,11 @@ func (s *sched) next() time.Time {
 		}
 		if i.t.IdleTimeout > 0 && i.state == supervise.Ready && i.inFlight == 0 && i.ours == "" {
 			earlier(i.lastUse.Add(i.t.IdleTimeout))
+		}
+	}
+	for _, o := range s.over {
+		if o.waiting {
+			earlier(o.since.Add(s.table.MaxWait))
 		}
 	}
 	return at

@@ -107,6 +107,10 @@ func runSteps(t *testing.T, s *sched, steps []step) {
 		for _, a := range acts {
 			if a.kind == actStart {
 				out = append(out, "start:"+a.name)
+			} else if a.kind == actNote {
+				out = append(out, "note")
+			} else if a.bound != "" {
+				out = append(out, "stop:"+a.name+":bound")
 			} else {
 				out = append(out, "stop:"+a.name+":"+a.why)
 			}
@@ -187,6 +191,38 @@ func TestSched(t *testing.T) {
 			{6.5, "ev b started", ""},
 			{7, "req b", "wait:w2"},
 			{8, "ev b ready", "w2:serve"},
+		}},
+		{"an operator's start in a full group evicts its least recently used idle member", testTable(10, 1, "small+od+g", "long+od+g"), nil, []step{
+			{0, "req long", "wait:w1 start:long"},
+			{0.5, "ev long started", ""},
+			{1, "ev long ready", "w1:serve"},
+			{2, "rel long", ""},
+			{3, "ev small start-requested", ""},
+			{3.1, "ev small started", "stop:long:bound"},
+			{4, "ev long stopping", ""},
+			{5, "ev long stopped", ""},
+			{5.5, "ev small ready", ""},
+			{6, "req long", "wait:w2 stop:small:evicted"},
+		}},
+		{"an operator's start in a full group waits for a busy member's requests, then evicts it", testTable(10, 1, "small+od+g", "long+od+g"), nil, []step{
+			{0, "req long", "wait:w1 start:long"},
+			{0.5, "ev long started", ""},
+			{1, "ev long ready", "w1:serve"},
+			{3, "ev small start-requested", ""},
+			{3.1, "ev small started", "note"},
+			{4, "ev small ready", ""},
+			{5, "req small", "serve"},
+			{6, "rel small", ""},
+			{7, "rel long", "stop:long:bound"},
+		}},
+		{"an operator's start in a full group: a member busy past max_wait is stopped anyway", testTable(10, 1, "small+od+g", "long+od+g"), nil, []step{
+			{0, "req long", "wait:w1 start:long"},
+			{0.5, "ev long started", ""},
+			{1, "ev long ready", "w1:serve"},
+			{3.1, "ev small started", "note"},
+			{4, "ev small ready", ""},
+			{600, "tick", ""},
+			{603.1, "tick", "stop:long:bound"},
 		}},
 		{"an operator's restart: requests wait for it and are served after", testTable(10, 1, "a"), ready("a"), []step{
 			{0, "req a", "serve"},

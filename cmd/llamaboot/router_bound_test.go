@@ -1,0 +1,49 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// A group's max_loaded holds whatever started a member: a router request
+// for long, then the operator's llamaboot start small, and long (idle,
+// least recently used) is drained and stopped by the supervisor.
+func TestRouterGroupBoundsOperatorStart(t *testing.T) {
+	dir, app := t.TempDir(), t.TempDir()
+	cfg, base, _ := routerConfig(t, dir, "[router.group.cpu]\nmax_loaded = 1",
+		routed{"small", "on_demand = true\ngroup = \"cpu\"", ""},
+		routed{"long", "on_demand = true\ngroup = \"cpu\"", ""},
+	)
+	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg, "STANDIN_LOAD_MS=100"})
+	stopAtEnd(t, e)
+	e.waitOutput(t, `router: serving 2 instance`, 30*time.Second)
+	if servedBy(t, call(t, "POST", base+"/tokenize", "", `{"model":"long"}`)) != "long" {
+		t.Fatal("long")
+	}
+	if r := runLB(t, []string{"AUTO_INFER_APP_DIR=" + app}, "start", "small"); r.code != 0 {
+		t.Fatal(r)
+	}
+	e.waitOutput(t, `router: stopping long, the least recently used instance of group cpu, to keep the group to its max_loaded now that small was started`, 30*time.Second)
+	waitFor(t, "long stopped", 30*time.Second, func() bool {
+		st := routerStatus(t, e)
+		return routeState(st, "long").State == "unloaded"
+	})
+	st := e.status(t)
+	up := 0
+	for _, in := range st.Instances {
+		if in.PID != 0 {
+			up++
+		}
+	}
+	if rs := routerStatus(t, e); up != 1 || routeState(rs, "small").State != "loaded" {
+		t.Errorf("after the operator's start of small, %d process(es) run (max_loaded 1): %+v\n%s", up, rs, e.out.String())
+	}
+	// A request for long now evicts small, as a router start always did.
+	if servedBy(t, call(t, "POST", base+"/tokenize", "", `{"model":"long"}`)) != "long" {
+		t.Fatal("long again")
+	}
+	if !strings.Contains(e.out.String(), "router: stopping small, the least recently used idle instance of its group, to make room for long") {
+		t.Errorf("small was not evicted for long:\n%s", e.out.String())
+	}
+}
