@@ -47,3 +47,34 @@ func TestRouterGroupBoundsOperatorStart(t *testing.T) {
 		t.Errorf("small was not evicted for long:\n%s", e.out.String())
 	}
 }
+
+// One readiness rule for every instance: an on-demand instance down
+// waiting for a request is ready; one the operator stopped is not, as a
+// plain instance stopped on request is not.
+func TestRouterHealthOperatorStop(t *testing.T) {
+	dir, app := t.TempDir(), t.TempDir()
+	cfg, _, _ := routerConfig(t, dir, "",
+		routed{"small", "on_demand = true", ""},
+		routed{"a", "", ""},
+	)
+	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg, "STANDIN_LOAD_MS=100"})
+	stopAtEnd(t, e)
+	e.waitOutput(t, `router: serving 2 instance`, 30*time.Second)
+	e.waitReady(t, "a")
+	if r := healthcheck(t, app); r.code != 0 || !strings.Contains(r.stdout, "ready: small, a") {
+		t.Errorf("on demand, down waiting for a request: %s", r)
+	}
+	if r := runLB(t, []string{"AUTO_INFER_APP_DIR=" + app}, "stop", "small"); r.code != 0 {
+		t.Fatal(r)
+	}
+	r := healthcheck(t, app)
+	if r.code == 0 || !strings.Contains(r.stdout+r.stderr, "not ready: small: stopped on request (llamaboot start small brings it back)") {
+		t.Errorf("on demand, stopped by the operator: %s", r)
+	}
+	if r := runLB(t, []string{"AUTO_INFER_APP_DIR=" + app}, "start", "small"); r.code != 0 {
+		t.Fatal(r)
+	}
+	if r := healthcheck(t, app); r.code != 0 {
+		t.Errorf("started again: %s", r)
+	}
+}

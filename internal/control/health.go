@@ -42,7 +42,7 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("invalid instance name %q: names are letters, digits, '.', '_' and '-'", name))
 		return
 	}
-	h, err := health.JudgeWith(s.Sup.Snapshots(), s.pendingHealth(), time.Now(), q.Get("live") == "1", name)
+	h, err := health.JudgeWith(health.OperatorStopped(s.Sup.Snapshots(), s.OperatorStopped), s.pendingHealth(), time.Now(), q.Get("live") == "1", name)
 	if errors.Is(err, supervise.ErrUnknownInstance) {
 		writeError(w, http.StatusNotFound, "unknown_instance", err.Error())
 		return

@@ -106,6 +106,9 @@ type Server struct {
 	Downloads func() any
 	// Router, when set, reports the router (nil: none runs).
 	Router func() any
+	// OperatorStopped, when set, says whether the operator stopped an
+	// on-demand instance (the router knows): health judges it not ready.
+	OperatorStopped func(name string) bool
 	// UID is the uid allowed besides root (default: ours).
 	UID int
 	// IdleTimeout closes a client connection idle between requests

@@ -218,7 +218,8 @@ func (e *Entry) Start() (int, error) {
 			}
 			return nil
 		},
-		Router: e.routerStatus,
+		Router:          e.routerStatus,
+		OperatorStopped: e.operatorStopped,
 	}
 	e.routerMetrics = router.NewMetrics()
 	if e.serving() {

@@ -21,10 +21,11 @@ func (e *Entry) serveMetrics(bundleDir string) error {
 			mk, err := install.ReadMarker(bundleDir)
 			return metrics.Bundle{BuildTag: mk.BuildTag, SHA256: mk.SHA256, Archive: mk.ArchiveName}, err == nil
 		},
-		InstallTook: func() (time.Duration, bool) { return e.installTook, e.installTook > 0 },
-		Pending:     e.pending,
-		Collectors:  e.routerMetrics.Collectors(),
-		NotReady:    e.notReady,
+		InstallTook:     func() (time.Duration, bool) { return e.installTook, e.installTook > 0 },
+		Pending:         e.pending,
+		Collectors:      e.routerMetrics.Collectors(),
+		NotReady:        e.notReady,
+		OperatorStopped: e.operatorStopped,
 	})
 	if err != nil {
 		e.p.Errorf("%v", err)

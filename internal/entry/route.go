@@ -81,6 +81,15 @@ func (e *Entry) stopRouter() {
 	e.closeRouting()
 }
 
+// operatorStopped says whether the router saw the operator stop name
+// (false when no router runs).
+func (e *Entry) operatorStopped(name string) bool {
+	e.routerMu.Lock()
+	cur := e.routing
+	e.routerMu.Unlock()
+	return cur != nil && cur.r.OperatorStopped(name)
+}
+
 // routerStatus is the router's part of llamaboot status (nil: none runs).
 func (e *Entry) routerStatus() any {
 	e.routerMu.Lock()

@@ -41,6 +41,24 @@ func Judge(snaps []supervise.Snapshot, now time.Time, live bool, only string) (H
 	return JudgeWith(snaps, nil, now, live, only)
 }
 
+// OperatorStopped marks the on-demand instances of snaps that the
+// operator stopped (the router knows: the supervisor sees its idle stops
+// and the operator's alike) as plain instances, so that they are judged
+// as every instance stopped on request is: not ready. An on-demand
+// instance down waiting for a request stays ready. stopped nil: snaps as
+// they are (no router runs).
+func OperatorStopped(snaps []supervise.Snapshot, stopped func(name string) bool) []supervise.Snapshot {
+	if stopped == nil {
+		return snaps
+	}
+	for i := range snaps {
+		if snaps[i].Spec.Routing.OnDemand && snaps[i].State == supervise.Stopped && stopped(snaps[i].Spec.Name) {
+			snaps[i].Spec.Routing.OnDemand = false
+		}
+	}
+	return snaps
+}
+
 // JudgeWith is Judge with instances not handed to the supervisor yet
 // (entry's model downloads; see PendingHealth) judged beside snaps.
 func JudgeWith(snaps []supervise.Snapshot, pending []InstanceHealth, now time.Time, live bool, only string) (Health, error) {

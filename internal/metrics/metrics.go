@@ -40,6 +40,9 @@ type Options struct {
 	// Pending reports instances not handed to the supervisor yet (waiting
 	// for their model downloads); /readyz counts them as not ready.
 	Pending func() []control.InstanceStatus
+	// OperatorStopped, when set, says whether the operator stopped an
+	// on-demand instance (the router knows): /readyz judges it not ready.
+	OperatorStopped func(name string) bool
 	// Collectors are more series to serve (the router's).
 	Collectors []promtext.Collector
 	// NotReady says why the supervisor itself is not ready, if so (see
@@ -136,7 +139,7 @@ func Handler(o Options) (h http.Handler, stop func()) {
 				pending = control.PendingHealth(o.Pending())
 			}
 			only := r.URL.Query().Get("instance")
-			h, err := health.JudgeWith(o.Sup.Snapshots(), pending, time.Now(), live, only)
+			h, err := health.JudgeWith(health.OperatorStopped(o.Sup.Snapshots(), o.OperatorStopped), pending, time.Now(), live, only)
 			h = h.Gated(o.NotReady, only)
 			code := http.StatusOK
 			switch {

@@ -330,6 +330,16 @@ func (r *Router) Status() []Status {
 	return st
 }
 
+// OperatorStopped says whether the operator stopped instance name (and
+// did not start it again): the supervisor sees the router's idle stops and
+// the operator's alike.
+func (r *Router) OperatorStopped(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	i := r.s.inst[name]
+	return i != nil && i.opStop
+}
+
 // Server is the router, listening.
 type Server struct {
 	srv *http.Server
