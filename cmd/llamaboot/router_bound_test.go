@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -76,5 +78,29 @@ func TestRouterHealthOperatorStop(t *testing.T) {
 	}
 	if r := healthcheck(t, app); r.code != 0 {
 		t.Errorf("started again: %s", r)
+	}
+}
+
+// A client that hangs up mid-stream: entry says so once, in plain words,
+// through its printer; no raw Go log line (httputil: ReverseProxy read
+// error during body copy) reaches its output.
+func TestRouterClientHangUpLogged(t *testing.T) {
+	dir, app := t.TempDir(), t.TempDir()
+	cfg, base, _ := routerConfig(t, dir, "", routed{"s", "", ""})
+	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg, "STANDIN_GEN_MS=1500"})
+	stopAtEnd(t, e)
+	e.waitOutput(t, `router: serving 1 instance`, 30*time.Second)
+	e.waitReady(t, "s")
+	checkStream(t, base+"/v1/chat/completions", "", "s", 2)
+	e.waitOutput(t, `router: a client of s went away before its answer ended; the request to s was cancelled`, 30*time.Second)
+	// The server's answer would have ended by now: nothing more comes.
+	waitFor(t, "the server to see the cancel", 10*time.Second, func() bool {
+		b, _ := os.ReadFile(filepath.Join(dir, "logs", "llama-server-s.log"))
+		return strings.Contains(string(b), "request cancelled by the client")
+	})
+	servedBy(t, call(t, "POST", base+"/tokenize", "", `{"model":"s"}`))
+	out := e.out.String()
+	if strings.Contains(out, "httputil") || strings.Contains(out, "ReverseProxy") || strings.Count(out, "went away") != 1 {
+		t.Errorf("entry's output after a client's hang-up:\n%s", out)
 	}
 }

@@ -5,20 +5,71 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/llamaboot/llamaboot/internal/printer"
 )
 
 // proxy forwards requests to instances: one httputil.ReverseProxy per
 // target (made on its first request), all over one transport.
 type proxy struct {
-	tr http.RoundTripper
+	tr  http.RoundTripper
+	p   *printer.Printer
+	log *log.Logger // ReverseProxy's own lines, through p
 }
 
-func newProxy() *proxy { return &proxy{tr: newTransport()} }
+func newProxy(p *printer.Printer) *proxy {
+	return &proxy{tr: newTransport(), p: p, log: errorLog(p)}
+}
+
+// errorLog routes what net/http logs by itself (a ReverseProxy's or an
+// http.Server's ErrorLog; the standard logger by default, with no prefix)
+// through the printer, as a warning of the router.
+func errorLog(p *printer.Printer) *log.Logger {
+	return log.New(printerWriter{p}, "", 0)
+}
+
+type printerWriter struct{ p *printer.Printer }
+
+func (w printerWriter) Write(b []byte) (int, error) {
+	w.p.Warnf("router: %s", strings.TrimSpace(string(b)))
+	return len(b), nil
+}
+
+// cut is an upstream answer's body that says once, in plain words, why
+// it ended early: the client went away (its request's context ended), or
+// the instance stopped answering. It hands ReverseProxy context.Canceled
+// in place of the error, which ReverseProxy does not log itself; the
+// answer is cut short all the same.
+type cut struct {
+	io.ReadCloser
+	ctx  context.Context
+	name string
+	p    *printer.Printer
+	said bool
+}
+
+func (c *cut) Read(b []byte) (int, error) {
+	n, err := c.ReadCloser.Read(b)
+	if err == nil || err == io.EOF {
+		return n, err
+	}
+	if !c.said {
+		c.said = true
+		if c.ctx.Err() != nil {
+			c.p.Stepf("router: a client of %s went away before its answer ended; the request to %s was cancelled", c.name, c.name)
+		} else {
+			c.p.Warnf("router: %s stopped answering mid-answer (%v); the client's answer was cut short", c.name, err)
+		}
+	}
+	return n, context.Canceled
+}
 
 // reverseProxy is t's ReverseProxy: the target is known to its Rewrite
 // and ErrorHandler, so a request carries nothing more to find it.
@@ -37,6 +88,7 @@ func (p *proxy) reverseProxy(t *Target) *httputil.ReverseProxy {
 				ErrorHandler: func(w http.ResponseWriter, _ *http.Request, rerr error) {
 					writeError(w, http.StatusInternalServerError, "internal_error", "instance "+t.Name+" cannot be reached: "+rerr.Error())
 				},
+				ErrorLog: p.log,
 			}
 			return
 		}
@@ -52,6 +104,13 @@ func (p *proxy) reverseProxy(t *Target) *httputil.ReverseProxy {
 			// by itself. -1 for every answer would also cost each one a
 			// timer, a goroutine and a flush of its headers alone.
 			BufferPool: buffers{},
+			ErrorLog:   p.log,
+			ModifyResponse: func(res *http.Response) error {
+				if res.StatusCode != http.StatusSwitchingProtocols { // ReverseProxy writes to an upgraded body
+					res.Body = &cut{ReadCloser: res.Body, ctx: res.Request.Context(), name: t.Name, p: p.p}
+				}
+				return nil
+			},
 			Rewrite: func(pr *httputil.ProxyRequest) {
 				// Out is a copy of In (URL included): path and query stay.
 				pr.Out.URL.Scheme, pr.Out.URL.Host = scheme, host

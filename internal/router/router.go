@@ -96,7 +96,7 @@ func New(b Backend, t *Table, o Options) *Router {
 	}
 	r := &Router{b: b, o: o, wake: make(chan struct{}, 1), done: make(chan struct{}), gauges: map[string][2]*promtext.Value64{}}
 	r.table.Store(t)
-	r.proxy = newProxy()
+	r.proxy = newProxy(o.P)
 	r.remote = newRemoteNames()
 	events, cancel := b.Subscribe()
 	r.s = newSched(t, b.Snapshots(), time.Now())
@@ -364,7 +364,8 @@ func (r *Router) Listen(addr string) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{ln: connlimit.New(ln, ConnLimits, connlimit.IPPeer), srv: &http.Server{Handler: r.Handler(),
-		ReadHeaderTimeout: readHeaderTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: 64 << 10}}
+		ReadHeaderTimeout: readHeaderTimeout, IdleTimeout: idleTimeout, MaxHeaderBytes: 64 << 10,
+		ErrorLog: r.proxy.log}}
 	go s.srv.Serve(s.ln)
 	return s, nil
 }
