@@ -1,10 +1,12 @@
 package proc
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -58,6 +60,12 @@ func TestMainWait(t *testing.T) {
 	}
 	sleeper := startGroup(t, "exec sleep 60")
 	pin(sleeper)
+	// Until sh has become sleep and sleep is in its nanosleep, it is
+	// runnable and, sharing the spinners' CPU, waits: measure from then.
+	waitFor(t, "the sleeper to sleep", func() bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", sleeper))
+		return err == nil && strings.HasPrefix(string(b), fmt.Sprintf("%d (sleep) S ", sleeper)) && wchanSleeping(sleeper)
+	})
 	s0, _ := ServerUsage(sleeper)
 	w0, _ := ServerUsage(spinners[0])
 	waitFor(t, "a spinner sharing its CPU to wait 200ms", func() bool {
@@ -166,4 +174,11 @@ func TestMainThreadCPU(t *testing.T) {
 func ticks(s string) time.Duration {
 	n, _ := strconv.ParseInt(s, 10, 64)
 	return time.Duration(n) * clockTick
+}
+
+// wchanSleeping reports whether pid waits in a (clock_)nanosleep, not on
+// the way there; true where the kernel hides wait channels ("0").
+func wchanSleeping(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", pid))
+	return err != nil || string(b) == "0" || strings.Contains(string(b), "nanosleep")
 }
