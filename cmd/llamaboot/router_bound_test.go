@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,5 +103,43 @@ func TestRouterClientHangUpLogged(t *testing.T) {
 	out := e.out.String()
 	if strings.Contains(out, "httputil") || strings.Contains(out, "ReverseProxy") || strings.Count(out, "went away") != 1 {
 		t.Errorf("entry's output after a client's hang-up:\n%s", out)
+	}
+}
+
+// The reload report says what a reload does to the router: an on-demand
+// instance added is not started, and router keys changed restart nothing
+// but are said, in reload --dry-run too.
+func TestRouterReloadReport(t *testing.T) {
+	dir, app := t.TempDir(), t.TempDir()
+	cfg, _, _ := routerConfig(t, dir, "", routed{"small", "on_demand = true\nidle_timeout = \"20s\"", ""})
+	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg})
+	stopAtEnd(t, e)
+	e.waitOutput(t, `router: serving 1 instance`, 30*time.Second)
+	b, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(b), `idle_timeout = "20s"`, `idle_timeout = "40s"`+"\naliases = [\"tiny\"]", 1)
+	text += fmt.Sprintf("[instance.bad.control]\non_demand = true\n[instance.bad.server]\nport = %d\n", freePorts(t, 1)[0])
+	writeFile(t, cfg, text)
+	env := []string{"AUTO_INFER_APP_DIR=" + app}
+	dry := runLB(t, env, "reload", "--dry-run")
+	for _, want := range []string{"+ bad: would add, on demand (starts at its first request)", "~ small: aliases (none) → tiny; idle_timeout 20s → 40s (router; no restart)"} {
+		if !strings.Contains(dry.stdout, want) {
+			t.Errorf("reload --dry-run lacks %q:\n%s", want, dry)
+		}
+	}
+	r := runLB(t, env, "reload")
+	for _, want := range []string{"+ bad: added, on demand (starts at its first request)", "~ small: aliases (none) → tiny; idle_timeout 20s → 40s (router; no restart)"} {
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Errorf("reload lacks %q:\n%s", want, r)
+		}
+	}
+	if strings.Contains(r.stdout, "bad: started") || strings.Contains(r.stdout, "small: unchanged") {
+		t.Errorf("reload says it started something:\n%s", r)
+	}
+	// Applied: the next reload finds nothing changed.
+	if r := runLB(t, env, "reload"); !strings.Contains(r.stdout, "= small: unchanged") || !strings.Contains(r.stdout, "= bad: unchanged") {
+		t.Errorf("second reload:\n%s", r)
 	}
 }

@@ -210,6 +210,39 @@ type Reloader struct {
 	After func(apply bool) []string
 
 	mu sync.Mutex
+	// routing is each instance's router keys as the last applied reload
+	// gave them: the supervisor keeps an unchanged instance's spec as it
+	// was, and router keys restart nothing, so its snapshot would show
+	// the boot's keys for good.
+	routing map[string]config.Routing
+}
+
+// RoutingChanges says what differs between two instances' router keys
+// (the router applies them; no restart), in the config's words.
+func RoutingChanges(a, b config.Routing) []string {
+	var out []string
+	diff := func(key, x, y string) {
+		if x != y {
+			out = append(out, fmt.Sprintf("%s %s → %s", key, x, y))
+		}
+	}
+	list := func(l []string) string {
+		if len(l) == 0 {
+			return "(none)"
+		}
+		return strings.Join(l, ", ")
+	}
+	name := func(g string) string {
+		if g == "" {
+			return "(none)"
+		}
+		return g
+	}
+	diff("aliases", list(a.Aliases), list(b.Aliases))
+	diff("on_demand", fmt.Sprint(a.OnDemand), fmt.Sprint(b.OnDemand))
+	diff("idle_timeout", a.IdleTimeout.String(), b.IdleTimeout.String())
+	diff("group", name(a.Group), name(b.Group))
+	return out
 }
 
 // ReloadReport is what a reload found and did (or, dry, would do).
@@ -276,6 +309,11 @@ func (r *Reloader) Run(dryRun bool, why string) (ReloadReport, error) {
 		return did
 	}
 	for _, n := range res.Added {
+		if specs[n].Routing.OnDemand {
+			// The supervisor leaves it down: the router starts it.
+			rep.lines = append(rep.lines, fmt.Sprintf("+ %s: %s, on demand (starts at its first request)", n, verb("added", "would add")))
+			continue
+		}
 		rep.lines = append(rep.lines, fmt.Sprintf("+ %s: %s (%s)", n, verb("started", "would start"), specs[n].URL))
 	}
 	for _, n := range res.Changed {
@@ -292,11 +330,25 @@ func (r *Reloader) Run(dryRun bool, why string) (ReloadReport, error) {
 		rep.lines = append(rep.lines, fmt.Sprintf("- %s: %s", n, verb("stopped and removed", "would stop and remove")))
 	}
 	for _, n := range res.Unchanged {
+		old, ok := r.routing[n]
+		if !ok {
+			old = before[n].Spec.Routing
+		}
+		if ch := RoutingChanges(old, specs[n].Routing); len(ch) > 0 {
+			rep.lines = append(rep.lines, fmt.Sprintf("~ %s: %s (router; no restart)", n, strings.Join(ch, "; ")))
+			continue
+		}
 		state := before[n].State.String()
 		if pid := before[n].PID; pid != 0 {
 			state = fmt.Sprintf("pid %d", pid)
 		}
 		rep.lines = append(rep.lines, fmt.Sprintf("= %s: unchanged (%s)", n, state))
+	}
+	if !dryRun {
+		r.routing = map[string]config.Routing{}
+		for n, in := range specs {
+			r.routing[n] = in.Routing
+		}
 	}
 	held := after(!dryRun)
 	rep.lines = append(rep.lines, held...)
