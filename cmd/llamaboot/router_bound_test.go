@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -141,5 +142,24 @@ func TestRouterReloadReport(t *testing.T) {
 	// Applied: the next reload finds nothing changed.
 	if r := runLB(t, env, "reload"); !strings.Contains(r.stdout, "= small: unchanged") || !strings.Contains(r.stdout, "= bad: unchanged") {
 		t.Errorf("second reload:\n%s", r)
+	}
+}
+
+// plan counts on-demand instances apart from those launched at boot;
+// status shows no last use (-) for an instance no request used yet.
+func TestRouterPlanAndStatusOnDemand(t *testing.T) {
+	dir, app := t.TempDir(), t.TempDir()
+	cfg, base, _ := routerConfig(t, dir, "", routed{"small", "on_demand = true", ""}, routed{"long", "on_demand = true", ""})
+	if plan := runLB(t, nil, "plan", "--config", cfg); !strings.Contains(plan.stdout, ": 2 instance(s): 0 to launch at boot, 2 on demand (started at their first request)\n") {
+		t.Errorf("plan:\n%s", plan)
+	}
+	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg})
+	stopAtEnd(t, e)
+	e.waitOutput(t, `router: serving 2 instance`, 30*time.Second)
+	servedBy(t, call(t, "POST", base+"/tokenize", "", `{"model":"long"}`))
+	sr := runLB(t, []string{"AUTO_INFER_APP_DIR=" + app}, "status")
+	if !regexp.MustCompile(`(?m)^  small +unloaded +0 +0 +- +small$`).MatchString(sr.stdout) ||
+		!regexp.MustCompile(`(?m)^  long +loaded +0 +0 +\d+s ago +long$`).MatchString(sr.stdout) {
+		t.Errorf("status:\n%s", sr.stdout)
 	}
 }

@@ -116,7 +116,18 @@ func printPlan(w io.Writer, path string, plan *config.Plan) {
 		fmt.Fprintf(w, "%s: master.enable = false: nothing would be launched\n", path)
 		return
 	}
-	fmt.Fprintf(w, "%s: %d instance(s) to launch", path, len(plan.Instances))
+	onDemand := 0
+	for _, in := range plan.Instances {
+		if in.Routing.OnDemand {
+			onDemand++
+		}
+	}
+	if onDemand > 0 {
+		// The router starts those at their first request, not the boot.
+		fmt.Fprintf(w, "%s: %d instance(s): %d to launch at boot, %d on demand (started at their first request)", path, len(plan.Instances), len(plan.Instances)-onDemand, onDemand)
+	} else {
+		fmt.Fprintf(w, "%s: %d instance(s) to launch", path, len(plan.Instances))
+	}
 	if len(plan.Disabled) > 0 {
 		fmt.Fprintf(w, " (disabled: %s)", strings.Join(plan.Disabled, ", "))
 	}

@@ -325,7 +325,11 @@ func (r *Router) Status() []Status {
 		}
 		names := append([]string{tg.Name}, tg.Aliases...)
 		names = append(names, r.remote.of(tg.Name)...)
-		st = append(st, Status{Instance: tg.Name, Names: names, State: r.s.stateWord(i), InFlight: i.inFlight, Queued: len(i.waiters), LastUse: i.lastUse})
+		var last time.Time // never used: none (status shows -)
+		if i.used {
+			last = i.lastUse
+		}
+		st = append(st, Status{Instance: tg.Name, Names: names, State: r.s.stateWord(i), InFlight: i.inFlight, Queued: len(i.waiters), LastUse: last})
 	}
 	return st
 }

@@ -65,7 +65,8 @@ type istate struct {
 	starting bool   // the router asked for a start that has not ended yet
 	pending  bool   // wants a start that waits for room in its group
 	inFlight int
-	lastUse  time.Time
+	lastUse  time.Time // last request, or when it became ready (for idle_timeout and eviction)
+	used     bool      // a request was served: lastUse is a use (status shows it)
 	upSince  time.Time // when its process last started from down (the newest of a group is never evicted to bound it)
 	waiters  []*waiter
 }
@@ -153,7 +154,7 @@ func (s *sched) acquire(now time.Time, name string) (verdict, *waiter, []action)
 		return refuse(http.StatusServiceUnavailable, "unavailable_error", "%s was stopped by the operator; llamaboot start %s brings it back", name, name), nil, nil
 	case i.state == supervise.Ready && i.ours == "":
 		i.inFlight++
-		i.lastUse = now
+		i.lastUse, i.used = now, true
 		return verdict{serve: true, target: i.t}, nil, nil
 	case i.state == supervise.Failed && !i.starting:
 		return refuse(http.StatusServiceUnavailable, "unavailable_error", "%s failed: %s", name, i.why), nil, nil
@@ -332,6 +333,7 @@ func (s *sched) cancel(w *waiter) bool {
 func (s *sched) answer(i *istate, w *waiter, v verdict) {
 	if v.serve {
 		i.inFlight++
+		i.used = true
 	}
 	w.answered = true
 	s.queued--
