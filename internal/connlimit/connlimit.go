@@ -8,6 +8,7 @@
 package connlimit
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"strconv"
@@ -32,6 +33,12 @@ type Listener struct {
 	net.Listener
 	lim  Limits
 	peer func(net.Conn) string
+
+	// Refuse, when set, is handed each connection refused and why, and
+	// closes it (the control socket answers the client with why first, so
+	// a refusal is never taken for "nothing listens here"). It runs in
+	// the accept loop: it must not block, and must bound what it holds.
+	Refuse func(c net.Conn, why string)
 
 	mu    sync.Mutex
 	open  int
@@ -65,13 +72,22 @@ func (l *Listener) Accept() (net.Conn, error) {
 		}
 		key := l.peer(c)
 		l.mu.Lock()
-		ok := (l.lim.Max <= 0 || l.open < l.lim.Max) && (l.lim.PerPeer <= 0 || l.peers[key] < l.lim.PerPeer)
-		if ok && l.lim.Headroom > 0 && FreeFDs() < l.lim.Headroom {
-			ok = false
+		why := ""
+		switch {
+		case l.lim.PerPeer > 0 && l.peers[key] >= l.lim.PerPeer:
+			why = fmt.Sprintf("busy: %d connections of %s are open; the cap is %d", l.peers[key], key, l.lim.PerPeer)
+		case l.lim.Max > 0 && l.open >= l.lim.Max:
+			why = fmt.Sprintf("busy: %d connections are open; the cap is %d", l.open, l.lim.Max)
+		case l.lim.Headroom > 0 && FreeFDs() < l.lim.Headroom:
+			why = fmt.Sprintf("busy: fewer than %d file descriptors are free (kept for starting instances)", l.lim.Headroom)
 		}
-		if !ok {
+		if why != "" {
 			l.mu.Unlock()
 			l.refused.Add(1)
+			if l.Refuse != nil {
+				l.Refuse(c, why)
+				continue
+			}
 			if tc, isTCP := c.(*net.TCPConn); isTCP {
 				_ = tc.SetLinger(0) // a reset: no TIME_WAIT kept for a refused client
 			}

@@ -28,6 +28,18 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("invalid instance name %q: names are letters, digits, '.', '_' and '-'", req.Name))
 		return
 	}
+	if req.Follow {
+		var uid uint32
+		if p, _ := r.Context().Value(credKey{}).(peer); p.cred != nil {
+			uid = p.cred.Uid
+		}
+		release, why := s.follows.take(uid)
+		if why != "" {
+			writeError(w, http.StatusServiceUnavailable, codeTooManyFollows, why)
+			return
+		}
+		defer release()
+	}
 	st, err := logstream.Open(s.Sup, req.Name, req.Tail, req.Follow)
 	switch {
 	case errors.Is(err, supervise.ErrUnknownInstance):

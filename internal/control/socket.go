@@ -9,6 +9,7 @@
 package control
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -118,6 +119,7 @@ type Server struct {
 	path        string
 	dir         *dirs.Dir // the socket's, open while it serves
 	name        string
+	follows     follows
 }
 
 // restrictSocket makes the socket name in d 0600 without following a link
@@ -151,9 +153,78 @@ func squatter(d *dirs.Dir, name string) string {
 }
 
 // socketLimits bound the control socket's connections, as the --listen
-// endpoint's are: clients are `status`, `run` and the healthcheck, a few
-// at a time.
-var socketLimits = connlimit.Limits{Max: 64, PerPeer: 32, Headroom: 64}
+// endpoint's are. Long-lived `logs -f` streams have their own, smaller cap
+// per uid (maxFollows), checked once the request is read: past it, the
+// connections left are for short requests (status, the healthcheck,
+// start/stop/restart), so 32 followers cannot get a liveness probe refused.
+var socketLimits = connlimit.Limits{Max: 128, PerPeer: 96, Headroom: 64}
+
+// maxFollows is how many `logs -f` streams one uid may hold open.
+const maxFollows = 32
+
+// refusing bounds the connections refused at accept being answered at
+// once: past it, one is closed without an answer (its client reports the
+// connection ended unanswered, a GET retries).
+var refusing = make(chan struct{}, 16)
+
+// refuseBusy answers a connection refused at accept with why, as an HTTP
+// 503 whose body is one line of JSON (code "busy"), so the client reports
+// the refusal (and retries a while) instead of taking the closed
+// connection for no supervisor. The request is read first (for at most
+// 2s): answered before it is sent, a client may find its write failed
+// rather than the answer.
+func refuseBusy(c net.Conn, why string) {
+	select {
+	case refusing <- struct{}{}:
+	default:
+		c.Close()
+		return
+	}
+	go func() {
+		defer func() { <-refusing }()
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		if req, err := http.ReadRequest(bufio.NewReaderSize(io.LimitReader(c, 2<<20), 4096)); err == nil {
+			_, _ = io.Copy(io.Discard, io.LimitReader(req.Body, 1<<20))
+		}
+		body, _ := json.Marshal(ErrorReply{Error: why, Code: codeBusy})
+		_, _ = fmt.Fprintf(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s\n", len(body)+1, body)
+	}()
+}
+
+// Error codes of refusals for being over a cap: codeBusy (at accept, for a
+// moment: clients retry), codeTooManyFollows (the logs -f cap: retrying
+// at once would not help).
+const (
+	codeBusy           = "busy"
+	codeTooManyFollows = "too_many_follows"
+)
+
+// follows counts the `logs -f` streams open, by uid.
+type follows struct {
+	mu    sync.Mutex
+	byUID map[uint32]int
+}
+
+// take counts one more stream of uid, or says why not.
+func (f *follows) take(uid uint32) (release func(), why string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.byUID == nil {
+		f.byUID = map[uint32]int{}
+	}
+	if n := f.byUID[uid]; n >= maxFollows {
+		return nil, fmt.Sprintf("busy: %d log streams (logs -f) of uid %d are open; the cap is %d", n, uid, maxFollows)
+	}
+	f.byUID[uid]++
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.byUID[uid]--; f.byUID[uid] <= 0 {
+			delete(f.byUID, uid)
+		}
+	}, ""
+}
 
 type credKey struct{}
 
@@ -205,7 +276,9 @@ func (s *Server) Listen(path string) error {
 	if s.IdleTimeout <= 0 {
 		s.IdleTimeout = 30 * time.Second
 	}
-	ln = connlimit.New(ln, socketLimits, connlimit.UIDPeer)
+	cl := connlimit.New(ln, socketLimits, connlimit.UIDPeer)
+	cl.Refuse = refuseBusy
+	ln = cl
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, http.StatusOK, s.status()) })
 	mux.HandleFunc("POST /control", s.control)
@@ -531,7 +604,9 @@ func writeError(w http.ResponseWriter, code int, kind, text string) {
 func client(sock string) *http.Client {
 	return &http.Client{
 		Timeout: 30 * time.Minute,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		// One request per client: no idle connection is kept holding a
+		// place under the socket's caps once the answer is in.
+		Transport: busyRetry{&http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
 			var c net.Conn
 			err := viaDir(sock, openPath, func(addr string) error {
@@ -540,7 +615,7 @@ func client(sock string) *http.Client {
 				return derr
 			})
 			if err != nil {
-				return nil, err
+				return nil, &dialFailed{err}
 			}
 			// Requests carry plans and commands: talk only to a supervisor
 			// run by root or by us, never to whoever bound the name first.
@@ -555,7 +630,71 @@ func client(sock string) *http.Client {
 					"the socket %s is served by %s, neither root nor you: not talking to it (remove it if it is not llamaboot's)", sock, who)}
 			}
 			return c, nil
-		}},
+		}}},
+	}
+}
+
+// dialFailed is an error connecting to the socket (nothing was sent).
+type dialFailed struct{ err error }
+
+func (e *dialFailed) Error() string { return e.err.Error() }
+func (e *dialFailed) Unwrap() error { return e.err }
+
+// busyRetryFor is how long a client retries a supervisor that refuses its
+// connection for being over a cap (busy: a burst of clients) before it
+// reports the refusal.
+const busyRetryFor = 5 * time.Second
+
+// busyRetry sends a request again, with backoff for up to busyRetryFor, while
+// the supervisor is busy: it refused the connection at accept (a 503 with
+// code busy: the request was not read), the listen queue was full
+// (EAGAIN), or, for a GET (nothing changes by asking twice), it ended the
+// connection without an answer (a refusal whose answer was lost).
+type busyRetry struct{ base *http.Transport }
+
+func (b busyRetry) CloseIdleConnections() { b.base.CloseIdleConnections() }
+
+func (b busyRetry) RoundTrip(req *http.Request) (*http.Response, error) {
+	deadline := time.Now().Add(busyRetryFor)
+	wait := 20 * time.Millisecond
+	for {
+		resp, err := b.base.RoundTrip(req)
+		again := false
+		var reply []byte
+		switch {
+		case err == nil && resp.StatusCode == http.StatusServiceUnavailable:
+			reply, _ = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+			resp.Body.Close()
+			resp.Body = io.NopCloser(bytes.NewReader(reply))
+			var e ErrorReply
+			again = json.Unmarshal(reply, &e) == nil && e.Code == codeBusy
+		case err != nil && req.Context().Err() == nil:
+			var df *dialFailed
+			again = errors.Is(err, syscall.EAGAIN) ||
+				req.Method == http.MethodGet && !errors.As(err, &df) && !errors.As(err, new(*RemoteError))
+		}
+		// Retrying stops short of the caller's own deadline (the
+		// healthcheck's --timeout), so the refusal is what it reports.
+		if d, ok := req.Context().Deadline(); ok && time.Now().Add(wait+250*time.Millisecond).After(d) {
+			return resp, err
+		}
+		if !again || time.Now().Add(wait).After(deadline) || req.Body != nil && req.GetBody == nil {
+			return resp, err
+		}
+		select {
+		case <-req.Context().Done():
+			return resp, err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+		if req.GetBody != nil {
+			body, gerr := req.GetBody()
+			if gerr != nil {
+				return resp, err
+			}
+			req = req.Clone(req.Context())
+			req.Body = body
+		}
 	}
 }
 
@@ -571,6 +710,15 @@ func dialError(sock string, err error) error {
 	if errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) {
 		return &RemoteError{Status: http.StatusForbidden, Code: "forbidden", Msg: fmt.Sprintf(
 			"permission denied on %s: only root and the supervisor's own user may use it (you are uid %d)", sock, os.Getuid())}
+	}
+	// Only a socket nobody listens on (or none there) means no supervisor:
+	// one that accepted the connection runs, whatever became of it.
+	var df *dialFailed
+	if !errors.As(err, &df) {
+		return fmt.Errorf("the supervisor on %s ended the connection without answering: %w", sock, err)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) && !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ENOTDIR) {
+		return fmt.Errorf("cannot connect to the supervisor on %s: %w", sock, df.err)
 	}
 	return fmt.Errorf("%w (socket %s)", ErrNoSupervisor, sock)
 }
