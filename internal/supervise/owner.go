@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -665,9 +666,21 @@ func (o *owner) wantWhileFlushing(m msg) State {
 	return o.state
 }
 
-// flushed judges the exit once its output is in, or its time is up.
-func (o *owner) flushed(msg) State {
+// flushed judges the exit once its output is in, or its time is up. Up,
+// the output is given up: what still holds the pipe is outside the group
+// (killed at the exit), and entry must not keep a descriptor for each.
+func (o *owner) flushed(m msg) State {
 	o.timer = nil
+	if m.in == inFlushDeadline {
+		if holders, ok := o.sink.abandon(); ok {
+			who := "a process /proc does not show"
+			if len(holders) > 0 {
+				who = strings.Join(holders, ", ")
+			}
+			o.sink.notef("%s output of pid %d still held open %s after it exited, by %s outside its process group; no longer read",
+				o.d.Clock.Now().Format(time.RFC3339), o.exit.pid, flushLimit, who)
+		}
+	}
 	return o.judgeExit()
 }
 

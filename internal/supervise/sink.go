@@ -6,8 +6,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/llamaboot/llamaboot/internal/access"
 	"github.com/llamaboot/llamaboot/internal/config"
@@ -31,6 +34,7 @@ type sink struct {
 
 	mu      sync.Mutex
 	copying chan struct{} // closed when the current copier reached EOF
+	reader  *os.File      // the read end of the current process's pipe
 }
 
 // openSink opens spec's log; onLoss, when set, hears when writing it
@@ -62,7 +66,7 @@ func (s *sink) attach(stdout io.Writer) (*os.File, error) {
 	ls := logfile.NewSink(s.name, s.log, stdout)
 	done := make(chan struct{})
 	s.mu.Lock()
-	s.copying = done
+	s.copying, s.reader = done, r
 	s.mu.Unlock()
 	go func() {
 		defer close(done)
@@ -85,6 +89,59 @@ func (s *sink) copied() <-chan struct{} {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.copying
+}
+
+// abandon gives up the exited process's output once the owner judged the
+// exit without its EOF (flushLimit): something outside the process group
+// (a helper that escaped with setsid) still holds the pipe's write end.
+// Closing the read end ends the copier, frees the descriptor (one more per
+// crash otherwise) and makes the holder's next write fail (EPIPE, SIGPIPE).
+// It returns the holders /proc shows ("pid 12 (sleep)"), or nil when the
+// output was all in after all.
+func (s *sink) abandon() (holders []string, abandoned bool) {
+	s.mu.Lock()
+	r, done := s.reader, s.copying
+	s.mu.Unlock()
+	select {
+	case <-done:
+		return nil, false
+	default:
+	}
+	if r == nil {
+		return nil, false
+	}
+	// Stat, not Fd: Fd would make the read blocking, and Close would then
+	// not end the copier's read.
+	if fi, err := r.Stat(); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			holders = pipeHolders(st.Ino)
+		}
+	}
+	r.Close() // the copier's read fails now: it ends as at EOF
+	return holders, true
+}
+
+// pipeHolders names the processes other than this one that have the pipe
+// with inode ino open, from /proc (those of other users only when root).
+func pipeHolders(ino uint64) []string {
+	want := fmt.Sprintf("pipe:[%d]", ino)
+	procs, _ := os.ReadDir("/proc")
+	var out []string
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		fds, _ := os.ReadDir("/proc/" + p.Name() + "/fd")
+		for _, fd := range fds {
+			if l, _ := os.Readlink("/proc/" + p.Name() + "/fd/" + fd.Name()); l == want {
+				comm, _ := os.ReadFile("/proc/" + p.Name() + "/comm")
+				out = append(out, fmt.Sprintf("pid %d (%s)", pid, strings.TrimSpace(string(comm))))
+				break
+			}
+		}
+	}
+	return out
 }
 
 // tail returns the log's last n lines, across rotations.
