@@ -176,8 +176,11 @@ func TestRouterServesEveryInstance(t *testing.T) {
 		routed{"c", "", fmt.Sprintf("models_dir = %q", mdir)},
 	)
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0])
+	// A completion streams a token every 10 ms for STANDIN_GEN_MS: 400 ms
+	// leaves the stream check its 4 events on a loaded machine (100 ms once
+	// gave 3).
 	e := startEntry(t, app, []string{"AUTO_INFER_LLAMA_CPP_ON_BOOT=1", "AUTO_INFER_LLAMA_CPP_CONFIG=" + cfg,
-		"AUTO_INFER_LLAMA_CPP_ROUTER_KEYS=client-key-2", "STANDIN_LOAD_MS=300", "STANDIN_GEN_MS=100"}, "--listen", metricsAddr)
+		"AUTO_INFER_LLAMA_CPP_ROUTER_KEYS=client-key-2", "STANDIN_LOAD_MS=300", "STANDIN_GEN_MS=400"}, "--listen", metricsAddr)
 	stopAtEnd(t, e)
 	e.waitOutput(t, `router: serving 3 instance\(s\) on http://127\.0\.0\.1:\d+ \(API keys required\)`, 30*time.Second)
 	e.waitOutput(t, `c ready`, 10*time.Second)
