@@ -538,12 +538,7 @@ func (e *Entry) Wait() int {
 			if e.cmdExit == nil {
 				return
 			}
-			select {
-			case <-cmdDone:
-			case <-deadline.C:
-				e.p.Stepf("command (pid %d) still running after %s: SIGKILL", e.cmdProc.Pid, e.o.Grace)
-				_ = e.cmdProc.Signal(syscall.SIGKILL)
-			}
+			e.awaitCommand(cmdDone, deadline.C)
 		}()
 	}
 	cmdExit := e.cmdExit
@@ -587,6 +582,32 @@ func (e *Entry) Wait() int {
 			return code
 		}
 	}
+}
+
+// awaitCommand waits for the command's exit (cmdDone) until the grace
+// period ends (deadline), then SIGKILLs it, saying so only when the signal
+// reached a live process. The deadline may pass while the instances stop,
+// after the command exited: its status is in (both are ready then, and
+// select picks either), it is a zombie not reaped yet, or it was reaped
+// and the signal finds nothing (ESRCH). Then nothing is said.
+func (e *Entry) awaitCommand(cmdDone <-chan struct{}, deadline <-chan time.Time) {
+	select {
+	case <-cmdDone:
+		return
+	case <-deadline:
+	}
+	select {
+	case <-cmdDone:
+		return // exited meanwhile
+	default:
+	}
+	if _, running := procStart(e.cmdProc.Pid); !running {
+		return // exited, not reaped yet (a zombie), or gone
+	}
+	if e.cmdProc.Signal(syscall.SIGKILL) != nil {
+		return // not delivered: it had exited
+	}
+	e.p.Stepf("command (pid %d) still running after %s: SIGKILL", e.cmdProc.Pid, e.o.Grace)
 }
 
 // flushEvents prints every event still queued.
