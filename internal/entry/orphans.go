@@ -41,21 +41,82 @@ func supervisedPath(app string) string { return filepath.Join(app, supervisedNam
 // procStart is the start time of pid from /proc (false: no such process,
 // or a zombie, which holds nothing).
 func procStart(pid int) (uint64, bool) {
+	st, ok := readStat(pid)
+	if !ok || st.zombie {
+		return 0, false
+	}
+	return st.start, true
+}
+
+// procStat is what entry reads of /proc/PID/stat.
+type procStat struct {
+	comm   string
+	zombie bool   // Z or X: exited, holds nothing but its pid
+	pgid   int    // its process group
+	start  uint64 // clock ticks since boot
+}
+
+func readStat(pid int) (procStat, bool) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, false
+		return procStat{}, false
 	}
-	// "pid (comm) S ppid …": comm may hold spaces and parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, false
+	// "pid (comm) S ppid pgrp …": comm may hold spaces and parentheses.
+	i, j := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if i < 0 || j < i {
+		return procStat{}, false
 	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
-		return 0, false
+	f := strings.Fields(string(b[j+1:]))
+	if len(f) < 20 {
+		return procStat{}, false
 	}
-	start, err := strconv.ParseUint(f[19], 10, 64) // field 22 of stat
-	return start, err == nil
+	pgid, err1 := strconv.Atoi(f[2])
+	start, err2 := strconv.ParseUint(f[19], 10, 64) // field 22 of stat
+	if err1 != nil || err2 != nil {
+		return procStat{}, false
+	}
+	return procStat{comm: string(b[i+1 : j]), zombie: f[0] == "Z" || f[0] == "X", pgid: pgid, start: start}, true
+}
+
+// member is a live process of a recorded server's process group.
+type member struct {
+	pid   int
+	start uint64
+	comm  string
+}
+
+func (m member) alive() bool {
+	st, ok := readStat(m.pid)
+	return ok && !st.zombie && st.start == m.start
+}
+
+// orphanedMembers lists the live processes of process group pgid, whose
+// leader (the server, pid pgid, started at start) is gone: the helpers it
+// started stay in its group, and Pdeathsig ended only the server. Linux
+// reuses no pid while it is still some group's id, so while no process
+// pgid exists (or only the leader's zombie), those with that group are
+// its group's; none started before the leader was is (a guard besides).
+// A live process pgid that is not the leader means the group had ended
+// and the pid was reused: none is listed then.
+func orphanedMembers(pgid int, start uint64) []member {
+	if st, ok := readStat(pgid); ok && !(st.zombie && st.start == start) {
+		return nil
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []member
+	for _, ent := range ents {
+		pid, err := strconv.Atoi(ent.Name())
+		if err != nil || pid == pgid {
+			continue
+		}
+		if st, ok := readStat(pid); ok && st.pgid == pgid && !st.zombie && st.start >= start {
+			out = append(out, member{pid, st.start, st.comm})
+		}
+	}
+	return out
 }
 
 // recordSupervised keeps the record up to date from the supervisor's
@@ -108,16 +169,40 @@ func (e *Entry) stopSurvivors() {
 		return // that supervisor still runs (another entry on this app dir): its instances are its own
 	}
 	var left []supervisedProc
+	type orphans struct {
+		p       supervisedProc
+		members []member
+	}
+	var groups []orphans
 	for _, p := range rec.Instances {
 		if start, alive := procStart(p.PID); alive && start == p.Start {
 			left = append(left, p)
 			_ = syscall.Kill(-p.PID, syscall.SIGTERM)
+		} else if ms := orphanedMembers(p.PID, p.Start); len(ms) > 0 {
+			groups = append(groups, orphans{p, ms})
+			_ = syscall.Kill(-p.PID, syscall.SIGTERM)
 		}
 	}
-	if len(left) == 0 {
-		return
-	}
 	deadline := time.Now().Add(e.o.Grace)
+	// What is left of a server's group whose server is gone (SIGKILLed
+	// with its supervisor, or ended by Pdeathsig): one line per process.
+	for _, g := range groups {
+		for _, m := range g.members {
+			for time.Now().Before(deadline) && m.alive() {
+				time.Sleep(20 * time.Millisecond)
+			}
+			how := "SIGTERM"
+			if m.alive() {
+				_ = syscall.Kill(m.pid, syscall.SIGKILL)
+				how = fmt.Sprintf("SIGTERM, then SIGKILL after %s", e.o.Grace)
+				for end := time.Now().Add(5 * time.Second); time.Now().Before(end) && m.alive(); {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			e.p.Stepf("stopped pid %d (%s) of %s's process group (its server, pid %d, is gone) left running by a previous supervisor (pid %d) that ended without stopping it: %s",
+				m.pid, m.comm, g.p.Name, g.p.PID, rec.PID, how)
+		}
+	}
 	for _, p := range left {
 		for time.Now().Before(deadline) && alive(p) {
 			time.Sleep(20 * time.Millisecond)
