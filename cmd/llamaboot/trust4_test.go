@@ -508,3 +508,31 @@ func TestOCIBlobFIFODoesNotHang(t *testing.T) {
 		t.Errorf("want a refusal naming the FIFO within seconds: hung=%v %v", hung, r)
 	}
 }
+
+// TestInstallLinkIntoAUserDirRefused: llama-cpp is llamaboot's link into
+// its versions, but a link made elsewhere (root's, by hand or by an old
+// layout) into a dir uid 1000 owns led root to run uid 1000's llama-server,
+// and a marker copied there said "already installed". The target must be
+// as closed to others as the app dir: exit 2 naming it and its owner.
+func TestInstallLinkIntoAUserDirRefused(t *testing.T) {
+	_, vol := userVolume(t)
+	dir := openDir(t)
+	app := filepath.Join(dir, "app")
+	pkg := releaseArchive(t, dir, "llama-b7001-bin-ubuntu-x64.tar.gz", "b7001")
+	if r := runLB(t, nil, "install", "--app-dir", app, pkg); r.code != 0 {
+		t.Fatal(r)
+	}
+	// uid 1000's copy of the bundle, marker and all.
+	theirs := filepath.Join(vol, "llama")
+	if out, err := exec.Command("cp", "-a", filepath.Join(app, "llama-cpp")+"/.", theirs).CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	exec.Command("chown", "-R", "1000:1000", theirs).Run()
+	link := filepath.Join(app, "llama-cpp")
+	os.Remove(link)
+	os.Symlink(theirs, link)
+	r := runLB(t, nil, "install", "--app-dir", app, pkg)
+	if want := theirs + " lies in " + theirs + ", owned by uid 1000"; r.code != 2 || !strings.Contains(r.stderr, want) {
+		t.Errorf("want exit 2 and %q: %v", want, r)
+	}
+}

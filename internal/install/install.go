@@ -135,6 +135,24 @@ func checkAppDir(ctx context.Context, app string) error {
 			return err
 		}
 	}
+	// llamaboot points llama-cpp into the versions; a link someone made
+	// elsewhere (root's, or CheckTree refused it) leads to what root runs
+	// and whose marker says "installed": it must be as closed to others.
+	link := InstallDir(app)
+	if fi, err := os.Lstat(link); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		target, err := filepath.EvalSymlinks(link)
+		if err != nil {
+			return nil // dangling: the install repoints it
+		}
+		versions, verr := filepath.EvalSymlinks(filepath.Join(app, versionsName))
+		if verr == nil && strings.HasPrefix(target, versions+string(filepath.Separator)) {
+			return nil
+		}
+		if err := dirs.CheckPath(target); err != nil {
+			return err
+		}
+		return dirs.CheckTree(filepath.Dir(target), filepath.Base(target), ctx.Err)
+	}
 	return nil
 }
 
