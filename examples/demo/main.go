@@ -36,6 +36,10 @@ func main() {
 
 	work, err := os.MkdirTemp("", "llamaboot-demo-")
 	check(err, "")
+	// llamaboot reads the server's flags from `llama-server --help` run as
+	// nobody: the bundle's directories must let others in (MkdirTemp
+	// makes 0700).
+	check(os.Chmod(work, 0o755), "")
 	app := filepath.Join(work, "app")
 	pkg := filepath.Join(work, "llama-b7123-bin-ubuntu-x64.tar.gz")
 	var buf bytes.Buffer
@@ -57,7 +61,7 @@ func main() {
 log_dir = %q
 [instance.server]
 host = "127.0.0.1"
-n_gpu_layers = -1
+n_gpu_layers = 0 # the stand-in runs on the CPU: asking for GPU layers would be warned about
 flash_attn = "auto"
 [instance.chat.server]
 model = %q
