@@ -20,21 +20,14 @@ import (
 // that pid.
 type Reaper struct {
 	mu      sync.Mutex
-	waiters map[int]waiter
+	waiters map[int]chan syscall.WaitStatus
 	// Orphan is called for reaped processes nobody started through us.
 	Orphan func(pid int, ws syscall.WaitStatus)
 }
 
-// waiter is who started a child: its exit status goes to ch, and its
-// os.Process is released once it is reaped.
-type waiter struct {
-	ch   chan syscall.WaitStatus
-	proc *os.Process
-}
-
 // NewReaper returns a reaper; call Reap whenever SIGCHLD arrives.
 func NewReaper() *Reaper {
-	return &Reaper{waiters: map[int]waiter{}}
+	return &Reaper{waiters: map[int]chan syscall.WaitStatus{}}
 }
 
 // Start starts cmd and returns a channel that receives its exit status.
@@ -47,7 +40,7 @@ func (r *Reaper) Start(cmd *exec.Cmd) (<-chan syscall.WaitStatus, error) {
 		return nil, err
 	}
 	ch := make(chan syscall.WaitStatus, 1)
-	r.waiters[cmd.Process.Pid] = waiter{ch: ch, proc: cmd.Process}
+	r.waiters[cmd.Process.Pid] = ch
 	return ch, nil
 }
 
@@ -61,15 +54,11 @@ func (r *Reaper) Reap() {
 			r.mu.Unlock()
 			return
 		}
-		w, ok := r.waiters[pid]
+		ch, ok := r.waiters[pid]
 		delete(r.waiters, pid)
 		r.mu.Unlock()
 		if ok {
-			// os/exec holds a pidfd for every child it starts and closes
-			// it in Wait, which is never called here: without Release,
-			// PID 1 kept one descriptor per exited child until the GC ran.
-			_ = w.proc.Release()
-			w.ch <- ws
+			ch <- ws
 		} else if r.Orphan != nil {
 			r.Orphan(pid, ws)
 		}
